@@ -1,0 +1,375 @@
+"""Activation maximization: synthesize the image that drives a unit, channel or class logit.
+
+:func:`maximize_steps` yields :class:`~cnnvis_widgets.core.optimize.Step` s; :func:`maximize`
+runs to the end. Presets reproduce the literature (see :data:`PRESETS`).
+
+Examples
+--------
+>>> from cnnvis_widgets import load_model                       # doctest: +SKIP
+>>> from cnnvis_widgets.core import objectives, activation_max  # doctest: +SKIP
+>>> h = load_model()                                            # doctest: +SKIP
+>>> r = activation_max.maximize(h, "_blocks.4:7", steps=64)      # doctest: +SKIP
+>>> r.image.shape                                               # doctest: +SKIP
+torch.Size([1, 3, 128, 128])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..models.handle import ModelHandle
+from . import regularizers as R
+from .hooks import capture, forward_to
+from .objectives import LOGITS, Objective, as_objective, diversity
+from .optimize import Step, optimize_steps
+from .params import ImageParam
+from .transforms import standard_transforms
+
+__all__ = ["AMSettings", "Preset", "PRESETS", "maximize_steps", "maximize", "AMResult"]
+
+
+@dataclass
+class AMSettings:
+    """Settings read at every step: change them while a run goes on and the next step uses them.
+
+    Attributes
+    ----------
+    steps : int
+        Number of steps of the run.
+    lr : float
+        Learning rate (Adam), or the mean pixel change per step (``"sgd"``, normalized gradient).
+    pad, jitter, scale, rotate, jitter2 : transformation robustness (Lucid's standard transforms:
+        pad 12, jitter 8, scale +-0.1, rotate +-10 deg, jitter 4; 0 turns a stage off).
+    l2_decay : float
+        Shrink towards the neutral pixel by this fraction every step (Yosinski's theta_decay).
+    blur_sigma, blur_every : Gaussian blur of this width every that many steps.
+    clip_norm_pct : float
+        Reset pixels whose colour norm is below this percentile.
+    clip_contrib_pct : float
+        Reset pixels whose contribution to the objective is below this percentile.
+    tv_weight : float
+        Weight of the total-variation loss term.
+    l2_weight : float
+        Weight of the L2 penalty loss term (Simonyan et al.).
+    diversity : float
+        Weight of the diversity term across the batch (on the objective's layer).
+    """
+
+    steps: int = 512
+    lr: float = 0.05
+    pad: int = 12
+    jitter: int = 8
+    scale: float = 0.1
+    rotate: float = 10.0
+    jitter2: int = 4
+    l2_decay: float = 0.0
+    blur_sigma: float = 0.0
+    blur_every: int = 4
+    clip_norm_pct: float = 0.0
+    clip_contrib_pct: float = 0.0
+    tv_weight: float = 0.0
+    l2_weight: float = 0.0
+    diversity: float = 0.0
+
+    def update(self, **kwargs: Any) -> AMSettings:
+        """Set fields by name (``TypeError`` for unknown names); returns self."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for k, v in kwargs.items():
+            if k not in names:
+                raise TypeError(f"unknown setting {k!r}; valid: {', '.join(sorted(names))}")
+            setattr(self, k, type(getattr(self, k))(v))
+        return self
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A recipe from the literature: parameterization, optimizer, size and settings."""
+
+    name: str
+    param: str  # "fft" (FFT + decorrelated colour + sigmoid) or "pixel"
+    optimizer: str  # "adam" or "sgd" (normalized gradient ascent)
+    size: int
+    settings: AMSettings
+    description: str
+    sd: float = 0.01
+
+
+_NO_TRANSFORMS = dict(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
+
+PRESETS: dict[str, Preset] = {
+    "lucid": Preset(
+        "lucid",
+        "fft",
+        "adam",
+        128,
+        AMSettings(steps=512, lr=0.05),
+        "Olah et al. 2017 (Lucid): FFT + decorrelated colour, Adam lr 0.05, standard transforms, "
+        "512 steps.",
+    ),
+    "yosinski": Preset(
+        "yosinski",
+        "pixel",
+        "sgd",
+        224,
+        AMSettings(
+            steps=1000, lr=0.01, l2_decay=1e-4, blur_sigma=1.0, blur_every=4, **_NO_TRANSFORMS
+        ),
+        "Yosinski et al. 2015, Table 1 preset 3: L2 decay 1e-4, Gaussian blur sigma 1.0 every 4 "
+        "steps, 1000 steps of gradient ascent on pixels.",
+    ),
+    "yosinski_clip": Preset(
+        "yosinski_clip",
+        "pixel",
+        "sgd",
+        224,
+        AMSettings(
+            steps=1000, lr=0.01, blur_sigma=0.5, blur_every=4, clip_contrib_pct=90.0, **_NO_TRANSFORMS
+        ),
+        "Yosinski et al. 2015, Table 1 preset 4: blur sigma 0.5 every 4 steps and clipping of the "
+        "90% of pixels with the smallest contribution.",
+    ),
+    "simonyan": Preset(
+        "simonyan",
+        "pixel",
+        "sgd",
+        224,
+        AMSettings(steps=200, lr=0.01, l2_weight=1e-4, **_NO_TRANSFORMS),
+        "Simonyan et al. 2013: L2-regularized gradient ascent on the pixels (class models).",
+        sd=0.0,
+    ),
+}
+
+
+@dataclass
+class AMResult:
+    """Result of :func:`maximize`.
+
+    Attributes
+    ----------
+    image : torch.Tensor
+        Final pixel-space batch ``(B, C, H, W)`` on the CPU.
+    activation : torch.Tensor
+        Objective value of the final image, without transforms, per image ``(B,)``.
+    history : list of float
+        Loss per step.
+    objective : str
+    settings : AMSettings
+    """
+
+    image: torch.Tensor
+    activation: torch.Tensor
+    history: list[float]
+    objective: str
+    settings: AMSettings
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _validate(handle: ModelHandle, objective: Objective) -> None:
+    for name in objective.hidden_layers:
+        handle.layer(name)
+    for layer_name, unit in objective.units:
+        handle.check_unit(layer_name, unit)
+    for c in objective.classes:
+        handle.check_class(c)
+
+
+def _make_param(handle: ModelHandle, preset: Preset, batch: int, size: int, seed: int, sd):
+    g = torch.Generator().manual_seed(int(seed))
+    fft = preset.param == "fft"
+    return ImageParam(
+        (batch, handle.in_channels, size, size),
+        fft=fft,
+        decorrelate=fft,
+        sigmoid=fft,
+        sd=preset.sd if sd is None else sd,
+        generator=g,
+        device=handle.device,
+        mean=handle.mean,
+    )
+
+
+def maximize_steps(
+    handle: ModelHandle,
+    objective: Objective | str,
+    *,
+    preset: str = "lucid",
+    steps: int | None = None,
+    size: int | None = None,
+    lr: float | None = None,
+    batch: int = 1,
+    seed: int = 0,
+    settings: AMSettings | None = None,
+    stop_event: threading.Event | None = None,
+    sd: float | None = None,
+    **overrides: Any,
+) -> Iterator[Step]:
+    """Optimize an image batch to maximize ``objective``; yield a ``Step`` after each update.
+
+    Parameters
+    ----------
+    handle : ModelHandle
+    objective : Objective or str
+        E.g. ``objectives.channel("_blocks.4", 7)`` or ``"_blocks.4:7"``.
+    preset : str
+        A key of :data:`PRESETS`: ``"lucid"``, ``"yosinski"``, ``"yosinski_clip"``, ``"simonyan"``.
+    steps, lr : optional
+        Override the preset's.
+    size : int, optional
+        Side of the optimized image (the preset's by default). The model sees this size
+        (plus the transforms' padding): nothing is upsampled.
+    batch : int
+        Number of images optimized together (one batch through the network).
+    seed : int
+        Seeds the initialization and the random transforms: the same seed repeats the run.
+    settings : AMSettings, optional
+        A live settings object; the loop reads it every step, so changing its fields mid-run
+        takes effect at the next step. Built from the preset (and ``steps``/``lr``/``overrides``)
+        when not given.
+    stop_event : threading.Event, optional
+        Set it to end the run between steps.
+    **overrides
+        Fields of :class:`AMSettings` (``blur_sigma=1.0``, ``tv_weight=0.01``...).
+
+    Raises
+    ------
+    KeyError
+        Unknown layer (the message lists the nearest names).
+    IndexError
+        Unit or class out of range (the message names the range).
+    NonFiniteLossError
+        The loss became NaN/inf.
+    """
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    objective = as_objective(objective)
+    _validate(handle, objective)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if settings is None:
+        settings = dataclasses.replace(p.settings)
+        settings.update(**overrides)
+        if steps is not None:
+            settings.steps = int(steps)
+        if lr is not None:
+            settings.lr = float(lr)
+    size = int(size or p.size)
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    param = _make_param(handle, p, batch, size, seed, sd)
+    tgen = torch.Generator().manual_seed(int(seed) + 1)
+    neutral = torch.tensor(handle.mean, device=handle.device).view(1, -1, 1, 1)
+    needs_logits = objective.needs_logits
+    div_layer = objective.hidden_layers[-1] if objective.hidden_layers else None
+    div_obj = diversity(div_layer) if div_layer else None
+    layers = list(objective.hidden_layers)
+
+    def loss_fn(img: torch.Tensor, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        s = settings
+        x = img
+        if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1:
+            t = standard_transforms(s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5)
+            x = t(x, tgen)
+        acts: dict[str, torch.Tensor]
+        with capture(handle, layers, stop_early=not needs_logits) as acts:
+            out = forward_to(handle, handle.normalize(x), acts, needs_logits=needs_logits)
+            if needs_logits:
+                acts[LOGITS] = out
+            score = objective(acts)
+            loss = -score.mean()
+            if s.diversity and div_obj is not None and batch > 1:
+                loss = loss - s.diversity * div_obj(acts).mean()
+        if s.tv_weight:
+            loss = loss + s.tv_weight * R.total_variation(img).mean()
+        if s.l2_weight:
+            loss = loss + s.l2_weight * R.l2_penalty(img, neutral).mean()
+        return loss, {"activation": score.detach()}
+
+    def post_step(prm: ImageParam, i: int, img: torch.Tensor) -> None:
+        s = settings
+        ops = (
+            s.l2_decay > 0
+            or (s.blur_sigma > 0 and s.blur_every > 0 and (i + 1) % s.blur_every == 0)
+            or s.clip_norm_pct > 0
+            or s.clip_contrib_pct > 0
+            or not prm.sigmoid
+        )
+        if not ops:
+            return
+        with torch.no_grad():
+            x = prm.image()
+            x = R.decay(x, s.l2_decay, neutral)
+            if s.blur_sigma > 0 and s.blur_every > 0 and (i + 1) % s.blur_every == 0:
+                x = R.gaussian_blur(x, s.blur_sigma)
+            x = R.clip_small_norm(x, s.clip_norm_pct, neutral)
+            x = R.clip_small_contribution(x, img.grad, s.clip_contrib_pct, neutral)
+            if not prm.sigmoid:
+                x = x.clamp(0, 1)
+            prm.set_image(x)
+
+    with handle.frozen():
+        yield from optimize_steps(
+            param,
+            loss_fn,
+            settings,
+            optimizer=p.optimizer,
+            post_step=post_step,
+            stop_event=stop_event,
+        )
+
+
+@torch.no_grad()
+def evaluate(handle: ModelHandle, objective: Objective | str, pixels: torch.Tensor) -> torch.Tensor:
+    """Objective value per image ``(B,)`` of a pixel-space batch, without transforms."""
+    objective = as_objective(objective)
+    _validate(handle, objective)
+    needs_logits = objective.needs_logits
+    with capture(handle, objective.hidden_layers, stop_early=not needs_logits) as acts:
+        out = forward_to(
+            handle, handle.normalize(pixels.to(handle.device)), acts, needs_logits=needs_logits
+        )
+        if needs_logits:
+            acts[LOGITS] = out
+        return objective(acts).float().cpu()
+
+
+def maximize(handle: ModelHandle, objective: Objective | str, **kwargs: Any) -> AMResult:
+    """Run :func:`maximize_steps` to the end and return an :class:`AMResult`.
+
+    Takes the same arguments as :func:`maximize_steps`.
+    """
+    objective = as_objective(objective)
+    history: list[float] = []
+    metrics: list[dict[str, Any]] = []
+    last: Step | None = None
+    settings = kwargs.get("settings")
+    if settings is None:
+        p = PRESETS[kwargs.get("preset", "lucid")]
+        settings = dataclasses.replace(p.settings)
+        settings.update(
+            **{
+                k: kwargs.pop(k)
+                for k in list(kwargs)
+                if k in {f.name for f in dataclasses.fields(AMSettings)}
+            }
+        )
+        if kwargs.get("steps") is not None:
+            settings.steps = int(kwargs.pop("steps"))
+        if kwargs.get("lr") is not None:
+            settings.lr = float(kwargs.pop("lr"))
+        kwargs["settings"] = settings
+    for step in maximize_steps(handle, objective, **kwargs):
+        history.append(step.loss)
+        metrics.append({"activation": step.metrics["activation"].float().mean().item()})
+        last = step
+    if last is None:
+        raise RuntimeError("the run made no step (steps=0 or stopped before the first step)")
+    image = last.image.clone().clamp(0, 1)
+    activation = evaluate(handle, objective, image)
+    return AMResult(image.cpu(), activation, history, objective.name, settings, metrics)

@@ -1,0 +1,7 @@
+"""What we feed the networks: packaged sample photos (and, later, probe sets)."""
+
+from __future__ import annotations
+
+from .samples import sample_image, sample_images
+
+__all__ = ["sample_images", "sample_image"]

@@ -1,0 +1,383 @@
+"""`ModelHandle`: one object carrying a network, its input spec, class names and layer table.
+
+Two spaces are used throughout the project and never mixed silently:
+
+* *pixel space*: float RGB (or grey) in ``[0, 1]``, shape ``(B, C, H, W)``, what people see;
+* *model-input space*: resized and normalized, ``(pixels - mean) / std``, what the network eats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+from torch import nn
+
+__all__ = ["LayerInfo", "ModelHandle"]
+
+_KIND_BY_TYPE: list[tuple[tuple[type, ...], str]] = [
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d), "conv"),
+    ((nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d), "norm"),
+    (
+        (
+            nn.ReLU,
+            nn.ReLU6,
+            nn.LeakyReLU,
+            nn.ELU,
+            nn.GELU,
+            nn.SiLU,
+            nn.Sigmoid,
+            nn.Tanh,
+            nn.Hardswish,
+            nn.Hardsigmoid,
+            nn.PReLU,
+        ),
+        "act",
+    ),
+    (
+        (
+            nn.MaxPool2d,
+            nn.AvgPool2d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveMaxPool2d,
+        ),
+        "pool",
+    ),
+    ((nn.Linear,), "linear"),
+    ((nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.ZeroPad2d, nn.ConstantPad2d), "aux"),
+]
+
+
+def _kind_of(module: nn.Module) -> str:
+    for types, kind in _KIND_BY_TYPE:
+        if isinstance(module, types):
+            return kind
+    if len(list(module.children())) > 0:
+        return "block"
+    return "other"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One named module of the network and the shape of its output.
+
+    Attributes
+    ----------
+    name : str
+        Dotted module name, as in ``model.named_modules()`` (``"_blocks.3._act1"``).
+    kind : str
+        ``"conv"``, ``"act"``, ``"pool"``, ``"norm"``, ``"block"``, ``"linear"``, ``"aux"`` or
+        ``"other"``.
+    type : str
+        The module's class name.
+    channels : int
+        Output channels (features for a linear layer).
+    height, width : int or None
+        Output spatial size at the model's input size (None for non-spatial outputs).
+    order : int
+        Position in execution order of the discovery forward pass.
+    """
+
+    name: str
+    kind: str
+    type: str
+    channels: int
+    height: int | None
+    width: int | None
+    order: int
+
+    @property
+    def spatial(self) -> bool:
+        """True when the output is a 4-D feature map ``(B, C, H, W)``."""
+        return self.height is not None
+
+    def to_dict(self) -> dict:
+        """JSON-able description."""
+        return asdict(self)
+
+    def label(self) -> str:
+        """Short human label, e.g. ``"_blocks.3 (block, 40 ch, 28x28)"``."""
+        size = f", {self.height}x{self.width}" if self.spatial else ""
+        return f"{self.name} ({self.kind}, {self.channels} ch{size})"
+
+
+class ModelHandle:
+    """A network together with everything needed to feed it and look inside it.
+
+    Build one with :func:`cnnvis_widgets.load_model`; the constructor is for wrapping a module
+    whose input spec you know.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; it is put in eval mode and moved to ``device``.
+    name : str
+        Name for records and caches (``"efficientnet_lite0"``, ``"torchvision:vgg16"``...).
+    device : str or torch.device
+        Where the model and every tensor of a run live.
+    input_size : int or (int, int)
+        The size the network was trained on (square if an int).
+    mean, std : sequence of float
+        Per-channel normalization, ``x = (pixels - mean) / std``.
+    resize : int, optional
+        Short side to resize photos to before the centre crop (default ``input_size / 0.875``).
+    interpolation : str
+        ``"bicubic"`` or ``"bilinear"``, used by :meth:`preprocess`.
+    class_names : list of str, optional
+        One name per output logit.
+    weights : str
+        What the weights are (``"default"``, ``"random(seed=0)"``, a path...), for records.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    >>> h = ModelHandle(net, name="tiny", input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> h.layer("0").channels
+    4
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        device: str | torch.device = "cpu",
+        input_size: int | tuple[int, int] = 224,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        resize: int | None = None,
+        interpolation: str = "bicubic",
+        class_names: Sequence[str] | None = None,
+        weights: str = "default",
+        in_channels: int | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.name = name
+        self.weights = weights
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
+        self.in_channels = int(in_channels if in_channels is not None else len(mean))
+        if len(mean) != self.in_channels or len(std) != self.in_channels:
+            raise ValueError(
+                f"mean/std must have one value per input channel ({self.in_channels}), "
+                f"got mean={tuple(mean)} std={tuple(std)}"
+            )
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.resize = int(resize) if resize else round(max(self.input_size) / 0.875)
+        self.interpolation = interpolation
+        self.class_names: list[str] | None = list(class_names) if class_names else None
+        # One lock per model: runs that share a handle from different threads take turns on the
+        # parts that change shared state (parameter grad flags).
+        self.lock = threading.RLock()
+        self._frozen = 0
+        self._saved_grad: dict[str, bool] = {}
+        self._modules = dict(self.model.named_modules())
+        self.layers: dict[str, LayerInfo] = self._discover_layers()
+        self.num_outputs = self._num_outputs
+        if self.class_names is not None and len(self.class_names) != self.num_outputs:
+            self.class_names = None
+
+    # ----------------------------------------------------------------------------- layers
+    def _discover_layers(self) -> dict[str, LayerInfo]:
+        found: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
+        handles = []
+
+        def make_hook(layer_name: str):
+            def hook(module: nn.Module, inputs: object, output: object) -> None:
+                if layer_name not in found and isinstance(output, torch.Tensor):
+                    found[layer_name] = (module, tuple(output.shape))
+
+            return hook
+
+        for name, module in self._modules.items():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name)))
+        was_training = self.model.training
+        try:
+            self.model.eval()
+            x = torch.zeros(1, self.in_channels, *self.input_size, device=self.device)
+            with torch.no_grad():
+                out = self.model(x)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise RuntimeError(
+                f"model {self.name!r} failed on a dummy input of shape {tuple(x.shape)}: {exc}. "
+                "Pass input_size=/mean=/std= to load_model if it expects another input."
+            ) from exc
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was_training)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"model {self.name!r} must return a tensor, got {type(out).__name__}")
+        self._num_outputs = int(out.shape[1]) if out.dim() >= 2 else int(out.numel())
+        layers: dict[str, LayerInfo] = {}
+        for order, (name, (module, shape)) in enumerate(found.items()):
+            if len(shape) == 4:
+                ch, h, w = shape[1], shape[2], shape[3]
+            elif len(shape) == 2:
+                ch, h, w = shape[1], None, None
+            else:
+                continue
+            layers[name] = LayerInfo(
+                name=name,
+                kind=_kind_of(module),
+                type=type(module).__name__,
+                channels=int(ch),
+                height=None if h is None else int(h),
+                width=None if w is None else int(w),
+                order=order,
+            )
+        return layers
+
+    def conv_layers(self) -> list[LayerInfo]:
+        """Layers with spatial output that are worth visualizing (conv, activation, pool, block).
+
+        Normalization, padding and dropout modules are left out: they repeat their neighbour.
+        """
+        return [
+            li for li in self.layers.values() if li.spatial and li.kind in ("conv", "act", "pool", "block")
+        ]
+
+    def layer(self, name: str) -> LayerInfo:
+        """The :class:`LayerInfo` of ``name``; ``KeyError`` listing the nearest valid names."""
+        try:
+            return self.layers[name]
+        except KeyError:
+            raise KeyError(self._unknown_layer_message(name)) from None
+
+    def _unknown_layer_message(self, name: str) -> str:
+        names = list(self.layers)
+        near = difflib.get_close_matches(str(name), names, n=5, cutoff=0.3)
+        if not near:
+            near = [li.name for li in self.conv_layers()][:5] or names[:5]
+        return (
+            f"unknown layer {name!r} in model {self.name!r}; nearest valid names: "
+            f"{', '.join(near)} ({len(names)} layers; see handle.layers)"
+        )
+
+    def module(self, name: str) -> nn.Module:
+        """The ``nn.Module`` called ``name`` (``KeyError`` with the nearest names)."""
+        self.layer(name)
+        return self._modules[name]
+
+    def check_unit(self, layer: str, unit: int) -> None:
+        """Raise ``IndexError`` naming the valid range when ``unit`` is not a channel of ``layer``."""
+        n = self.layer(layer).channels
+        if not isinstance(unit, int) or isinstance(unit, bool):
+            raise TypeError(f"unit must be an int, got {unit!r}")
+        if not 0 <= unit < n:
+            raise IndexError(f"unit {unit} is out of range for layer {layer!r}: valid 0..{n - 1}")
+
+    def check_class(self, index: int) -> None:
+        """Raise ``IndexError`` when ``index`` is not a valid output logit."""
+        if not 0 <= int(index) < self.num_outputs:
+            raise IndexError(f"class {index} is out of range: valid 0..{self.num_outputs - 1}")
+
+    def class_name(self, index: int) -> str:
+        """Human name of output ``index`` (``"class 17"`` when the model has no names)."""
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return f"class {index}"
+
+    # ----------------------------------------------------------------------------- spaces
+    def _stats(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.mean, device=ref.device, dtype=ref.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=ref.device, dtype=ref.dtype).view(1, -1, 1, 1)
+        return mean, std
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel space ``[0, 1]`` -> model-input space."""
+        mean, std = self._stats(pixels)
+        return (pixels - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-input space -> pixel space (not clamped)."""
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    def to_pixels(self, image: Image.Image | torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """A photo -> pixel-space batch ``(1, C, H, W)`` on the device, resized and centre-cropped.
+
+        ``size`` overrides the crop size (the resize keeps the model's crop ratio).
+        Tensors are taken as pixel space already and only moved/batched.
+        """
+        if isinstance(image, torch.Tensor):
+            t = image if image.dim() == 4 else image.unsqueeze(0)
+            return t.to(self.device, torch.float32)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        crop = self.input_size if size is None else (int(size), int(size))
+        resize = self.resize if size is None else round(int(size) * self.resize / max(self.input_size))
+        mode = "L" if self.in_channels == 1 else "RGB"
+        image = image.convert(mode)
+        interp = (
+            InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
+        )
+        image = TF.resize(image, resize, interpolation=interp)
+        image = TF.center_crop(image, list(crop))
+        t = TF.to_tensor(image).unsqueeze(0)
+        return t.to(self.device)
+
+    def preprocess(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
+        """A PIL photo -> model-input batch ``(1, C, H, W)`` on the device."""
+        return self.normalize(self.to_pixels(image, size))
+
+    def deprocess(self, x: torch.Tensor) -> Image.Image | list[Image.Image]:
+        """Model-input tensor -> PIL image (a list of images for a batch of more than one)."""
+        from ..core.imaging import to_pil
+
+        pixels = self.denormalize(x.detach())
+        if pixels.dim() == 4 and pixels.shape[0] > 1:
+            return [to_pil(p) for p in pixels]
+        return to_pil(pixels)
+
+    # ----------------------------------------------------------------------------- runs
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Parameters do not require grad inside (restored on exit; nests across threads)."""
+        with self.lock:
+            if self._frozen == 0:
+                self._saved_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
+                for p in self.model.parameters():
+                    p.requires_grad_(False)
+            self._frozen += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._frozen -= 1
+                if self._frozen == 0:
+                    for n, p in self.model.named_parameters():
+                        p.requires_grad_(self._saved_grad.get(n, True))
+
+    def describe(self) -> dict:
+        """JSON-able summary for records."""
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "device": str(self.device),
+            "input_size": list(self.input_size),
+            "in_channels": self.in_channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "num_outputs": self.num_outputs,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelHandle({self.name!r}, weights={self.weights!r}, device={str(self.device)!r}, "
+            f"input={self.in_channels}x{self.input_size[0]}x{self.input_size[1]}, "
+            f"{len(self.layers)} layers)"
+        )

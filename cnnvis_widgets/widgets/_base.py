@@ -1,0 +1,466 @@
+"""The base class of every widget: worker thread, cancellation, restarts, frame streaming.
+
+A subclass declares traits (the controls), says which of them restart a run
+(``_restart_traits``) and which are read live by the running algorithm (``_live_traits``), and
+implements :meth:`CnnvisWidget._steps`, a generator of core ``Step`` s. Everything else lives here:
+
+* one worker thread per widget, started on the first run, that waits for run requests; a request
+  while a run goes on cancels it between two steps and starts over with the newest settings, so
+  a storm of slider moves ends with exactly one run for the final settings;
+* frames: at most ~20 per second and at most 4 unacknowledged by the browser; the worker only
+  copies a small tensor to the CPU, a sender thread encodes (JPEG) and sends it as a binary
+  custom message. The optimization never waits for the browser;
+* the ``image`` (PNG) and ``history`` traits at a low rate and at the end (late views, exports);
+* ``error`` shows what went wrong and the widget stays usable;
+* ``save()``, ``record()``, and an ``image/png`` in ``_repr_mimebundle_`` for static exports.
+
+See ``js/PROTOCOL.md`` for the messages and traits the front end relies on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import platform
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import torch
+import traitlets as t
+
+from ..core.imaging import encode, make_grid
+from ..core.optimize import Step
+from ..models import ModelHandle, load_model
+
+__all__ = ["CnnvisWidget", "get_handle"]
+
+_STATIC = Path(__file__).parent / "static"
+_MISSING_BUNDLE_ESM = """
+export default { render({ el }) {
+  const p = document.createElement("pre");
+  p.textContent = "cnnvis_widgets: the front-end bundle is not built. Run `make js` " +
+    "(or `npm --prefix js run build`) in the source tree, then restart the kernel.";
+  el.appendChild(p);
+} };
+"""
+
+FRAME_INTERVAL = 0.05  # seconds between frames (about 20 per second at most)
+MAX_IN_FLIGHT = 4  # frames sent but not yet acknowledged by a view
+ACK_TIMEOUT = 2.0  # an unacknowledged frame older than this is forgotten (closed view)
+TRAIT_INTERVAL = 0.5  # seconds between updates of the `image` and `history` traits
+
+_HANDLES: dict[tuple, ModelHandle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def get_handle(model: str | torch.nn.Module | ModelHandle, **kwargs: Any) -> ModelHandle:
+    """A :class:`ModelHandle` for ``model``; named models are loaded once and shared by widgets."""
+    if isinstance(model, ModelHandle):
+        return model
+    if isinstance(model, str):
+        key = (model, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+        with _HANDLES_LOCK:
+            if key not in _HANDLES:
+                _HANDLES[key] = load_model(model, **kwargs)
+            return _HANDLES[key]
+    return load_model(model, **kwargs)
+
+
+def _bundle(name: str) -> Path | str:
+    path = _STATIC / name
+    if path.exists():
+        return path
+    return _MISSING_BUNDLE_ESM if name.endswith(".js") else ""
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "cnnvis_widgets": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "anywidget": getattr(anywidget, "__version__", "?"),
+        "python": platform.python_version(),
+    }
+
+
+class CnnvisWidget(anywidget.AnyWidget):
+    """Base of every cnnvis widget: the shared control surface.
+
+    Methods ``run()``, ``stop()``, ``wait(timeout=None)``, ``save(path)``, ``record()``; traits
+    ``running``, ``step``, ``error``; attribute ``handle`` (the :class:`ModelHandle`).
+    """
+
+    _esm = _bundle("widget.js")
+    _css = _bundle("widget.css")
+
+    title = t.Unicode("", help="Heading shown at the top of the widget.").tag(sync=True)
+    controls = t.List(t.Dict(), help="Control specs drawn by the front end.").tag(sync=True)
+    panels = t.List(t.Dict(), help="Panel specs drawn by the front end.").tag(sync=True)
+    running = t.Bool(False, help="True while a run is in progress (read-only).").tag(sync=True)
+    step = t.Int(0, help="Index of the last completed step of the current run.").tag(sync=True)
+    total_steps = t.Int(0, help="Number of steps of the current run.").tag(sync=True)
+    error = t.Unicode("", help="Empty when fine, else what went wrong.").tag(sync=True)
+    status = t.Unicode("", help="One line of status text.").tag(sync=True)
+    image = t.Bytes(b"", help="PNG of the latest image (low rate, for late views).").tag(sync=True)
+    history = t.List(t.Float(), help="Loss per step of the current run.").tag(sync=True)
+    run_id = t.Int(0, help="Increments each time a run starts.").tag(sync=True)
+    auto_run = t.Bool(
+        True, help="Run when the view appears and restart when a setting that needs it changes."
+    ).tag(sync=True)
+
+    #: traits whose change cancels the current run and starts a new one
+    _restart_traits: tuple[str, ...] = ()
+    #: traits read by the running algorithm at every step
+    _live_traits: tuple[str, ...] = ()
+
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = [k for k in kwargs if not self.has_trait(k) and not k.startswith("_")]
+        if unknown:
+            valid = sorted(n for n in self.trait_names() if not n.startswith("_"))
+            raise TypeError(
+                f"{type(self).__name__}() got unknown argument(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(valid)}"
+            )
+        self._cond = threading.Condition(threading.RLock())
+        self._pending = False
+        self._busy = False
+        self._closed = False
+        self._stop_event = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
+        self._frame_slot: dict[str, Any] | None = None
+        self._frame_ready = threading.Event()
+        self._in_flight: dict[int, float] = {}
+        self._seq = 0
+        self._views = 0
+        self._last_pixels: torch.Tensor | None = None
+        self._completed_runs = 0
+        self._finished_run_id = -1
+        self._last_record: dict[str, Any] = {}
+        super().__init__(**kwargs)
+        self.on_msg(self._on_front_msg)
+        if self._restart_traits:
+            self.observe(self._on_restart_trait, names=list(self._restart_traits))
+        if self._live_traits:
+            self.observe(self._on_live_trait, names=list(self._live_traits))
+
+    # ------------------------------------------------------------------ subclass interface
+    def _steps(self, stop_event: threading.Event) -> Iterator[Step]:  # pragma: no cover
+        """Yield core steps for the current settings (subclasses)."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        """Short description of what the current run computes, for the status line."""
+        return ""
+
+    def _frame_pixels(self, step: Step) -> torch.Tensor:
+        """The picture of a step, pixel space ``(C, H, W)``: a grid for a batch."""
+        img = step.image
+        return img[0] if img.shape[0] == 1 else make_grid(img.clamp(0, 1))
+
+    def _settings(self) -> dict[str, Any]:
+        """Every setting trait, for :meth:`record`."""
+        skip = set(CnnvisWidget.class_trait_names()) | {"layer_options", "class_options"}
+        out = {}
+        for name in self.trait_names(sync=True):
+            if name.startswith("_") or name in skip:
+                continue
+            value = getattr(self, name)
+            if isinstance(value, (int, float, str, bool)):
+                out[name] = value
+        return out
+
+    def _on_live_trait(self, change: dict) -> None:
+        """Forward a live setting to the running algorithm (subclasses)."""
+
+    # ------------------------------------------------------------------ public control surface
+    def run(self) -> None:
+        """Start a run with the current settings (cancelling the one in progress, if any)."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("this widget was closed")
+            self._pending = True
+            self._stop_event.set()
+            self._ensure_threads()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Stop the current run (between two steps) and drop any pending restart."""
+        with self._cond:
+            self._pending = False
+            self._stop_event.set()
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no run is in progress or pending; False when ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Stop the worker and close the widget."""
+        with self._cond:
+            self._closed = True
+            self._pending = False
+            self._stop_event.set()
+            self._cond.notify_all()
+        self._frame_ready.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30)
+        super().close()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the current image as a PNG file; returns the path."""
+        if self._last_pixels is None:
+            raise RuntimeError("nothing to save yet: run() the widget first")
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(self._last_pixels, "png"))
+        return path
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-able dict of every setting, the seed, the model and library versions."""
+        rec = {
+            "widget": type(self).__name__,
+            "model": self.handle.describe() if getattr(self, "handle", None) else None,
+            "settings": self._settings(),
+            "result": dict(self._last_record),
+            "steps_done": len(self.history),
+            "versions": _versions(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        json.dumps(rec)  # raises here, not in the user's file, if something is not JSON-able
+        return rec
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        if self.image:
+            data["image/png"] = base64.b64encode(self.image).decode("ascii")
+        return data
+
+    # ------------------------------------------------------------------ observers
+    def _on_restart_trait(self, change: dict) -> None:
+        if self._closed:
+            return
+        if self.running or self._pending or (self.auto_run and self._views > 0):
+            self.run()
+
+    def _on_front_msg(self, widget: Any, content: Any, buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "ack":
+            with self._cond:
+                self._in_flight.pop(int(content.get("seq", -1)), None)
+        elif kind == "ready":
+            self._views += 1
+            if self.auto_run and not self._busy and not self._pending and self._completed_runs == 0:
+                self.run()
+        elif kind == "run":
+            self.run()
+        elif kind == "stop":
+            self.stop()
+
+    # ------------------------------------------------------------------ threads
+    def _ensure_threads(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(
+                target=self._worker_loop, name=f"cnnvis-{type(self).__name__}", daemon=True
+            )
+            self._worker.start()
+        if self._sender is None or not self._sender.is_alive():
+            self._sender = threading.Thread(
+                target=self._sender_loop, name=f"cnnvis-send-{type(self).__name__}", daemon=True
+            )
+            self._sender.start()
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._pending = False
+                stop_event = threading.Event()
+                self._stop_event = stop_event
+                self._busy = True
+            try:
+                self._execute(stop_event)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _execute(self, stop_event: threading.Event) -> None:
+        history: list[float] = []
+        started = time.monotonic()
+        last_frame = last_traits = 0.0
+        cursor = 0
+        step: Step | None = None
+        error = ""
+        with self.hold_sync():
+            self.run_id += 1
+            self.error = ""
+            self.history = []
+            self.step = 0
+            self.running = True
+            self.status = f"{self._describe()}: starting"
+        run_id = self.run_id
+        gen = None
+        try:
+            gen = self._steps(stop_event)
+            for step in gen:
+                history.append(step.loss)
+                now = time.monotonic()
+                if self._views and now - last_frame >= FRAME_INTERVAL and self._can_send(now):
+                    last_frame = now
+                    losses = [[i, v] for i, v in enumerate(history[cursor:], start=cursor)]
+                    cursor = len(history)
+                    self._queue_frame(step, run_id, losses, png=now - last_traits >= TRAIT_INTERVAL)
+                    if now - last_traits >= TRAIT_INTERVAL:
+                        last_traits = now
+                        self._sync_progress(step, history)
+                elif now - last_traits >= TRAIT_INTERVAL:
+                    last_traits = now
+                    self._queue_frame(step, run_id, None, png=True)
+                    self._sync_progress(step, history)
+                if stop_event.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - shown in the widget, the worker lives on
+            error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, (KeyError, IndexError, ValueError, FloatingPointError)):
+                error += "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        finally:
+            if gen is not None:
+                gen.close()  # runs the core's finally blocks: hooks removed, grads restored
+        elapsed = time.monotonic() - started
+        if step is not None:
+            pixels = self._frame_pixels(step).detach().to("cpu", copy=True).float().clamp(0, 1)
+            self._last_pixels = pixels
+            png = encode(pixels, "png")
+        else:
+            png = None
+        stopped = stop_event.is_set() and not error
+        self._finish_run(step, history)
+        with self._cond, self.hold_sync():
+            self._finished_run_id = run_id
+            if png is not None:
+                self.image = png
+            self.history = history
+            if step is not None:
+                self.step = step.index
+                self.total_steps = step.total
+            self.error = error
+            self.running = False
+            if error:
+                self.status = f"{self._describe()}: stopped by an error"
+            elif stopped:
+                self.status = f"{self._describe()}: stopped at step {len(history)}"
+            else:
+                self.status = (
+                    f"{self._describe()}: done, {len(history)} steps in {elapsed:.1f} s"
+                    + self._result_text()
+                )
+        if not error and not stopped:
+            self._completed_runs += 1
+        if step is not None and self._views:
+            losses = [[i, v] for i, v in enumerate(history[cursor:], start=cursor)]
+            self._queue_frame(step, run_id, losses, png=False, pixels=self._last_pixels)
+
+    def _finish_run(self, step: Step | None, history: list[float]) -> None:
+        """Hook for subclasses: compute final numbers into ``self._last_record``."""
+
+    def _result_text(self) -> str:
+        return ""
+
+    def _sync_progress(self, step: Step, history: list[float]) -> None:
+        with self.hold_sync():
+            self.step = step.index
+            self.total_steps = step.total
+            self.history = list(history)
+            self.status = f"{self._describe()}: step {step.index + 1}/{step.total}" + (
+                f", loss {step.loss:.4g}"
+            )
+
+    def _can_send(self, now: float) -> bool:
+        with self._cond:
+            for seq, sent in list(self._in_flight.items()):
+                if now - sent > ACK_TIMEOUT:
+                    del self._in_flight[seq]
+            return len(self._in_flight) < MAX_IN_FLIGHT
+
+    def _queue_frame(self, step: Step, run_id: int, losses, *, png: bool, pixels=None) -> None:
+        """Copy the picture to the CPU and hand it to the sender thread (latest wins)."""
+        if pixels is None:
+            pixels = self._frame_pixels(step).detach().to("cpu", copy=True)
+        self._last_pixels = pixels
+        slot = {
+            "pixels": pixels,
+            "send": losses is not None,
+            "png": png,
+            "content": {
+                "type": "frame",
+                "run_id": run_id,
+                "step": step.index,
+                "total": step.total,
+                "loss": step.loss,
+                "losses": losses or [],
+            },
+        }
+        with self._cond:
+            old = self._frame_slot
+            if old is not None and old["send"] and not slot["send"]:
+                slot["send"], slot["content"] = True, old["content"]
+            self._frame_slot = slot
+        self._frame_ready.set()
+
+    def _sender_loop(self) -> None:
+        while not self._closed:
+            self._frame_ready.wait()
+            self._frame_ready.clear()
+            with self._cond:
+                slot, self._frame_slot = self._frame_slot, None
+            if slot is None:
+                continue
+            try:
+                pixels = slot["pixels"].float().clamp(0, 1)
+                if slot["send"]:
+                    data = encode(pixels, "jpeg", quality=90)
+                    with self._cond:
+                        self._seq += 1
+                        seq = self._seq
+                        self._in_flight[seq] = time.monotonic()
+                    content = dict(slot["content"], seq=seq, mime="image/jpeg")
+                    content["height"], content["width"] = int(pixels.shape[-2]), int(
+                        pixels.shape[-1]
+                    )
+                    self.send(content, buffers=[data])
+                if slot["png"]:
+                    png = encode(pixels, "png")
+                    with self._cond:
+                        # never overwrite the final image of a run with an older frame
+                        if slot["content"]["run_id"] != self._finished_run_id:
+                            self.image = png
+            except Exception:  # noqa: BLE001 - a failed frame must not kill the sender
+                continue

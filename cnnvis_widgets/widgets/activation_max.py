@@ -1,0 +1,363 @@
+"""The Activation Maximization widget: pick a layer and a unit, drag sliders, watch it converge."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import traitlets as t
+
+from ..core import activation_max as am
+from ..core import objectives as O
+from ..core.optimize import Step
+from ..models import ModelHandle
+from ._base import CnnvisWidget, get_handle
+
+__all__ = ["ActivationMaximization"]
+
+_REG_TRAITS = (
+    "l2_decay",
+    "blur_sigma",
+    "blur_every",
+    "clip_norm_pct",
+    "clip_contrib_pct",
+    "tv_weight",
+    "l2_weight",
+    "pad",
+    "jitter",
+    "scale",
+    "rotate",
+    "diversity",
+)
+
+
+def default_layer(handle: ModelHandle) -> str:
+    """A middle block of the network (or a middle conv-like layer when there are no blocks)."""
+    layers = handle.conv_layers()
+    if not layers:
+        raise ValueError(
+            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
+            "block) to visualize"
+        )
+    for kind in ("block", "act", "conv", "pool"):
+        picks = [li for li in layers if li.kind == kind and "." not in li.name.split(".", 1)[-1]]
+        picks = picks or [li for li in layers if li.kind == kind]
+        if len(picks) >= 1:
+            return picks[len(picks) // 2].name
+    return layers[len(layers) // 2].name
+
+
+class ActivationMaximization(CnnvisWidget):
+    """Synthesize the image that drives a unit, a channel or a class logit, live.
+
+    Parameters
+    ----------
+    model : str, nn.Module or ModelHandle
+        ``"efficientnet_lite0"`` (default, embedded ImageNet weights), ``"torchvision:<arch>"``,
+        your own module, or a handle from :func:`cnnvis_widgets.load_model`.
+    device : str, optional
+        ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
+    **traits
+        Initial values of any trait below (``layer=``, ``unit=``, ``preset=``, ``steps=``...).
+
+    Examples
+    --------
+    >>> w = ActivationMaximization(layer="_blocks.8", unit=12)    # doctest: +SKIP
+    >>> w                                                          # doctest: +SKIP
+    >>> w.run(); w.wait(); w.save("unit12.png")                    # doctest: +SKIP
+    """
+
+    model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
+    layer = t.Unicode("", help="Dotted name of the layer whose unit is maximized.").tag(sync=True)
+    layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
+        sync=True
+    )
+    objective = t.Enum(
+        ["channel", "neuron", "class", "dream"],
+        "channel",
+        help="channel: mean of a feature map; neuron: its centre position; class: a logit; "
+        "dream: the whole layer (DeepDream).",
+    ).tag(sync=True)
+    unit = t.Int(0, help="Channel of the layer (first unit in grid mode).").tag(sync=True)
+    unit_max = t.Int(0, help="Largest valid unit of the layer (read-only).").tag(sync=True)
+    class_index = t.Int(0, help="Class whose logit is maximized (objective 'class').").tag(
+        sync=True
+    )
+    class_options = t.List(help="[label, index] of every class (read-only).").tag(sync=True)
+    grid = t.Int(1, help="Number of units optimized together as one batch (grid mode).").tag(
+        sync=True
+    )
+    preset = t.Enum(
+        list(am.PRESETS), "lucid", help="Recipe from the literature; sets the sliders below."
+    ).tag(sync=True)
+    steps = t.Int(512, help="Number of optimization steps.").tag(sync=True)
+    lr = t.Float(0.05, help="Learning rate.").tag(sync=True)
+    size = t.Int(128, help="Side of the optimized image in pixels.").tag(sync=True)
+    seed = t.Int(0, help="Random seed: the same seed repeats the run.").tag(sync=True)
+    l2_decay = t.Float(0.0, help="L2 decay towards grey per step.").tag(sync=True)
+    blur_sigma = t.Float(0.0, help="Gaussian blur width (pixels).").tag(sync=True)
+    blur_every = t.Int(4, help="Blur every this many steps.").tag(sync=True)
+    clip_norm_pct = t.Float(0.0, help="Reset pixels of small norm (percentile).").tag(sync=True)
+    clip_contrib_pct = t.Float(0.0, help="Reset pixels of small contribution (percentile).").tag(
+        sync=True
+    )
+    tv_weight = t.Float(0.0, help="Total-variation weight.").tag(sync=True)
+    l2_weight = t.Float(0.0, help="L2 penalty weight (Simonyan).").tag(sync=True)
+    pad = t.Int(12, help="Padding before the random transforms (pixels).").tag(sync=True)
+    jitter = t.Int(8, help="Random shift (pixels).").tag(sync=True)
+    scale = t.Float(0.1, help="Random scale range, +-.").tag(sync=True)
+    rotate = t.Float(10.0, help="Random rotation range, +- degrees.").tag(sync=True)
+    diversity = t.Float(0.0, help="Diversity weight across the grid's images.").tag(sync=True)
+
+    _restart_traits = ("layer", "objective", "unit", "class_index", "grid", "preset", "size", "seed")
+    _live_traits = ("steps", "lr") + _REG_TRAITS
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        *,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.handle = get_handle(model, **({"device": device} if device else {}))
+        self._live: am.AMSettings | None = None
+        self._applying_preset = False
+        h = self.handle
+        options = [[li.label(), li.name] for li in h.conv_layers()]
+        layer = kwargs.pop("layer", None) or default_layer(h)
+        h.layer(layer)  # KeyError listing the nearest names
+        preset = kwargs.pop("preset", "lucid")
+        if preset not in am.PRESETS:
+            raise t.TraitError(f"unknown preset {preset!r}; choose one of {', '.join(am.PRESETS)}")
+        names = h.class_names or [f"class {i}" for i in range(h.num_outputs)]
+        super().__init__(
+            title="Activation maximization",
+            model_name=h.name,
+            layer_options=options,
+            class_options=[[f"{i}: {n}", i] for i, n in enumerate(names)],
+            layer=layer,
+            unit_max=h.layer(layer).channels - 1,
+            preset=preset,
+            **self._preset_values(preset),
+        )
+        self._update_controls()
+        if kwargs:
+            with self.hold_trait_notifications():
+                for k, v in kwargs.items():
+                    if not self.has_trait(k) or k.startswith("_"):
+                        valid = sorted(n for n in self.trait_names(sync=True) if n[0] != "_")
+                        raise TypeError(
+                            f"ActivationMaximization() got an unknown argument {k!r}; valid: "
+                            f"{', '.join(valid)}"
+                        )
+                    setattr(self, k, v)
+        self.observe(self._on_layer, names=["layer"])
+        self.observe(self._on_preset, names=["preset"])
+        self.panels = [
+            {"kind": "image", "label": "Synthesized image"},
+            {"kind": "chart", "label": "Loss", "trait": "history"},
+            {"kind": "progress"},
+        ]
+
+    # ------------------------------------------------------------------ validation
+    @t.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        name = proposal["value"]
+        try:
+            info = self.handle.layer(name)
+        except KeyError as exc:
+            raise t.TraitError(exc.args[0]) from None
+        if not info.spatial and self.objective in ("neuron", "dream"):
+            raise t.TraitError(f"layer {name!r} has no spatial output; use objective 'channel'")
+        return name
+
+    @t.validate("unit")
+    def _valid_unit(self, proposal: dict) -> int:
+        unit = int(proposal["value"])
+        n = self.handle.layer(self.layer).channels if self.layer else 1
+        last = unit + max(1, self.grid) - 1
+        if unit < 0 or last >= n:
+            raise t.TraitError(
+                f"unit {unit} is out of range for layer {self.layer!r}: valid 0..{n - 1}"
+                + (f" (grid of {self.grid} units needs unit <= {n - self.grid})" if self.grid > 1 else "")
+            )
+        return unit
+
+    @t.validate("class_index")
+    def _valid_class(self, proposal: dict) -> int:
+        c = int(proposal["value"])
+        if not 0 <= c < self.handle.num_outputs:
+            raise t.TraitError(f"class {c} is out of range: valid 0..{self.handle.num_outputs - 1}")
+        return c
+
+    @t.validate("grid")
+    def _valid_grid(self, proposal: dict) -> int:
+        g = int(proposal["value"])
+        if not 1 <= g <= 64:
+            raise t.TraitError(f"grid must be between 1 and 64 units, got {g}")
+        if self.layer and self.unit + g > self.handle.layer(self.layer).channels:
+            raise t.TraitError(
+                f"a grid of {g} units from unit {self.unit} does not fit layer {self.layer!r} "
+                f"({self.handle.layer(self.layer).channels} channels)"
+            )
+        return g
+
+    @t.validate("steps", "size", "blur_every", "lr", "seed")
+    def _valid_positive(self, proposal: dict) -> Any:
+        name, v = proposal["trait"].name, proposal["value"]
+        low = {"steps": 1, "size": 16, "blur_every": 1, "lr": 1e-8, "seed": 0}[name]
+        high = {"steps": 100_000, "size": 1024, "blur_every": 1000, "lr": 1e3, "seed": 2**31}[name]
+        if not low <= v <= high:
+            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
+        return v
+
+    @t.validate(
+        "l2_decay", "blur_sigma", "clip_norm_pct", "clip_contrib_pct", "tv_weight", "l2_weight"
+    )
+    def _valid_nonneg(self, proposal: dict) -> float:
+        v = float(proposal["value"])
+        name = proposal["trait"].name
+        high = 100.0 if name.endswith("pct") else 1e6
+        if not (0.0 <= v <= high):  # also rejects NaN
+            raise t.TraitError(f"{name} must be between 0 and {high:g}, got {v}")
+        return v
+
+    # ------------------------------------------------------------------ observers
+    def _on_layer(self, change: dict) -> None:
+        n = self.handle.layer(change["new"]).channels
+        with self.hold_sync():
+            if self.grid > n:
+                self.set_trait("grid", n)
+            if self.unit + self.grid > n:
+                self.set_trait("unit", max(0, n - self.grid))
+            self.unit_max = n - 1
+
+    def _preset_values(self, name: str) -> dict[str, Any]:
+        p = am.PRESETS[name]
+        s = p.settings
+        vals = {k: getattr(s, k) for k in _REG_TRAITS}
+        vals.update(steps=s.steps, lr=s.lr, size=p.size)
+        return vals
+
+    def _on_preset(self, change: dict) -> None:
+        with self.hold_sync(), self.hold_trait_notifications():
+            for k, v in self._preset_values(change["new"]).items():
+                setattr(self, k, v)
+
+    def _on_live_trait(self, change: dict) -> None:
+        live = self._live
+        if live is not None:
+            setattr(live, change["name"], change["new"])
+
+    def _update_controls(self) -> None:
+        unit_when = {"trait": "objective", "in": ["channel", "neuron"]}
+        self.controls = [
+            {"trait": "layer", "kind": "select", "label": "Layer", "group": "Objective",
+             "options_trait": "layer_options", "help": "conv-like layers, with channels"},
+            {"trait": "objective", "kind": "toggle", "label": "Maximize", "group": "Objective",
+             "options": [["channel", "channel"], ["neuron", "neuron"], ["class logit", "class"],
+                         ["DeepDream", "dream"]]},
+            {"trait": "unit", "kind": "slider", "label": "Unit", "group": "Objective", "min": 0,
+             "max_trait": "unit_max", "step": 1, "visible_when": unit_when},
+            {"trait": "class_index", "kind": "search", "label": "Class", "group": "Objective",
+             "options_trait": "class_options", "visible_when": {"trait": "objective",
+                                                                "in": ["class"]}},
+            {"trait": "grid", "kind": "slider", "label": "Grid (units)", "group": "Objective",
+             "min": 1, "max": 36, "step": 1},
+            {"trait": "preset", "kind": "select", "label": "Preset", "group": "Run",
+             "options": [[f"{k}", k] for k in am.PRESETS]},
+            {"trait": "steps", "kind": "slider", "label": "Iterations", "group": "Run", "min": 8,
+             "max": 2048, "step": 8},
+            {"trait": "lr", "kind": "slider", "label": "Learning rate", "group": "Run",
+             "min": 0.001, "max": 1.0, "log": True},
+            {"trait": "size", "kind": "slider", "label": "Size (px)", "group": "Run", "min": 32,
+             "max": 320, "step": 16},
+            {"trait": "seed", "kind": "int", "label": "Seed", "group": "Run"},
+            {"trait": "l2_decay", "kind": "slider", "label": "L2 decay", "group": "Regularizers",
+             "min": 0.0, "max": 0.05, "step": 0.0001},
+            {"trait": "blur_sigma", "kind": "slider", "label": "Blur sigma", "group": "Regularizers",
+             "min": 0.0, "max": 3.0, "step": 0.05},
+            {"trait": "blur_every", "kind": "slider", "label": "Blur every", "group": "Regularizers",
+             "min": 1, "max": 16, "step": 1},
+            {"trait": "clip_norm_pct", "kind": "slider", "label": "Clip small norm %",
+             "group": "Regularizers", "min": 0, "max": 95, "step": 1},
+            {"trait": "clip_contrib_pct", "kind": "slider", "label": "Clip small contribution %",
+             "group": "Regularizers", "min": 0, "max": 95, "step": 1},
+            {"trait": "tv_weight", "kind": "slider", "label": "Total variation",
+             "group": "Regularizers", "min": 0.0, "max": 2.0, "step": 0.01},
+            {"trait": "l2_weight", "kind": "slider", "label": "L2 penalty", "group": "Regularizers",
+             "min": 0.0, "max": 0.01, "step": 0.0001},
+            {"trait": "pad", "kind": "slider", "label": "Pad", "group": "Transforms", "min": 0,
+             "max": 32, "step": 1},
+            {"trait": "jitter", "kind": "slider", "label": "Jitter", "group": "Transforms",
+             "min": 0, "max": 32, "step": 1},
+            {"trait": "scale", "kind": "slider", "label": "Scale +-", "group": "Transforms",
+             "min": 0.0, "max": 0.5, "step": 0.01},
+            {"trait": "rotate", "kind": "slider", "label": "Rotate +- deg", "group": "Transforms",
+             "min": 0, "max": 45, "step": 1},
+            {"trait": "diversity", "kind": "slider", "label": "Diversity", "group": "Transforms",
+             "min": 0.0, "max": 10.0, "step": 0.1},
+        ]
+
+    # ------------------------------------------------------------------ the run
+    def make_objective(self) -> O.Objective:
+        """The core objective for the current traits."""
+        units: int | list[int] = (
+            self.unit if self.grid == 1 else list(range(self.unit, self.unit + self.grid))
+        )
+        if self.objective == "channel":
+            return O.channel(self.layer, units)
+        if self.objective == "neuron":
+            return O.neuron(self.layer, units)
+        if self.objective == "class":
+            idx = self.class_index if self.grid == 1 else [self.class_index] * self.grid
+            return O.class_logit(idx)
+        return O.layer(self.layer)
+
+    def _describe(self) -> str:
+        if self.objective == "class":
+            return f"class {self.class_index} ({self.handle.class_name(self.class_index)})"
+        if self.objective == "dream":
+            return f"{self.layer} DeepDream"
+        units = f"unit {self.unit}" if self.grid == 1 else f"units {self.unit}-{self.unit + self.grid - 1}"
+        return f"{self.layer} {units}" + (" centre" if self.objective == "neuron" else "")
+
+    def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        settings = dataclasses.replace(am.PRESETS[self.preset].settings)
+        settings.update(steps=self.steps, lr=self.lr, **{k: getattr(self, k) for k in _REG_TRAITS})
+        settings.jitter2 = 4 if self.jitter > 1 else 0
+        self._live = settings
+        self._objective = self.make_objective()
+        try:
+            yield from am.maximize_steps(
+                self.handle,
+                self._objective,
+                preset=self.preset,
+                size=self.size,
+                batch=self.grid,
+                seed=self.seed,
+                settings=settings,
+                stop_event=stop_event,
+            )
+        finally:
+            self._live = None
+
+    def _finish_run(self, step: Step | None, history: list[float]) -> None:
+        rec: dict[str, Any] = {"objective": self._objective.name if step else None}
+        if step is not None:
+            rec["final_loss"] = step.loss
+            try:
+                act = am.evaluate(self.handle, self._objective, step.image.clamp(0, 1))
+                rec["activation"] = [round(float(a), 6) for a in act]
+            except Exception as exc:  # noqa: BLE001 - the run's own error is already shown
+                rec["activation_error"] = str(exc)
+        self._last_record = rec
+
+    def _result_text(self) -> str:
+        act = self._last_record.get("activation")
+        if not act:
+            return ""
+        return f", activation {sum(act) / len(act):.3g}"

@@ -100,7 +100,7 @@ class Preset:
     sd: float = 0.01
 
 
-_NO_TRANSFORMS = dict(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
+_NO_TRANSFORMS: dict[str, Any] = dict(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
 
 PRESETS: dict[str, Preset] = {
     "lucid": Preset(
@@ -129,7 +129,12 @@ PRESETS: dict[str, Preset] = {
         "sgd",
         224,
         AMSettings(
-            steps=1000, lr=0.01, blur_sigma=0.5, blur_every=4, clip_contrib_pct=90.0, **_NO_TRANSFORMS
+            steps=1000,
+            lr=0.01,
+            blur_sigma=0.5,
+            blur_every=4,
+            clip_contrib_pct=90.0,
+            **_NO_TRANSFORMS,
         ),
         "Yosinski et al. 2015, Table 1 preset 4: blur sigma 0.5 every 4 steps and clipping of the "
         "90% of pixels with the smallest contribution.",
@@ -259,6 +264,8 @@ def maximize_steps(
             settings.steps = int(steps)
         if lr is not None:
             settings.lr = float(lr)
+    elif overrides:
+        settings.update(**overrides)
     size = int(size or p.size)
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
@@ -349,8 +356,11 @@ def maximize(handle: ModelHandle, objective: Objective | str, **kwargs: Any) -> 
     metrics: list[dict[str, Any]] = []
     last: Step | None = None
     settings = kwargs.get("settings")
+    preset = kwargs.get("preset", "lucid")
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if settings is None:
-        p = PRESETS[kwargs.get("preset", "lucid")]
+        p = PRESETS[preset]
         settings = dataclasses.replace(p.settings)
         settings.update(
             **{

@@ -1,4 +1,4 @@
-"""Forward hooks that capture layer outputs, always removed, safe across threads and in-place ops."""
+"""Forward hooks that capture layer outputs: always removed, thread-aware, in-place safe."""
 
 from __future__ import annotations
 

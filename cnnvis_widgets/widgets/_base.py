@@ -213,6 +213,8 @@ class CnnvisWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop the worker and close the widget."""
+        if not hasattr(self, "_cond"):  # construction failed before the base was set up
+            return super().close()
         with self._cond:
             self._closed = True
             self._pending = False
@@ -452,8 +454,9 @@ class CnnvisWidget(anywidget.AnyWidget):
                         seq = self._seq
                         self._in_flight[seq] = time.monotonic()
                     content = dict(slot["content"], seq=seq, mime="image/jpeg")
-                    content["height"], content["width"] = int(pixels.shape[-2]), int(
-                        pixels.shape[-1]
+                    content["height"], content["width"] = (
+                        int(pixels.shape[-2]),
+                        int(pixels.shape[-1]),
                     )
                     self.send(content, buffers=[data])
                 if slot["png"]:

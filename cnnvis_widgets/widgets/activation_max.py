@@ -112,7 +112,16 @@ class ActivationMaximization(CnnvisWidget):
     rotate = t.Float(10.0, help="Random rotation range, +- degrees.").tag(sync=True)
     diversity = t.Float(0.0, help="Diversity weight across the grid's images.").tag(sync=True)
 
-    _restart_traits = ("layer", "objective", "unit", "class_index", "grid", "preset", "size", "seed")
+    _restart_traits = (
+        "layer",
+        "objective",
+        "unit",
+        "class_index",
+        "grid",
+        "preset",
+        "size",
+        "seed",
+    )
     _live_traits = ("steps", "lr") + _REG_TRAITS
 
     def __init__(
@@ -182,7 +191,11 @@ class ActivationMaximization(CnnvisWidget):
         if unit < 0 or last >= n:
             raise t.TraitError(
                 f"unit {unit} is out of range for layer {self.layer!r}: valid 0..{n - 1}"
-                + (f" (grid of {self.grid} units needs unit <= {n - self.grid})" if self.grid > 1 else "")
+                + (
+                    f" (grid of {self.grid} units needs unit <= {n - self.grid})"
+                    if self.grid > 1
+                    else ""
+                )
             )
         return unit
 
@@ -255,51 +268,196 @@ class ActivationMaximization(CnnvisWidget):
     def _update_controls(self) -> None:
         unit_when = {"trait": "objective", "in": ["channel", "neuron"]}
         self.controls = [
-            {"trait": "layer", "kind": "select", "label": "Layer", "group": "Objective",
-             "options_trait": "layer_options", "help": "conv-like layers, with channels"},
-            {"trait": "objective", "kind": "toggle", "label": "Maximize", "group": "Objective",
-             "options": [["channel", "channel"], ["neuron", "neuron"], ["class logit", "class"],
-                         ["DeepDream", "dream"]]},
-            {"trait": "unit", "kind": "slider", "label": "Unit", "group": "Objective", "min": 0,
-             "max_trait": "unit_max", "step": 1, "visible_when": unit_when},
-            {"trait": "class_index", "kind": "search", "label": "Class", "group": "Objective",
-             "options_trait": "class_options", "visible_when": {"trait": "objective",
-                                                                "in": ["class"]}},
-            {"trait": "grid", "kind": "slider", "label": "Grid (units)", "group": "Objective",
-             "min": 1, "max": 36, "step": 1},
-            {"trait": "preset", "kind": "select", "label": "Preset", "group": "Run",
-             "options": [[f"{k}", k] for k in am.PRESETS]},
-            {"trait": "steps", "kind": "slider", "label": "Iterations", "group": "Run", "min": 8,
-             "max": 2048, "step": 8},
-            {"trait": "lr", "kind": "slider", "label": "Learning rate", "group": "Run",
-             "min": 0.001, "max": 1.0, "log": True},
-            {"trait": "size", "kind": "slider", "label": "Size (px)", "group": "Run", "min": 32,
-             "max": 320, "step": 16},
+            {
+                "trait": "layer",
+                "kind": "select",
+                "label": "Layer",
+                "group": "Objective",
+                "options_trait": "layer_options",
+                "help": "conv-like layers, with channels",
+            },
+            {
+                "trait": "objective",
+                "kind": "toggle",
+                "label": "Maximize",
+                "group": "Objective",
+                "options": [
+                    ["channel", "channel"],
+                    ["neuron", "neuron"],
+                    ["class logit", "class"],
+                    ["DeepDream", "dream"],
+                ],
+            },
+            {
+                "trait": "unit",
+                "kind": "slider",
+                "label": "Unit",
+                "group": "Objective",
+                "min": 0,
+                "max_trait": "unit_max",
+                "step": 1,
+                "visible_when": unit_when,
+            },
+            {
+                "trait": "class_index",
+                "kind": "search",
+                "label": "Class",
+                "group": "Objective",
+                "options_trait": "class_options",
+                "visible_when": {"trait": "objective", "in": ["class"]},
+            },
+            {
+                "trait": "grid",
+                "kind": "slider",
+                "label": "Grid (units)",
+                "group": "Objective",
+                "min": 1,
+                "max": 36,
+                "step": 1,
+            },
+            {
+                "trait": "preset",
+                "kind": "select",
+                "label": "Preset",
+                "group": "Run",
+                "options": [[f"{k}", k] for k in am.PRESETS],
+            },
+            {
+                "trait": "steps",
+                "kind": "slider",
+                "label": "Iterations",
+                "group": "Run",
+                "min": 8,
+                "max": 2048,
+                "step": 8,
+            },
+            {
+                "trait": "lr",
+                "kind": "slider",
+                "label": "Learning rate",
+                "group": "Run",
+                "min": 0.001,
+                "max": 1.0,
+                "log": True,
+            },
+            {
+                "trait": "size",
+                "kind": "slider",
+                "label": "Size (px)",
+                "group": "Run",
+                "min": 32,
+                "max": 320,
+                "step": 16,
+            },
             {"trait": "seed", "kind": "int", "label": "Seed", "group": "Run"},
-            {"trait": "l2_decay", "kind": "slider", "label": "L2 decay", "group": "Regularizers",
-             "min": 0.0, "max": 0.05, "step": 0.0001},
-            {"trait": "blur_sigma", "kind": "slider", "label": "Blur sigma", "group": "Regularizers",
-             "min": 0.0, "max": 3.0, "step": 0.05},
-            {"trait": "blur_every", "kind": "slider", "label": "Blur every", "group": "Regularizers",
-             "min": 1, "max": 16, "step": 1},
-            {"trait": "clip_norm_pct", "kind": "slider", "label": "Clip small norm %",
-             "group": "Regularizers", "min": 0, "max": 95, "step": 1},
-            {"trait": "clip_contrib_pct", "kind": "slider", "label": "Clip small contribution %",
-             "group": "Regularizers", "min": 0, "max": 95, "step": 1},
-            {"trait": "tv_weight", "kind": "slider", "label": "Total variation",
-             "group": "Regularizers", "min": 0.0, "max": 2.0, "step": 0.01},
-            {"trait": "l2_weight", "kind": "slider", "label": "L2 penalty", "group": "Regularizers",
-             "min": 0.0, "max": 0.01, "step": 0.0001},
-            {"trait": "pad", "kind": "slider", "label": "Pad", "group": "Transforms", "min": 0,
-             "max": 32, "step": 1},
-            {"trait": "jitter", "kind": "slider", "label": "Jitter", "group": "Transforms",
-             "min": 0, "max": 32, "step": 1},
-            {"trait": "scale", "kind": "slider", "label": "Scale +-", "group": "Transforms",
-             "min": 0.0, "max": 0.5, "step": 0.01},
-            {"trait": "rotate", "kind": "slider", "label": "Rotate +- deg", "group": "Transforms",
-             "min": 0, "max": 45, "step": 1},
-            {"trait": "diversity", "kind": "slider", "label": "Diversity", "group": "Transforms",
-             "min": 0.0, "max": 10.0, "step": 0.1},
+            {
+                "trait": "l2_decay",
+                "kind": "slider",
+                "label": "L2 decay",
+                "group": "Regularizers",
+                "min": 0.0,
+                "max": 0.05,
+                "step": 0.0001,
+            },
+            {
+                "trait": "blur_sigma",
+                "kind": "slider",
+                "label": "Blur sigma",
+                "group": "Regularizers",
+                "min": 0.0,
+                "max": 3.0,
+                "step": 0.05,
+            },
+            {
+                "trait": "blur_every",
+                "kind": "slider",
+                "label": "Blur every",
+                "group": "Regularizers",
+                "min": 1,
+                "max": 16,
+                "step": 1,
+            },
+            {
+                "trait": "clip_norm_pct",
+                "kind": "slider",
+                "label": "Clip small norm %",
+                "group": "Regularizers",
+                "min": 0,
+                "max": 95,
+                "step": 1,
+            },
+            {
+                "trait": "clip_contrib_pct",
+                "kind": "slider",
+                "label": "Clip small contribution %",
+                "group": "Regularizers",
+                "min": 0,
+                "max": 95,
+                "step": 1,
+            },
+            {
+                "trait": "tv_weight",
+                "kind": "slider",
+                "label": "Total variation",
+                "group": "Regularizers",
+                "min": 0.0,
+                "max": 2.0,
+                "step": 0.01,
+            },
+            {
+                "trait": "l2_weight",
+                "kind": "slider",
+                "label": "L2 penalty",
+                "group": "Regularizers",
+                "min": 0.0,
+                "max": 0.01,
+                "step": 0.0001,
+            },
+            {
+                "trait": "pad",
+                "kind": "slider",
+                "label": "Pad",
+                "group": "Transforms",
+                "min": 0,
+                "max": 32,
+                "step": 1,
+            },
+            {
+                "trait": "jitter",
+                "kind": "slider",
+                "label": "Jitter",
+                "group": "Transforms",
+                "min": 0,
+                "max": 32,
+                "step": 1,
+            },
+            {
+                "trait": "scale",
+                "kind": "slider",
+                "label": "Scale +-",
+                "group": "Transforms",
+                "min": 0.0,
+                "max": 0.5,
+                "step": 0.01,
+            },
+            {
+                "trait": "rotate",
+                "kind": "slider",
+                "label": "Rotate +- deg",
+                "group": "Transforms",
+                "min": 0,
+                "max": 45,
+                "step": 1,
+            },
+            {
+                "trait": "diversity",
+                "kind": "slider",
+                "label": "Diversity",
+                "group": "Transforms",
+                "min": 0.0,
+                "max": 10.0,
+                "step": 0.1,
+            },
         ]
 
     # ------------------------------------------------------------------ the run
@@ -322,7 +480,11 @@ class ActivationMaximization(CnnvisWidget):
             return f"class {self.class_index} ({self.handle.class_name(self.class_index)})"
         if self.objective == "dream":
             return f"{self.layer} DeepDream"
-        units = f"unit {self.unit}" if self.grid == 1 else f"units {self.unit}-{self.unit + self.grid - 1}"
+        units = (
+            f"unit {self.unit}"
+            if self.grid == 1
+            else f"units {self.unit}-{self.unit + self.grid - 1}"
+        )
         return f"{self.layer} {units}" + (" centre" if self.objective == "neuron" else "")
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:

@@ -1,0 +1,184 @@
+"""Activation maximization: objectives rise, presets run, batches, seeds, live settings,
+early stopping, hooks always removed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from cnnvis_widgets import load_model
+from cnnvis_widgets.core import activation_max as am
+from cnnvis_widgets.core import objectives as O
+from cnnvis_widgets.core.hooks import active_hook_count
+from cnnvis_widgets.core.optimize import NonFiniteLossError
+
+
+def _initial_activation(handle, objective, preset="lucid", size=32, seed=0, batch=1):
+    p = am.PRESETS[preset]
+    param = am._make_param(handle, p, batch, size, seed, None)
+    return am.evaluate(handle, objective, param.image().detach())
+
+
+@pytest.mark.parametrize("preset", list(am.PRESETS))
+def test_every_preset_raises_the_objective(tiny_handle, preset) -> None:
+    obj = O.channel("conv2", 5)
+    before = _initial_activation(tiny_handle, obj, preset)
+    r = am.maximize(tiny_handle, obj, preset=preset, steps=30, size=32)
+    assert r.image.shape == (1, 3, 32, 32)
+    assert len(r.history) == 30
+    assert float(r.activation[0]) > float(before[0]) + 0.02
+    assert r.image.min() >= 0 and r.image.max() <= 1
+
+
+def test_class_logit_and_neuron_and_dream(tiny_handle) -> None:
+    for obj in (O.class_logit(2), O.neuron("conv1", 1), O.layer("relu1")):
+        before = _initial_activation(tiny_handle, obj)
+        r = am.maximize(tiny_handle, obj, steps=30, size=32)
+        assert float(r.activation[0]) > float(before[0])
+
+
+@pytest.mark.slow
+def test_pretrained_channel_and_class_rise(lite0) -> None:
+    obj = O.channel("_blocks.4", 7)
+    before = _initial_activation(lite0, obj, size=64)
+    r = am.maximize(lite0, obj, steps=20, size=64)
+    assert float(r.activation[0]) > float(before[0]) + 1.0
+    cat = O.class_logit(281)
+    before = _initial_activation(lite0, cat, preset="simonyan", size=96)
+    r = am.maximize(lite0, cat, preset="simonyan", steps=20, size=96)
+    assert float(r.activation[0]) > float(before[0]) + 5.0
+
+
+def test_batch_of_units_is_one_forward_per_step(tiny_handle) -> None:
+    calls = []
+    h = tiny_handle.module("conv1").register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    try:
+        r = am.maximize(tiny_handle, O.channel("conv2", [0, 1, 2, 3]), batch=4, steps=5, size=32)
+    finally:
+        h.remove()
+    # 5 steps, one batch of 4 each, plus one final evaluation pass
+    assert calls == [4] * 6
+    assert r.image.shape[0] == 4 and r.activation.shape == (4,)
+
+
+def test_forward_stops_at_the_deepest_needed_layer(tiny_handle) -> None:
+    later = []
+    h = tiny_handle.module("fc").register_forward_hook(lambda *a: later.append(1))
+    try:
+        am.maximize(tiny_handle, "conv1:0", steps=3, size=32)
+        assert later == []  # fc never ran
+        am.maximize(tiny_handle, O.class_logit(0), steps=3, size=32)
+        assert len(later) == 4
+    finally:
+        h.remove()
+
+
+def test_seed_repeats_and_differs(tiny_handle) -> None:
+    a = am.maximize(tiny_handle, "conv2:1", steps=10, size=32, seed=3).image
+    b = am.maximize(tiny_handle, "conv2:1", steps=10, size=32, seed=3).image
+    c = am.maximize(tiny_handle, "conv2:1", steps=10, size=32, seed=4).image
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_settings_changed_mid_run_take_effect_next_step(tiny_handle) -> None:
+    settings = am.AMSettings(steps=100, lr=0.05)
+    seen = []
+    for step in am.maximize_steps(tiny_handle, "conv2:1", size=32, settings=settings):
+        seen.append(step.total)
+        if step.index == 2:
+            settings.steps = 6  # e.g. the iterations slider moved down
+    assert len(seen) == 6 and seen[:3] == [100] * 3 and seen[3:] == [6] * 3
+
+
+def test_bad_input_errors(tiny_handle) -> None:
+    with pytest.raises(KeyError, match="nearest valid names: conv1"):
+        am.maximize(tiny_handle, "conv_1:0", steps=2)
+    with pytest.raises(IndexError, match="valid 0..15"):
+        am.maximize(tiny_handle, "conv2:16", steps=2)
+    with pytest.raises(IndexError, match="valid 0..4"):
+        am.maximize(tiny_handle, O.class_logit(5), steps=2)
+    with pytest.raises(KeyError, match="unknown preset"):
+        am.maximize(tiny_handle, "conv2:1", preset="nope", steps=2)
+    with pytest.raises(TypeError, match="unknown setting"):
+        am.maximize(tiny_handle, "conv2:1", steps=2, blurr=1.0)
+    assert active_hook_count(tiny_handle.model) == 0
+
+
+class NaNNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.poison = False
+
+    def forward(self, x):
+        return self.conv(x * float("nan") if self.poison else x)
+
+
+def test_nan_stops_with_a_message_and_leaves_no_hooks() -> None:
+    net = NaNNet()
+    h = load_model(net, device="cpu", input_size=16)
+    net.poison = True
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        am.maximize(h, "conv:0", steps=5, size=16)
+    assert active_hook_count(net) == 0
+    # the model's parameters are restored to requiring grad
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_hooks_removed_after_error_inside_objective_and_after_cancel(tiny_handle) -> None:
+    def boom(acts):
+        raise RuntimeError("objective failed")
+
+    bad = O.Objective(boom, ["conv2"], "boom")
+    with pytest.raises(RuntimeError, match="objective failed"):
+        am.maximize(tiny_handle, bad, steps=3, size=32)
+    assert active_hook_count(tiny_handle.model) == 0
+    stop = threading.Event()
+    gen = am.maximize_steps(tiny_handle, "conv2:0", steps=50, size=32, stop_event=stop)
+    n = 0
+    for _ in gen:
+        n += 1
+        if n == 3:
+            stop.set()
+    assert n == 3
+    assert active_hook_count(tiny_handle.model) == 0
+    gen = am.maximize_steps(tiny_handle, "conv2:0", steps=50, size=32)
+    next(gen)
+    gen.close()  # abandoned mid-run, e.g. a widget restart
+    assert active_hook_count(tiny_handle.model) == 0
+    assert all(p.requires_grad for p in tiny_handle.model.parameters())
+
+
+def test_inplace_relu_and_one_channel_small_input() -> None:
+    from tests.conftest import make_tiny
+
+    h = load_model(make_tiny(in_channels=1), device="cpu", input_size=12)
+    assert h.in_channels == 1 and h.mean == (0.5,)
+    r = am.maximize(h, "relu2:2", steps=10, size=12)  # relu2 is in place
+    assert r.image.shape == (1, 1, 12, 12)
+
+
+def test_core_imports_and_runs_without_widget_packages() -> None:
+    code = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('anywidget', 'ipywidgets', 'traitlets', 'plotly', 'IPython'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import torch
+torch.set_num_threads(1)
+from cnnvis_widgets import load_model
+from cnnvis_widgets.core import activation_max, objectives, hooks, params, transforms
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+r = activation_max.maximize(load_model(net, device='cpu', input_size=16), '1:2', steps=3, size=16)
+print('ok', tuple(r.image.shape))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ok (1, 3, 16, 16)" in out.stdout

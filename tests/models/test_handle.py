@@ -1,0 +1,104 @@
+"""load_model / ModelHandle: spaces, layers, errors, user modules, the real classifier."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cnnvis_widgets import load_model
+from cnnvis_widgets.data import sample_image
+from tests.conftest import make_tiny
+
+
+def test_layers_are_discovered_in_execution_order(tiny_handle) -> None:
+    names = list(tiny_handle.layers)
+    assert names == ["conv1", "relu1", "pool", "conv2", "relu2", "gap", "fc"]
+    conv2 = tiny_handle.layer("conv2")
+    assert (conv2.kind, conv2.channels, conv2.height, conv2.width) == ("conv", 16, 16, 16)
+    assert tiny_handle.layer("fc").spatial is False
+    assert [li.name for li in tiny_handle.conv_layers()] == [
+        "conv1",
+        "relu1",
+        "pool",
+        "conv2",
+        "relu2",
+        "gap",
+    ]
+    assert tiny_handle.num_outputs == 5 and tiny_handle.class_name(3) == "class 3"
+
+
+def test_errors_name_the_fix(tiny_handle) -> None:
+    with pytest.raises(KeyError, match=r"nearest valid names: conv2"):
+        tiny_handle.layer("conv_2")
+    with pytest.raises(IndexError, match=r"valid 0\.\.15"):
+        tiny_handle.check_unit("conv2", 16)
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model("efficientnet_lite9")
+    with pytest.raises(RuntimeError, match="dummy input"):
+        load_model(nn.Linear(3, 4), device="cpu")  # a 4-D image batch cannot go through
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            load_model(make_tiny(), device="cuda")
+
+
+def test_pixel_and_model_spaces(tiny_handle) -> None:
+    pixels = torch.rand(2, 3, 8, 8)
+    x = tiny_handle.normalize(pixels)
+    mean = torch.tensor(tiny_handle.mean).view(1, 3, 1, 1)
+    std = torch.tensor(tiny_handle.std).view(1, 3, 1, 1)
+    assert torch.allclose(x, (pixels - mean) / std)
+    assert torch.allclose(tiny_handle.denormalize(x), pixels, atol=1e-6)
+    img = sample_image("cat")
+    t = tiny_handle.preprocess(img)
+    assert t.shape == (1, 3, 32, 32)
+    back = tiny_handle.deprocess(t)
+    assert back.size == (32, 32) and back.mode == "RGB"
+    assert len(tiny_handle.deprocess(torch.cat([t, t]))) == 2
+
+
+def test_user_module_random_reinit_is_seeded() -> None:
+    net = make_tiny()
+    own = load_model(net, device="cpu", input_size=32)
+    a = load_model(net, weights=None, seed=1, device="cpu", input_size=32)
+    b = load_model(net, weights=None, seed=1, device="cpu", input_size=32)
+    c = load_model(net, weights=None, seed=2, device="cpu", input_size=32)
+    w = lambda h: h.model.conv1.weight  # noqa: E731
+    assert w(own) is net.conv1.weight
+    assert torch.equal(w(a), w(b)) and not torch.equal(w(a), w(c))
+    assert not torch.equal(w(a), net.conv1.weight)
+
+
+def test_frozen_restores_grad_flags(tiny_handle) -> None:
+    tiny_handle.model.fc.weight.requires_grad_(False)
+    with tiny_handle.frozen():
+        assert not any(p.requires_grad for p in tiny_handle.model.parameters())
+    assert tiny_handle.model.conv1.weight.requires_grad
+    assert not tiny_handle.model.fc.weight.requires_grad
+
+
+def test_torchvision_architecture_without_download() -> None:
+    h = load_model("torchvision:resnet18", weights=None, device="cpu")
+    assert h.layer("layer3").channels == 256 and h.class_names[281] == "tabby"
+    assert h.weights == "random(seed=0)"
+
+
+@pytest.mark.slow
+def test_default_model_is_the_real_imagenet_classifier(lite0) -> None:
+    assert lite0.name == "efficientnet_lite0" and lite0.mean == (0.5, 0.5, 0.5)
+    assert lite0.input_size == (224, 224) and len(lite0.class_names) == 1000
+    with torch.no_grad():
+        logits = lite0.model(lite0.preprocess(sample_image("cat")))
+    top = int(logits.argmax())
+    assert 281 <= top <= 285, lite0.class_names[top]  # tabby, tiger cat, ..., Egyptian cat
+    assert lite0.layer("_blocks.15").channels == 320
+    assert lite0.layer("_conv_head").channels == 1280
+
+
+@pytest.mark.slow
+def test_random_weights_give_the_same_architecture() -> None:
+    r = load_model("efficientnet_lite0", weights=None, device="cpu")
+    assert "random" in r.weights and len(r.layers) > 100
+    with torch.no_grad():
+        out = r.model(r.preprocess(sample_image("cat")))
+    assert out.shape == (1, 1000)

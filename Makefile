@@ -28,8 +28,8 @@ lab: setup
 	  --LabApp.news_url= --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 lint:
-	$(VENV)/bin/ruff check cnnvis_widgets tests benchmarks
-	$(VENV)/bin/ruff format --check cnnvis_widgets tests benchmarks
+	$(VENV)/bin/ruff check cnnvis_widgets tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cnnvis_widgets tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 test-js:

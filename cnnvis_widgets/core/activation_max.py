@@ -29,7 +29,7 @@ from .hooks import capture, forward_to
 from .objectives import LOGITS, Objective, as_objective, diversity
 from .optimize import Step, optimize_steps
 from .params import ImageParam
-from .transforms import standard_transforms
+from .transforms import random_affine
 
 __all__ = ["AMSettings", "Preset", "PRESETS", "maximize_steps", "maximize", "AMResult"]
 
@@ -281,7 +281,7 @@ def maximize_steps(
         s = settings
         x = img
         if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1:
-            t = standard_transforms(s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5)
+            t = random_affine(s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5)
             x = t(x, tgen)
         acts: dict[str, torch.Tensor]
         with capture(handle, layers, stop_early=not needs_logits) as acts:

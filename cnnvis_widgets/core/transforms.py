@@ -20,6 +20,8 @@ __all__ = [
     "random_rotate",
     "compose",
     "standard_transforms",
+    "random_affine",
+    "affine_warp",
 ]
 
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -100,6 +102,82 @@ def compose(transforms: Sequence[Transform]) -> Transform:
         for t in ts:
             x = t(x, g)
         return x
+
+    return apply
+
+
+def affine_warp(
+    x: torch.Tensor,
+    *,
+    pad_width: int = 0,
+    crop1: int = 0,
+    offset1: tuple[int, int] = (0, 0),
+    scale: float = 1.0,
+    angle: float = 0.0,
+    crop2: int = 0,
+    offset2: tuple[int, int] = (0, 0),
+    value: float = 0.5,
+) -> torch.Tensor:
+    """Pad, crop (by ``crop1`` at ``offset1``), scale, rotate (degrees, about the centre) and crop
+    again, as one bilinear resampling. Outside the image is ``value``."""
+    h, w = x.shape[-2:]
+    kh, kw = h + 2 * pad_width - crop1, w + 2 * pad_width - crop1  # after pad + first crop
+    rh, rw = max(1, round(kh * scale)), max(1, round(kw * scale))  # after scaling
+    ho, wo = max(1, rh - crop2), max(1, rw - crop2)  # after the second crop
+    # continuous coordinates (pixel i spans [i, i + 1]) of the output pixel centres, mapped back
+    # step by step to the input image
+    ys = torch.arange(ho, device=x.device, dtype=x.dtype) + 0.5 + offset2[0]
+    xs = torch.arange(wo, device=x.device, dtype=x.dtype) + 0.5 + offset2[1]
+    yy, xx = torch.meshgrid(ys - rh / 2, xs - rw / 2, indexing="ij")
+    a = math.radians(angle)
+    ca, sa = math.cos(a), math.sin(a)
+    yr, xr = ca * yy - sa * xx + rh / 2, sa * yy + ca * xx + rw / 2  # undo the rotation
+    yin = yr * (kh / rh) + offset1[0] - pad_width  # undo scale, first crop and pad
+    xin = xr * (kw / rw) + offset1[1] - pad_width
+    grid = torch.stack((xin / w * 2 - 1, yin / h * 2 - 1), dim=-1)
+    grid = grid.unsqueeze(0).expand(x.shape[0], ho, wo, 2)
+    out = F.grid_sample(x - value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + value
+
+
+def random_affine(
+    pad_width: int = 12,
+    jitter1: int = 8,
+    scale: float = 0.1,
+    rotate: float = 10.0,
+    jitter2: int = 4,
+    value: float = 0.5,
+) -> Transform:
+    """Lucid's standard transforms fused into one resampling (:func:`affine_warp`).
+
+    The same geometry and parameter ranges as ``compose([pad, jitter, random_scale,
+    random_rotate, jitter])`` (the random draws differ), at the cost of one bilinear warp instead
+    of an interpolation, a rotation and three copies.
+    """
+    scales = [1 + scale * (i - 5) / 5 for i in range(11)] if scale > 0 else [1.0]
+    r = int(round(rotate))
+    angles = list(range(-r, r + 1)) if r > 0 else [0]
+    j1 = jitter1 if jitter1 > 1 else 0
+    j2 = jitter2 if jitter2 > 1 else 0
+
+    def apply(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        o1 = (_randint(j1, g), _randint(j1, g)) if j1 else (0, 0)
+        s = scales[_randint(len(scales), g)] if len(scales) > 1 else 1.0
+        a = angles[_randint(len(angles), g)] if len(angles) > 1 else 0
+        o2 = (_randint(j2, g), _randint(j2, g)) if j2 else (0, 0)
+        if not (pad_width or j1 or j2 or s != 1.0 or a):
+            return x
+        return affine_warp(
+            x,
+            pad_width=pad_width,
+            crop1=j1,
+            offset1=o1,
+            scale=s,
+            angle=a,
+            crop2=j2,
+            offset2=o2,
+            value=value,
+        )
 
     return apply
 

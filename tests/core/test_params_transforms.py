@@ -70,3 +70,31 @@ def test_transform_shapes_and_determinism() -> None:
     b = std(x, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
     assert T.compose([])(x, None) is x
+
+
+def test_affine_warp_matches_the_composed_geometry() -> None:
+    x = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    padded = T.pad(4)(x, None)
+    assert torch.allclose(T.affine_warp(x, pad_width=4), padded, atol=1e-5)
+    # a quarter turn of the padded image maps pixel centres to pixel centres: a rot90
+    turned = T.affine_warp(x, pad_width=4, angle=90)
+    assert any(torch.allclose(turned, padded.rot90(k, dims=(2, 3)), atol=1e-4) for k in (1, -1))
+    # pad, crop by 6 at (2, 5), crop by 2 at (1, 0) == slicing
+    out = T.affine_warp(x, pad_width=4, crop1=6, offset1=(2, 5), crop2=2, offset2=(1, 0))
+    ref = padded[..., 2 : 2 + 22, 5 : 5 + 22][..., 1 : 1 + 20, 0:20]
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)
+    # doubling the size equals bilinear interpolation of the padded image
+    up = T.affine_warp(x, pad_width=4, scale=2.0)
+    ref = torch.nn.functional.interpolate(padded, scale_factor=2, mode="bilinear")
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # borders differ (padding)
+    assert torch.allclose(up[inner], ref[inner], atol=1e-4)
+
+
+def test_random_affine_sizes_and_seeds() -> None:
+    x = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    std = T.random_affine(12, 8, 0.0, 10.0, 4)
+    assert std(x, torch.Generator().manual_seed(1)).shape[-1] == 20 + 24 - 8 - 4
+    a = std(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, std(x, torch.Generator().manual_seed(2)))
+    assert not torch.equal(a, std(x, torch.Generator().manual_seed(3)))
+    assert T.random_affine(0, 0, 0.0, 0.0, 0)(x, None) is x

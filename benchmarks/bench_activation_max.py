@@ -1,0 +1,175 @@
+"""Activation maximization: time per optimization step against the floor, side by side.
+
+Prints one table: for each configuration, the median time of one step of ours, of the floor
+(forward up to the deepest layer the objective needs + backward to the input only, on the same
+input the network sees), of a full-network forward+backward, and the ratios. Measurements are
+interleaved (floor, ours, floor, ours...) so that load from other processes hits both alike.
+
+    python benchmarks/bench_activation_max.py                # CPU, the default model
+    python benchmarks/bench_activation_max.py --device cuda --batch 64 --sizes 224
+
+Never asserts: speed lives here, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import torch
+
+from cnnvis_widgets import load_model
+from cnnvis_widgets.core import activation_max as am
+from cnnvis_widgets.core import objectives as O
+from cnnvis_widgets.core.hooks import capture, forward_to
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def floor_step(handle, layer: str | None, batch: int, size: int):
+    """One bare forward (to `layer`, or the whole network) + backward to the input."""
+    x0 = torch.rand(batch, handle.in_channels, size, size, device=handle.device)
+
+    def run() -> None:
+        x = x0.clone().requires_grad_(True)
+        if layer is None:
+            out = handle.model(x)
+        else:
+            with capture(handle, [layer], stop_early=True) as acts:
+                forward_to(handle, x, acts, needs_logits=False)
+            out = acts[layer]
+        out.float().mean().backward()
+
+    return run
+
+
+def ours_steps(handle, objective, batch: int, size: int, settings: am.AMSettings):
+    gen = am.maximize_steps(
+        handle, objective, preset="lucid", size=size, batch=batch, settings=settings
+    )
+    return lambda: next(gen)
+
+
+def timeit(fn, device, n: int) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / n
+
+
+def widget_step_time(handle, layer, unit, size, steps: int) -> float:
+    """Per-step time of the widget's run with a fake view acknowledging every frame."""
+    from cnnvis_widgets.widgets.activation_max import ActivationMaximization
+
+    w = ActivationMaximization(handle, layer=layer, unit=unit, size=size, steps=steps)
+    frames = []
+
+    def send(content, buffers=None):
+        frames.append(content["seq"])
+        w._on_front_msg(w, {"type": "ack", "seq": content["seq"]}, [])
+
+    w.send = send
+    t0 = time.perf_counter()
+    w._on_front_msg(w, {"type": "ready"}, [])  # starts the run, as a browser view does
+    w.wait()
+    elapsed = time.perf_counter() - t0
+    w.close()
+    return elapsed / steps, len(frames)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", default="128,224")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--layer", default="_blocks.8")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--n", type=int, default=10, help="steps per timed block")
+    args = ap.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    h = load_model("efficientnet_lite0", device=args.device)
+    dev = h.device
+    print(
+        f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"batch {args.batch}, layer {args.layer}"
+    )
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        units = list(range(args.batch))
+        for label, obj, layer, transforms in [
+            (
+                f"{args.layer} channel, no transforms",
+                O.channel(args.layer, units),
+                args.layer,
+                False,
+            ),
+            (
+                f"{args.layer} channel, lucid transforms",
+                O.channel(args.layer, units),
+                args.layer,
+                True,
+            ),
+            ("class logit, no transforms", O.class_logit([281] * args.batch), None, False),
+        ]:
+            s = am.AMSettings(steps=10**9, lr=0.05)
+            if not transforms:
+                s.update(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
+            seen = size + (2 * 12 - 8 - 4 if transforms else 0)  # what the network sees on average
+            floor = floor_step(h, layer, args.batch, seen)
+            full = floor_step(h, None, args.batch, seen)
+            ours = ours_steps(h, obj, args.batch, size, s)
+            for fn in (floor, full, ours):
+                timeit(fn, dev, 3)  # warm-up
+            tf, tfull, to = [], [], []
+            for _ in range(args.rounds):
+                tf.append(timeit(floor, dev, args.n))
+                to.append(timeit(ours, dev, args.n))
+                tfull.append(timeit(full, dev, args.n))
+            f, fu, o = statistics.median(tf), statistics.median(tfull), statistics.median(to)
+            rows.append((size, label, o, f, fu))
+    print()
+    print(
+        f"{'size':>4}  {'configuration':40s} {'ours ms':>8} {'floor ms':>9} {'full ms':>8} "
+        f"{'ours/floor':>10} {'ours/full':>9}"
+    )
+    for size, label, o, f, fu in rows:
+        print(
+            f"{size:>4}  {label:40s} {o * 1e3:8.2f} {f * 1e3:9.2f} {fu * 1e3:8.2f} "
+            f"{o / f:10.3f} {o / fu:9.3f}"
+        )
+    if args.batch == 1:
+        print("\nwith the widget streaming frames (fake view acknowledging each frame):")
+        for size in [int(s) for s in args.sizes.split(",")]:
+            steps = 60
+            per, nframes = widget_step_time(h, args.layer, 0, size, steps)
+            core = statistics.median(
+                timeit(
+                    ours_steps(h, O.channel(args.layer, 0), 1, size, am.AMSettings(steps=10**9)),
+                    dev,
+                    args.n,
+                )
+                for _ in range(3)
+            )
+            print(
+                f"{size:>4}  widget {per * 1e3:.2f} ms/step ({nframes} frames), core "
+                f"{core * 1e3:.2f} ms/step, widget/core {per / core:.3f}"
+            )
+    try:
+        import lucent  # noqa: F401
+
+        print("\ntorch-lucent is installed: compare with lucent.optvis.render.render_vis")
+    except ImportError:
+        print("\n(torch-lucent not installed: no peer column)")
+    threading.Event().wait(0)
+
+
+if __name__ == "__main__":
+    main()

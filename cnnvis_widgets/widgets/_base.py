@@ -318,7 +318,7 @@ class CnnvisWidget(anywidget.AnyWidget):
         history: list[float] = []
         started = time.monotonic()
         last_frame = last_traits = 0.0
-        cursor = 0
+        cursor = 0  # history[:cursor] was already sent in frames
         step: Step | None = None
         error = ""
         with self.hold_sync():
@@ -386,9 +386,8 @@ class CnnvisWidget(anywidget.AnyWidget):
                 )
         if not error and not stopped:
             self._completed_runs += 1
-        if step is not None and self._views:
-            losses = [[i, v] for i, v in enumerate(history[cursor:], start=cursor)]
-            self._queue_frame(step, run_id, losses, png=False, pixels=self._last_pixels)
+        # no final frame: the views take the lossless `image` and the complete `history` traits
+        # once `running` turns false
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         """Hook for subclasses: compute final numbers into ``self._last_record``."""
@@ -412,10 +411,9 @@ class CnnvisWidget(anywidget.AnyWidget):
                     del self._in_flight[seq]
             return len(self._in_flight) < MAX_IN_FLIGHT
 
-    def _queue_frame(self, step: Step, run_id: int, losses, *, png: bool, pixels=None) -> None:
+    def _queue_frame(self, step: Step, run_id: int, losses: list | None, *, png: bool) -> None:
         """Copy the picture to the CPU and hand it to the sender thread (latest wins)."""
-        if pixels is None:
-            pixels = self._frame_pixels(step).detach().to("cpu", copy=True)
+        pixels = self._frame_pixels(step).detach().to("cpu", copy=True)
         self._last_pixels = pixels
         slot = {
             "pixels": pixels,

@@ -152,7 +152,7 @@ def test_frames_are_binary_jpeg_and_flow_controlled(widget, monkeypatch) -> None
     assert bytes(buffers[0][:2]) == b"\xff\xd8"  # JPEG magic
     steps = [s for c, _ in view.frames for s, _ in c["losses"]]
     assert steps == sorted(set(steps))  # every loss sent once, in order
-    assert view.frames[-1][0]["step"] == len(widget.history) - 1
+    assert view.frames[-1][0]["step"] < len(widget.history) == 60  # the trait has every step
 
     monkeypatch.setattr(_base, "ACK_TIMEOUT", 1e9)
     monkeypatch.setattr(_base, "FRAME_INTERVAL", 0.0)
@@ -161,7 +161,7 @@ def test_frames_are_binary_jpeg_and_flow_controlled(widget, monkeypatch) -> None
     widget.run()
     assert widget.wait(timeout=180)
     sent = [c for c, _ in silent.frames if c["run_id"] == widget.run_id]
-    assert 1 <= len(sent) <= _base.MAX_IN_FLIGHT + 1  # +1: the final frame of the run
+    assert 1 <= len(sent) <= _base.MAX_IN_FLIGHT
 
 
 def test_nan_shows_an_error_and_the_widget_stays_usable() -> None:

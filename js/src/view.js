@@ -1,0 +1,372 @@
+// One view of a widget: layout, Run/Stop, status/error, panels, and the frame stream
+// (see js/PROTOCOL.md). Several views of one model work independently.
+
+import { h, listen, on, Disposer } from "./dom.js";
+import { ControlsView } from "./controls.js";
+import { createPanel, waitForImage, downloadPng } from "./panels.js";
+import { toBytes, bytesToBlob } from "./codecs.js";
+
+/** A frame whose picture has not decoded after this many ms is acknowledged anyway. */
+export const DECODE_TIMEOUT_MS = 1500;
+
+function num(v, fallback = 0) {
+  const n = Number(v);
+  return Number.isFinite(n) ? n : fallback;
+}
+
+/** A trait value as [[x, y], ...]: a list of numbers (x = index) or of [x, y] pairs. */
+export function seriesFromTrait(value) {
+  if (!Array.isArray(value)) return [];
+  const out = [];
+  value.forEach((v, i) => {
+    if (Array.isArray(v) && v.length >= 2) out.push([Number(v[0]), v[1] === null ? NaN : Number(v[1])]);
+    else out.push([i, v === null ? NaN : Number(v)]);
+  });
+  return out;
+}
+
+function slug(s) {
+  return (
+    String(s || "")
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, "-")
+      .replace(/^-+|-+$/g, "")
+      .slice(0, 40) || "cnnvis"
+  );
+}
+
+export class View {
+  constructor(model, el) {
+    this.model = model;
+    this.el = el;
+    this.d = new Disposer();
+    this.panelD = new Disposer();
+    this.closed = false;
+
+    // Frame-stream state of this view.
+    this.framesDrawn = 0;
+    this.newestRun = num(model.get("run_id"), 0);
+    this.frameRun = null; // run id of the last drawn frame
+    this.frameStep = null; // its step
+    this.frameTotal = null; // its total
+    this.loss = new Map(); // step -> loss of the newest run ("history" series)
+    this.lossFromFrames = false; // loss points of this run came from frames
+    this.queue = Promise.resolve(); // pictures are drawn one at a time, in order
+    this.pictureUrl = null; // object URL currently shown
+    this.liveUrls = new Set(); // object URLs not yet revoked (pictures)
+    this.tempUrls = new Map(); // download URLs -> revoke
+    this.shownImageTrait = undefined; // `image` trait value last shown
+
+    this.panels = [];
+
+    this.root = h("div", {
+      class: "cv-root",
+      "data-cv": "root",
+      "data-frames": "0",
+      "data-step": "-1",
+      "data-run-id": String(this.newestRun),
+      "data-running": "false",
+    });
+    this.title = h("div", { class: "cv-title", "data-cv": "title" });
+    this.runBtn = h("button", { type: "button", class: "cv-btn cv-run", "data-cv": "run", text: "Run", title: "Start a run" });
+    this.stopBtn = h("button", { type: "button", class: "cv-btn cv-stop", "data-cv": "stop", text: "Stop", title: "Stop the run" });
+    this.status = h("div", { class: "cv-status", "data-cv": "status", role: "status", "aria-live": "polite" });
+    this.error = h("div", { class: "cv-error", "data-cv": "error", role: "alert" });
+    this.messages = h("div", { class: "cv-messages" });
+    this.controls = new ControlsView(model);
+    this.d.add(() => this.controls.dispose());
+    this.panelsEl = h("div", { class: "cv-panels", "data-cv": "panels" });
+    this.root.append(
+      this.title,
+      h(
+        "div",
+        { class: "cv-body" },
+        h("div", { class: "cv-side" }, h("div", { class: "cv-actions" }, this.runBtn, this.stopBtn), this.messages, this.controls.el),
+        this.panelsEl,
+      ),
+    );
+    el.appendChild(this.root);
+
+    const m = (name, fn) => this.d.add(listen(model, `change:${name}`, fn));
+    m("title", () => this.renderTitle());
+    m("status", () => this.renderStatus());
+    m("error", () => this.renderError());
+    m("running", () => this.onRunning());
+    m("step", () => this.renderProgress());
+    m("total_steps", () => this.renderProgress());
+    m("run_id", () => this.onRunIdTrait());
+    m("image", () => this.onImageTrait());
+    m("history", () => this.onHistoryTrait());
+    m("panels", () => this.renderPanels());
+    this.d.add(listen(model, "msg:custom", (msg, buffers) => this.onCustom(msg, buffers)));
+    this.d.add(on(this.runBtn, "click", () => model.send({ type: "run" })));
+    this.d.add(on(this.stopBtn, "click", () => model.send({ type: "stop" })));
+    this.d.add(() => this.panelD.dispose());
+
+    this.renderTitle();
+    this.renderStatus();
+    this.renderError();
+    this.renderRunning();
+    this.syncLossFromTrait(true);
+    this.renderPanels();
+    this.onImageTrait();
+
+    model.send({ type: "ready" });
+  }
+
+  // ------------------------------------------------------------ simple traits
+
+  renderTitle() {
+    const t = this.model.get("title");
+    this.title.textContent = t ? String(t) : "";
+    this.title.hidden = !t;
+  }
+
+  renderStatus() {
+    const s = this.model.get("status");
+    this.status.textContent = s ? String(s) : "";
+  }
+
+  renderError() {
+    const e = this.model.get("error");
+    this.error.textContent = e ? String(e) : "";
+    this.error.hidden = !e;
+  }
+
+  renderRunning() {
+    const running = Boolean(this.model.get("running"));
+    this.root.setAttribute("data-running", running ? "true" : "false");
+    this.stopBtn.disabled = !running;
+    this.runBtn.classList.toggle("cv-busy", running);
+  }
+
+  onRunning() {
+    this.renderRunning();
+    if (!this.model.get("running")) {
+      // The run ended: the traits now hold its final state.
+      this.syncLossFromTrait(false, true);
+      this.onImageTrait();
+    }
+    this.renderProgress();
+  }
+
+  // ------------------------------------------------------------ runs and the loss series
+
+  startRun(run) {
+    this.newestRun = run;
+    this.loss = new Map();
+    this.lossFromFrames = false;
+    this.frameStep = null;
+    this.frameTotal = null;
+    this.renderCharts();
+    this.renderProgress();
+  }
+
+  onRunIdTrait() {
+    const r = num(this.model.get("run_id"), this.newestRun);
+    // A new run clears the chart; its points then come from frames and later `history` updates.
+    if (r > this.newestRun) this.startRun(r);
+  }
+
+  /** Take the loss series from the `history` trait: replace when not running (or when no frame
+   * of this run fed it), otherwise only fill in steps the frames did not bring. With
+   * onlyIfLonger, keep frame points unless the trait has at least as many. */
+  syncLossFromTrait(force, onlyIfLonger = false) {
+    const pts = seriesFromTrait(this.model.get("history"));
+    const running = Boolean(this.model.get("running"));
+    if (force || !running || !this.lossFromFrames) {
+      if (onlyIfLonger && this.lossFromFrames && pts.length < this.loss.size) return;
+      this.loss = new Map(pts);
+      if (!running) this.lossFromFrames = false;
+    } else {
+      for (const [x, y] of pts) if (!this.loss.has(x)) this.loss.set(x, y);
+    }
+    this.renderCharts();
+  }
+
+  onHistoryTrait() {
+    this.syncLossFromTrait(false);
+  }
+
+  addLosses(msg) {
+    let pairs = Array.isArray(msg.losses) ? msg.losses : [];
+    if (!pairs.length && msg.loss !== undefined && msg.step !== undefined) pairs = [[msg.step, msg.loss]];
+    if (!pairs.length) return;
+    for (const p of pairs) {
+      if (Array.isArray(p) && p.length >= 2) this.loss.set(Number(p[0]), p[1] === null ? NaN : Number(p[1]));
+    }
+    this.lossFromFrames = true;
+    this.renderCharts();
+  }
+
+  lossPoints() {
+    return [...this.loss.entries()].sort((a, b) => a[0] - b[0]);
+  }
+
+  renderCharts() {
+    let lossPts = null;
+    for (const p of this.panels) {
+      if (p.kind !== "chart") continue;
+      if (p.trait === "history") p.draw(lossPts || (lossPts = this.lossPoints()));
+      else p.draw(seriesFromTrait(this.model.get(p.trait)));
+    }
+  }
+
+  // ------------------------------------------------------------ progress
+
+  renderProgress() {
+    const running = Boolean(this.model.get("running"));
+    let step = num(this.model.get("step"), -1);
+    let total = num(this.model.get("total_steps"), 0);
+    if (running && this.frameRun === this.newestRun && this.frameStep !== null) {
+      step = Math.max(step, this.frameStep);
+      if (this.frameTotal) total = this.frameTotal;
+    }
+    // `step` is the index of the last completed step, so step + 1 steps are done.
+    const done = step >= 0 ? step + 1 : 0;
+    for (const p of this.panels) if (p.kind === "progress") p.set(done, total);
+  }
+
+  // ------------------------------------------------------------ panels
+
+  renderPanels() {
+    this.panelD.dispose();
+    const specs = this.model.get("panels");
+    const hooks = { onDownload: (img) => this.download(img) };
+    this.panels = (Array.isArray(specs) ? specs : []).filter((s) => s && typeof s === "object").map((s) => createPanel(s, hooks));
+    for (const p of this.panels) this.panelD.add(() => p.dispose());
+    this.panelsEl.replaceChildren(...this.panels.map((p) => p.el));
+    // Status and error live in the first progress panel, else under the Run/Stop buttons.
+    const prog = this.panels.find((p) => p.kind === "progress");
+    (prog ? prog.slot : this.messages).append(this.status, this.error);
+    this.messages.hidden = Boolean(prog);
+    for (const p of this.imagePanels()) p.setSrc(this.pictureUrl);
+    this.renderCharts();
+    this.renderProgress();
+    for (const p of this.panels) {
+      if (p.kind === "chart" && p.trait !== "history") {
+        this.panelD.add(listen(this.model, `change:${p.trait}`, () => this.renderCharts()));
+      }
+    }
+  }
+
+  imagePanels() {
+    return this.panels.filter((p) => p.kind === "image");
+  }
+
+  // ------------------------------------------------------------ pictures
+
+  /** Queue a picture change; pictures are shown strictly in arrival order. */
+  enqueue(job) {
+    const next = this.queue.then(job);
+    this.queue = next.catch((err) => console.error("cnnvis_widgets: drawing failed", err));
+    return this.queue;
+  }
+
+  /** Show a picture blob in every image panel; resolves true once it has decoded. */
+  async showBlob(blob) {
+    if (this.closed) return false;
+    const url = URL.createObjectURL(blob);
+    this.liveUrls.add(url);
+    this.pictureUrl = url;
+    const panels = this.imagePanels();
+    for (const p of panels) p.setSrc(url);
+    const results = await Promise.all(panels.map((p) => waitForImage(p.img, DECODE_TIMEOUT_MS)));
+    // Small pictures (e.g. 32 px) are enlarged with crisp pixels rather than blurred.
+    for (const p of panels) p.img.classList.toggle("cv-pixelated", p.img.naturalWidth > 0 && p.img.naturalWidth < 128);
+    // Revoke every older picture URL (the one shown now stays alive).
+    for (const u of [...this.liveUrls]) {
+      if (u !== url && u !== this.pictureUrl) {
+        URL.revokeObjectURL(u);
+        this.liveUrls.delete(u);
+      }
+    }
+    return results.every(Boolean);
+  }
+
+  /** Show the `image` trait (PNG bytes) unless frames of a running run are being shown. */
+  onImageTrait() {
+    const value = this.model.get("image");
+    if (value === this.shownImageTrait) return;
+    const bytes = toBytes(value);
+    if (!bytes.length) return;
+    const running = Boolean(this.model.get("running"));
+    if (running && this.frameRun === this.newestRun) return; // frames are newer
+    this.shownImageTrait = value;
+    const blob = bytesToBlob(bytes);
+    this.enqueue(() => this.showBlob(blob));
+  }
+
+  // ------------------------------------------------------------ frames
+
+  onCustom(msg, buffers) {
+    if (this.closed || !msg || msg.type !== "frame") return;
+    const run = num(msg.run_id, this.newestRun);
+    if (run < this.newestRun) {
+      this.ack(msg); // an old run: ignored, but acknowledged so the sender never stalls
+      return;
+    }
+    if (run > this.newestRun) this.startRun(run);
+    this.addLosses(msg);
+    const buf = buffers && buffers.length ? buffers[0] : null;
+    const blob = buf && toBytes(buf).length ? bytesToBlob(buf, msg.mime) : null;
+    this.enqueue(() => this.drawFrame(msg, run, blob));
+  }
+
+  async drawFrame(msg, run, blob) {
+    if (this.closed) return;
+    if (run < this.newestRun) {
+      this.ack(msg);
+      return;
+    }
+    const ok = blob ? await this.showBlob(blob) : true;
+    if (this.closed) return;
+    if (ok) {
+      this.framesDrawn += 1;
+      this.frameRun = run;
+      if (msg.step !== undefined) this.frameStep = num(msg.step, this.frameStep);
+      if (msg.total !== undefined) this.frameTotal = num(msg.total, this.frameTotal);
+      this.root.setAttribute("data-frames", String(this.framesDrawn));
+      if (msg.step !== undefined) this.root.setAttribute("data-step", String(msg.step));
+      this.root.setAttribute("data-run-id", String(run));
+      this.renderProgress();
+    }
+    this.ack(msg);
+  }
+
+  ack(msg) {
+    if (this.closed || msg.seq === undefined || msg.seq === null) return;
+    this.model.send({ type: "ack", seq: msg.seq });
+  }
+
+  // ------------------------------------------------------------ download
+
+  download(img) {
+    const step = this.frameStep !== null ? this.frameStep : num(this.model.get("step"), 0);
+    const name = `${slug(this.model.get("title"))}-run${this.newestRun}-step${step}.png`;
+    return downloadPng(img, name, {
+      track: (url, revoke) => {
+        const once = () => {
+          if (!this.tempUrls.has(url)) return;
+          this.tempUrls.delete(url);
+          revoke();
+        };
+        this.tempUrls.set(url, once);
+        return once;
+      },
+    });
+  }
+
+  // ------------------------------------------------------------ cleanup
+
+  dispose() {
+    if (this.closed) return;
+    this.closed = true;
+    this.d.dispose();
+    for (const u of this.liveUrls) URL.revokeObjectURL(u);
+    this.liveUrls.clear();
+    for (const revoke of [...this.tempUrls.values()]) revoke();
+    this.pictureUrl = null;
+    this.root.remove();
+  }
+}

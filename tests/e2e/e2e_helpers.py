@@ -1,0 +1,159 @@
+"""Helpers shared by the e2e tests (imported as a plain module: tests/e2e is on sys.path)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOCAL_SCHEMES = {"data", "blob", "about", "chrome", "chrome-extension", "devtools"}
+
+
+def is_loopback_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in LOCAL_SCHEMES:
+        return True
+    return (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+# Voila's stock "lab" template links Font Awesome from a CDN (share/jupyter/voila/templates/lab/
+# index.html.j2): those two requests come from Voila's page chrome, not from any widget. They are
+# still aborted and recorded; ``unexpected_requests`` leaves out exactly these.
+VOILA_TEMPLATE_REQUESTS = frozenset(
+    {
+        "GET https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@%5E5/css/all.min.css",
+        "GET https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@%5E5/css/v4-shims.min.css",
+    }
+)
+
+
+def unexpected_requests(blocked: list[str]) -> list[str]:
+    """The recorded non-loopback requests other than Voila's own template stylesheets."""
+    return [r for r in blocked if r not in VOILA_TEMPLATE_REQUESTS]
+
+
+def write_notebook(path: Path, code_cells: Sequence[str], markdown: str | None = None) -> Path:
+    """Write a python3 notebook made of ``code_cells`` (plus an optional first markdown cell)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    if markdown:
+        nb.cells.append(nbformat.v4.new_markdown_cell(markdown))
+    nb.cells.extend(nbformat.v4.new_code_cell(src) for src in code_cells)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def wait_until(
+    probe: Callable[[], T],
+    ok: Callable[[T], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+) -> T:
+    """Poll ``probe()`` until ``ok(value)``; fail with the last value seen after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not ok(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; last: {value!r}"
+            )
+        time.sleep(interval)
+        value = probe()
+    return value
+
+
+def click_range_at(slider, fraction: float) -> None:
+    """Click an ``<input type=range>`` at ``fraction`` (0..1) of its width, as a user would."""
+    box = slider.bounding_box()
+    assert box is not None, "the slider is not visible"
+    slider.click(position={"x": box["width"] * fraction, "y": box["height"] / 2})
+
+
+ROOT_STATE_JS = """el => ({
+    frames: Number(el.getAttribute('data-frames') || 0),
+    step: Number(el.getAttribute('data-step') || -1),
+    runId: Number(el.getAttribute('data-run-id') || -1),
+})"""
+
+
+def root_state(root) -> dict[str, int]:
+    """``data-frames``, ``data-step`` and ``data-run-id`` of a widget root (missing: 0/-1/-1)."""
+    return root.evaluate(ROOT_STATE_JS)
+
+
+# Records every change of the root's frame counters and of the status line's text into
+# el.__cvLog, so a test does not depend on polling fast enough to see short runs.
+RECORDER_JS = """el => {
+    if (el.__cvLog) return;
+    const log = [];
+    el.__cvLog = log;
+    const status = () => {
+        const s = el.querySelector('[data-cv="status"]');
+        return s ? s.textContent : null;
+    };
+    const snap = () => log.push({
+        frames: Number(el.getAttribute('data-frames') || 0),
+        step: Number(el.getAttribute('data-step') || -1),
+        runId: Number(el.getAttribute('data-run-id') || -1),
+        status: status(),
+    });
+    snap();
+    new MutationObserver(snap).observe(el, {
+        attributes: true,
+        attributeFilter: ['data-frames', 'data-step', 'data-run-id'],
+        subtree: false,
+    });
+    const s = el.querySelector('[data-cv="status"]');
+    if (s) new MutationObserver(snap).observe(s, {
+        childList: true, characterData: true, subtree: true,
+    });
+}"""
+
+
+def install_recorder(root) -> None:
+    root.evaluate(RECORDER_JS)
+
+
+def recorded(root) -> list[dict[str, Any]]:
+    return root.evaluate("el => el.__cvLog || []")
+
+
+# Draws the <img> on a canvas and summarises its pixels (same-origin blob:/data: URLs only).
+IMAGE_STATS_JS = """img => {
+    if (!img.complete || !img.naturalWidth) {
+        return {width: img.naturalWidth || 0, height: img.naturalHeight || 0, range: 0, colors: 0};
+    }
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    let lo = 255, hi = 0;
+    const colors = new Set();
+    for (let i = 0; i < d.length; i += 4) {
+        const y = (d[i] * 299 + d[i + 1] * 587 + d[i + 2] * 114) / 1000;
+        if (y < lo) lo = y;
+        if (y > hi) hi = y;
+        if (colors.size < 4096) colors.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    }
+    return {width: c.width, height: c.height, range: hi - lo, colors: colors.size};
+}"""
+
+
+def image_stats(img) -> dict[str, float]:
+    """``{width, height, range, colors}`` of a decoded ``<img>``: luminance range 0-255 and
+    the number of distinct colours (capped at 4096)."""
+    return img.evaluate(IMAGE_STATS_JS)

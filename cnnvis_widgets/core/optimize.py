@@ -41,9 +41,10 @@ class Step:
         0-based step number.
     loss : float
         Loss after this step's forward pass (mean over the batch).
-    image : torch.Tensor
+    image : torch.Tensor or None
         Pixel-space batch ``(B, C, H, W)`` that was evaluated at this step (a detached view on the
-        device: ``.clone()`` it to keep it past the next step).
+        device: ``.clone()`` it to keep it past the next step). None for steps without a picture
+        (e.g. a pass over a dataset, which uses the same Step to report progress).
     metrics : dict
         Extra per-step numbers (e.g. ``"activation"``, ``"feature_error"``).
     total : int
@@ -51,8 +52,8 @@ class Step:
     """
 
     index: int
-    loss: float
-    image: torch.Tensor
+    loss: float | None
+    image: torch.Tensor | None
     metrics: dict[str, Any] = field(default_factory=dict)
     total: int = 0
 

@@ -20,6 +20,7 @@ See ``js/PROTOCOL.md`` for the messages and traits the front end relies on.
 from __future__ import annotations
 
 import base64
+import math
 import json
 import platform
 import threading
@@ -162,10 +163,26 @@ class CnnvisWidget(anywidget.AnyWidget):
         """Short description of what the current run computes, for the status line."""
         return ""
 
-    def _frame_pixels(self, step: Step) -> torch.Tensor:
-        """The picture of a step, pixel space ``(C, H, W)``: a grid for a batch."""
+    def _frame_pixels(self, step: Step) -> torch.Tensor | None:
+        """The picture of a step, pixel space ``(C, H, W)``: a grid for a batch (None: no
+        picture at this step, e.g. a dataset pass)."""
         img = step.image
+        if img is None:
+            return None
         return img[0] if img.shape[0] == 1 else make_grid(img.clamp(0, 1))
+
+    def _on_step(self, step: Step) -> None:
+        """Called on the worker thread after every step (keep it cheap)."""
+
+    def _sync_extra(self, step: Step) -> None:
+        """Called at a low rate (about twice a second) and at the end: update result traits."""
+
+    def _on_click(self, content: dict) -> None:
+        """A click on an image panel: ``content`` has ``panel`` (its index in ``panels``),
+        ``trait`` and ``x``, ``y`` as fractions of the picture's width and height."""
+
+    def _on_action(self, name: str, content: dict) -> None:
+        """A ``button`` control was pressed (its ``action`` name)."""
 
     def _settings(self) -> dict[str, Any]:
         """Every setting trait, for :meth:`record`."""
@@ -282,6 +299,10 @@ class CnnvisWidget(anywidget.AnyWidget):
             self.run()
         elif kind == "stop":
             self.stop()
+        elif kind == "click":
+            self._on_click(content)
+        elif kind == "action":
+            self._on_action(str(content.get("action", "")), content)
 
     # ------------------------------------------------------------------ threads
     def _ensure_threads(self) -> None:
@@ -319,6 +340,7 @@ class CnnvisWidget(anywidget.AnyWidget):
         started = time.monotonic()
         last_frame = last_traits = 0.0
         cursor = 0  # history[:cursor] was already sent in frames
+        n_steps = 0
         step: Step | None = None
         error = ""
         with self.hold_sync():
@@ -333,7 +355,10 @@ class CnnvisWidget(anywidget.AnyWidget):
         try:
             gen = self._steps(stop_event)
             for step in gen:
-                history.append(step.loss)
+                n_steps += 1
+                if step.loss is not None and math.isfinite(step.loss):
+                    history.append(step.loss)
+                self._on_step(step)
                 now = time.monotonic()
                 if self._views and now - last_frame >= FRAME_INTERVAL and self._can_send(now):
                     last_frame = now
@@ -357,12 +382,12 @@ class CnnvisWidget(anywidget.AnyWidget):
             if gen is not None:
                 gen.close()  # runs the core's finally blocks: hooks removed, grads restored
         elapsed = time.monotonic() - started
-        if step is not None:
-            pixels = self._frame_pixels(step).detach().to("cpu", copy=True).float().clamp(0, 1)
+        png = None
+        final = self._frame_pixels(step) if step is not None else None
+        if final is not None:
+            pixels = final.detach().to("cpu", copy=True).float().clamp(0, 1)
             self._last_pixels = pixels
             png = encode(pixels, "png")
-        else:
-            png = None
         stopped = stop_event.is_set() and not error
         self._finish_run(step, history)
         with self._cond, self.hold_sync():
@@ -373,15 +398,16 @@ class CnnvisWidget(anywidget.AnyWidget):
             if step is not None:
                 self.step = step.index
                 self.total_steps = step.total
+                self._sync_extra(step)
             self.error = error
             self.running = False
             if error:
                 self.status = f"{self._describe()}: stopped by an error"
             elif stopped:
-                self.status = f"{self._describe()}: stopped at step {len(history)}"
+                self.status = f"{self._describe()}: stopped at step {n_steps}"
             else:
                 self.status = (
-                    f"{self._describe()}: done, {len(history)} steps in {elapsed:.1f} s"
+                    f"{self._describe()}: done, {n_steps} steps in {elapsed:.1f} s"
                     + self._result_text()
                 )
         if not error and not stopped:
@@ -399,10 +425,11 @@ class CnnvisWidget(anywidget.AnyWidget):
         with self.hold_sync():
             self.step = step.index
             self.total_steps = step.total
-            self.history = list(history)
-            self.status = f"{self._describe()}: step {step.index + 1}/{step.total}" + (
-                f", loss {step.loss:.4g}"
-            )
+            if history:
+                self.history = list(history)
+            loss = "" if not history else f", loss {history[-1]:.4g}"
+            self.status = f"{self._describe()}: step {step.index + 1}/{step.total}{loss}"
+            self._sync_extra(step)
 
     def _can_send(self, now: float) -> bool:
         with self._cond:
@@ -413,7 +440,10 @@ class CnnvisWidget(anywidget.AnyWidget):
 
     def _queue_frame(self, step: Step, run_id: int, losses: list | None, *, png: bool) -> None:
         """Copy the picture to the CPU and hand it to the sender thread (latest wins)."""
-        pixels = self._frame_pixels(step).detach().to("cpu", copy=True)
+        frame = self._frame_pixels(step)
+        if frame is None:
+            return
+        pixels = frame.detach().to("cpu", copy=True)
         self._last_pixels = pixels
         slot = {
             "pixels": pixels,

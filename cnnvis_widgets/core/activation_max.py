@@ -375,10 +375,10 @@ def maximize(handle: ModelHandle, objective: Objective | str, **kwargs: Any) -> 
             settings.lr = float(kwargs.pop("lr"))
         kwargs["settings"] = settings
     for step in maximize_steps(handle, objective, **kwargs):
-        history.append(step.loss)
+        history.append(float(step.loss or 0.0))
         metrics.append({"activation": step.metrics["activation"].float().mean().item()})
         last = step
-    if last is None:
+    if last is None or last.image is None:
         raise RuntimeError("the run made no step (steps=0 or stopped before the first step)")
     image = last.image.clone().clamp(0, 1)
     activation = evaluate(handle, objective, image)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 from torch import nn
 
 os.environ.setdefault("CNNVIS_NUM_THREADS", "1")
+# results caches of the whole run go to a fresh folder, never the user's ~/.cache
+os.environ.setdefault("CNNVIS_CACHE_DIR", tempfile.mkdtemp(prefix="cnnvis-test-cache-"))
 torch.set_num_threads(1)
 
 

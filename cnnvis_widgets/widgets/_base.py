@@ -20,8 +20,8 @@ See ``js/PROTOCOL.md`` for the messages and traits the front end relies on.
 from __future__ import annotations
 
 import base64
-import math
 import json
+import math
 import platform
 import threading
 import time

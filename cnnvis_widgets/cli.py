@@ -1,0 +1,239 @@
+"""The ``cnnvis`` command: ``lab``, ``report``, ``export``, ``models``.
+
+Exit codes: 0 success, 1 a step failed (the message says which and why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+class CliError(Exception):
+    """A failure with a message for the user (exit code 1)."""
+
+
+def progress(items: Iterable[T], total: int | None, label: str) -> Iterator[T]:
+    """A plain text progress bar on stderr (no extra dependency)."""
+    width = 28
+    start = time.monotonic()
+    done = 0
+    tty = sys.stderr.isatty()
+    shown = -1
+    for item in items:
+        done += 1
+        pct = int(100 * done / total) if total else done
+        if not tty and pct // 10 == shown // 10:  # a log file gets every 10%, a terminal all
+            yield item
+            continue
+        shown = pct
+        if total:
+            filled = int(width * done / total)
+            bar = "#" * filled + "-" * (width - filled)
+            sys.stderr.write(f"\r  {label:28s} [{bar}] {done}/{total}")
+        else:
+            sys.stderr.write(f"\r  {label:28s} {done}")
+        if not tty:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+        yield item
+    sys.stderr.write(f"\r  {label:28s} done in {time.monotonic() - start:.1f} s{' ' * 20}\n")
+
+
+def _notebooks_dir() -> Path:
+    """The teaching notebooks: the source tree's, or the copy shipped in the wheel."""
+    repo = PACKAGE.parent / "notebooks"
+    if repo.is_dir():
+        return repo
+    shipped = PACKAGE / "_notebooks"
+    if shipped.is_dir():
+        return shipped
+    raise CliError("the teaching notebooks are not installed with this copy of cnnvis_widgets")
+
+
+# ---------------------------------------------------------------------------------------- lab
+def cmd_lab(args: argparse.Namespace) -> int:
+    src = _notebooks_dir()
+    work = Path(args.dir).resolve() if args.dir else None
+    if work is None:
+        work = src if os.access(src, os.W_OK) else Path.cwd() / "cnnvis-notebooks"
+    if work != src:
+        work.mkdir(parents=True, exist_ok=True)
+        for nb in src.glob("*.ipynb"):
+            if not (work / nb.name).exists():
+                shutil.copy2(nb, work / nb.name)
+    token = args.token or secrets.token_hex(16)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={args.port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={work}",
+        "--LabApp.default_url=/lab/tree/00_tour.ipynb",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    print(f"Open http://127.0.0.1:{args.port}/lab/tree/00_tour.ipynb?token={token}")
+    print(f"(token: {token}; notebooks in {work})", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+# ------------------------------------------------------------------------------------- models
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import available_models, load_model
+
+    if not args.name:
+        for name in available_models():
+            print(name)
+        print("\nor any nn.Module of your own: cnnvis_widgets.load_model(module)")
+        print("layers of one model: cnnvis models NAME")
+        return 0
+    try:
+        handle = load_model(args.name, weights=None if args.random else "default", device="cpu")
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    print(handle)
+    layers = handle.layers.values() if args.all else handle.conv_layers()
+    for li in layers:
+        size = f"{li.height}x{li.width}" if li.spatial else "-"
+        print(f"  {li.name:40s} {li.kind:6s} {li.channels:6d} ch  {size}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- report
+def _section(
+    report: Any, title: str, fn: Callable[[Any], None], failures: list[str], *, required: bool
+) -> None:
+    report.add_heading(title)
+    try:
+        fn(report)
+    except ImportError as exc:
+        report.add_text(f"Not available in this installation: {exc}")
+        if required:
+            failures.append(f"{title}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - reported, the rest of the report goes on
+        report.add_text(f"This section failed: {type(exc).__name__}: {exc}")
+        failures.append(f"{title}: {type(exc).__name__}: {exc}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report_sections
+    from .models import load_model
+    from .report import Report
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"loading {args.model} ...", file=sys.stderr)
+    try:
+        handle = load_model(args.model, device=args.device)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    report = Report(f"What {handle.name} sees", author=args.author)
+    failures: list[str] = []
+    ctx = report_sections.Context(
+        handle=handle, steps=args.steps, progress=progress, quick=args.quick
+    )
+    for title, fn in report_sections.SECTIONS:
+        print(f"{title}:", file=sys.stderr)
+        _section(report, title, lambda r, fn=fn: fn(ctx, r), failures, required=False)
+    html_path = report.save_html(out / "report.html")
+    print(f"wrote {html_path}")
+    if not args.no_pdf:
+        try:
+            pdf = report.save_pdf(out / "report.pdf", html_path=html_path)
+            print(f"wrote {pdf}")
+        except (FileNotFoundError, RuntimeError) as exc:
+            failures.append(f"PDF: {exc}")
+    if failures:
+        print("some sections failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_notebook
+
+    try:
+        html = export_notebook(Path(args.notebook), out_dir=args.out, execute=not args.no_execute)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {html}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cnnvis", description="Interactive CNN visualization: notebooks, reports, exports."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 with the teaching notebooks")
+    lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument("--token", default=None, help="access token (default: random, printed)")
+    lab.add_argument("--dir", default=None, help="where to copy the notebooks (default: here)")
+    lab.set_defaults(func=cmd_lab)
+
+    rep = sub.add_parser("report", help="run every method and write report.html / report.pdf")
+    rep.add_argument("--model", default="efficientnet_lite0")
+    rep.add_argument("--out", required=True, help="output folder")
+    rep.add_argument("--device", default=None)
+    rep.add_argument("--steps", type=int, default=128, help="optimization steps per picture")
+    rep.add_argument("--author", default=None)
+    rep.add_argument("--quick", action="store_true", help="small sizes (for tests and previews)")
+    rep.add_argument("--no-pdf", action="store_true", help="skip printing the PDF")
+    rep.set_defaults(func=cmd_report)
+
+    exp = sub.add_parser("export", help="execute a notebook and export HTML that renders offline")
+    exp.add_argument("notebook")
+    exp.add_argument("--out", default=None, help="output folder (default: next to the notebook)")
+    exp.add_argument("--no-execute", action="store_true", help="export the saved outputs as is")
+    exp.set_defaults(func=cmd_export)
+
+    mod = sub.add_parser("models", help="the models that can be loaded, or one model's layers")
+    mod.add_argument("name", nargs="?", default=None)
+    mod.add_argument("--all", action="store_true", help="every layer, not only conv-like ones")
+    mod.add_argument("--random", action="store_true", help="random weights (no weights needed)")
+    mod.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cnnvis`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"cnnvis {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `cnnvis models | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

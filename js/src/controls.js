@@ -3,11 +3,15 @@
 // the trait when Python (or another view) changes it.
 
 import { h, listen, on, Disposer, fmt, uniqueId, includesLoose } from "./dom.js";
+import { toBytes } from "./codecs.js";
 
 /** Sliders write at most once per this many ms while dragging (and always on release). */
 export const THROTTLE_MS = 100;
 /** Resolution of a log-scale slider (positions between min and max). */
 export const LOG_STEPS = 1000;
+/** Largest file an `upload` control sends (spec `max_bytes` overrides): the Jupyter server's
+ * websocket refuses messages over 10 MiB by default and would drop the connection. */
+export const UPLOAD_MAX_BYTES = 10_000_000;
 
 const now = () => Date.now();
 
@@ -409,6 +413,119 @@ function buildText(model, spec, d, id) {
   return { el: input, refresh };
 }
 
+/** "12.3 kB" */
+export function formatSize(n) {
+  if (!(n >= 0)) return "";
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${Number((n / 1e3).toPrecision(3))} kB`;
+  return `${Number((n / 1e6).toPrecision(3))} MB`;
+}
+
+/** A file's bytes as an ArrayBuffer (Blob.arrayBuffer, else FileReader). */
+export function readFileBytes(file) {
+  if (typeof file.arrayBuffer === "function") return file.arrayBuffer();
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error || new Error("read failed"));
+    reader.readAsArrayBuffer(file);
+  });
+}
+
+/**
+ * `upload`: a file input. The chosen file's bytes are set on the bytes trait as a DataView over
+ * an ArrayBuffer of exactly the file (ipywidgets sends a view's whole underlying buffer, so the
+ * view must cover all of it; this is also the form in which bytes traits arrive from Python),
+ * its name on `name_trait`, then one save_changes(). Nothing leaves the machine but the comm.
+ */
+function buildUpload(model, spec, d, id) {
+  const trait = spec.trait;
+  const nameTrait = typeof spec.name_trait === "string" && spec.name_trait ? spec.name_trait : "";
+  const maxBytes = typeof spec.max_bytes === "number" && spec.max_bytes > 0 ? spec.max_bytes : UPLOAD_MAX_BYTES;
+  const input = h("input", { type: "file", id, class: "cv-file", accept: spec.accept || null, "data-cv-control": trait });
+  const info = h("div", { class: "cv-upload-info", "data-cv-upload": trait, role: "status" });
+  let message = ""; // a problem with the last choice (shown until the trait changes)
+  let token = 0;
+  let closed = false;
+  const refresh = () => {
+    const bytes = toBytes(model.get(trait));
+    const name = nameTrait ? model.get(nameTrait) : "";
+    info.classList.toggle("cv-upload-error", Boolean(message));
+    if (message) info.textContent = message;
+    else if (!bytes.length) info.textContent = "no file chosen";
+    else info.textContent = name ? `${name} (${formatSize(bytes.length)})` : formatSize(bytes.length);
+    info.setAttribute("data-size", String(bytes.length));
+    // Cleared from Python: forget the chosen file so choosing it again fires "change".
+    if (!bytes.length && token === 0 && input.value) input.value = "";
+  };
+  const fail = (text) => {
+    message = text;
+    input.value = "";
+    refresh();
+  };
+  d.add(() => {
+    closed = true;
+  });
+  d.add(
+    on(input, "change", () => {
+      const file = input.files && input.files[0];
+      if (!file) return;
+      if (file.size > maxBytes) {
+        fail(`${file.name}: too large (${formatSize(file.size)}; at most ${formatSize(maxBytes)})`);
+        return;
+      }
+      const mine = ++token;
+      message = "";
+      info.classList.remove("cv-upload-error");
+      info.textContent = `reading ${file.name}…`;
+      readFileBytes(file).then(
+        (buf) => {
+          if (closed || mine !== token) return;
+          token = 0;
+          let ab = buf;
+          if (!(ab instanceof ArrayBuffer)) {
+            const b = toBytes(buf);
+            ab = b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+          }
+          if (nameTrait) model.set(nameTrait, String(file.name || ""));
+          model.set(trait, new DataView(ab));
+          model.save_changes();
+          refresh();
+        },
+        () => {
+          if (closed || mine !== token) return;
+          token = 0;
+          fail(`${file.name}: could not be read`);
+        },
+      );
+    }),
+  );
+  // A change of the trait (a new file, or Python clearing it) replaces any old message.
+  d.add(
+    listen(model, `change:${trait}`, () => {
+      message = "";
+    }),
+  );
+  const el = h("div", { class: "cv-upload" }, input, info);
+  return { el, refresh, traits: nameTrait ? [nameTrait] : [] };
+}
+
+/** `button`: sends {type: "action", action}. No trait. */
+function buildButton(model, spec, d, id) {
+  const action = spec.action === undefined || spec.action === null ? "" : String(spec.action);
+  const btn = h("button", {
+    type: "button",
+    id,
+    class: "cv-btn cv-action",
+    "data-cv-action": action,
+    title: spec.help || null,
+    text: String(spec.label ?? action),
+  });
+  btn.disabled = !action;
+  d.add(on(btn, "click", () => model.send({ type: "action", action })));
+  return { el: btn, refresh: () => {} };
+}
+
 const BUILDERS = {
   slider: buildSlider,
   int: buildNumber,
@@ -418,6 +535,8 @@ const BUILDERS = {
   toggle: buildToggle,
   checkbox: buildCheckbox,
   text: buildText,
+  upload: buildUpload,
+  button: buildButton,
 };
 
 /** Build one control row (label + element) for a spec; listeners go on d. */
@@ -425,19 +544,20 @@ export function buildControl(model, spec, d) {
   const id = uniqueId("cv-ctl");
   const kind = spec.kind || "text";
   const builder = BUILDERS[kind];
-  const labelText = String(spec.label ?? spec.trait);
-  const label = h("label", { class: "cv-label", for: kind === "toggle" ? null : id, title: labelText, text: labelText });
-  const row = h("div", { class: `cv-control cv-kind-${kind}`, "data-cv-row": spec.trait, title: spec.help || null });
+  const labelText = String(spec.label ?? spec.trait ?? spec.action ?? "");
+  const isButton = kind === "button";
+  const label = isButton ? null : h("label", { class: "cv-label", for: kind === "toggle" ? null : id, title: labelText, text: labelText });
+  const row = h("div", { class: `cv-control cv-kind-${String(kind)}`, "data-cv-row": spec.trait || null, title: spec.help || null });
   if (!builder) {
-    row.append(label, h("span", { class: "cv-unsupported", text: `unsupported control kind: ${kind}` }));
+    row.append(label, h("span", { class: "cv-unsupported", text: `unsupported control kind: ${String(kind)}` }));
     return { row, refresh: () => {}, traits: [] };
   }
   const ctl = builder(model, spec, d, id);
-  row.append(label, ctl.el);
-  if (spec.help) row.append(h("div", { class: "cv-help", text: spec.help }));
-  const traits = [spec.trait, ...boundTraits(spec)];
+  row.append(...[label, ctl.el].filter(Boolean));
+  if (spec.help && !isButton) row.append(h("div", { class: "cv-help", text: spec.help }));
+  const traits = [spec.trait, ...boundTraits(spec), ...(ctl.traits || [])];
   if (typeof spec.options_trait === "string" && spec.options_trait) traits.push(spec.options_trait);
-  for (const t of new Set(traits)) d.add(listen(model, `change:${t}`, ctl.refresh));
+  for (const t of new Set(traits)) if (typeof t === "string" && t) d.add(listen(model, `change:${t}`, ctl.refresh));
   ctl.refresh();
   return { row, refresh: ctl.refresh };
 }
@@ -462,7 +582,9 @@ export class ControlsView {
     const groups = new Map();
     const order = [];
     for (const spec of Array.isArray(specs) ? specs : []) {
-      if (!spec || typeof spec.trait !== "string" || !spec.trait) continue;
+      if (!spec || typeof spec !== "object") continue;
+      // Every control edits a trait, except buttons (they send an action).
+      if (spec.kind !== "button" && (typeof spec.trait !== "string" || !spec.trait)) continue;
       const name = typeof spec.group === "string" ? spec.group : "";
       if (!groups.has(name)) {
         const box = h(

@@ -1,7 +1,10 @@
-// Panels drawn from the `panels` trait (see js/PROTOCOL.md, "Panel spec"): image, chart, progress.
-// Panels only draw; the view (view.js) owns the data (current picture, loss series, progress).
+// Panels drawn from the `panels` trait (see js/PROTOCOL.md, "Panel spec"): image, chart, progress
+// here; table, bars and text in datapanels.js. The view (view.js) owns the frame-fed data (current
+// picture, loss series, progress); panels bound to a trait of their own follow it themselves.
 
-import { h, on, Disposer, fmt } from "./dom.js";
+import { h, on, listen, Disposer, fmt } from "./dom.js";
+import { toBytes, bytesToBlob, sniffImageMime } from "./codecs.js";
+import { TablePanel, BarsPanel, TextPanel } from "./datapanels.js";
 
 // XML namespace identifier required by createElementNS (an identifier, never fetched). Built
 // from parts so the bundle carries no URL-looking string (the build is checked for those).
@@ -19,13 +22,68 @@ function caption(text) {
 
 // ---------------------------------------------------------------- image
 
-/** `{"kind": "image", "label": ...}`: <img data-cv="image"> plus a "Download PNG" button. */
+/** The largest double below 1: click fractions stay in [0, 1). */
+const BELOW_ONE = 1 - 2 ** -53;
+
+/** Clamp a fraction into [0, 1). */
+export function fraction(v) {
+  if (!Number.isFinite(v)) return 0;
+  return Math.min(Math.max(v, 0), BELOW_ONE);
+}
+
+/** Position of a pointer event as fractions [fx, fy] of the element's box, or null when the
+ * element has no size (not laid out). */
+export function eventFractions(e, el) {
+  const r = el.getBoundingClientRect();
+  if (!(r.width > 0 && r.height > 0)) return null;
+  return [fraction((e.clientX - r.left) / r.width), fraction((e.clientY - r.top) / r.height)];
+}
+
+function sameBytes(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  if (a === b) return true;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A `[rows, cols]` grid spec (both positive integers), or null. */
+function gridOf(spec) {
+  const g = spec.grid;
+  if (!Array.isArray(g) || g.length < 2) return null;
+  const rows = Math.floor(Number(g[0]));
+  const cols = Math.floor(Number(g[1]));
+  return rows >= 1 && cols >= 1 && Number.isFinite(rows) && Number.isFinite(cols) ? { rows, cols } : null;
+}
+
+/**
+ * `{"kind": "image", "label": ..., "trait"?: ..., "grid"?: [rows, cols]}`: <img data-cv="image">
+ * plus a "Download PNG" button. Without `trait` the view feeds it (frames, `image` trait) through
+ * setSrc(); with `trait` it shows that bytes trait itself (PNG/JPEG, type sniffed) and owns its
+ * object URL. Clicks send {type: "click", panel, trait, x, y} (fractions of the picture).
+ */
 export class ImagePanel {
-  constructor(spec, { onDownload } = {}) {
+  constructor(spec, { onDownload, model, index = 0 } = {}) {
     this.kind = "image";
     this.d = new Disposer();
-    this.img = h("img", { class: "cv-img", "data-cv": "image", alt: spec.label || "image", draggable: "false" });
+    this.model = model || null;
+    this.index = index;
+    this.trait = typeof spec.trait === "string" && spec.trait ? spec.trait : "";
+    this.bound = Boolean(this.trait);
+    this.grid = gridOf(spec);
+    this.url = null; // object URL owned by this panel (bound panels only)
+    this.shownBytes = null;
+    this.img = h("img", {
+      class: "cv-img",
+      "data-cv": "image",
+      "data-cv-trait": this.trait || null,
+      alt: spec.label || this.trait || "image",
+      draggable: "false",
+    });
     this.img.hidden = true;
+    this.cell = h("div", { class: "cv-grid-cell", "data-cv": "grid-cell", "aria-hidden": "true" });
+    this.cell.hidden = true;
+    this.wrap = h("div", { class: "cv-img-wrap" }, this.img, this.cell);
+    this.wrap.hidden = true;
     this.empty = h("div", { class: "cv-empty", text: "no image yet" });
     this.button = h("button", {
       type: "button",
@@ -37,31 +95,104 @@ export class ImagePanel {
     this.button.disabled = true;
     this.el = h(
       "figure",
-      { class: "cv-panel cv-panel-image", "data-cv-panel": "image" },
+      {
+        class: "cv-panel cv-panel-image",
+        "data-cv-panel": "image",
+        "data-cv-trait": this.trait || null,
+        "data-cv-index": String(index),
+      },
       caption(spec.label),
-      h("div", { class: "cv-img-box" }, this.img, this.empty),
+      h("div", { class: "cv-img-box" }, this.wrap, this.empty),
       h("div", { class: "cv-panel-actions" }, this.button),
     );
-    this.d.add(on(this.button, "click", () => onDownload && onDownload(this.img)));
+    if (this.grid) {
+      this.el.setAttribute("data-grid", `${this.grid.rows}x${this.grid.cols}`);
+      this.d.add(on(this.wrap, "pointermove", (e) => this.hover(e)));
+      this.d.add(on(this.wrap, "pointerleave", () => (this.cell.hidden = true)));
+    }
+    this.d.add(on(this.img, "click", (e) => this.click(e)));
+    this.d.add(on(this.button, "click", () => onDownload && onDownload(this.img, this)));
+    if (this.bound && this.model) {
+      this.d.add(listen(this.model, `change:${this.trait}`, () => this.showTrait()));
+      this.showTrait();
+    }
   }
 
-  /** Show a picture URL (an object URL owned by the view), or nothing. */
+  /** Show a picture URL, or nothing. Frame-fed panels: the URL is owned by the view. */
   setSrc(url) {
     if (url) {
       if (this.img.getAttribute("src") !== url) this.img.src = url;
       this.img.hidden = false;
+      this.wrap.hidden = false;
       this.empty.hidden = true;
       this.button.disabled = false;
     } else {
       this.img.removeAttribute("src");
+      this.img.removeAttribute("data-mime");
       this.img.hidden = true;
+      this.wrap.hidden = true;
+      this.cell.hidden = true;
       this.empty.hidden = false;
       this.button.disabled = true;
     }
   }
 
+  /** Bound panels: show the bytes of the trait (skipped when they did not change). */
+  showTrait() {
+    const bytes = toBytes(this.model.get(this.trait));
+    if (sameBytes(bytes, this.shownBytes) || (!bytes.length && !this.shownBytes)) return;
+    const old = this.url;
+    if (!bytes.length) {
+      this.shownBytes = null;
+      this.url = null;
+      this.setSrc(null);
+    } else {
+      this.shownBytes = bytes;
+      const mime = sniffImageMime(bytes);
+      this.url = URL.createObjectURL(bytesToBlob(bytes, mime));
+      this.setSrc(this.url);
+      this.img.setAttribute("data-mime", mime);
+      const url = this.url;
+      waitForImage(this.img, 1500).then(() => {
+        if (this.url === url) this.markSmall();
+      });
+    }
+    if (old) URL.revokeObjectURL(old);
+  }
+
+  /** Small pictures (e.g. 32 px) are enlarged with crisp pixels rather than blurred. */
+  markSmall() {
+    this.img.classList.toggle("cv-pixelated", this.img.naturalWidth > 0 && this.img.naturalWidth < 128);
+  }
+
+  hover(e) {
+    if (this.img.hidden) return;
+    const f = eventFractions(e, this.img);
+    if (!f) return;
+    const { rows, cols } = this.grid;
+    const r = Math.floor(f[1] * rows);
+    const c = Math.floor(f[0] * cols);
+    const s = this.cell.style;
+    s.left = `${((c / cols) * 100).toFixed(4)}%`;
+    s.top = `${((r / rows) * 100).toFixed(4)}%`;
+    s.width = `${(100 / cols).toFixed(4)}%`;
+    s.height = `${(100 / rows).toFixed(4)}%`;
+    this.cell.setAttribute("data-row", String(r));
+    this.cell.setAttribute("data-col", String(c));
+    this.cell.hidden = false;
+  }
+
+  click(e) {
+    if (!this.model || this.img.hidden || !this.img.getAttribute("src")) return;
+    const f = eventFractions(e, this.img);
+    if (!f) return;
+    this.model.send({ type: "click", panel: this.index, trait: this.trait, x: f[0], y: f[1] });
+  }
+
   dispose() {
     this.d.dispose();
+    if (this.url) URL.revokeObjectURL(this.url);
+    this.url = null;
   }
 }
 
@@ -273,15 +404,21 @@ export class ProgressPanel {
   dispose() {}
 }
 
-/** Build a panel from its spec; unknown kinds give a small placeholder (never throw). */
-export function createPanel(spec, hooks) {
+/**
+ * Build a panel from its spec; unknown kinds give a small placeholder (never throw).
+ * ctx: {model, index (position in `panels`), onDownload(img, panel)}.
+ */
+export function createPanel(spec, ctx = {}) {
   const kind = spec && spec.kind;
-  if (kind === "image") return new ImagePanel(spec, hooks);
+  if (kind === "image") return new ImagePanel(spec, ctx);
   if (kind === "chart") return new ChartPanel(spec);
   if (kind === "progress") return new ProgressPanel(spec);
+  if (kind === "table") return new TablePanel(spec, ctx);
+  if (kind === "bars") return new BarsPanel(spec, ctx);
+  if (kind === "text") return new TextPanel(spec, ctx);
   return {
     kind: "unknown",
-    el: h("div", { class: "cv-panel cv-panel-unknown", text: `unsupported panel kind: ${kind}` }),
+    el: h("div", { class: "cv-panel cv-panel-unknown", text: `unsupported panel kind: ${String(kind)}` }),
     dispose() {},
   };
 }

@@ -232,8 +232,11 @@ export class View {
   renderPanels() {
     this.panelD.dispose();
     const specs = this.model.get("panels");
-    const hooks = { onDownload: (img) => this.download(img) };
-    this.panels = (Array.isArray(specs) ? specs : []).filter((s) => s && typeof s === "object").map((s) => createPanel(s, hooks));
+    const onDownload = (img, panel) => this.download(img, panel);
+    // `index` is the position in the `panels` trait (click messages carry it).
+    this.panels = (Array.isArray(specs) ? specs : [])
+      .map((s, index) => (s && typeof s === "object" && !Array.isArray(s) ? createPanel(s, { model: this.model, index, onDownload }) : null))
+      .filter(Boolean);
     for (const p of this.panels) this.panelD.add(() => p.dispose());
     this.panelsEl.replaceChildren(...this.panels.map((p) => p.el));
     // Status and error live in the first progress panel, else under the Run/Stop buttons.
@@ -250,8 +253,9 @@ export class View {
     }
   }
 
+  /** The frame-fed image panels (those without a `trait` of their own). */
   imagePanels() {
-    return this.panels.filter((p) => p.kind === "image");
+    return this.panels.filter((p) => p.kind === "image" && !p.bound);
   }
 
   // ------------------------------------------------------------ pictures
@@ -341,9 +345,12 @@ export class View {
 
   // ------------------------------------------------------------ download
 
-  download(img) {
+  download(img, panel) {
     const step = this.frameStep !== null ? this.frameStep : num(this.model.get("step"), 0);
-    const name = `${slug(this.model.get("title"))}-run${this.newestRun}-step${step}.png`;
+    const name =
+      panel && panel.bound
+        ? `${slug(this.model.get("title"))}-${slug(panel.trait)}.png`
+        : `${slug(this.model.get("title"))}-run${this.newestRun}-step${step}.png`;
     return downloadPng(img, name, {
       track: (url, revoke) => {
         const once = () => {

@@ -22,3 +22,8 @@ def test_report_quick_writes_html(tmp_path, capsys) -> None:
     assert html.count("data:image/png;base64,") >= 2
     assert code == 0, capsys.readouterr().err
     assert "activation maximization" in capsys.readouterr().err
+
+
+def test_export_missing_notebook_fails_clearly(tmp_path, capsys) -> None:
+    assert main(["export", str(tmp_path / "nope.ipynb")]) == 1
+    assert "no notebook at" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .images import ImageError, load_image
 from .samples import sample_image, sample_images
 
-__all__ = ["sample_images", "sample_image"]
+__all__ = ["sample_images", "sample_image", "load_image", "ImageError"]

@@ -38,7 +38,7 @@ from ..core.imaging import encode, make_grid
 from ..core.optimize import Step
 from ..models import ModelHandle, load_model
 
-__all__ = ["CnnvisWidget", "get_handle"]
+__all__ = ["CnnvisWidget", "get_handle", "upload_trait"]
 
 _STATIC = Path(__file__).parent / "static"
 _MISSING_BUNDLE_ESM = """
@@ -70,6 +70,14 @@ def get_handle(model: str | torch.nn.Module | ModelHandle, **kwargs: Any) -> Mod
                 _HANDLES[key] = load_model(model, **kwargs)
             return _HANDLES[key]
     return load_model(model, **kwargs)
+
+
+def upload_trait(help: str = "Bytes of a file chosen in the browser.") -> t.Bytes:
+    """A bytes trait the front end's ``upload`` control can set (the browser sends a memoryview,
+    which a plain ``Bytes`` trait would reject)."""
+    from ipywidgets.widgets.trait_types import bytes_serialization
+
+    return t.Bytes(b"", help=help).tag(sync=True, **bytes_serialization)
 
 
 def _bundle(name: str) -> Path | str:

@@ -57,14 +57,17 @@ def decay(x: torch.Tensor, rate: float, center: torch.Tensor | float = 0.5) -> t
 
 def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    # float64: a tiny sigma must not underflow to 0 in float32 (0/0 would poison the image)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
+    return (k / k.sum()).to(device=device, dtype=dtype)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with standard deviation ``sigma`` pixels (reflect padding)."""
-    if sigma <= 0:
+    """Separable Gaussian blur with standard deviation ``sigma`` pixels (reflect padding).
+
+    Widths below 0.01 pixel are the identity (and are treated so, exactly)."""
+    if not sigma >= 0.01:  # also NaN
         return x
     c = x.shape[1]
     k = _gaussian_kernel(sigma, x.device, x.dtype)

@@ -54,3 +54,11 @@ def test_clipping_presets_leave_neutral_pixels(tiny_handle) -> None:
     r = am.maximize(tiny_handle, "conv2:3", preset="yosinski_clip", steps=8, size=32)
     neutral = (r.image - torch.tensor(tiny_handle.mean).view(1, 3, 1, 1)).abs().sum(1) < 1e-6
     assert float(neutral.float().mean()) > 0.5  # 90% are reset after each step, then one update
+
+
+def test_blur_with_tiny_or_subnormal_sigma_is_the_identity_not_nan() -> None:
+    # found by the slider-storm property test: 2e-308 underflowed to 0 in float32 -> 0/0
+    x = noise()
+    for sigma in (2.2e-308, 5e-324, 1e-5):
+        assert torch.equal(R.gaussian_blur(x, sigma), x)
+    assert torch.isfinite(R.gaussian_blur(x, 0.02)).all()

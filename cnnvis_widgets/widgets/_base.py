@@ -130,6 +130,8 @@ class CnnvisWidget(anywidget.AnyWidget):
     _restart_traits: tuple[str, ...] = ()
     #: traits read by the running algorithm at every step
     _live_traits: tuple[str, ...] = ()
+    #: traits that hold results or read-only facts: left out of ``record()["settings"]``
+    _result_traits: tuple[str, ...] = ()
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = [k for k in kwargs if not self.has_trait(k) and not k.startswith("_")]
@@ -194,7 +196,8 @@ class CnnvisWidget(anywidget.AnyWidget):
 
     def _settings(self) -> dict[str, Any]:
         """Every setting trait, for :meth:`record`."""
-        skip = set(CnnvisWidget.class_trait_names()) | {"layer_options", "class_options"}
+        skip = set(CnnvisWidget.class_trait_names()) | set(self._result_traits)
+        skip |= {"layer_options", "class_options"}
         out = {}
         for name in self.trait_names(sync=True):
             if name.startswith("_") or name in skip:

@@ -123,6 +123,7 @@ class ActivationMaximization(CnnvisWidget):
         "seed",
     )
     _live_traits = ("steps", "lr") + _REG_TRAITS
+    _result_traits = ("unit_max", "model_name")
 
     def __init__(
         self,

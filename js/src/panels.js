@@ -102,9 +102,14 @@ export class ImagePanel {
         "data-cv-index": String(index),
       },
       caption(spec.label),
-      h("div", { class: "cv-img-box" }, this.wrap, this.empty),
+      this.box = h("div", { class: "cv-img-box" }, this.wrap, this.empty),
       h("div", { class: "cv-panel-actions" }, this.button),
     );
+    // optional display width in CSS pixels (composites of several pictures want more room)
+    const width = Number(spec.width);
+    if (Number.isFinite(width) && width >= 32 && width <= 4096) {
+      this.box.style.width = `${Math.round(width)}px`;
+    }
     if (this.grid) {
       this.el.setAttribute("data-grid", `${this.grid.rows}x${this.grid.cols}`);
       this.d.add(on(this.wrap, "pointermove", (e) => this.hover(e)));

@@ -483,3 +483,13 @@ describe("cleanup of the new panels and controls", () => {
     expect(row.parentNode.firstElementChild.getAttribute("data-cv-key")).toBe(before);
   });
 });
+
+describe("image panel width", () => {
+  it("sets the picture box width from spec.width and ignores bad values", async () => {
+    const { ImagePanel } = await import("../src/panels.js");
+    const ok = new ImagePanel({ kind: "image", width: 512 }, { index: 0 });
+    expect(ok.el.querySelector(".cv-img-box").style.width).toBe("512px");
+    const bad = new ImagePanel({ kind: "image", width: "huge" }, { index: 1 });
+    expect(bad.el.querySelector(".cv-img-box").style.width).toBe("");
+  });
+});

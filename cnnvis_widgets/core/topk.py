@@ -1,0 +1,815 @@
+"""Top-k dataset patches per unit (Zeiler & Fergus 2014) and exact receptive fields.
+
+:func:`top_k_patches` makes one streaming pass over a dataset and keeps, for every unit (channel)
+of a layer, the ``k`` images whose spatial maximum is highest; each image counts once per unit,
+at its argmax. Memory holds ``k`` entries per unit whatever the dataset size. The patch of an
+entry is the part of the image inside the unit's receptive field at that position
+(:func:`receptive_field`).
+
+Receptive fields are computed, not looked up: a backward pass through a *structural* copy of the
+network (every weight positive, every rectifier passing everything, max pooling replaced by
+average pooling, run with parameters swapped in by ``torch.func.functional_call``, so the model
+itself is untouched) marks exactly the input pixels each output position depends on. That is
+exact for any chain or graph of convolutions and pools (residual branches, strides, TensorFlow
+"SAME" padding, borders included), and the tests check it against brute force on the real model.
+
+Examples
+--------
+>>> from cnnvis_widgets import load_model                                     # doctest: +SKIP
+>>> from cnnvis_widgets.data.datasets import augmented_samples               # doctest: +SKIP
+>>> h = load_model()                                                          # doctest: +SKIP
+>>> top = top_k_patches(h, "_blocks.4", augmented_samples(n=256), k=9)        # doctest: +SKIP
+>>> top.entries(7)[0]                                                         # doctest: +SKIP
+Entry(rank=0, value=9.81, image=113, name='cat~aug0113', y=12, x=9, box=(...))
+>>> patches = top.patches(7, augmented_samples(n=256))  # 9 pixel tensors     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .. import cache
+from ..data.datasets import as_dataset
+from ..models.handle import ModelHandle
+from .attribution import relu_rule
+from .hooks import StopForward, capture
+from .imaging import pil_to_tensor
+from .optimize import Step
+
+__all__ = [
+    "ReceptiveField",
+    "receptive_field",
+    "TopK",
+    "Entry",
+    "top_k_steps",
+    "top_k_patches",
+    "model_fingerprint",
+    "to_pixels",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# Receptive fields
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Which input pixels each output position of a layer depends on.
+
+    The field of output position ``(y, x)`` is the box ``rows[y] x cols[x]`` (half-open
+    ``[start, stop)`` intervals of input rows and columns), already clipped to the image: at the
+    borders it is smaller. For a chain of convolutions and pools the dependency set is exactly
+    that box.
+
+    Attributes
+    ----------
+    layer : str
+        The layer.
+    input_size : (int, int)
+        Input height and width the field was computed for.
+    rows, cols : tuple of (int, int)
+        One interval per output row / column.
+
+    Examples
+    --------
+    >>> rf = ReceptiveField("conv", (8, 8), ((0, 2), (0, 3), (1, 4)), ((0, 2), (0, 3), (1, 4)))
+    >>> rf.box(1, 2)
+    (0, 1, 3, 4)
+    >>> rf.size, rf.stride
+    ((3, 3), (1, 1))
+    """
+
+    layer: str
+    input_size: tuple[int, int]
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """Height and width of the layer's output."""
+        return len(self.rows), len(self.cols)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Largest extent in rows and columns (the interior field, unless clipped everywhere)."""
+        return max(b - a for a, b in self.rows), max(b - a for a, b in self.cols)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        """Typical shift of the field between neighbouring outputs (the layer's total stride)."""
+
+        def one(iv: tuple[tuple[int, int], ...]) -> int:
+            if len(iv) < 2:
+                return 1
+            mid = len(iv) // 2
+            mids = [(a + b) / 2 for a, b in iv]
+            return max(1, round(mids[mid] - mids[mid - 1]))
+
+        return one(self.rows), one(self.cols)
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """``(top, left, bottom, right)`` of output position ``(y, x)`` (bottom/right exclusive)."""
+        (top, bottom), (left, right) = self.rows[int(y)], self.cols[int(x)]
+        return top, left, bottom, right
+
+    def contains(self, y: int, x: int, py: int, px: int) -> bool:
+        """Whether input pixel ``(py, px)`` lies in the field of output ``(y, x)``."""
+        top, left, bottom, right = self.box(y, x)
+        return top <= py < bottom and left <= px < right
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "layer": self.layer,
+            "input_size": list(self.input_size),
+            "rows": [list(r) for r in self.rows],
+            "cols": [list(c) for c in self.cols],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReceptiveField:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            str(d["layer"]),
+            (int(d["input_size"][0]), int(d["input_size"][1])),
+            tuple((int(a), int(b)) for a, b in d["rows"]),
+            tuple((int(a), int(b)) for a, b in d["cols"]),
+        )
+
+
+def _structural_tensors(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of the structural network: every partial derivative positive."""
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:  # conv / linear weights: 1 / input channels (per group)
+            fan_in = max(1, p.shape[1])
+            out[name] = torch.full(p.shape, 1.0 / fan_in, dtype=dtype, device=p.device)
+        elif name.rsplit(".", 1)[-1].startswith("bias"):
+            out[name] = torch.zeros(p.shape, dtype=dtype, device=p.device)
+        else:
+            out[name] = torch.ones(p.shape, dtype=dtype, device=p.device)
+    for name, b in model.named_buffers():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "running_mean":
+            out[name] = torch.zeros(b.shape, dtype=dtype, device=b.device)
+        elif leaf == "running_var":
+            out[name] = torch.ones(b.shape, dtype=dtype, device=b.device)
+        elif b.is_floating_point():
+            out[name] = b.to(dtype)
+    return out
+
+
+Selection = tuple[list[int] | None, list[int] | None]  # output rows, columns (None: all)
+
+
+def _dependency(
+    handle: ModelHandle,
+    layer: str,
+    size: tuple[int, int],
+    selections: Sequence[Selection],
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """One backward pass of the structural network for a batch of selections.
+
+    Item ``b`` backpropagates from the output positions ``rows_b x cols_b`` (None: all) of
+    ``layer``; returns the input rows ``(B, H)`` and columns ``(B, W)`` each item depends on, and
+    the layer's output size.
+    """
+    model = handle.model
+    n = len(selections)
+    x = torch.ones(n, handle.in_channels, *size, dtype=dtype, device=handle.device)
+    x.requires_grad_(True)
+    tensors = _structural_tensors(model, dtype)
+    with relu_rule(handle, "structural", strict=False), torch.enable_grad():
+        with capture(handle, [layer], stop_early=True) as acts:
+            try:
+                torch.func.functional_call(model, tensors, (x,), strict=False)
+            except StopForward:
+                pass
+        if layer not in acts:
+            raise RuntimeError(f"layer {layer!r} did not run in the forward pass")
+        out = acts[layer]
+        if out.dim() != 4:
+            raise ValueError(f"layer {layer!r} has no spatial output: no receptive field")
+        h, w = out.shape[-2:]
+        sel = torch.zeros(n, 1, h, w, dtype=dtype, device=out.device)
+        for b, (rows, cols) in enumerate(selections):
+            r = torch.arange(h) if rows is None else torch.as_tensor(rows)
+            c = torch.arange(w) if cols is None else torch.as_tensor(cols)
+            sel[b, 0, r[:, None], c[None, :]] = 1.0
+        (g,) = torch.autograd.grad((out * sel).sum(), x)
+    dep = g.detach() != 0
+    return dep.any(dim=3).any(dim=1), dep.any(dim=2).any(dim=1), (int(h), int(w))
+
+
+def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
+    """Half-open intervals of consecutive True values of a 1-D bool tensor."""
+    m = mask.to(torch.int8).tolist()
+    out: list[tuple[int, int]] = []
+    start = None
+    for i, v in enumerate(m + [0]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def _intervals(
+    handle: ModelHandle, layer: str, size: tuple[int, int], dtype: torch.dtype
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    # 1. two neighbouring positions in the middle: the interior extent and shift of the field
+    info = handle.layer(layer)
+    if size == handle.input_size and info.height is not None and info.width is not None:
+        h, w = info.height, info.width
+    else:
+        _, _, (h, w) = _dependency(handle, layer, size, [([0], [0])], dtype)
+    mr, mc = h // 2, w // 2
+    sels: list[Selection] = [([mr], [mc]), ([min(mr + 1, h - 1)], [min(mc + 1, w - 1)])]
+    rows2, cols2, _ = _dependency(handle, layer, size, sels, dtype)
+
+    def spacing(dep: torch.Tensor, n: int) -> int:
+        a, b = _runs(dep[0]), _runs(dep[1])
+        if len(a) != 1 or len(b) != 1:
+            return n  # not a single interval: every position on its own
+        length = a[0][1] - a[0][0]
+        shift = max(1, b[0][0] - a[0][0], b[0][1] - a[0][1])
+        return max(1, min(n, math.ceil(length / shift) + 1))
+
+    dr, dc = spacing(rows2, h), spacing(cols2, w)
+    # 2. combs: positions d apart have disjoint fields, so one backward pass separates them
+    groups = max(dr, dc)
+    combs: list[Selection] = []
+    for o in range(groups):
+        rs = list(range(o, h, dr)) if o < dr else None
+        cs = list(range(o, w, dc)) if o < dc else None
+        combs.append((rs, cs))
+    rows_dep, cols_dep, _ = _dependency(handle, layer, size, combs, dtype)
+    rows: list[tuple[int, int] | None] = [None] * h
+    cols: list[tuple[int, int] | None] = [None] * w
+    for o in range(groups):
+        for dep, d, n, dst in ((rows_dep, dr, h, rows), (cols_dep, dc, w, cols)):
+            if o >= d:
+                continue
+            positions = list(range(o, n, d))
+            found = _runs(dep[o])
+            if len(found) == len(positions):
+                for p, iv in zip(positions, found):
+                    dst[p] = iv
+    # 3. anything ambiguous (touching fields): one position per batch item
+    for dst, n, is_rows in ((rows, h, True), (cols, w, False)):
+        missing = [i for i in range(n) if dst[i] is None]
+        if missing:
+            singles: list[Selection] = [([i], None) if is_rows else (None, [i]) for i in missing]
+            rd, cd, _ = _dependency(handle, layer, size, singles, dtype)
+            dep = rd if is_rows else cd
+            for k, i in enumerate(missing):
+                found = _runs(dep[k])
+                if not found:
+                    raise RuntimeError(f"output {i} of layer {layer!r} depends on no input pixel")
+                dst[i] = (found[0][0], found[-1][1])
+    return [r for r in rows if r is not None], [c for c in cols if c is not None]
+
+
+_RF_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RF_LOCK = threading.Lock()
+
+
+def receptive_field(
+    handle: ModelHandle, layer: str, input_size: int | tuple[int, int] | None = None
+) -> ReceptiveField:
+    """The exact receptive field of every output position of ``layer``.
+
+    Parameters
+    ----------
+    handle : ModelHandle
+        The network (left untouched: the structural copy uses swapped-in parameters).
+    layer : str
+        A layer with a spatial output.
+    input_size : int or (int, int), optional
+        Input height and width (default: the model's input size). Fields depend on it at the
+        borders and with "SAME" padding.
+
+    Returns
+    -------
+    ReceptiveField
+        Per output row and column, the interval of input rows and columns it depends on.
+        Remembered per (model, layer, size) for the life of the model.
+
+    Examples
+    --------
+    >>> rf = receptive_field(handle, "_blocks.4")                       # doctest: +SKIP
+    >>> rf.size, rf.stride, rf.box(0, 0)                                 # doctest: +SKIP
+    ((83, 83), (8, 8), (0, 0, 43, 43))
+    """
+    info = handle.layer(layer)
+    if not info.spatial:
+        raise ValueError(f"layer {layer!r} has no spatial output: no receptive field")
+    if input_size is None:
+        size = handle.input_size
+    elif isinstance(input_size, int):
+        size = (int(input_size), int(input_size))
+    else:
+        size = (int(input_size[0]), int(input_size[1]))
+    with _RF_LOCK:
+        per_model = _RF_CACHE.setdefault(handle.model, {})
+        if (layer, size) in per_model:
+            return per_model[(layer, size)]
+    rows, cols = _intervals(handle, layer, size, torch.float32)
+    rf = ReceptiveField(layer, size, tuple(rows), tuple(cols))
+    with _RF_LOCK:
+        _RF_CACHE.setdefault(handle.model, {})[(layer, size)] = rf
+    return rf
+
+
+# ------------------------------------------------------------------------------------------------
+# Top-k
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One of a unit's top images.
+
+    Attributes
+    ----------
+    rank : int
+        0 for the highest.
+    value : float
+        The unit's spatial maximum on this image.
+    image : int
+        Index of the image in the dataset (order of the pass).
+    name : str
+        The image's name.
+    y, x : int
+        Position of the maximum in the layer's output.
+    box : (int, int, int, int)
+        ``(top, left, bottom, right)`` of the receptive field at ``(y, x)`` in input pixels.
+    """
+
+    rank: int
+    value: float
+    image: int
+    name: str
+    y: int
+    x: int
+    box: tuple[int, int, int, int]
+
+
+@dataclass
+class TopK:
+    """Result of :func:`top_k_patches`: per unit, its ``k`` best images and where.
+
+    Attributes
+    ----------
+    layer : str
+        The layer.
+    units : list of int
+        The units (channels) kept, in the order of the rows below.
+    k : int
+        Entries per unit (fewer when the dataset had fewer images).
+    values : torch.Tensor
+        ``(U, k)`` spatial maxima, descending per unit.
+    images : torch.Tensor
+        ``(U, k)`` dataset indices.
+    ys, xs : torch.Tensor
+        ``(U, k)`` positions of the maxima in the layer's output.
+    names : dict
+        Dataset index -> image name, for every referenced image.
+    field : ReceptiveField
+        The layer's receptive fields at ``input_size``.
+    count : int
+        Images seen by the pass.
+    dataset_key : str or None
+        The dataset's key (None for a plain iterable).
+    model : dict
+        ``handle.describe()`` of the model.
+    pixels : dict
+        Dataset index -> uint8 ``(C, H, W)`` image, kept only for datasets that cannot be
+        re-read (plain iterables); indexable datasets are re-read by :meth:`images_for`.
+    """
+
+    layer: str
+    units: list[int]
+    k: int
+    values: torch.Tensor
+    images: torch.Tensor
+    ys: torch.Tensor
+    xs: torch.Tensor
+    names: dict[int, str]
+    field: ReceptiveField
+    count: int
+    dataset_key: str | None = None
+    model: dict[str, Any] = dc_field(default_factory=dict)
+    pixels: dict[int, torch.Tensor] = dc_field(default_factory=dict)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.field.input_size
+
+    def _row(self, unit: int) -> int:
+        try:
+            return self.units.index(int(unit))
+        except ValueError:
+            lo, hi = (min(self.units), max(self.units)) if self.units else (0, -1)
+            raise IndexError(
+                f"unit {unit} was not part of this top-k pass of {self.layer!r} (units {lo}..{hi}"
+                f"{'' if len(self.units) == hi - lo + 1 else ', not all'})"
+            ) from None
+
+    def entries(self, unit: int) -> list[Entry]:
+        """The unit's top images, best first."""
+        r = self._row(unit)
+        out = []
+        for rank in range(self.values.shape[1]):
+            idx = int(self.images[r, rank])
+            if idx < 0:
+                break
+            y, x = int(self.ys[r, rank]), int(self.xs[r, rank])
+            out.append(
+                Entry(
+                    rank,
+                    float(self.values[r, rank]),
+                    idx,
+                    self.names.get(idx, str(idx)),
+                    y,
+                    x,
+                    self.field.box(y, x),
+                )
+            )
+        return out
+
+    def images_for(self, unit: int, dataset: Any = None, handle: ModelHandle | None = None):
+        """The unit's top images as one pixel batch ``(n, C, H, W)`` (CPU, [0, 1]).
+
+        Images kept in :attr:`pixels` are used directly; others are re-read from ``dataset``
+        (the same dataset as the pass) and prepared like in the pass (``handle`` is needed when
+        they are not already at the input size).
+        """
+        entries = self.entries(unit)
+        ds = as_dataset(dataset) if dataset is not None else None
+        out = []
+        for e in entries:
+            if e.image in self.pixels:
+                out.append(self.pixels[e.image].float().div(255))
+                continue
+            if ds is None:
+                raise ValueError(
+                    "this result does not keep its images: pass the dataset of the pass "
+                    "(images_for(unit, dataset))"
+                )
+            if ds.key != self.dataset_key and self.dataset_key is not None:
+                raise ValueError(
+                    f"dataset {ds.key!r} is not the one of the pass ({self.dataset_key!r})"
+                )
+            name, img = ds[e.image]
+            out.append(to_pixels(img, self.input_size, handle)[0].cpu())
+        if not out:
+            return torch.zeros(0, 3, *self.input_size)
+        return torch.stack(out)
+
+    def patches(
+        self, unit: int, dataset: Any = None, handle: ModelHandle | None = None
+    ) -> list[torch.Tensor]:
+        """The unit's top patches: each image cropped to the receptive field of its maximum
+        (smaller at the image borders), pixel space ``(C, h, w)``, best first."""
+        imgs = self.images_for(unit, dataset, handle)
+        out = []
+        for e, img in zip(self.entries(unit), imgs):
+            top, left, bottom, right = e.box
+            out.append(img[:, top:bottom, left:right])
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result (atomically; tensors and plain values only)."""
+        return cache.save_tensors(
+            path,
+            {
+                "format": "cnnvis-topk-1",
+                "layer": self.layer,
+                "units": torch.tensor(self.units, dtype=torch.long),
+                "k": self.k,
+                "values": self.values.cpu(),
+                "images": self.images.cpu(),
+                "ys": self.ys.cpu(),
+                "xs": self.xs.cpu(),
+                "name_index": torch.tensor(list(self.names), dtype=torch.long),
+                "name_list": [self.names[i] for i in self.names],
+                "field": self.field.to_dict(),
+                "count": self.count,
+                "dataset_key": self.dataset_key or "",
+                "model": {k: v for k, v in self.model.items()},
+                "pixel_index": torch.tensor(list(self.pixels), dtype=torch.long),
+                "pixel_list": [self.pixels[i] for i in self.pixels],
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TopK:
+        """Read a result written by :meth:`save` (``weights_only=True``: no code runs)."""
+        d = cache.load_tensors(path)
+        if not isinstance(d, dict) or d.get("format") != "cnnvis-topk-1":
+            raise ValueError(f"{str(path)!r} is not a saved top-k result")
+        names = dict(zip(d["name_index"].tolist(), d["name_list"]))
+        pixels = dict(zip(d["pixel_index"].tolist(), d["pixel_list"]))
+        return cls(
+            layer=d["layer"],
+            units=d["units"].tolist(),
+            k=int(d["k"]),
+            values=d["values"],
+            images=d["images"],
+            ys=d["ys"],
+            xs=d["xs"],
+            names=names,
+            field=ReceptiveField.from_dict(d["field"]),
+            count=int(d["count"]),
+            dataset_key=d["dataset_key"] or None,
+            model=dict(d["model"]),
+            pixels=pixels,
+        )
+
+
+def to_pixels(image: Any, size: tuple[int, int], handle: ModelHandle | None = None) -> torch.Tensor:
+    """One dataset item -> pixel batch ``(1, C, H, W)`` at ``size``.
+
+    A PIL image already of that size is used as is; other photos go through
+    ``handle.to_pixels`` (resize + centre crop); tensors are pixel space ``(C, H, W)`` or
+    ``(1, C, H, W)`` and must have that size.
+    """
+    if isinstance(image, torch.Tensor):
+        t = image if image.dim() == 4 else image.unsqueeze(0)
+        if tuple(t.shape[-2:]) != tuple(size):
+            raise ValueError(
+                f"image tensors must be {size[0]}x{size[1]} pixel-space images, got shape "
+                f"{tuple(image.shape)}"
+            )
+        return t.float()
+    if isinstance(image, Image.Image):
+        channels = handle.in_channels if handle is not None else 3
+        if image.size == (size[1], size[0]) and channels == 3:
+            return pil_to_tensor(image.convert("RGB"))
+        if handle is None:
+            raise ValueError("pass handle= to resize photos to the model's input")
+        return handle.to_pixels(image, None if tuple(size) == handle.input_size else size[0])
+    raise TypeError(
+        f"dataset items must be PIL images, (name, image) pairs or pixel tensors, got "
+        f"{type(image).__name__}"
+    )
+
+
+def _items(dataset: Any) -> tuple[Iterable[tuple[str, Any]], int | None, str | None, bool]:
+    """``(iterable of (name, image), length or None, key or None, re-readable)``."""
+    ds = as_dataset(dataset)
+    if ds is not None:
+        return iter(ds), len(ds), ds.key, True
+    if isinstance(dataset, torch.Tensor):
+        batch = dataset if dataset.dim() == 4 else dataset.unsqueeze(0)
+        return ((str(i), t) for i, t in enumerate(batch)), batch.shape[0], None, False
+    try:
+        length = len(dataset)
+    except TypeError:
+        length = None
+
+    def named() -> Iterator[tuple[str, Any]]:
+        for i, item in enumerate(dataset):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                yield item
+            else:
+                yield str(i), item
+
+    return named(), length, None, False
+
+
+def _model_tensors_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    h.update(type(model).__qualname__.encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.numel() == 0 or not (t.is_floating_point() or t.dtype in (torch.long, torch.int)):
+            continue
+        flat = t.detach().flatten()
+        step = max(1, flat.numel() // 2048)
+        sample = flat[::step].to("cpu", torch.float64)
+        h.update(sample.numpy().tobytes())
+        h.update(repr(float(flat.abs().sum(dtype=torch.float64))).encode())
+    return h.hexdigest()[:20]
+
+
+def model_fingerprint(handle: ModelHandle) -> str:
+    """A short string that changes when the model's architecture or weights change (for caches):
+    the name, the weights label and a digest of the parameters."""
+    return f"{handle.name}|{handle.weights}|{_model_tensors_digest(handle.model)}"
+
+
+def top_k_steps(
+    handle: ModelHandle,
+    layer: str,
+    dataset: Any,
+    k: int = 9,
+    units: Sequence[int] | int | None = None,
+    *,
+    batch_size: int = 16,
+    stop_event: threading.Event | None = None,
+) -> Iterator[Step]:
+    """:func:`top_k_patches` as a generator: yields a progress :class:`Step` per batch
+    (``image`` and ``loss`` None, ``metrics["images"]`` the number seen) and, when the pass is
+    complete, a last Step whose ``metrics["topk"]`` holds the :class:`TopK`. A set
+    ``stop_event`` ends it between two batches without a result."""
+    info = handle.layer(layer)
+    if not info.spatial:
+        raise ValueError(
+            f"layer {layer!r} has no spatial output; top-k patches need a conv-like layer"
+        )
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    k = int(k)
+    if units is None:
+        unit_list = list(range(info.channels))
+    elif isinstance(units, int):
+        unit_list = [units]
+    else:
+        unit_list = [int(u) for u in units]
+    for u in unit_list:
+        handle.check_unit(layer, u)
+    if not unit_list:
+        raise ValueError("units is empty")
+    items, length, key, rereadable = _items(dataset)
+    size = handle.input_size
+    field_ = receptive_field(handle, layer, size)
+    dev = handle.device
+    nu = len(unit_list)
+    unit_idx = torch.tensor(unit_list, device=dev)
+    best_v = torch.full((nu, k), float("-inf"), device=dev)
+    best_i = torch.full((nu, k), -1, dtype=torch.long, device=dev)
+    best_p = torch.zeros((nu, k), dtype=torch.long, device=dev)
+    names: dict[int, str] = {}
+    pixels: dict[int, torch.Tensor] = {}
+    seen = 0
+    total = math.ceil(length / batch_size) if length is not None else 0
+    batch_names: list[str] = []
+    batch_pix: list[torch.Tensor] = []
+    w = field_.output_size[1]
+    step_i = 0
+
+    def flush() -> None:
+        nonlocal seen, best_v, best_i, best_p
+        x = handle.normalize(torch.cat(batch_pix).to(dev))
+        with torch.no_grad(), capture(handle, [layer], stop_early=True) as acts:
+            try:
+                handle.model(x)
+            except StopForward:
+                pass
+            a = acts[layer]
+        if a.shape[-2:] != field_.output_size:
+            raise RuntimeError(f"layer {layer!r} output {tuple(a.shape)} != field size")
+        a = a.index_select(1, unit_idx).flatten(2)  # (B, U, h*w)
+        if not torch.isfinite(a).all():
+            raise FloatingPointError(
+                f"the activations of {layer!r} are NaN or infinite on image(s) "
+                f"{seen}..{seen + len(batch_pix) - 1}; check the model's weights and the images"
+            )
+        vals, pos = a.max(dim=2)  # each image once per unit, at its argmax
+        b = vals.shape[0]
+        idx = torch.arange(seen, seen + b, device=dev).expand(nu, b)
+        cand_v = torch.cat([best_v, vals.T], dim=1)
+        cand_i = torch.cat([best_i, idx], dim=1)
+        cand_p = torch.cat([best_p, pos.T], dim=1)
+        best_v, order = cand_v.topk(k, dim=1)
+        best_i = cand_i.gather(1, order)
+        best_p = cand_p.gather(1, order)
+        kept = set(best_i.flatten().tolist())
+        for j, name in enumerate(batch_names):
+            if seen + j in kept:
+                names[seen + j] = name
+                if not rereadable:
+                    pixels[seen + j] = batch_pix[j][0].mul(255).round().to(torch.uint8).cpu()
+        for gone in [i for i in names if i not in kept]:
+            names.pop(gone)
+            pixels.pop(gone, None)
+        seen += b
+        batch_names.clear()
+        batch_pix.clear()
+
+    for name, img in items:
+        if stop_event is not None and stop_event.is_set():
+            return
+        batch_names.append(name)
+        batch_pix.append(to_pixels(img, size, handle).cpu())
+        if len(batch_pix) == batch_size:
+            flush()
+            yield Step(step_i, None, None, {"images": seen}, max(total, step_i + 1))
+            step_i += 1
+    if stop_event is not None and stop_event.is_set():
+        return
+    if batch_pix:
+        flush()
+    if seen == 0:
+        raise ValueError("the dataset is empty: no image to rank")
+    n = min(k, seen)
+    result = TopK(
+        layer=layer,
+        units=unit_list,
+        k=k,
+        values=best_v[:, :n].cpu(),
+        images=best_i[:, :n].cpu(),
+        ys=(best_p[:, :n] // w).cpu(),
+        xs=(best_p[:, :n] % w).cpu(),
+        names=names,
+        field=field_,
+        count=seen,
+        dataset_key=key,
+        model=handle.describe(),
+        pixels=pixels,
+    )
+    yield Step(step_i, None, None, {"images": seen, "topk": result}, max(total, step_i + 1))
+
+
+def topk_cache_path(
+    handle: ModelHandle, layer: str, dataset_key: str, k: int, units: Sequence[int] | None
+) -> Path:
+    """Where :func:`top_k_patches` with ``cache=True`` keeps the result of these arguments."""
+    key = cache.cache_key(
+        "topk",
+        model=model_fingerprint(handle),
+        layer=layer,
+        dataset=dataset_key,
+        k=int(k),
+        units=None if units is None else [int(u) for u in units],
+        size=list(handle.input_size),
+    )
+    return cache.cache_path("topk", key, ".pt")
+
+
+def top_k_patches(
+    handle: ModelHandle,
+    layer: str,
+    dataset: Any = "augmented",
+    k: int = 9,
+    units: Sequence[int] | int | None = None,
+    *,
+    batch_size: int = 16,
+    cache_results: bool = False,
+) -> TopK:
+    """One streaming pass over ``dataset``: each unit's ``k`` images with the highest maximum.
+
+    Parameters
+    ----------
+    handle : ModelHandle
+        The network.
+    layer : str
+        A layer with a spatial output.
+    dataset : ImageDataset, folder path, "augmented", "photos", or an iterable
+        Images as PIL images, ``(name, image)`` pairs or pixel tensors ``(C, H, W)`` at the
+        model's input size. Photos of another size are resized and centre-cropped like
+        ``handle.preprocess``. Default: :func:`~cnnvis_widgets.data.datasets.augmented_samples`.
+    k : int
+        Images kept per unit (9 in Zeiler & Fergus).
+    units : int or sequence of int, optional
+        Channels to rank (default: all of the layer, in one pass).
+    batch_size : int
+        Images per forward pass.
+    cache_results : bool
+        Keep the result in the results cache (per model weights, layer, dataset, k, units) and
+        reuse it (datasets with a key only: ImageDataset, folders).
+
+    Returns
+    -------
+    TopK
+        Values, dataset indices and positions per unit, the receptive field; ``.patches(unit,
+        dataset)`` gives the cropped patches, ``.save(path)`` / ``TopK.load(path)`` persist it.
+
+    Examples
+    --------
+    >>> top = top_k_patches(handle, "_blocks.4", augmented_samples(n=256))   # doctest: +SKIP
+    >>> [e.name for e in top.entries(7)][:3]                                # doctest: +SKIP
+    """
+    path = None
+    if cache_results:
+        ds = as_dataset(dataset)
+        if ds is not None:
+            unit_arg = [units] if isinstance(units, int) else units
+            path = topk_cache_path(handle, layer, ds.key, k, unit_arg)
+            if path.exists():
+                try:
+                    return TopK.load(path)
+                except Exception:  # noqa: BLE001 - a stale or foreign file: recompute
+                    path.unlink(missing_ok=True)
+            dataset = ds
+    result = None
+    for step in top_k_steps(handle, layer, dataset, k, units, batch_size=batch_size):
+        result = step.metrics.get("topk", result)
+    assert result is not None
+    if path is not None:
+        result.save(path)
+    return result

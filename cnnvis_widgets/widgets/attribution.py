@@ -1,0 +1,480 @@
+"""The Attribution widget: which pixels drive a prediction, by five classic methods side by side.
+
+Pick a photo (a packaged one, or upload yours), a target class (the model's top-5 predictions
+first) and a method: saliency (Simonyan et al. 2013), DeconvNet (Zeiler & Fergus 2014), guided
+backprop (Springenberg et al. 2015), Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017). Every
+method's map is computed once per (image, class, Grad-CAM layer); switching the method or moving
+the opacity slider only re-composites pictures.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import traitlets as t
+from PIL import Image
+
+from ..core import attribution as A
+from ..core import imaging as I
+from ..core.optimize import Step
+from ..data import ImageError, load_image, sample_image, sample_images
+from ..models import ModelHandle
+from ._base import CnnvisWidget, get_handle, upload_trait
+
+__all__ = ["Attribution"]
+
+UPLOAD = "upload"
+#: methods whose map is shown as a signed image (grey is zero) rather than a heat map
+_SIGNED = ("deconvnet", "guided", "guided_gradcam")
+
+
+def _label_strip(pictures: list[torch.Tensor], labels: list[str], size: int = 128):
+    """Pictures side by side, each letterboxed to ``size`` with its label drawn above."""
+    from PIL import ImageDraw
+
+    row = torch.cat(
+        [torch.cat([I.letterbox(p, size), torch.ones(3, size, 4)], dim=2) for p in pictures],
+        dim=2,
+    )
+    head = Image.new("RGB", (row.shape[2], 16), (255, 255, 255))
+    draw = ImageDraw.Draw(head)
+    for i, text in enumerate(labels):
+        draw.text((i * (size + 4) + 3, 2), text, fill=(30, 30, 30))
+    return torch.cat([I.pil_to_tensor(head)[0], row], dim=1)
+
+
+class Attribution(CnnvisWidget):
+    """Saliency, DeconvNet, guided backprop, Grad-CAM and guided Grad-CAM for one photo.
+
+    Parameters
+    ----------
+    model : str, nn.Module or ModelHandle
+        ``"efficientnet_lite0"`` (default), ``"torchvision:<arch>"``, your own module, or a handle.
+    image : str, path, PIL image or bytes, optional
+        A packaged photo by name (``"cat"``; see :func:`cnnvis_widgets.data.sample_images`), or
+        your own picture (a file path, a PIL image or encoded bytes), shown as "upload".
+    device : str, optional
+        ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
+    **traits
+        Initial values of any trait below (``target=``, ``method=``, ``cam_layer=``...).
+
+    Examples
+    --------
+    >>> w = Attribution(image="cat", method="gradcam")             # doctest: +SKIP
+    >>> w                                                           # doctest: +SKIP
+    >>> w.run(); w.wait(); w.save("cat_gradcam.png")               # doctest: +SKIP
+    """
+
+    model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
+    image_name = t.Unicode(
+        "cat", help="A packaged photo by name, or 'upload' for the uploaded picture."
+    ).tag(sync=True)
+    image_options = t.List(help="[label, name] of the choosable pictures (read-only).").tag(
+        sync=True
+    )
+    upload = upload_trait("Bytes of a picture chosen in the browser (PNG, JPEG...).")
+    upload_name = t.Unicode("", help="File name of the uploaded picture.").tag(sync=True)
+    target = t.Int(-1, help="Class whose score is attributed; -1: the top-1 prediction.").tag(
+        sync=True
+    )
+    class_options = t.List(help="[label, index]: the top-5 predictions first (read-only).").tag(
+        sync=True
+    )
+    predictions = t.List(help="[class label, probability] of the top-5 (read-only).").tag(sync=True)
+    method = t.Enum(
+        list(A.METHODS), "guided", help="Map shown large: " + ", ".join(A.METHODS) + "."
+    ).tag(sync=True)
+    cam_layer = t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM.").tag(sync=True)
+    cam_layer_options = t.List(help="[label, name] of the layers Grad-CAM can use.").tag(sync=True)
+    opacity = t.Float(0.5, help="Opacity of the map over the photo (0: photo only).").tag(sync=True)
+    original = t.Bytes(b"", help="PNG: the photo as the model sees it (read-only).").tag(sync=True)
+    heatmap = t.Bytes(b"", help="PNG: the chosen method's map (read-only).").tag(sync=True)
+    overlay = t.Bytes(b"", help="PNG: the map over the photo (read-only).").tag(sync=True)
+    all_maps = t.Bytes(b"", help="PNG: every method's map side by side (read-only).").tag(sync=True)
+
+    _restart_traits = ("image_name", "target", "cam_layer")
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        *,
+        image: Any = None,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.handle = get_handle(model, **({"device": device} if device else {}))
+        h = self.handle
+        self._lock = threading.RLock()
+        self._maps: dict[tuple, torch.Tensor] = {}  # (image key, class, method, layer) -> map
+        self._preds: dict[str, tuple[list[int], list[float]]] = {}
+        self._upload_img: Image.Image | None = None
+        self._upload_key = ""
+        self._shown: dict[str, Any] | None = None
+        self._restarting_ok = True
+        self._unsupported: dict[str, str] = {}  # method -> why it cannot run on this model
+        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
+        if unknown:
+            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
+            raise TypeError(
+                f"Attribution() got unknown argument(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(valid)}"
+            )
+        cam_layers = [li for li in h.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
+        if not cam_layers:
+            raise ValueError(f"model {h.name!r} has no layer with a spatial output")
+        photos = list(sample_images())
+        super().__init__(
+            title="Attribution: which pixels drive the prediction",
+            model_name=h.name,
+            image_options=[[n, n] for n in photos],
+            cam_layer_options=[[li.label(), li.name] for li in cam_layers],
+            cam_layer=A.default_cam_layer(h),
+            class_options=self._class_options([]),
+            image_name=photos[0] if "cat" not in photos else "cat",
+        )
+        if image is not None:
+            self._set_image_argument(image)
+        with self.hold_trait_notifications():
+            for k, v in kwargs.items():
+                setattr(self, k, v)
+        self.observe(self._on_upload, names=["upload"])
+        self.observe(self._on_display, names=["method", "opacity"])
+        self.observe(self._on_image_change, names=["image_name"])
+        self.controls = self._control_specs()
+        self.panels = [
+            {"kind": "image", "trait": "original", "label": "Photo"},
+            {"kind": "image", "trait": "heatmap", "label": "Map"},
+            {"kind": "image", "trait": "overlay", "label": "Map over the photo"},
+            {
+                "kind": "bars",
+                "trait": "predictions",
+                "label": "Top-5 predictions",
+                "max": 1.0,
+                "digits": 3,
+            },
+            {"kind": "image", "trait": "all_maps", "label": "All methods"},
+            {"kind": "progress"},
+        ]
+
+    # ------------------------------------------------------------------ image choice
+    def _set_image_argument(self, image: Any) -> None:
+        if isinstance(image, str) and image in sample_images():
+            self.image_name = image
+            return
+        if isinstance(image, str) and image != UPLOAD and "/" not in image and "." not in image:
+            raise KeyError(
+                f"sample image {image!r} is not available; choose one of "
+                f"{', '.join(sample_images())}, or pass a file path, a PIL image or bytes"
+            )
+        img = load_image(image)  # ImageError naming the problem
+        name = getattr(image, "name", None) if not isinstance(image, (str, bytes)) else None
+        self._use_upload(img, str(name or (image if isinstance(image, str) else "image")))
+
+    def _use_upload(self, img: Image.Image, name: str) -> None:
+        with self._lock:
+            self._upload_img = img
+            self._upload_key = f"upload:{name}:{img.size}:{hash(img.tobytes()[:65536])}"
+        label = f"your picture: {name}" if name else "your picture"
+        self.image_options = [o for o in self.image_options if o[1] != UPLOAD] + [[label, UPLOAD]]
+        if self.image_name == UPLOAD:
+            self._on_image_change({"new": UPLOAD})
+            if self.running or self._pending or (self.auto_run and self._views > 0):
+                self.run()
+        else:
+            self.image_name = UPLOAD
+
+    def _on_upload(self, change: dict) -> None:
+        data = bytes(change["new"] or b"")
+        if not data:
+            return
+        try:
+            img = load_image(data)
+        except ImageError as exc:
+            self.error = f"could not use the uploaded file {self.upload_name!r}: {exc}"
+            return
+        self.error = ""
+        self._use_upload(img, self.upload_name or "upload")
+
+    def _on_image_change(self, change: dict) -> None:
+        # a new photo: attribute its own top-1 class unless the user picks another
+        if self.target != -1:
+            self._restarting_ok = False
+            try:
+                self.target = -1
+            finally:
+                self._restarting_ok = True
+
+    def _on_restart_trait(self, change: dict) -> None:
+        if self._restarting_ok:
+            super()._on_restart_trait(change)
+
+    def photo(self) -> Image.Image:
+        """The current picture (RGB PIL image)."""
+        if self.image_name == UPLOAD:
+            with self._lock:
+                if self._upload_img is None:
+                    raise ValueError("no picture was uploaded yet: choose a file first")
+                return self._upload_img.copy()
+        return sample_image(self.image_name)
+
+    def _image_key(self) -> str:
+        return self._upload_key if self.image_name == UPLOAD else f"sample:{self.image_name}"
+
+    # ------------------------------------------------------------------ validation
+    @t.validate("image_name")
+    def _valid_image(self, proposal: dict) -> str:
+        name = proposal["value"]
+        if name == UPLOAD:
+            if self._upload_img is None:
+                raise t.TraitError("no picture was uploaded yet: use the upload control first")
+            return name
+        if name != UPLOAD and name not in sample_images():
+            raise t.TraitError(
+                f"unknown picture {name!r}; choose one of {', '.join(sample_images())} or 'upload'"
+            )
+        return name
+
+    @t.validate("target")
+    def _valid_target(self, proposal: dict) -> int:
+        c = int(proposal["value"])
+        if not -1 <= c < self.handle.num_outputs:
+            raise t.TraitError(
+                f"class {c} is out of range: valid 0..{self.handle.num_outputs - 1} "
+                "(or -1 for the top-1 prediction)"
+            )
+        return c
+
+    @t.validate("cam_layer")
+    def _valid_cam_layer(self, proposal: dict) -> str:
+        name = proposal["value"]
+        try:
+            info = self.handle.layer(name)
+        except KeyError as exc:
+            raise t.TraitError(exc.args[0]) from None
+        if not info.spatial or (info.height or 1) * (info.width or 1) == 1:
+            raise t.TraitError(
+                f"Grad-CAM needs a layer with a spatial output larger than 1x1; {name!r} has none"
+            )
+        return name
+
+    @t.validate("opacity")
+    def _valid_opacity(self, proposal: dict) -> float:
+        v = float(proposal["value"])
+        if not 0.0 <= v <= 1.0:
+            raise t.TraitError(f"opacity must be between 0 and 1, got {v}")
+        return v
+
+    def _class_options(self, top: list[int], probs: list[float] | None = None) -> list:
+        h = self.handle
+        names = h.class_names or [f"class {i}" for i in range(h.num_outputs)]
+        first = [[f"top-1 prediction ({h.class_name(top[0])})" if top else "top-1 prediction", -1]]
+        for rank, c in enumerate(top):
+            p = f" {probs[rank]:.1%}" if probs else ""
+            first.append([f"#{rank + 1}{p}: {c} {names[c]}", c])
+        rest = [[f"{i}: {n}", i] for i, n in enumerate(names)]
+        return first + rest
+
+    def _control_specs(self) -> list[dict]:
+        return [
+            {
+                "trait": "image_name",
+                "kind": "select",
+                "label": "Photo",
+                "group": "Image",
+                "options_trait": "image_options",
+            },
+            {
+                "trait": "upload",
+                "kind": "upload",
+                "label": "Your picture",
+                "group": "Image",
+                "accept": "image/*",
+                "name_trait": "upload_name",
+            },
+            {
+                "trait": "target",
+                "kind": "search",
+                "label": "Class",
+                "group": "Target",
+                "options_trait": "class_options",
+                "help": "the top-5 predictions come first",
+            },
+            {
+                "trait": "method",
+                "kind": "select",
+                "label": "Method",
+                "group": "Method",
+                "options": [[label, key] for key, (label, _, _) in A.METHODS.items()],
+            },
+            {
+                "trait": "cam_layer",
+                "kind": "select",
+                "label": "Grad-CAM layer",
+                "group": "Method",
+                "options_trait": "cam_layer_options",
+                "visible_when": {"trait": "method", "in": ["gradcam", "guided_gradcam"]},
+            },
+            {
+                "trait": "opacity",
+                "kind": "slider",
+                "label": "Overlay opacity",
+                "group": "Display",
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+            },
+        ]
+
+    # ------------------------------------------------------------------ the run
+    def _describe(self) -> str:
+        cls = self.target
+        if cls == -1:
+            preds = self._preds.get(self._image_key())
+            if preds is None:
+                return f"{self.image_name}, top-1 prediction"
+            cls = preds[0][0]
+        return f"{self.image_name}, class {cls} ({self.handle.class_name(cls)})"
+
+    def _predict(self, key: str, x: torch.Tensor) -> tuple[list[int], list[float]]:
+        if key not in self._preds:
+            with torch.no_grad():
+                out = self.handle.model(x)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            if not torch.isfinite(out).all():
+                raise FloatingPointError(
+                    "the model's output is NaN or infinite for this picture; check its weights"
+                )
+            probs = out.float().softmax(dim=1)[0]
+            k = min(5, probs.numel())
+            p, idx = probs.topk(k)
+            self._preds[key] = ([int(i) for i in idx], [float(v) for v in p])
+        return self._preds[key]
+
+    def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        h = self.handle
+        key = self._image_key()
+        photo = self.photo()
+        x = h.preprocess(photo)
+        top, probs = self._predict(key, x)
+        target = top[0] if self.target == -1 else self.target
+        layer = self.cam_layer
+        with self.hold_sync():
+            self.predictions = [[f"{c} {h.class_name(c)}", round(p, 4)] for c, p in zip(top, probs)]
+            self.class_options = self._class_options(top, probs)
+        pixels = h.denormalize(x)[0].clamp(0, 1).cpu()
+        if pixels.shape[0] == 1:  # a grey model: show its input as RGB
+            pixels = pixels.expand(3, -1, -1).contiguous()
+        self.original = I.encode(pixels, "png")
+        order = [self.method] + [m for m in A.METHODS if m != self.method]
+        total = len(order)
+        self._unsupported = {}
+        for i, method in enumerate(order):
+            if stop_event.is_set():
+                return
+            mkey = self._map_key(key, target, method, layer)
+            if mkey not in self._maps:
+                fn_layer = layer if A.METHODS[method][2] else None
+                try:
+                    attr = A.attribute(h, x, target, method, layer=fn_layer)
+                except A.UnsupportedActivationError as exc:
+                    if method == self.method:
+                        raise  # the map asked for cannot be made: say why
+                    self._unsupported[method] = str(exc)
+                    continue  # the other maps still can
+                with self._lock:
+                    self._maps[mkey] = attr[0].detach().cpu()
+            with self._lock:
+                self._shown = {"key": key, "target": target, "layer": layer, "pixels": pixels}
+            picture = self._compose()
+            yield Step(i, None, picture, {"method": method}, total)
+
+    @staticmethod
+    def _map_key(key: str, target: int, method: str, layer: str) -> tuple:
+        return (key, target, method, layer if A.METHODS[method][2] else "")
+
+    def _display(self, method: str, attr: torch.Tensor) -> torch.Tensor:
+        """The picture of one method's map (signed image or heat map), pixel space."""
+        out = I.signed_to_pixels(attr) if method in _SIGNED else I.heatmap(attr)
+        return out.expand(3, -1, -1) if out.shape[0] == 1 else out  # grey models
+
+    def _compose(self) -> torch.Tensor | None:
+        """Set the picture traits from the cached maps; returns the composite (photo | map |
+        overlay) for ``image`` / ``save()``, or None when the chosen map is not ready."""
+        with self._lock:
+            shown = self._shown
+            if shown is None:
+                return None
+            method, opacity = self.method, self.opacity
+            get = self._maps.get
+            attr = get(self._map_key(shown["key"], shown["target"], method, shown["layer"]))
+            ready = [
+                (m, get(self._map_key(shown["key"], shown["target"], m, shown["layer"])))
+                for m in A.METHODS
+            ]
+        if attr is None:
+            return None
+        pixels = shown["pixels"]
+        shown_map = self._display(method, attr)
+        magnitude = I.normalize_map(I.reduce_channels(attr))
+        over = I.overlay(pixels, I.colorize(magnitude), opacity, weight=magnitude)
+        maps = [(m, a) for m, a in ready if a is not None]
+        strip = _label_strip(
+            [self._display(m, a) for m, a in maps], [A.METHODS[m][0] for m, _ in maps]
+        )
+        with self.hold_sync():
+            self.heatmap = I.encode(shown_map, "png")
+            self.overlay = I.encode(over, "png")
+            self.all_maps = I.encode(strip, "png")
+        gap = torch.ones(3, pixels.shape[1], 6)
+        return torch.cat([pixels, gap, shown_map, gap, over], dim=2).unsqueeze(0)
+
+    def _on_display(self, change: dict) -> None:
+        """Method or opacity changed: re-composite from the cached maps (no new pass)."""
+        picture = self._compose()
+        if picture is None:
+            if change["name"] == "method" and self._shown is not None:
+                self.run()
+            return
+        pixels = picture[0].clamp(0, 1)
+        self._last_pixels = pixels
+        self.image = I.encode(pixels, "png")
+
+    def _finish_run(self, step: Step | None, history: list[float]) -> None:
+        shown = self._shown
+        if shown is None:
+            self._last_record = {}
+            return
+        key = self._image_key()
+        top, probs = self._preds.get(key, ([], []))
+        self._last_record = {
+            "image": self.image_name if self.image_name != UPLOAD else self.upload_name,
+            "target": shown["target"],
+            "target_name": self.handle.class_name(shown["target"]),
+            "top5": [
+                {"class": c, "name": self.handle.class_name(c), "probability": round(p, 6)}
+                for c, p in zip(top, probs)
+            ],
+            "method": self.method,
+            "cam_layer": shown["layer"],
+            "unsupported": dict(self._unsupported),
+        }
+
+    def _result_text(self) -> str:
+        rec = self._last_record
+        if not rec.get("top5"):
+            return ""
+        best = rec["top5"][0]
+        text = f", top-1 {best['name']} ({best['probability']:.1%})"
+        if rec.get("unsupported"):
+            names = ", ".join(A.METHODS[m][0] for m in rec["unsupported"])
+            text += f"; not available for this model's activations: {names}"
+        return text
+
+    def _settings(self) -> dict[str, Any]:
+        out = super()._settings()
+        out.pop("model_name", None)
+        out.pop("upload", None)
+        return out

@@ -1,0 +1,497 @@
+"""The DeconvNet widget: a unit's top-9 dataset patches and their projections to pixel space.
+
+Zeiler & Fergus (2014): for a unit of a conv layer, show the dataset patches that excite it most
+(each image once, at its strongest position, cropped to the unit's receptive field) and, beside
+them, the DeconvNet projection of that activation back to the pixels (or guided backprop).
+One pass over the dataset ranks every unit of the layer at once and is cached per (model, layer,
+dataset), so moving the unit slider afterwards only projects nine images.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import traitlets as t
+
+from ..core import attribution as A
+from ..core import imaging as I
+from ..core import topk as T
+from ..core.optimize import Step
+from ..data.datasets import ImageDataset, augmented_samples, image_folder, sample_photos
+from ..models import ModelHandle
+from ._base import CnnvisWidget, get_handle
+
+__all__ = ["DeconvNet", "default_deconv_layer"]
+
+K = 9  # a 3x3 grid, as in Zeiler & Fergus
+CELL = 96  # pixels per grid cell
+GAP = 2  # grey frame inside each cell
+_MEMO: OrderedDict[tuple, T.TopK] = OrderedDict()  # recent passes of every widget in the kernel
+_MEMO_LOCK = threading.Lock()
+_MEMO_SIZE = 12
+
+
+def default_deconv_layer(handle: ModelHandle) -> str:
+    """A block a quarter of the way into the network (mid-size receptive fields), or the first
+    activation-like layer for small networks."""
+    layers = [li for li in handle.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
+    if not layers:
+        raise ValueError(
+            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
+            "block) to rank patches for"
+        )
+    for kind in ("block", "act", "conv", "pool"):
+        picks = [li for li in layers if li.kind == kind and li.name.count(".") <= 1]
+        picks = picks or [li for li in layers if li.kind == kind]
+        if picks:
+            return picks[len(picks) // 4].name
+    return layers[len(layers) // 4].name
+
+
+def _cells(pictures: list[torch.Tensor], fill: float = 0.93) -> torch.Tensor:
+    """A 3x3 grid of equal square cells (a picture per cell, letterboxed) -> ``(3, 3C, 3C)``."""
+    out = torch.full((3, 3 * CELL, 3 * CELL), fill)
+    inner = CELL - 2 * GAP
+    for i, pic in enumerate(pictures[:K]):
+        r, c = divmod(i, 3)
+        y, x = r * CELL + GAP, c * CELL + GAP
+        out[:, y : y + inner, x : x + inner] = pic
+    return out
+
+
+def _align(box: tuple[int, int, int, int], size: tuple[int, int]) -> str:
+    """Where a patch cut by the image border sits in its square: against the side it came from."""
+    top, left, bottom, right = box
+    v = "bottom" if top == 0 and bottom < size[0] else ("top" if bottom == size[0] else "")
+    h = "right" if left == 0 and right < size[1] else ("left" if right == size[1] else "")
+    return f"{v}-{h}" if v or h else "center"
+
+
+class DeconvNet(CnnvisWidget):
+    """Top-9 dataset patches of a unit and their DeconvNet / guided-backprop projections.
+
+    Parameters
+    ----------
+    model : str, nn.Module or ModelHandle
+        ``"efficientnet_lite0"`` (default), ``"torchvision:<arch>"``, your own module, or a handle.
+    device : str, optional
+        ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
+    **traits
+        Initial values of any trait below (``layer=``, ``unit=``, ``dataset=``, ``method=``...).
+
+    The first run makes one pass over the dataset (progress shown, Stop cancels it), ranking
+    every unit of the layer; later runs for another unit or method reuse it (in memory and in
+    the results cache on disk). Click a patch or a projection to see the whole image with the
+    projection overlaid and the receptive field outlined.
+
+    Examples
+    --------
+    >>> w = DeconvNet(layer="_blocks.4", unit=7)                    # doctest: +SKIP
+    >>> w                                                            # doctest: +SKIP
+    >>> w.run(); w.wait(); w.save("unit7.png"); w.record()          # doctest: +SKIP
+    """
+
+    model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
+    layer = t.Unicode("", help="Dotted name of the layer whose units are ranked.").tag(sync=True)
+    layer_options = t.List(help="[label, name] of every layer with a spatial output.").tag(
+        sync=True
+    )
+    unit = t.Int(0, help="Channel of the layer whose top patches are shown.").tag(sync=True)
+    unit_max = t.Int(0, help="Largest valid unit of the layer (read-only).").tag(sync=True)
+    dataset = t.Enum(
+        ["augmented", "photos", "folder"],
+        "augmented",
+        help="augmented: the sample photos plus deterministic crops, flips and colour jitter; "
+        "photos: the sample photos only; folder: every image under `folder`.",
+    ).tag(sync=True)
+    folder = t.Unicode("", help="Folder of your images (dataset 'folder').").tag(sync=True)
+    n_images = t.Int(256, help="Number of images of the augmented dataset.").tag(sync=True)
+    method = t.Enum(
+        ["deconvnet", "guided"],
+        "deconvnet",
+        help="Projection: DeconvNet (Zeiler & Fergus) or guided backprop (Springenberg et al.).",
+    ).tag(sync=True)
+    opacity = t.Float(0.7, help="Opacity of the projection over the selected image.").tag(sync=True)
+    selected = t.Int(-1, help="Rank (0-8) of the patch shown whole, -1 for none.").tag(sync=True)
+    patches = t.Bytes(b"", help="PNG: 3x3 grid of the top patches (read-only).").tag(sync=True)
+    projections = t.Bytes(b"", help="PNG: 3x3 grid of their projections (read-only).").tag(
+        sync=True
+    )
+    detail = t.Bytes(b"", help="PNG: the selected image with its projection (read-only).").tag(
+        sync=True
+    )
+    details = t.Unicode("", help="Text: the top images, values and positions (read-only).").tag(
+        sync=True
+    )
+
+    _restart_traits = ("layer", "unit", "dataset", "folder", "n_images", "method")
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        *,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.handle = get_handle(model, **({"device": device} if device else {}))
+        h = self.handle
+        self._lock = threading.RLock()
+        self._current: dict[str, Any] | None = None
+        self._top: T.TopK | None = None
+        layer = kwargs.pop("layer", None) or default_deconv_layer(h)
+        info = h.layer(layer)  # KeyError listing the nearest names
+        if not info.spatial:
+            raise ValueError(f"layer {layer!r} has no spatial output; choose a conv-like layer")
+        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
+        if unknown:
+            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
+            raise TypeError(
+                f"DeconvNet() got unknown argument(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(valid)}"
+            )
+        super().__init__(
+            title="DeconvNet: top-9 patches and projections",
+            model_name=h.name,
+            layer_options=[[li.label(), li.name] for li in h.conv_layers()],
+            layer=layer,
+            unit_max=info.channels - 1,
+        )
+        with self.hold_trait_notifications():
+            for k, v in kwargs.items():
+                setattr(self, k, v)
+        self.observe(self._on_layer, names=["layer"])
+        self.observe(self._on_selected, names=["selected", "opacity"])
+        self.controls = self._control_specs()
+        self.panels = [
+            {"kind": "image", "trait": "patches", "label": "Top-9 dataset patches", "grid": [3, 3]},
+            {
+                "kind": "image",
+                "trait": "projections",
+                "label": "Projections to pixel space",
+                "grid": [3, 3],
+            },
+            {"kind": "image", "trait": "detail", "label": "Clicked image, projection overlaid"},
+            {"kind": "text", "trait": "details", "label": "Top images"},
+            {"kind": "progress"},
+        ]
+
+    # ------------------------------------------------------------------ validation
+    @t.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        name = proposal["value"]
+        try:
+            info = self.handle.layer(name)
+        except KeyError as exc:
+            raise t.TraitError(exc.args[0]) from None
+        if not info.spatial:
+            raise t.TraitError(f"layer {name!r} has no spatial output; choose a conv-like layer")
+        return name
+
+    @t.validate("unit")
+    def _valid_unit(self, proposal: dict) -> int:
+        unit = int(proposal["value"])
+        n = self.handle.layer(self.layer).channels if self.layer else 1
+        if not 0 <= unit < n:
+            raise t.TraitError(
+                f"unit {unit} is out of range for layer {self.layer!r}: valid 0..{n - 1}"
+            )
+        return unit
+
+    @t.validate("n_images")
+    def _valid_n(self, proposal: dict) -> int:
+        n = int(proposal["value"])
+        if not 1 <= n <= 100_000:
+            raise t.TraitError(f"n_images must be between 1 and 100000, got {n}")
+        return n
+
+    @t.validate("opacity")
+    def _valid_opacity(self, proposal: dict) -> float:
+        v = float(proposal["value"])
+        if not 0.0 <= v <= 1.0:
+            raise t.TraitError(f"opacity must be between 0 and 1, got {v}")
+        return v
+
+    @t.validate("selected")
+    def _valid_selected(self, proposal: dict) -> int:
+        v = int(proposal["value"])
+        if not -1 <= v < K:
+            raise t.TraitError(f"selected must be -1 (none) or a rank 0..{K - 1}, got {v}")
+        return v
+
+    def _control_specs(self) -> list[dict]:
+        return [
+            {
+                "trait": "layer",
+                "kind": "select",
+                "label": "Layer",
+                "group": "Unit",
+                "options_trait": "layer_options",
+                "help": "a pass over the dataset ranks every unit of the layer",
+            },
+            {
+                "trait": "unit",
+                "kind": "slider",
+                "label": "Unit",
+                "group": "Unit",
+                "min": 0,
+                "max_trait": "unit_max",
+                "step": 1,
+            },
+            {
+                "trait": "method",
+                "kind": "toggle",
+                "label": "Projection",
+                "group": "Unit",
+                "options": [["DeconvNet", "deconvnet"], ["guided backprop", "guided"]],
+            },
+            {
+                "trait": "dataset",
+                "kind": "select",
+                "label": "Dataset",
+                "group": "Dataset",
+                "options": [
+                    ["sample photos + augmentations", "augmented"],
+                    ["sample photos only", "photos"],
+                    ["a folder of mine", "folder"],
+                ],
+            },
+            {
+                "trait": "n_images",
+                "kind": "slider",
+                "label": "Images",
+                "group": "Dataset",
+                "min": 16,
+                "max": 1024,
+                "step": 16,
+                "visible_when": {"trait": "dataset", "in": ["augmented"]},
+            },
+            {
+                "trait": "folder",
+                "kind": "text",
+                "label": "Folder",
+                "group": "Dataset",
+                "help": "path on the machine running the kernel",
+                "visible_when": {"trait": "dataset", "in": ["folder"]},
+            },
+            {
+                "trait": "opacity",
+                "kind": "slider",
+                "label": "Overlay opacity",
+                "group": "Display",
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+            },
+        ]
+
+    # ------------------------------------------------------------------ observers
+    def _on_layer(self, change: dict) -> None:
+        n = self.handle.layer(change["new"]).channels
+        with self.hold_sync():
+            if self.unit >= n:
+                self.set_trait("unit", n - 1)
+            self.unit_max = n - 1
+
+    def _on_selected(self, change: dict) -> None:
+        self._compose_detail()
+
+    def _on_click(self, content: dict) -> None:
+        trait = content.get("trait")
+        if trait not in ("patches", "projections"):
+            return
+        try:
+            fx, fy = float(content.get("x", -1)), float(content.get("y", -1))
+        except (TypeError, ValueError):
+            return
+        if not (0 <= fx < 1 and 0 <= fy < 1):
+            return
+        rank = int(fy * 3) * 3 + int(fx * 3)
+        cur = self._current
+        if cur is None or rank >= len(cur["entries"]):
+            return
+        if self.selected == rank:
+            self._compose_detail()
+        else:
+            self.selected = rank
+
+    # ------------------------------------------------------------------ the run
+    def make_dataset(self) -> ImageDataset:
+        """The dataset the current traits name."""
+        size = max(self.handle.input_size)
+        if self.dataset == "augmented":
+            return augmented_samples(n=self.n_images, size=size, seed=0)
+        if self.dataset == "photos":
+            return sample_photos(size=size)
+        if not self.folder.strip():
+            raise ValueError("dataset 'folder' needs a folder: type its path in the Folder box")
+        return image_folder(self.folder.strip())
+
+    def _describe(self) -> str:
+        return f"{self.layer} unit {self.unit}"
+
+    def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        h = self.handle
+        layer, unit, method = self.layer, self.unit, self.method
+        ds = self.make_dataset()
+        fingerprint = T.model_fingerprint(h)
+        key = (fingerprint, layer, ds.key)
+        with _MEMO_LOCK:
+            top = _MEMO.get(key)
+            if top is not None:
+                _MEMO.move_to_end(key)
+        index = 0
+        if top is None:
+            path = T.topk_cache_path(h, layer, ds.key, K, None)
+            if path.exists():
+                try:
+                    top = T.TopK.load(path)
+                except Exception:  # noqa: BLE001 - a stale or damaged file: pass again
+                    top = None
+        if top is None:
+            self._pass_total = len(ds)
+            for step in T.top_k_steps(h, layer, ds, k=K, stop_event=stop_event):
+                if "topk" in step.metrics:
+                    top = step.metrics["topk"]
+                    break
+                index = step.index + 1
+                yield step
+            if top is None:
+                return  # cancelled: the widget stays as it was
+            top.save(T.topk_cache_path(h, layer, ds.key, K, None))
+        with _MEMO_LOCK:
+            _MEMO[key] = top
+            while len(_MEMO) > _MEMO_SIZE:
+                _MEMO.popitem(last=False)
+        self._top = top
+        if stop_event.is_set():
+            return
+        entries = top.entries(unit)
+        imgs = top.images_for(unit, ds, h)  # (n, C, H, W) pixels on the CPU
+        size = top.input_size
+        patch_pics = [
+            I.letterbox(
+                imgs[i][:, e.box[0] : e.box[2], e.box[1] : e.box[3]],
+                CELL - 2 * GAP,
+                align=_align(e.box, size),
+            )
+            for i, e in enumerate(entries)
+        ]
+        grid_p = _cells(patch_pics)
+        self.patches = I.encode(grid_p, "png")
+        self.details = self._details_text(top, unit, entries)
+        if stop_event.is_set():
+            return
+        target = A.unit_at(layer, unit, [e.y for e in entries], [e.x for e in entries])
+        fn = A.deconvnet if method == "deconvnet" else A.guided_backprop
+        proj = fn(h, h.normalize(imgs.to(h.device)), target).cpu()
+        shown = I.signed_to_pixels(proj)
+        proj_pics = [
+            I.letterbox(
+                shown[i][:, e.box[0] : e.box[2], e.box[1] : e.box[3]],
+                CELL - 2 * GAP,
+                align=_align(e.box, size),
+            )
+            for i, e in enumerate(entries)
+        ]
+        grid_q = _cells(proj_pics)
+        with self._lock:
+            self._current = {
+                "entries": entries,
+                "images": imgs,
+                "projections": proj,
+                "layer": layer,
+                "unit": unit,
+                "method": method,
+                "dataset": ds.key,
+                "count": top.count,
+            }
+        with self.hold_sync():
+            self.projections = I.encode(grid_q, "png")
+            if self.selected >= len(entries):
+                self.set_trait("selected", -1)
+        self._compose_detail()
+        gap = torch.full((3, grid_p.shape[1], 8), 1.0)
+        composite = torch.cat([grid_p, gap, grid_q], dim=2).unsqueeze(0)
+        yield Step(index, None, composite, {"images": top.count}, index + 1)
+
+    def _details_text(self, top: T.TopK, unit: int, entries: list[T.Entry]) -> str:
+        rf = top.field
+        lines = [
+            f"{top.layer} unit {unit}: top {len(entries)} of "
+            f"{top.count} images; receptive field {rf.size[0]}x{rf.size[1]} px, stride "
+            f"{rf.stride[0]}"
+        ]
+        for e in entries:
+            t0, l0, b0, r0 = e.box
+            lines.append(
+                f"{e.rank + 1}. {e.name}: max {e.value:.3g} at ({e.y}, {e.x}), field rows "
+                f"{t0}-{b0 - 1}, cols {l0}-{r0 - 1}"
+            )
+        return "\n".join(lines)
+
+    def _compose_detail(self) -> None:
+        with self._lock:
+            cur = self._current
+            rank = self.selected
+            opacity = self.opacity
+        if cur is None or rank < 0 or rank >= len(cur["entries"]):
+            if self.detail:
+                self.detail = b""
+            return
+        e = cur["entries"][rank]
+        photo = cur["images"][rank]
+        proj = cur["projections"][rank : rank + 1]
+        magnitude = I.normalize_map(I.reduce_channels(proj))
+        heat = I.colorize(magnitude)
+        pic = I.overlay(photo, heat[0], opacity, weight=magnitude[0])
+        pic = I.draw_box(pic, e.box, width=2)
+        self.detail = I.encode(pic, "png")
+
+    def _finish_run(self, step: Step | None, history: list[float]) -> None:
+        cur = self._current
+        if cur is None or cur["unit"] != self.unit or cur["layer"] != self.layer:
+            self._last_record = {}
+            return
+        self._last_record = {
+            "layer": cur["layer"],
+            "unit": cur["unit"],
+            "method": cur["method"],
+            "dataset": cur["dataset"],
+            "images_ranked": cur["count"],
+            "top": [
+                {
+                    "rank": e.rank,
+                    "image": e.name,
+                    "index": e.image,
+                    "value": round(e.value, 6),
+                    "y": e.y,
+                    "x": e.x,
+                    "box": list(e.box),
+                }
+                for e in cur["entries"]
+            ],
+        }
+
+    def _result_text(self) -> str:
+        top = self._last_record.get("top")
+        if not top:
+            return ""
+        return f", best {top[0]['image']} ({top[0]['value']:.3g})"
+
+    def _sync_extra(self, step: Step) -> None:
+        if self.running and step.image is None and "images" in step.metrics:
+            total = getattr(self, "_pass_total", 0)
+            self.status = (
+                f"{self._describe()}: dataset pass, {step.metrics['images']}"
+                f"{f'/{total}' if total else ''} images ranked"
+            )
+
+    def _settings(self) -> dict[str, Any]:
+        out = super()._settings()
+        for name in ("details", "model_name", "unit_max"):
+            out.pop(name, None)
+        return out

@@ -1,0 +1,194 @@
+"""The Attribution widget without a browser: predictions, maps, re-compositing, uploads, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+import traitlets
+from PIL import Image
+
+from cnnvis_widgets.core import attribution as A
+from cnnvis_widgets.core import imaging as I
+from cnnvis_widgets.core.hooks import active_hook_count
+from cnnvis_widgets.data import sample_image
+from cnnvis_widgets.widgets.attribution import Attribution
+
+
+@pytest.fixture
+def widget(tiny_handle):
+    w = Attribution(tiny_handle, image="cat")
+    yield w
+    w.close()
+
+
+def png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def encoded(pixels: torch.Tensor) -> np.ndarray:
+    return png(I.encode(pixels, "png"))
+
+
+def test_run_predicts_and_shows_the_core_maps(widget, tiny_handle, tmp_path) -> None:
+    widget.run()
+    assert widget.wait(timeout=120)
+    assert widget.error == "" and not widget.running
+    x = tiny_handle.preprocess(sample_image("cat"))
+    with torch.no_grad():
+        probs = tiny_handle.model(x).softmax(1)[0]
+    top = probs.argsort(descending=True).tolist()
+    # predictions: the top-5 (all 5 classes of the tiny model), best first, offered first
+    assert [row[0] for row in widget.predictions] == [f"{c} class {c}" for c in top]
+    assert [round(float(probs[c]), 4) for c in top] == [row[1] for row in widget.predictions]
+    assert widget.class_options[0][1] == -1 and [o[1] for o in widget.class_options[1:6]] == top
+    assert f"class {top[0]}" in widget.status and "done" in widget.status
+    # the guided map (default method) is the core's, shown as a signed image
+    guided = A.guided_backprop(tiny_handle, x, top[0])
+    assert np.array_equal(png(widget.heatmap), encoded(I.signed_to_pixels(guided)[0]))
+    assert png(widget.original).shape == (32, 32, 3)
+    assert png(widget.overlay).shape == (32, 32, 3)
+    assert png(widget.all_maps).shape[1] == 5 * (128 + 4)
+    assert png(widget.image).shape == (32, 32 * 3 + 12, 3)
+    rec = widget.record()
+    json.dumps(rec)
+    assert rec["result"]["target"] == top[0] and len(rec["result"]["top5"]) == 5
+    assert rec["settings"]["method"] == "guided" and rec["settings"]["image_name"] == "cat"
+    assert widget.save(tmp_path / "a.png").is_file()
+    assert "image/png" in widget._repr_mimebundle_()
+    assert active_hook_count(tiny_handle.model) == 0
+
+
+def test_method_and_opacity_recomposite_without_recomputing(widget, tiny_handle, monkeypatch):
+    widget.run()
+    assert widget.wait(timeout=120)
+    calls = []
+    monkeypatch.setattr(A, "attribute", lambda *a, **k: calls.append(a) or 1 / 0)
+    before_map, before_over, before_img = widget.heatmap, widget.overlay, widget.image
+    widget.method = "saliency"
+    assert widget.heatmap != before_map and widget.image != before_img
+    x = tiny_handle.preprocess(sample_image("cat"))
+    target = widget.record()["result"]["target"]
+    sal = A.saliency(tiny_handle, x, target)
+    assert np.array_equal(png(widget.heatmap), encoded(I.heatmap(sal)[0]))
+    widget.opacity = 0.0
+    assert np.array_equal(png(widget.overlay), png(widget.original))  # photo only
+    widget.opacity = 1.0
+    assert widget.overlay != before_over
+    assert calls == [] and not widget.running
+
+
+def test_target_and_layer_changes_restart(widget, tiny_handle) -> None:
+    widget.run()
+    assert widget.wait(timeout=120)
+    widget.target = 3
+    widget.method = "gradcam"
+    widget.run()
+    assert widget.wait(timeout=120)
+    assert widget.record()["result"]["target"] == 3 and "class 3" in widget.status
+    x = tiny_handle.preprocess(sample_image("cat"))
+    cam = A.grad_cam(tiny_handle, x, 3, widget.cam_layer)
+    assert np.array_equal(png(widget.heatmap), encoded(I.heatmap(cam)[0]))
+    widget.cam_layer = "relu1"
+    widget.run()
+    assert widget.wait(timeout=120)
+    cam1 = A.grad_cam(tiny_handle, x, 3, "relu1")
+    assert np.array_equal(png(widget.heatmap), encoded(I.heatmap(cam1)[0]))
+    # a new photo goes back to its own top-1 prediction
+    widget.image_name = "coffee"
+    assert widget.target == -1
+
+
+def test_upload_and_image_argument(widget, tiny_handle, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    pic = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG")
+    widget.upload_name = "noise.png"
+    widget.upload = buf.getvalue()
+    assert widget.image_name == "upload"
+    assert widget.image_options[-1] == ["your picture: noise.png", "upload"]
+    widget.run()
+    assert widget.wait(timeout=120)
+    assert widget.error == ""
+    expected = tiny_handle.to_pixels(pic)[0]
+    assert np.array_equal(png(widget.original), encoded(expected))
+    assert widget.record()["result"]["image"] == "noise.png"
+    # a file that is not an image: a message, and the widget keeps its picture
+    widget.upload_name = "notes.txt"
+    widget.upload = b"hello, not a picture"
+    assert "notes.txt" in widget.error and "not an image" in widget.error
+    assert widget.image_name == "upload"
+    # the image= argument: a file path, a PIL image, a sample name, a bad name
+    path = tmp_path / "mine.jpg"
+    pic.save(path)
+    w2 = Attribution(tiny_handle, image=str(path))
+    assert w2.image_name == "upload" and w2.photo().size == (60, 40)
+    w2.close()
+    w3 = Attribution(tiny_handle, image=pic)
+    assert w3.image_name == "upload"
+    w3.close()
+    with pytest.raises(KeyError, match="choose one of"):
+        Attribution(tiny_handle, image="kitten")
+
+
+def test_validation(widget, tiny_handle) -> None:
+    with pytest.raises(traitlets.TraitError, match="valid 0..4"):
+        widget.target = 5
+    with pytest.raises(traitlets.TraitError, match="larger than 1x1"):
+        widget.cam_layer = "gap"
+    with pytest.raises(traitlets.TraitError, match="nearest valid names"):
+        widget.cam_layer = "conv7"
+    with pytest.raises(traitlets.TraitError, match="no picture was uploaded"):
+        widget.image_name = "upload"
+    with pytest.raises(traitlets.TraitError, match="unknown picture"):
+        widget.image_name = "kitten"
+    with pytest.raises(traitlets.TraitError, match="between 0 and 1"):
+        widget.opacity = -0.1
+    with pytest.raises(TypeError, match="unknown argument"):
+        Attribution(tiny_handle, methd="saliency")
+
+
+def test_unsupported_activation_is_an_error_in_the_widget() -> None:
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+    w = Attribution(net, image="cat", method="saliency")
+    try:
+        w.run()
+        assert w.wait(timeout=120)
+        # the maps that need ReLU are left out, and the status says so
+        assert w.error == "" and "not available" in w.status and "Guided backprop" in w.status
+        assert set(w.record()["result"]["unsupported"]) == {"deconvnet", "guided", "guided_gradcam"}
+        assert png(w.all_maps).shape[1] == 2 * (128 + 4)  # saliency and Grad-CAM
+        w.method = "guided"  # not computed: a run that fails with the reason
+        assert w.wait(timeout=120)
+        assert "UnsupportedActivationError" in w.error and "'1'" in w.error
+        assert not w.running and active_hook_count(net) == 0
+        assert not A.patches_installed()
+    finally:
+        w.close()
+
+
+def test_a_grey_model_works() -> None:
+    from cnnvis_widgets import load_model
+    from tests.conftest import make_tiny
+
+    h = load_model(make_tiny(in_channels=1), device="cpu", input_size=32)
+    w = Attribution(h, image="camera", method="gradcam")
+    try:
+        w.run()
+        assert w.wait(timeout=120)
+        assert w.error == "" and png(w.heatmap).shape == (32, 32, 3)
+        assert png(w.all_maps).shape[1] == 5 * (128 + 4)
+    finally:
+        w.close()

@@ -61,8 +61,8 @@ def capture(
             if stop_early and name == last:
                 raise StopForward(name)
             # the rest of the network runs on a copy, so an in-place op after this layer
-            # cannot corrupt the captured tensor or its autograd history
-            return output.clone() if output.requires_grad else None
+            # cannot corrupt the captured tensor (nor its autograd history)
+            return output.clone()
 
         return hook
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from .datasets import ImageDataset, augmented_samples, image_folder, sample_photos
 from .images import ImageError, load_image
 from .samples import sample_image, sample_images
 
-__all__ = ["sample_images", "sample_image", "load_image", "ImageError"]
+__all__ = [
+    "sample_images",
+    "sample_image",
+    "load_image",
+    "ImageError",
+    "ImageDataset",
+    "augmented_samples",
+    "image_folder",
+    "sample_photos",
+]

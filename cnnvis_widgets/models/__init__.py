@@ -117,6 +117,10 @@ def load_model(
             module = copy.deepcopy(module)
             module.load_state_dict(sd)
             label = str(weights)
+        if class_names is None and type(name_or_module).__module__.startswith("torchvision.models"):
+            from .imagenet import imagenet_class_names
+
+            class_names = imagenet_class_names()  # kept only if the model has 1000 outputs
         in_ch = _guess_in_channels(module)
         default_stat = (0.5,) * in_ch if in_ch != 3 else None
         return ModelHandle(

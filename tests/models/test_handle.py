@@ -102,3 +102,21 @@ def test_random_weights_give_the_same_architecture() -> None:
     with torch.no_grad():
         out = r.model(r.preprocess(sample_image("cat")))
     assert out.shape == (1, 1000)
+
+
+def test_plain_torchvision_classifier_gets_imagenet_names() -> None:
+    import torchvision
+
+    h = load_model(torchvision.models.resnet18(), device="cpu")
+    assert h.class_names is not None and h.class_names[281] == "tabby"
+    small = load_model(torchvision.models.resnet18(num_classes=10), device="cpu")
+    assert small.class_names is None  # 10 outputs: ImageNet names would be wrong
+
+
+def test_capture_is_safe_from_later_inplace_ops_without_grad(tiny_handle) -> None:
+    from cnnvis_widgets.core.hooks import capture
+
+    x = tiny_handle.normalize(torch.rand(1, 3, 32, 32))
+    with torch.no_grad(), capture(tiny_handle, ["conv2"]) as acts:
+        tiny_handle.model(x)  # relu2 (in place) runs after conv2
+        assert (acts["conv2"] < 0).any()  # the captured pre-activation keeps its negatives

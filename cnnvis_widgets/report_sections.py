@@ -100,7 +100,112 @@ def _photo(ctx: Context) -> tuple[str, torch.Tensor]:
     return "cat", ctx.handle.preprocess(sample_image("cat"))
 
 
+def attribution_section(ctx: Context, report: Any) -> None:
+    from .core import attribution as A
+    from .core.imaging import heatmap, overlay
+
+    h = ctx.handle
+    name, x = _photo(ctx)
+    with torch.no_grad():
+        top = int(h.model(x).argmax(1))
+    pixels = h.denormalize(x).clamp(0, 1).cpu()
+    maps = []
+    labels = []
+    for label, fn in ctx.progress(
+        [
+            ("saliency", lambda: A.saliency(h, x, top)),
+            ("guided backprop", lambda: A.guided_backprop(h, x, top)),
+            ("Grad-CAM", lambda: A.grad_cam(h, x, top)),
+        ],
+        3,
+        "attribution",
+    ):
+        try:
+            attr = fn().detach().cpu()
+        except A.UnsupportedActivationError as exc:
+            report.add_text(f"{label}: {exc}")
+            continue
+        signed = label != "Grad-CAM"
+        heat = heatmap(attr, signed=False) if not signed else heatmap(attr)
+        maps.append(overlay(pixels, heat, 0.6) if label == "Grad-CAM" else heat)
+        labels.append(label)
+    report.add_text(
+        f"Which pixels drive the '{h.class_name(top)}' logit for the {name} photo: "
+        + ", ".join(labels)
+        + " (Simonyan et al. 2013; Springenberg et al. 2015; Selvaraju et al. 2017)."
+    )
+    report.add_image(
+        make_grid(torch.cat([pixels] + maps), ncol=len(maps) + 1), "photo, " + ", ".join(labels)
+    )
+
+
+def topk_section(ctx: Context, report: Any) -> None:
+    from .core.topk import top_k_patches
+    from .data import augmented_samples
+
+    h = ctx.handle
+    layer = ctx.middle_layer()
+    data = augmented_samples(n=32 if ctx.quick else 128, size=h.input_size[0], seed=0)
+    result = top_k_patches(h, layer, data, k=9, units=[0, 1, 2])
+    report.add_text(
+        f"DeconvNet's first half (Zeiler & Fergus 2014): the 9 dataset patches that excite units "
+        f"0-2 of {layer} most, over {result.count} images (packaged photos with augmentations), "
+        "each cropped to the unit's receptive field."
+    )
+    for unit in result.units:
+        patches = result.patches(unit, data, h)
+        side = max(max(p.shape[-2:]) for p in patches)
+        padded = torch.stack(
+            [
+                torch.nn.functional.pad(
+                    p.float(), (0, side - p.shape[-1], 0, side - p.shape[-2]), value=1.0
+                )
+                for p in patches
+            ]
+        )
+        report.add_image(
+            make_grid(padded, ncol=9), f"{layer}, unit {unit}: top-9 patches", width=720
+        )
+
+
+def adversarial_section(ctx: Context, report: Any) -> None:
+    from .core import adversarial as adv
+
+    h = ctx.handle
+    _, x = _photo(ctx)
+    pixels = h.denormalize(x).clamp(0, 1)
+    eps = 2 / 255
+    adv_pixels = adv.pgd(h, pixels, eps, steps=5 if ctx.quick else 10)
+    before = adv.top_k(h, pixels, 3)[0]
+    after = adv.top_k(h, adv_pixels, 3)[0]
+    report.add_text(
+        f"An adversarial example (PGD, L-inf, eps {eps * 255:.0f}/255): the perturbation is "
+        f"invisible, yet the top class goes from '{before[0]['name']}' "
+        f"({before[0]['prob']:.2f}) to '{after[0]['name']}' ({after[0]['prob']:.2f})."
+    )
+    pert = adv.amplify(adv_pixels - pixels, eps)
+    report.add_image(
+        make_grid(torch.cat([pixels, pert, adv_pixels]).cpu(), ncol=3),
+        "clean photo, perturbation (amplified), adversarial photo",
+    )
+    report.add_table(
+        [
+            {
+                "rank": i + 1,
+                "clean": f"{b['name']} {b['prob']:.3f}",
+                "adversarial": f"{a['name']} {a['prob']:.3f}",
+            }
+            for i, (b, a) in enumerate(zip(before, after))
+        ],
+        ["rank", "clean", "adversarial"],
+        "Top-3 predictions",
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Context, Any], None]]] = [
     ("The model", model_section),
     ("Activation maximization", activation_max_section),
+    ("DeconvNet: top-9 patches", topk_section),
+    ("Attribution", attribution_section),
+    ("Adversarial examples", adversarial_section),
 ]

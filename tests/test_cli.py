@@ -18,8 +18,16 @@ def test_models_lists_and_unknown_model_fails(capsys) -> None:
 def test_report_quick_writes_html(tmp_path, capsys) -> None:
     code = main(["report", "--quick", "--steps", "4", "--no-pdf", "--out", str(tmp_path)])
     html = (tmp_path / "report.html").read_text()
-    assert "<h2>The model</h2>" in html and "<h2>Activation maximization</h2>" in html
-    assert html.count("data:image/png;base64,") >= 2
+    for section in (
+        "The model",
+        "Activation maximization",
+        "DeconvNet: top-9 patches",
+        "Attribution",
+        "Adversarial examples",
+    ):
+        assert f"<h2>{section}</h2>" in html
+    assert "This section failed" not in html and "Not available" not in html
+    assert html.count("data:image/png;base64,") >= 7
     assert code == 0, capsys.readouterr().err
     assert "activation maximization" in capsys.readouterr().err
 

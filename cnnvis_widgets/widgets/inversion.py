@@ -1,0 +1,841 @@
+"""The Network Inversion widget: how much of a photo each layer keeps, live.
+
+Pick a photo (or upload one) and a layer; the regularized reconstruction of Mahendran & Vedaldi
+(2015) converges beside the original, with its normalized feature error per step. The decoder
+method (Dosovitskiy & Brox 2016) reconstructs in one pass once a decoder is trained for the layer:
+the *Train decoder* button trains it with live progress; Stop keeps what was learned and a second
+press resumes. Strip mode shows the reconstructions from several layers side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import traitlets as t
+from PIL import Image
+
+from ..core import inversion as inv
+from ..core import upconv
+from ..core.imaging import encode, make_grid, to_pil
+from ..core.optimize import Step
+from ..data import load_image, sample_images
+from ..models import ModelHandle
+from ._base import CnnvisWidget, get_handle
+
+__all__ = ["Inversion", "default_layers"]
+
+UPLOAD = "upload"
+FE_LABEL = "Feature error ‖φ(x) − φ₀‖² / ‖φ₀‖²"
+CUSTOM = "custom"
+_SETTING_TRAITS = tuple(f.name for f in dataclasses.fields(inv.InversionSettings))
+_TRAIN_TRAITS = {"train_steps": "steps", "train_lr": "lr", "train_batch": "batch_size"}
+_TRAIN_TRAITS["feature_weight"] = "feature_weight"
+_RESULT_TRAITS = ("feature_error", "pixel_correlation", "details", "decoder_info", "original")
+_RESULT_TRAITS += ("sample_options",)
+
+
+def default_layers(handle: ModelHandle, n: int = 5) -> list[str]:
+    """``n`` layers spread from the first to the last top-level block (or conv-like layer)."""
+    layers = handle.conv_layers()
+    if not layers:
+        raise ValueError(
+            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
+            "block) to invert"
+        )
+    picks = [li for li in layers if li.kind == "block" and li.name.count(".") <= 1]
+    if len(picks) < n:
+        picks = [li for li in layers if li.kind in ("conv", "block")] or layers
+    if len(picks) <= n:
+        return [li.name for li in picks]
+    idx = sorted({round(i * (len(picks) - 1) / (n - 1)) for i in range(n)})
+    # start one in from the very first block: it is nearly the identity
+    if len(picks) > n + 1:
+        idx = sorted({max(1, i) for i in idx})
+    return [picks[i].name for i in idx]
+
+
+def _default_layer(handle: ModelHandle) -> str:
+    """An early block: a third of the way into the network."""
+    names = default_layers(handle, 7)
+    return names[min(len(names) - 1, 2)]
+
+
+class Inversion(CnnvisWidget):
+    """Reconstruct a photo from what one layer keeps of it (network inversion), live.
+
+    Parameters
+    ----------
+    model : str, nn.Module or ModelHandle
+        ``"efficientnet_lite0"`` (default, embedded ImageNet weights), ``"torchvision:<arch>"``,
+        your own module, or a handle from :func:`cnnvis_widgets.load_model`.
+    image : str, PIL image, tensor or bytes
+        A packaged photo's name (``"cat"``, see :func:`cnnvis_widgets.data.sample_images`), or
+        your own picture (a PIL image, a pixel-space tensor, or image file bytes).
+    device : str, optional
+        ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
+    **traits
+        Initial values of any trait below (``layer=``, ``method=``, ``steps=``, ``strip=``...).
+
+    Examples
+    --------
+    >>> w = Inversion(image="cat", layer="_blocks.3")          # doctest: +SKIP
+    >>> w                                                       # doctest: +SKIP
+    >>> w.run(); w.wait(); w.export("cat_blocks3")  # PNG + JSON  # doctest: +SKIP
+    >>> w.strip = True                                          # doctest: +SKIP
+    """
+
+    model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
+    sample = t.Unicode(
+        "cat", help="The photo reconstructed: a packaged photo's name, 'upload' or 'custom'."
+    ).tag(sync=True)
+    sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
+        sync=True
+    )
+    upload = t.Bytes(b"", help="Bytes of an image file chosen in the browser (JS sets).").tag(
+        sync=True
+    )
+    upload_name = t.Unicode("", help="File name of the uploaded image (JS sets).").tag(sync=True)
+    original = t.Bytes(b"", help="PNG of the photo as the network sees it (read-only).").tag(
+        sync=True
+    )
+    layer = t.Unicode("", help="Dotted name of the layer whose features are inverted.").tag(
+        sync=True
+    )
+    layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
+        sync=True
+    )
+    method = t.Enum(
+        ["regularized", "decoder"],
+        "regularized",
+        help="regularized: optimize an image whose features match, with natural-image priors "
+        "(Mahendran & Vedaldi 2015); decoder: one pass of a trained up-convolutional decoder "
+        "(Dosovitskiy & Brox 2016).",
+    ).tag(sync=True)
+    strip = t.Bool(
+        False, help="Reconstruct from every layer of strip_layers, side by side (one batch)."
+    ).tag(sync=True)
+    strip_layers = t.Unicode(
+        "", help="Comma-separated layer names of the strip, shallow to deep."
+    ).tag(sync=True)
+    preset = t.Enum(
+        list(inv.PRESETS),
+        "mahendran",
+        help="Recipe from the literature; sets the sliders below.",
+    ).tag(sync=True)
+    steps = t.Int(200, help="Number of optimization steps (live).").tag(sync=True)
+    lr = t.Float(0.02, help="Initial learning rate, decayed along a cosine (live).").tag(sync=True)
+    lr_end = t.Float(0.001, help="Learning rate at the last step (live).").tag(sync=True)
+    alpha = t.Float(6.0, help="Exponent of the alpha-norm prior (live).").tag(sync=True)
+    alpha_weight = t.Float(1e-3, help="Weight of the alpha-norm prior (live).").tag(sync=True)
+    tv_beta = t.Float(2.0, help="Exponent of the total-variation prior (live).").tag(sync=True)
+    tv_weight = t.Float(3.0, help="Weight of the total-variation prior (live).").tag(sync=True)
+    jitter = t.Int(2, help="Random shift in pixels, during the first steps (live).").tag(sync=True)
+    jitter_until = t.Float(
+        0.75, help="Fraction of the steps with jitter; the rest run without (live)."
+    ).tag(sync=True)
+    size = t.Int(128, help="Side of the image in pixels.").tag(sync=True)
+    seed = t.Int(0, help="Random seed: the same seed repeats the run.").tag(sync=True)
+    train_steps = t.Int(500, help="Decoder training: total updates (live; resumes).").tag(sync=True)
+    train_lr = t.Float(1e-3, help="Decoder training: Adam learning rate (live).").tag(sync=True)
+    train_batch = t.Int(8, help="Decoder training: images per update (live).").tag(sync=True)
+    feature_weight = t.Float(
+        0.0, help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only)."
+    ).tag(sync=True)
+    feature_error = t.Float(
+        -1.0,
+        help="Normalized feature error ||phi(x)-phi0||^2/||phi0||^2 of the final reconstruction, "
+        "without jitter (first layer of a strip; -1 before a run) (read-only).",
+    ).tag(sync=True)
+    pixel_correlation = t.Float(
+        0.0, help="Pixel correlation of the final reconstruction with the original (read-only)."
+    ).tag(sync=True)
+    details = t.Unicode("", help="The result in words and numbers (read-only).").tag(sync=True)
+    decoder_info = t.Unicode("", help="State of the decoder of the layer (read-only).").tag(
+        sync=True
+    )
+
+    _restart_traits = (
+        "layer",
+        "method",
+        "strip",
+        "strip_layers",
+        "preset",
+        "size",
+        "seed",
+        "sample",
+    )
+    _live_traits = _SETTING_TRAITS + tuple(_TRAIN_TRAITS)
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        image: Any = "cat",
+        *,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.handle = get_handle(model, **({"device": device} if device else {}))
+        h = self.handle
+        self._photos: dict[str, Image.Image | torch.Tensor] = {}
+        self._live: inv.InversionSettings | upconv.DecoderSettings | None = None
+        self._job = "run"
+        self._job_ran = "run"
+        self._target: torch.Tensor | None = None
+        self._target_key: tuple | None = None
+        self._layers_run: list[str] = []
+        self._missing: list[str] = []
+        self._composite: bytes = b""
+        self._decoders: dict[str, upconv.UpconvDecoder] = {}
+        self._lock = threading.RLock()
+        names = list(sample_images()) if h.in_channels in (1, 3) else []
+        options = [[n, n] for n in names]
+        sample = self._adopt_image(image, names, options)
+        layer = kwargs.pop("layer", None) or _default_layer(h)
+        h.layer(layer)  # KeyError listing the nearest names
+        strip_layers = kwargs.pop("strip_layers", None)
+        if strip_layers is None:
+            strip_layers = default_layers(h)
+        if not isinstance(strip_layers, str):
+            strip_layers = ", ".join(strip_layers)
+        preset = kwargs.pop("preset", "mahendran")
+        if preset not in inv.PRESETS:
+            raise t.TraitError(f"unknown preset {preset!r}; choose one of {', '.join(inv.PRESETS)}")
+        super().__init__(
+            title="Network inversion",
+            model_name=h.name,
+            sample_options=options,
+            sample=sample,
+            layer_options=[[li.label(), li.name] for li in h.conv_layers()],
+            layer=layer,
+            strip_layers=strip_layers,
+            preset=preset,
+            **self._preset_values(preset),
+        )
+        if kwargs:
+            with self.hold_trait_notifications():
+                for k, v in kwargs.items():
+                    if not self.has_trait(k) or k.startswith("_") or k in _RESULT_TRAITS:
+                        valid = sorted(
+                            n
+                            for n in self.trait_names(sync=True)
+                            if n[0] != "_" and n not in _RESULT_TRAITS
+                        )
+                        raise TypeError(
+                            f"Inversion() got an unknown argument {k!r}; valid: {', '.join(valid)}"
+                        )
+                    setattr(self, k, v)
+        self.observe(self._on_preset, names=["preset"])
+        self.observe(self._on_upload, names=["upload"])
+        self.observe(self._on_picture, names=["sample", "size"])
+        self.observe(self._on_layer, names=["layer"])
+        self._update_controls()
+        self.panels = self._panel_specs(FE_LABEL)
+        self._show_original()
+        self._refresh_decoder_info()
+
+    # ------------------------------------------------------------------ images
+    def _adopt_image(self, image: Any, names: list[str], options: list[list[str]]) -> str:
+        if isinstance(image, str) and image in names:
+            return image
+        if isinstance(image, str) and not Path(image).expanduser().is_file():
+            raise KeyError(
+                f"unknown sample photo {image!r}; choose one of {', '.join(names)}, or pass a "
+                "file path, a PIL image, a tensor or image bytes"
+            )
+        if isinstance(image, torch.Tensor):
+            t_img = image if image.dim() == 3 else image[0]
+            photo: Image.Image | torch.Tensor = t_img.detach().float().cpu().clamp(0, 1)
+        else:
+            photo = load_image(image)  # ImageError (a ValueError) saying what is wrong
+        self._photos[CUSTOM] = photo
+        options.append(["your image", CUSTOM])
+        return CUSTOM
+
+    def _photo(self) -> Image.Image | torch.Tensor:
+        if self.sample in self._photos:
+            return self._photos[self.sample]
+        return sample_images()[self.sample]
+
+    def target(self) -> torch.Tensor:
+        """The photo as the network sees it: pixel space ``(1, C, size, size)`` on the device."""
+        key = (self.sample, self.size, id(self._photos.get(self.sample)))
+        with self._lock:
+            if self._target is None or self._target_key != key:
+                photo = self._photo()
+                if isinstance(photo, torch.Tensor):
+                    photo = to_pil(photo)
+                self._target = inv.target_pixels(self.handle, photo, self.size)
+                self._target_key = key
+            return self._target
+
+    def _show_original(self) -> None:
+        try:
+            self.original = encode(self.target()[0].detach().cpu(), "png")
+        except Exception as exc:  # noqa: BLE001 - shown, the widget stays usable
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------------ validation
+    @t.validate("sample")
+    def _valid_sample(self, proposal: dict) -> str:
+        v = proposal["value"]
+        valid = [o[1] for o in self.sample_options]
+        if v not in valid:
+            raise t.TraitError(f"unknown photo {v!r}; choose one of {', '.join(valid)}")
+        return v
+
+    @t.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        name = proposal["value"]
+        try:
+            self.handle.layer(name)
+        except KeyError as exc:
+            raise t.TraitError(exc.args[0]) from None
+        return name
+
+    @t.validate("strip_layers")
+    def _valid_strip_layers(self, proposal: dict) -> str:
+        names = self._parse_layers(proposal["value"])
+        if not names:
+            raise t.TraitError("strip_layers is empty: give comma-separated layer names")
+        if len(names) > 12:
+            raise t.TraitError(f"at most 12 layers in a strip, got {len(names)}")
+        for n in names:
+            try:
+                self.handle.layer(n)
+            except KeyError as exc:
+                raise t.TraitError(exc.args[0]) from None
+        return ", ".join(names)
+
+    @staticmethod
+    def _parse_layers(text: str) -> list[str]:
+        return [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+
+    @t.validate("steps", "size", "lr", "seed", "train_steps", "train_batch", "train_lr", "jitter")
+    def _valid_range(self, proposal: dict) -> Any:
+        name, v = proposal["trait"].name, proposal["value"]
+        low, high = {
+            "steps": (1, 100_000),
+            "size": (16, 1024),
+            "lr": (1e-6, 10.0),
+            "seed": (0, 2**31),
+            "train_steps": (1, 1_000_000),
+            "train_batch": (1, 512),
+            "train_lr": (1e-7, 1.0),
+            "jitter": (0, 64),
+        }[name]
+        if not low <= v <= high:  # also rejects NaN
+            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
+        return v
+
+    @t.validate(
+        "lr_end", "alpha", "alpha_weight", "tv_beta", "tv_weight", "jitter_until", "feature_weight"
+    )
+    def _valid_nonneg(self, proposal: dict) -> float:
+        name, v = proposal["trait"].name, float(proposal["value"])
+        high = {"jitter_until": 1.0, "alpha": 20.0, "tv_beta": 4.0}.get(name, 1e6)
+        if not 0.0 <= v <= high:  # also rejects NaN
+            raise t.TraitError(f"{name} must be between 0 and {high:g}, got {v}")
+        return v
+
+    # ------------------------------------------------------------------ observers
+    def _preset_values(self, name: str) -> dict[str, Any]:
+        s = inv.PRESETS[name].settings
+        return {k: getattr(s, k) for k in _SETTING_TRAITS}
+
+    def _on_preset(self, change: dict) -> None:
+        with self.hold_sync(), self.hold_trait_notifications():
+            for k, v in self._preset_values(change["new"]).items():
+                setattr(self, k, v)
+
+    def _on_live_trait(self, change: dict) -> None:
+        live = self._live
+        name = change["name"]
+        if isinstance(live, inv.InversionSettings) and name in _SETTING_TRAITS:
+            setattr(live, name, change["new"])
+        elif isinstance(live, upconv.DecoderSettings) and name in _TRAIN_TRAITS:
+            setattr(live, _TRAIN_TRAITS[name], change["new"])
+
+    def _on_picture(self, change: dict) -> None:
+        self._show_original()
+        if change["name"] == "size":
+            self._refresh_decoder_info()  # fully connected layers' decoders depend on it
+
+    def _on_layer(self, change: dict) -> None:
+        self._refresh_decoder_info()
+
+    def _on_upload(self, change: dict) -> None:
+        data = change["new"]
+        if not data:
+            return
+        name = self.upload_name or "upload"
+        try:
+            photo = load_image(bytes(data))
+        except Exception as exc:  # noqa: BLE001 - any decoder error: say what to do
+            self.error = (
+                f"could not read the uploaded file {name!r} as an image ({exc}); choose a PNG or "
+                "JPEG file"
+            )
+            return
+        self._photos[UPLOAD] = photo
+        options = [o for o in self.sample_options if o[1] != UPLOAD]
+        options.append([f"your image: {name}", UPLOAD])
+        self.error = ""
+        self.sample_options = options
+        if self.sample == UPLOAD:
+            self._show_original()
+            self._on_restart_trait({})
+        else:
+            self.sample = UPLOAD
+
+    def _on_action(self, name: str, content: dict) -> None:
+        if name == "train":
+            self.train_decoder()
+
+    # ------------------------------------------------------------------ decoders
+    def _decoder(self, layer: str) -> upconv.UpconvDecoder | None:
+        dec = self._decoders.get(layer)
+        if dec is None:
+            dec = upconv.load_decoder(self.handle, layer, size=self.size)
+            if dec is not None:
+                self._decoders[layer] = dec
+        return dec
+
+    def _refresh_decoder_info(self) -> None:
+        try:
+            path = upconv.decoder_path(self.handle, self.layer, size=self.size)
+            dec = self._decoders.get(self.layer)
+            steps = dec.trained_steps if dec is not None else None
+            if steps is None and path.is_file():
+                steps = int(upconv._read(path).get("step", 0))
+            if steps:
+                self.decoder_info = f"decoder for {self.layer}: trained {steps} steps"
+            else:
+                self.decoder_info = (
+                    f"no decoder for {self.layer} yet: press 'Train decoder' (method decoder)"
+                )
+        except Exception as exc:  # noqa: BLE001 - informative only
+            self.decoder_info = f"decoder state unknown ({type(exc).__name__}: {exc})"
+
+    def train_decoder(self) -> None:
+        """Train (or resume training) the decoder of the current layer, as the next run.
+
+        Progress streams like any run; :meth:`stop` keeps what was learned (a checkpoint is
+        written) and a new call resumes from it, up to ``train_steps``.
+        """
+        self._job = "train"
+        self.run()
+
+    # ------------------------------------------------------------------ the run
+    def _describe(self) -> str:
+        if self._job_ran == "train":
+            return f"training the decoder of {self.layer}"
+        if self.strip:
+            n = len(self._parse_layers(self.strip_layers))
+            return f"strip of {n} layers, {self.method}"
+        extra = f" ({self.preset})" if self.method == "regularized" else ""
+        return f"{self.layer} {self.method}{extra}"
+
+    def _settings_now(self) -> inv.InversionSettings:
+        s = dataclasses.replace(inv.PRESETS[self.preset].settings)
+        s.update(**{k: getattr(self, k) for k in _SETTING_TRAITS})
+        return s
+
+    def _set_chart(self, label: str) -> None:
+        specs = self._panel_specs(label)
+        if specs != self.panels:
+            self.panels = specs
+
+    def _execute(self, stop_event: threading.Event) -> None:
+        # which job this run does is decided once, before the base describes it
+        self._job_ran, self._job = self._job, "run"
+        super()._execute(stop_event)
+
+    def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        job = self._job_ran
+        self.details = ""
+        self._layers_run = [self.layer] if job == "train" or not self.strip else self._strip_list()
+        try:
+            if job == "train":
+                self._set_chart("Decoder training loss (pixel MSE)")
+                yield from self._train_steps(stop_event)
+            elif self.method == "regularized":
+                self._set_chart(FE_LABEL)
+                yield from self._invert_steps(stop_event)
+            else:
+                self._set_chart(FE_LABEL)
+                yield from self._decode_steps()
+        finally:
+            self._live = None
+
+    def _strip_list(self) -> list[str]:
+        names = self._parse_layers(self.strip_layers)
+        return sorted(names, key=lambda n: self.handle.layer(n).order)
+
+    def _invert_steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        settings = self._settings_now()
+        self._live = settings
+        gen = inv.invert_layers_steps(
+            self.handle,
+            self.target(),
+            list(self._layers_run),
+            preset=self.preset,
+            settings=settings,
+            seed=self.seed,
+            stop_event=stop_event,
+        )
+        for step in gen:
+            fe = step.metrics["feature_error"]
+            step.metrics["loss"] = step.loss
+            step.loss = float(fe.float().mean())  # the chart shows the feature error
+            yield step
+
+    def _decode_steps(self) -> Iterator[Step]:
+        target = self.target()
+        images, errors, missing = [], [], []
+        for name in self._layers_run:
+            dec = self._decoder(name)
+            if dec is None:
+                missing.append(name)
+                images.append(torch.full_like(target, 0.5))
+                errors.append(float("nan"))
+                continue
+            phi0 = inv.layer_features(self.handle, target, name)[name]
+            rec = dec.decode(phi0, size=target.shape[-2:])
+            images.append(rec)
+            errors.append(float(inv.feature_error(self.handle, rec, name, phi0)[0]))
+        if len(missing) == len(self._layers_run):
+            raise FileNotFoundError(
+                f"no decoder trained for {', '.join(missing)} yet: press 'Train decoder' (it "
+                "trains the decoder of the selected layer) or use the regularized method"
+            )
+        self._missing = missing
+        fe = torch.tensor(errors)
+        yield Step(0, float(fe.nan_to_num(0.0).mean()), torch.cat(images), {"feature_error": fe}, 1)
+
+    def _train_steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        settings = upconv.DecoderSettings(
+            steps=self.train_steps,
+            lr=self.train_lr,
+            batch_size=self.train_batch,
+            feature_weight=self.feature_weight,
+        )
+        self._live = settings
+        self._decoders.pop(self.layer, None)
+        try:
+            yield from upconv.train_decoder_steps(
+                self.handle,
+                self.layer,
+                None,
+                settings=settings,
+                size=self.size,
+                seed=self.seed,
+                sample=self.target(),
+                stop_event=stop_event,
+            )
+        finally:
+            self._refresh_decoder_info()
+
+    def _frame_pixels(self, step: Step) -> torch.Tensor | None:
+        img = step.image
+        if img is None:
+            return None
+        if img.shape[0] == 1:
+            return img[0]
+        return make_grid(img.clamp(0, 1), ncol=img.shape[0])
+
+    def _finish_run(self, step: Step | None, history: list[float]) -> None:
+        rec: dict[str, Any] = {
+            "job": self._job_ran,
+            "method": self.method if self._job_ran != "train" else "decoder training",
+            "layers": list(self._layers_run),
+        }
+        self._composite = b""
+        if step is None or step.image is None:
+            self._last_record = rec
+            return
+        try:
+            target = self.target()
+            if self._job_ran == "train":
+                rec["train_loss"] = step.loss
+                rec["trained_steps"] = step.index + 1
+                rec["images_per_s"] = round(float(step.metrics.get("images_per_s", 0.0)), 2)
+                dec = step.metrics.get("decoder")
+                if dec is not None:
+                    self._decoders[self.layer] = dec
+                self.details = (
+                    f"decoder for {self.layer}: {step.index + 1} of {step.total} steps, training "
+                    f"loss {step.loss:.4g}, {rec['images_per_s']:.1f} images/s\n"
+                    "left: the photo, right: its reconstruction from the layer's features"
+                )
+                self._composite = encode(make_grid(step.image.detach().clamp(0, 1), ncol=2))
+                self._last_record = rec
+                return
+            image = step.image.detach().clamp(0, 1)
+            if self.method == "regularized":
+                fe = []
+                for i, name in enumerate(self._layers_run):
+                    phi0 = inv.layer_features(self.handle, target, name)[name]
+                    fe.append(float(inv.feature_error(self.handle, image[i : i + 1], name, phi0)))
+            else:
+                fe = [float(v) for v in step.metrics["feature_error"]]
+            corr = [float(v) for v in inv.pixel_correlation(image, target)]
+            perr = [float(v) for v in inv.pixel_error(image, target)]
+            rec.update(
+                feature_error=[round(v, 6) for v in fe],
+                pixel_correlation=[round(v, 6) for v in corr],
+                pixel_error=[round(v, 6) for v in perr],
+            )
+            self.feature_error = fe[0] if fe[0] == fe[0] else -1.0
+            self.pixel_correlation = corr[0]
+            lines = [
+                f"{name}: feature error {f:.4f}, pixel correlation {c:.3f}, pixel error {p:.3f}"
+                for name, f, c, p in zip(self._layers_run, fe, corr, perr)
+            ]
+            if self.method == "decoder" and self._missing:
+                lines.append(f"no decoder yet (grey): {', '.join(self._missing)}")
+            lines.append(
+                "feature error ‖φ(x) − φ₀‖² / ‖φ₀‖² of the final image, without jitter; "
+                "pixel error = mean squared difference / variance of the original"
+            )
+            if self._stop_event.is_set():
+                lines.insert(0, f"stopped at step {step.index + 1} of {step.total}: partial result")
+            self.details = "\n".join(lines)
+            both = torch.cat([target.detach(), image])
+            self._composite = encode(make_grid(both.cpu(), ncol=both.shape[0]))
+        except Exception as exc:  # noqa: BLE001 - the run's own error is already shown
+            rec["result_error"] = f"{type(exc).__name__}: {exc}"
+        self._last_record = rec
+
+    def _result_text(self) -> str:
+        rec = self._last_record
+        if rec.get("job") == "train":
+            return f", decoder trained {rec.get('trained_steps', 0)} steps"
+        fe = rec.get("feature_error")
+        if not fe:
+            return ""
+        corr = rec["pixel_correlation"]
+        if len(fe) == 1:
+            return f", feature error {fe[0]:.4f}, pixel correlation {corr[0]:.3f}"
+        return ", feature errors " + " ".join(f"{v:.3f}" for v in fe)
+
+    def _settings(self) -> dict[str, Any]:
+        out = super()._settings()
+        for name in _RESULT_TRAITS + ("upload_name",):
+            out.pop(name, None)
+        return out
+
+    # ------------------------------------------------------------------ export
+    def composite_png(self) -> bytes:
+        """PNG of the original beside the reconstruction(s) of the last run (empty before)."""
+        return self._composite
+
+    def export(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``<path>.png`` (original beside the reconstruction(s)) and ``<path>.json``
+        (:meth:`record`: every setting, the seed, the model, versions and the result)."""
+        if not self._composite:
+            raise RuntimeError("nothing to export yet: run() the widget first")
+        path = Path(path)
+        stem = path.with_suffix("") if path.suffix.lower() in (".png", ".json") else path
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        png, js = stem.with_suffix(".png"), stem.with_suffix(".json")
+        png.write_bytes(self._composite)
+        js.write_text(json.dumps(self.record(), indent=1))
+        return png, js
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        data = super()._repr_mimebundle_(**kwargs)
+        if self._composite:
+            import base64
+
+            data["image/png"] = base64.b64encode(self._composite).decode("ascii")
+        elif self.original and "image/png" not in data:
+            import base64
+
+            data["image/png"] = base64.b64encode(self.original).decode("ascii")
+        return data
+
+    # ------------------------------------------------------------------ controls and panels
+    def _panel_specs(self, chart_label: str) -> list[dict]:
+        return [
+            {"kind": "image", "trait": "original", "label": "Original"},
+            {"kind": "image", "label": "Reconstruction"},
+            {"kind": "chart", "label": chart_label, "trait": "history"},
+            {"kind": "text", "trait": "details", "label": "Result"},
+            {"kind": "progress"},
+        ]
+
+    def _update_controls(self) -> None:
+        reg = {"trait": "method", "in": ["regularized"]}
+        dec = {"trait": "method", "in": ["decoder"]}
+        self.controls = [
+            {
+                "trait": "sample",
+                "kind": "select",
+                "label": "Photo",
+                "group": "Image",
+                "options_trait": "sample_options",
+            },
+            {
+                "trait": "upload",
+                "kind": "upload",
+                "label": "Your image",
+                "group": "Image",
+                "accept": "image/*",
+                "name_trait": "upload_name",
+            },
+            {
+                "trait": "size",
+                "kind": "slider",
+                "label": "Size (px)",
+                "group": "Image",
+                "min": 32,
+                "max": 320,
+                "step": 16,
+            },
+            {
+                "trait": "layer",
+                "kind": "select",
+                "label": "Layer",
+                "group": "Layer",
+                "options_trait": "layer_options",
+                "help": "conv-like layers, with channels and size",
+            },
+            {
+                "trait": "method",
+                "kind": "toggle",
+                "label": "Method",
+                "group": "Layer",
+                "options": [["regularized", "regularized"], ["decoder", "decoder"]],
+            },
+            {"trait": "strip", "kind": "checkbox", "label": "Strip of layers", "group": "Layer"},
+            {
+                "trait": "strip_layers",
+                "kind": "text",
+                "label": "Strip layers",
+                "group": "Layer",
+                "help": "comma-separated layer names",
+                "visible_when": {"trait": "strip", "in": [True]},
+            },
+            {
+                "trait": "preset",
+                "kind": "select",
+                "label": "Preset",
+                "group": "Optimization",
+                "options": [[k, k] for k in inv.PRESETS],
+                "visible_when": reg,
+            },
+            {
+                "trait": "steps",
+                "kind": "slider",
+                "label": "Iterations",
+                "group": "Optimization",
+                "min": 10,
+                "max": 1000,
+                "step": 10,
+                "visible_when": reg,
+            },
+            {
+                "trait": "lr",
+                "kind": "slider",
+                "label": "Learning rate",
+                "group": "Optimization",
+                "min": 0.001,
+                "max": 0.5,
+                "log": True,
+                "visible_when": reg,
+            },
+            {
+                "trait": "alpha_weight",
+                "kind": "slider",
+                "label": "Alpha-norm weight",
+                "group": "Priors",
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.001,
+                "visible_when": reg,
+            },
+            {
+                "trait": "alpha",
+                "kind": "slider",
+                "label": "Alpha",
+                "group": "Priors",
+                "min": 1.0,
+                "max": 12.0,
+                "step": 0.5,
+                "visible_when": reg,
+            },
+            {
+                "trait": "tv_weight",
+                "kind": "slider",
+                "label": "TV weight",
+                "group": "Priors",
+                "min": 0.0,
+                "max": 20.0,
+                "step": 0.1,
+                "visible_when": reg,
+            },
+            {
+                "trait": "tv_beta",
+                "kind": "slider",
+                "label": "TV beta",
+                "group": "Priors",
+                "min": 1.0,
+                "max": 3.0,
+                "step": 0.1,
+                "visible_when": reg,
+            },
+            {
+                "trait": "jitter",
+                "kind": "slider",
+                "label": "Jitter (px)",
+                "group": "Priors",
+                "min": 0,
+                "max": 8,
+                "step": 1,
+                "visible_when": reg,
+            },
+            {"trait": "seed", "kind": "int", "label": "Seed", "group": "Optimization"},
+            {
+                "trait": "train_steps",
+                "kind": "slider",
+                "label": "Training steps",
+                "group": "Decoder",
+                "min": 50,
+                "max": 5000,
+                "step": 50,
+                "visible_when": dec,
+            },
+            {
+                "trait": "train_batch",
+                "kind": "slider",
+                "label": "Batch",
+                "group": "Decoder",
+                "min": 1,
+                "max": 64,
+                "step": 1,
+                "visible_when": dec,
+            },
+            {
+                "trait": "feature_weight",
+                "kind": "slider",
+                "label": "Feature loss weight",
+                "group": "Decoder",
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.01,
+                "visible_when": dec,
+            },
+            {
+                "kind": "button",
+                "label": "Train decoder",
+                "action": "train",
+                "group": "Decoder",
+                "visible_when": dec,
+            },
+        ]

@@ -36,13 +36,14 @@ def floor_step(handle, layer: str | None, batch: int, size: int):
 
     def run() -> None:
         x = x0.clone().requires_grad_(True)
-        if layer is None:
-            out = handle.model(x)
-        else:
-            with capture(handle, [layer], stop_early=True) as acts:
-                forward_to(handle, x, acts, needs_logits=False)
-            out = acts[layer]
-        out.float().mean().backward()
+        with handle.frozen():  # gradients to the input only, like ours: no weight gradients
+            if layer is None:
+                out = handle.model(x)
+            else:
+                with capture(handle, [layer], stop_early=True) as acts:
+                    forward_to(handle, x, acts, needs_logits=False)
+                out = acts[layer]
+            out.float().mean().backward()
 
     return run
 

@@ -62,3 +62,16 @@ def test_blur_with_tiny_or_subnormal_sigma_is_the_identity_not_nan() -> None:
     for sigma in (2.2e-308, 5e-324, 1e-5):
         assert torch.equal(R.gaussian_blur(x, sigma), x)
     assert torch.isfinite(R.gaussian_blur(x, 0.02)).all()
+
+
+def test_fast_paths_equal_the_general_formula() -> None:
+    x = noise(3)
+    d = x - 0.5
+    for alpha in (2.0, 4.0, 6.0, 3.0, 6.5):
+        ref = d.abs().pow(alpha).flatten(1).mean(1)
+        assert torch.allclose(R.alpha_norm(x, alpha), ref, rtol=1e-5, atol=1e-9)
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+    for beta in (1.0, 2.0, 3.0):
+        ref = (dx * dx + dy * dy + 1e-8).pow(beta / 2).flatten(1).mean(1)
+        assert torch.allclose(R.total_variation(x, beta), ref, rtol=1e-4, atol=1e-7)

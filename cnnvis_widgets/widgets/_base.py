@@ -130,6 +130,8 @@ class CnnvisWidget(anywidget.AnyWidget):
     _restart_traits: tuple[str, ...] = ()
     #: traits read by the running algorithm at every step
     _live_traits: tuple[str, ...] = ()
+    #: what the per-step value is called in the status line
+    _loss_label: str = "loss"
     #: traits that hold results or read-only facts: left out of ``record()["settings"]``
     _result_traits: tuple[str, ...] = ()
 
@@ -180,6 +182,10 @@ class CnnvisWidget(anywidget.AnyWidget):
         if img is None:
             return None
         return img[0] if img.shape[0] == 1 else make_grid(img.clamp(0, 1))
+
+    def _before_run(self) -> None:
+        """Called on the worker thread when a run starts, before anything else (decide here
+        what the run computes; :meth:`_describe` is called next)."""
 
     def _on_step(self, step: Step) -> None:
         """Called on the worker thread after every step (keep it cheap)."""
@@ -354,6 +360,7 @@ class CnnvisWidget(anywidget.AnyWidget):
         n_steps = 0
         step: Step | None = None
         error = ""
+        self._before_run()
         with self.hold_sync():
             self.run_id += 1
             self.error = ""
@@ -438,7 +445,7 @@ class CnnvisWidget(anywidget.AnyWidget):
             self.total_steps = step.total
             if history:
                 self.history = list(history)
-            loss = "" if not history else f", loss {history[-1]:.4g}"
+            loss = "" if not history else f", {self._loss_label} {history[-1]:.4g}"
             self.status = f"{self._describe()}: step {step.index + 1}/{step.total}{loss}"
             self._sync_extra(step)
 

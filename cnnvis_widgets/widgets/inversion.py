@@ -160,6 +160,7 @@ class Inversion(CnnvisWidget):
         sync=True
     )
 
+    _loss_label = "feature error"
     _restart_traits = (
         "layer",
         "method",
@@ -451,10 +452,9 @@ class Inversion(CnnvisWidget):
         if specs != self.panels:
             self.panels = specs
 
-    def _execute(self, stop_event: threading.Event) -> None:
+    def _before_run(self) -> None:
         # which job this run does is decided once, before the base describes it
         self._job_ran, self._job = self._job, "run"
-        super()._execute(stop_event)
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
         job = self._job_ran

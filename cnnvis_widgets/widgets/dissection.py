@@ -1,0 +1,919 @@
+"""The Network Dissection widget: dissect layers on the concept probe set, browse the units.
+
+A run streams over the probe set twice (thresholds, then IoU tallies) with a progress bar; Stop
+keeps the tallies and Run resumes. The table lists every unit of the chosen layer with its
+concept, category and IoU (sortable, filterable); clicking a row shows that unit's top probe
+images with its thresholded map (yellow outline, the rest dimmed) and its concept's mask (cyan).
+Bars show unique detectors per category per layer and, with ``compare=``, the interpretable units
+per layer of two models side by side (e.g. ``compare="random"``: the same architecture with
+random weights, Bau et al.'s baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import traitlets as t
+from PIL import Image, ImageDraw
+
+from ..core import dissection as nd
+from ..core.imaging import encode, pil_to_tensor, to_pil
+from ..core.optimize import Step
+from ..data.concepts import Probe, probe_set
+from ..models import ModelHandle, load_model
+from ._base import CnnvisWidget, get_handle
+
+__all__ = ["Dissection", "default_layers", "summary_figure", "comparison_figure"]
+
+
+def default_layers(handle: ModelHandle, n: int = 4) -> list[str]:
+    """About ``n`` blocks spread from early to late (conv-like layers when there are no blocks)."""
+    layers = handle.conv_layers()
+    if not layers:
+        raise ValueError(
+            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
+            "block) to dissect"
+        )
+    for kind in ("block", "act", "conv"):
+        picks = [li for li in layers if li.kind == kind and "." not in li.name.split(".", 1)[-1]]
+        picks = picks or [li for li in layers if li.kind == kind]
+        if picks:
+            break
+    else:
+        picks = layers
+    if len(picks) <= n:
+        return [li.name for li in picks]
+    # skip the very first block (mostly colour), end with the last one
+    first = 1 if len(picks) > n + 1 else 0
+    span = len(picks) - 1 - first
+    return [picks[first + round(i * span / (n - 1))].name for i in range(n)]
+
+
+def _random_twin(handle: ModelHandle, seed: int = 0) -> ModelHandle:
+    """The same architecture with random weights (seeded)."""
+    if handle.name == "efficientnet_lite0" or handle.name.startswith("torchvision:"):
+        return load_model(handle.name, weights=None, seed=seed, device=handle.device)
+    return load_model(
+        handle.model,
+        weights=None,
+        seed=seed,
+        device=handle.device,
+        input_size=handle.input_size,
+        mean=handle.mean,
+        std=handle.std,
+        class_names=handle.class_names,
+    )
+
+
+def _model_label(handle: ModelHandle) -> str:
+    w = handle.weights
+    short = "imagenet" if w.startswith("imagenet") else w
+    return f"{handle.name} [{short}]"
+
+
+class Dissection(CnnvisWidget):
+    """Network Dissection (Bau et al. 2017), live: which concept does each unit detect?
+
+    Parameters
+    ----------
+    model : str, nn.Module or ModelHandle
+        The network (default ``"efficientnet_lite0"`` with its ImageNet weights).
+    layers : list of str, optional
+        Layers to dissect (default: four blocks from early to late).
+    probe : probe set, optional
+        A :func:`~cnnvis_widgets.data.concepts.probe_set` or a
+        :class:`~cnnvis_widgets.data.broden.BrodenProbe`; default: the generated probe set
+        with ``n_images``, ``image_size`` and ``seed``.
+    compare : str, nn.Module or ModelHandle, optional
+        A second model dissected on the same layers and probe set; ``"random"`` is the same
+        architecture with random weights.
+    device : str, optional
+        ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
+    **traits
+        Initial values of any trait (``n_images=``, ``quantile=``, ``layer=``, ``unit=``...).
+
+    Examples
+    --------
+    >>> w = Dissection(layers=["_blocks.2", "_blocks.6"], compare="random")  # doctest: +SKIP
+    >>> w                                                                   # doctest: +SKIP
+    >>> w.run(); w.wait(); w.result.summary()                               # doctest: +SKIP
+    >>> w.export("dissection-out")                                          # doctest: +SKIP
+    """
+
+    model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
+    compare_name = t.Unicode("", help="Name of the comparison model, '' for none.").tag(sync=True)
+    layers = t.List(t.Unicode(), help="Layers dissected in a run (dotted names).").tag(sync=True)
+    layer = t.Unicode("", help="The layer whose units the table shows.").tag(sync=True)
+    layer_options = t.List(help="[label, name] of the dissected layers (read-only).").tag(sync=True)
+    unit = t.Int(0, help="The selected unit (a row of the table).").tag(sync=True)
+    unit_max = t.Int(0, help="Largest unit of the shown layer (read-only).").tag(sync=True)
+    view_model = t.Enum(
+        ["model", "compare"], "model", help="Which model's units the table shows."
+    ).tag(sync=True)
+    n_images = t.Int(256, help="Images of the generated probe set.").tag(sync=True)
+    image_size = t.Int(224, help="Side of the probe images in pixels.").tag(sync=True)
+    seed = t.Int(0, help="Seed of the generated probe set.").tag(sync=True)
+    quantile = t.Float(
+        0.005, help="Fraction of each unit's activations above its threshold (top 0.5 %)."
+    ).tag(sync=True)
+    iou_threshold = t.Float(
+        0.04, help="A unit is interpretable when its best IoU is at least this."
+    ).tag(sync=True)
+    batch_size = t.Int(32, help="Probe images per forward pass.").tag(sync=True)
+    top_k = t.Int(8, help="Top probe images shown per unit.").tag(sync=True)
+    stage = t.Unicode("", help="Current stage: quantile, iou or done (read-only).").tag(sync=True)
+    rows = t.List(t.Dict(), help="Table rows: unit, concept, category, iou (read-only).").tag(
+        sync=True
+    )
+    unit_image = t.Bytes(b"", help="PNG: the selected unit's top images with overlays.").tag(
+        sync=True
+    )
+    details = t.Unicode("", help="Text about the selected unit (read-only).").tag(sync=True)
+    summary_bars = t.List(
+        help="Rows [layer, unique detectors per category...] of the shown model (read-only)."
+    ).tag(sync=True)
+    compare_bars = t.List(help="Rows [layer, interpretable units of each model] (read-only).").tag(
+        sync=True
+    )
+    export_dir = t.Unicode("dissection-export", help="Folder the export buttons write to.").tag(
+        sync=True
+    )
+
+    _restart_traits = ("layers", "n_images", "image_size", "seed", "quantile", "batch_size")
+    _result_traits = (
+        "model_name",
+        "compare_name",
+        "unit_max",
+        "stage",
+        "rows",
+        "unit_image",
+        "details",
+        "summary_bars",
+        "compare_bars",
+    )
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        *,
+        layers: Sequence[str] | None = None,
+        probe: Probe | None = None,
+        compare: str | torch.nn.Module | ModelHandle | None = None,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.handle = get_handle(model, **({"device": device} if device else {}))
+        h = self.handle
+        names = list(layers) if layers is not None else default_layers(h)
+        if isinstance(layers, str):
+            names = [layers]
+        self._check_layers(h, names)
+        self.compare_handle: ModelHandle | None = None
+        if compare is not None:
+            if isinstance(compare, str) and compare == "random":
+                self.compare_handle = _random_twin(h)
+            else:
+                self.compare_handle = get_handle(compare, **({"device": device} if device else {}))
+            self._check_layers(self.compare_handle, names, which="comparison model")
+        self._custom_probe = probe
+        self._probe_cache: tuple[Any, Probe] | None = None
+        self._job: dict[str, Any] | None = None
+        self._results: list[nd.Dissection | None] = [None, None]
+        self._view_lock = threading.RLock()
+        self._composite: torch.Tensor | None = None
+        self._examples: nd.UnitExamples | None = None
+        self._shown_for: dict[str, Any] | None = None
+        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
+        if unknown:
+            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
+            raise TypeError(
+                f"Dissection() got unknown argument(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(valid)}"
+            )
+        layer = kwargs.pop("layer", None) or names[len(names) // 2]
+        if layer not in names:
+            raise t.TraitError(f"layer {layer!r} is not dissected; choose one of {names}")
+        super().__init__(
+            title="Network dissection",
+            model_name=_model_label(h),
+            compare_name=_model_label(self.compare_handle) if self.compare_handle else "",
+            layers=names,
+            layer_options=[[h.layer(n).label(), n] for n in names],
+            layer=layer,
+            unit_max=h.layer(layer).channels - 1,
+        )
+        with self.hold_trait_notifications():
+            for k, v in kwargs.items():
+                setattr(self, k, v)
+        self.observe(self._on_layers, names=["layers"])
+        self.observe(self._on_layer, names=["layer"])
+        self.observe(self._on_selection, names=["unit", "view_model"])
+        self.observe(self._on_iou_threshold, names=["iou_threshold"])
+        self._update_controls()
+        self._update_panels()
+
+    # ------------------------------------------------------------------ validation
+    @staticmethod
+    def _check_layers(handle: ModelHandle, names: Sequence[str], which: str = "model") -> None:
+        if not names:
+            raise ValueError("give at least one layer to dissect")
+        for name in names:
+            try:
+                info = handle.layer(name)
+            except KeyError as exc:
+                raise KeyError(f"{which}: {exc.args[0]}") from None
+            if not info.spatial:
+                raise ValueError(
+                    f"layer {name!r} of the {which} has no spatial output; dissection needs "
+                    "feature maps (conv, activation or block layers)"
+                )
+
+    @t.validate("layers")
+    def _valid_layers(self, proposal: dict) -> list[str]:
+        names = list(proposal["value"])
+        try:
+            self._check_layers(self.handle, names)
+            if self.compare_handle is not None:
+                self._check_layers(self.compare_handle, names, which="comparison model")
+        except (KeyError, ValueError) as exc:
+            raise t.TraitError(exc.args[0]) from None
+        return names
+
+    @t.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        name = proposal["value"]
+        if self.layers and name not in self.layers:
+            raise t.TraitError(
+                f"layer {name!r} is not dissected; choose one of {', '.join(self.layers)} "
+                "(or add it to .layers)"
+            )
+        return name
+
+    @t.validate("unit")
+    def _valid_unit(self, proposal: dict) -> int:
+        unit = int(proposal["value"])
+        if not self.layer:
+            return unit
+        n = self.handle.layer(self.layer).channels
+        if not 0 <= unit < n:
+            raise t.TraitError(
+                f"unit {unit} is out of range for layer {self.layer!r}: valid 0..{n - 1}"
+            )
+        return unit
+
+    @t.validate("view_model")
+    def _valid_view(self, proposal: dict) -> str:
+        if proposal["value"] == "compare" and self.compare_handle is None:
+            raise t.TraitError("no comparison model: create the widget with compare=...")
+        return proposal["value"]
+
+    @t.validate("quantile", "iou_threshold")
+    def _valid_fraction(self, proposal: dict) -> float:
+        name, v = proposal["trait"].name, float(proposal["value"])
+        if name == "quantile":
+            ok, high = 0.0 < v < 0.5, 0.5
+        else:
+            ok, high = 0.0 <= v <= 1.0, 1.0
+        if not ok:  # also rejects NaN
+            raise t.TraitError(f"{name} must be between 0 and {high:g}, got {v}")
+        return v
+
+    @t.validate("n_images", "image_size", "batch_size", "top_k", "seed")
+    def _valid_int(self, proposal: dict) -> int:
+        name, v = proposal["trait"].name, int(proposal["value"])
+        low = {"n_images": 1, "image_size": 32, "batch_size": 1, "top_k": 1, "seed": 0}[name]
+        high = {
+            "n_images": 1_000_000,
+            "image_size": 1024,
+            "batch_size": 4096,
+            "top_k": 64,
+            "seed": 2**31,
+        }[name]
+        if not low <= v <= high:
+            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
+        return v
+
+    # ------------------------------------------------------------------ specs
+    def _update_controls(self) -> None:
+        controls: list[dict[str, Any]] = []
+        if self._custom_probe is None:
+            controls += [
+                {
+                    "trait": "n_images",
+                    "kind": "slider",
+                    "label": "Probe images",
+                    "group": "Probe set",
+                    "min": 32,
+                    "max": 4096,
+                    "step": 32,
+                },
+                {
+                    "trait": "image_size",
+                    "kind": "select",
+                    "label": "Image size",
+                    "group": "Probe set",
+                    "options": [["112 px", 112], ["160 px", 160], ["224 px", 224]],
+                },
+                {"trait": "seed", "kind": "int", "label": "Seed", "group": "Probe set"},
+            ]
+        controls += [
+            {
+                "trait": "quantile",
+                "kind": "slider",
+                "label": "Top quantile",
+                "group": "Dissection",
+                "min": 0.001,
+                "max": 0.05,
+                "log": True,
+                "help": "fraction of each unit's activations above its threshold",
+            },
+            {
+                "trait": "iou_threshold",
+                "kind": "slider",
+                "label": "IoU threshold",
+                "group": "Dissection",
+                "min": 0.01,
+                "max": 0.2,
+                "step": 0.005,
+                "help": "interpretable when the best IoU reaches this",
+            },
+            {
+                "trait": "layer",
+                "kind": "select",
+                "label": "Layer",
+                "group": "View",
+                "options_trait": "layer_options",
+            },
+            {
+                "trait": "unit",
+                "kind": "int",
+                "label": "Unit",
+                "group": "View",
+                "min": 0,
+                "max_trait": "unit_max",
+            },
+        ]
+        if self.compare_handle is not None:
+            controls.append(
+                {
+                    "trait": "view_model",
+                    "kind": "toggle",
+                    "label": "Table of",
+                    "group": "View",
+                    "options": [[self.model_name, "model"], [self.compare_name, "compare"]],
+                }
+            )
+        controls += [
+            {"kind": "button", "label": "Export CSV", "action": "export_csv", "group": "Export"},
+            {"kind": "button", "label": "Export JSON", "action": "export_json", "group": "Export"},
+            {"kind": "button", "label": "Export PNG", "action": "export_png", "group": "Export"},
+        ]
+        self.controls = controls
+
+    def _categories(self) -> list[str]:
+        return list(self._probe().categories)
+
+    def _update_panels(self) -> None:
+        panels: list[dict[str, Any]] = [
+            {"kind": "progress"},
+            {
+                "kind": "table",
+                "trait": "rows",
+                "label": "Units of the shown layer (click a row)",
+                "columns": [
+                    {"key": "unit", "label": "Unit", "numeric": True},
+                    {"key": "concept", "label": "Concept"},
+                    {"key": "category", "label": "Category"},
+                    {"key": "iou", "label": "IoU", "numeric": True, "digits": 3},
+                    {"key": "ok", "label": "Interpretable"},
+                ],
+                "sort": "iou",
+                "descending": True,
+                "select_trait": "unit",
+                "select_key": "unit",
+                "max_rows": 2048,
+                "filter": True,
+            },
+            {
+                "kind": "image",
+                "trait": "unit_image",
+                "label": "Top probe images of the unit (yellow: unit above threshold, "
+                "cyan: concept mask)",
+                "width": 512,
+            },
+            {"kind": "text", "trait": "details", "label": "Unit"},
+            {
+                "kind": "bars",
+                "trait": "summary_bars",
+                "label": "Unique detectors per category",
+                "series": self._categories(),
+            },
+        ]
+        if self.compare_handle is not None:
+            panels.append(
+                {
+                    "kind": "bars",
+                    "trait": "compare_bars",
+                    "label": "Interpretable units per layer",
+                    "series": [self.model_name, self.compare_name],
+                }
+            )
+        self.panels = panels
+
+    # ------------------------------------------------------------------ probe and jobs
+    def _probe(self) -> Probe:
+        if self._custom_probe is not None:
+            return self._custom_probe
+        key = (self.n_images, self.image_size, self.seed)
+        cached = self._probe_cache
+        if cached is None or cached[0] != key:
+            probe = probe_set(self.n_images, size=self.image_size, seed=self.seed)
+            self._probe_cache = cached = (key, probe)
+        return cached[1]
+
+    @property
+    def probe(self) -> Probe:
+        """The probe set of the next (or current) run."""
+        return self._probe()
+
+    def _job_key(self) -> str:
+        return json.dumps(
+            {
+                "layers": list(self.layers),
+                "probe": self._probe().describe(),
+                "quantile": self.quantile,
+                "batch_size": self.batch_size,
+                "top_k": self.top_k,
+            },
+            sort_keys=True,
+        )
+
+    @property
+    def result(self) -> nd.Dissection | None:
+        """The dissection of the model (None until a run finished), judged with the current
+        ``iou_threshold``."""
+        r = self._results[0]
+        return None if r is None else r.with_iou_threshold(self.iou_threshold)
+
+    @property
+    def compare_result(self) -> nd.Dissection | None:
+        """The dissection of the comparison model (None without one or before a run)."""
+        r = self._results[1]
+        return None if r is None else r.with_iou_threshold(self.iou_threshold)
+
+    def _settings(self) -> dict[str, Any]:
+        keep = (
+            "layer",
+            "unit",
+            "view_model",
+            "n_images",
+            "image_size",
+            "seed",
+            "quantile",
+            "iou_threshold",
+            "batch_size",
+            "top_k",
+        )
+        out: dict[str, Any] = {k: getattr(self, k) for k in keep}
+        out["layers"] = list(self.layers)
+        out["probe"] = self._probe().describe()
+        if self.compare_handle is not None:
+            out["compare"] = self.compare_handle.describe()
+        return out
+
+    def _describe(self) -> str:
+        n = len(self._probe())
+        models = "two models" if self.compare_handle is not None else self.handle.name
+        return f"{models}, {len(self.layers)} layers, {n} probe images"
+
+    def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
+        key = self._job_key()
+        job = self._job
+        if job is None or job["key"] != key or job["done"]:
+            probe = self._probe()
+            handles = [self.handle] + ([self.compare_handle] if self.compare_handle else [])
+            settings = dict(
+                quantile=self.quantile,
+                iou_threshold=self.iou_threshold,
+                batch_size=self.batch_size,
+                top_k=self.top_k,
+                distributed=False,
+            )
+            job = {
+                "key": key,
+                "done": False,
+                "probe": probe,
+                "dissectors": [nd.Dissector(h, self.layers, probe, **settings) for h in handles],
+            }
+            self._job = job
+            self._results = [None, None]
+        dissectors: list[nd.Dissector] = job["dissectors"]
+        total = sum(d.total_steps for d in dissectors)
+        offset = 0
+        for i, d in enumerate(dissectors):
+            if not d.done:
+                for st in d.steps(stop_event):
+                    if "result" in st.metrics:
+                        self._results[i] = st.metrics["result"]
+                    job["done"] = all(x.done for x in dissectors)
+                    yield Step(
+                        index=offset + st.index,
+                        loss=None,
+                        image=None,
+                        metrics=dict(st.metrics, model=i),
+                        total=total,
+                    )
+                if not d.done:
+                    return  # stopped: Run resumes from here
+            offset += d.total_steps
+        job["done"] = True
+
+    # ------------------------------------------------------------------ syncing results
+    def _current_dissector(self) -> tuple[int, nd.Dissector | None]:
+        job = self._job
+        if job is None:
+            return 0, None
+        for i, d in enumerate(job["dissectors"]):
+            if not d.done:
+                return i, d
+        return len(job["dissectors"]) - 1, None
+
+    def _show_final(self) -> bool:
+        """Show the results of a finished job once; True when the job is done."""
+        job = self._job
+        if job is None or not job["done"] or self._results[0] is None:
+            return False
+        if self._shown_for is not job:
+            self._shown_for = job
+            self._show_results()
+        return True
+
+    def _sync_extra(self, step: Step) -> None:
+        which, d = self._current_dissector()
+        stage = step.metrics.get("stage", "")
+        name = self.compare_name if which == 1 else self.model_name
+        if self._show_final():
+            self.stage = "done"
+            return
+        self.stage = f"{stage}" + (f" ({name})" if self.compare_handle is not None else "")
+        stages = {"quantile": "thresholds", "refine": "thresholds (refine)", "iou": "IoU tallies"}
+        images, of = step.metrics.get("images", 0), step.metrics.get("of", 0)
+        self.status = (
+            f"{name}: {stages.get(stage, stage)} {images}/{of} images "
+            f"(step {step.index + 1}/{step.total})"
+        )
+        # partial labels while the IoU tallies fill up: the table fills as the run goes
+        view = 1 if self.view_model == "compare" else 0
+        if d is not None and which == view:
+            partial = d.partial_result()
+            if partial is not None:
+                self._set_rows(partial.with_iou_threshold(self.iou_threshold))
+                self._set_summary_bars(partial.with_iou_threshold(self.iou_threshold))
+
+    def _result_text(self) -> str:
+        r = self.result
+        if r is None:
+            return ""
+        rows = r.summary()
+        good = sum(s["interpretable"] for s in rows)
+        units = sum(s["units"] for s in rows)
+        return f"; {good}/{units} units interpretable"
+
+    def _finish_run(self, step: Step | None, history: list[float]) -> None:
+        rec: dict[str, Any] = {"layers": list(self.layers)}
+        if self.result is not None:
+            rec["summary"] = self.result.summary()
+            rec["probe"] = self._probe().describe()
+        if self.compare_result is not None:
+            rec["compare"] = self.compare_result.summary()
+            rec["compare_model"] = self.compare_handle.describe() if self.compare_handle else None
+        self._last_record = rec
+
+    def _frame_pixels(self, step: Step) -> torch.Tensor | None:
+        # called without the base's lock before the final sync: do the heavy drawing here
+        if not self._show_final():
+            return None
+        return self._composite
+
+    def _shown_result(self) -> nd.Dissection | None:
+        return self.compare_result if self.view_model == "compare" else self.result
+
+    def _shown_handle(self) -> ModelHandle:
+        if self.view_model == "compare" and self.compare_handle is not None:
+            return self.compare_handle
+        return self.handle
+
+    def _set_rows(self, r: nd.Dissection) -> None:
+        if self.layer not in r.layers:
+            self.rows = []
+            return
+        self.rows = [
+            {
+                "unit": u["unit"],
+                "concept": u["concept"],
+                "category": u["category"],
+                "iou": round(u["iou"], 4),
+                "ok": "yes" if u["interpretable"] else "",
+            }
+            for u in r.units(self.layer)
+        ]
+
+    def _set_summary_bars(self, r: nd.Dissection) -> None:
+        cats = r.categories
+        self.summary_bars = [
+            [s["layer"], *(s["unique"].get(c, 0) for c in cats)] for s in r.summary()
+        ]
+
+    def _set_compare_bars(self) -> None:
+        a, b = self.result, self.compare_result
+        if a is None or b is None:
+            self.compare_bars = []
+            return
+        cmp = nd.compare_dissections([a, b], [self.model_name, self.compare_name])
+        self.compare_bars = [
+            [layer, cmp.interpretable[0][i], cmp.interpretable[1][i]]
+            for i, layer in enumerate(cmp.layers)
+        ]
+
+    def _show_results(self) -> None:
+        """Refresh every result trait from the finished results (any thread)."""
+        with self._view_lock:
+            r = self._shown_result()
+            if r is None:
+                return
+            with self.hold_sync():
+                self._set_rows(r)
+                self._set_summary_bars(r)
+                self._set_compare_bars()
+                self._update_unit_view()
+
+    def _update_unit_view(self) -> None:
+        """Draw the selected unit's top images, details and the static picture."""
+        r = self._shown_result()
+        if r is None or self.layer not in r.layers:
+            return
+        job = self._job
+        probe = job["probe"] if job is not None else self._probe()
+        try:
+            ex = nd.unit_examples(
+                self._shown_handle(), r, probe, self.layer, self.unit, k=self.top_k
+            )
+        except Exception as exc:  # noqa: BLE001 - shown in the widget, which stays usable
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        grid = nd.render_examples(ex, ncol=4)
+        if ex.images.shape[-1] < 128:  # small probe images: show them bigger
+            factor = -(-128 // ex.images.shape[-1])
+            grid = torch.nn.functional.interpolate(
+                grid.unsqueeze(0), scale_factor=factor, mode="nearest"
+            )[0]
+        self._examples = ex
+        info = r.unit(self.layer, self.unit)
+        verdict = (
+            f"interpretable (IoU >= {r.iou_threshold:g})"
+            if info["interpretable"]
+            else f"not interpretable (IoU < {r.iou_threshold:g})"
+        )
+        runner_up = ", ".join(f"{n} {v:.3f}" for n, v in info["top_concepts"][1:5])
+        model = self.compare_name if self.view_model == "compare" else self.model_name
+        self.details = (
+            f"{model}, {self.layer} unit {self.unit}: {info['concept']} ({info['category']}), "
+            f"IoU {info['iou']:.3f}, {verdict}\n"
+            f"threshold {info['threshold']:.4g} (error <= {info['threshold_error']:.2g}), "
+            f"top probe images {', '.join(str(i) for i in info['top_images'])}\n"
+            f"runner-up concepts: {runner_up}\n"
+            "yellow outline: where the unit is above its threshold (the rest is dimmed); "
+            "cyan outline: the concept's mask"
+        )
+        self.unit_image = encode(grid, "png")
+        self._composite = self._render_static(grid, r)
+        self._last_pixels = self._composite
+        if job is not None and job["done"]:
+            self.image = encode(self._composite, "png")
+
+    def _render_static(self, grid: torch.Tensor, r: nd.Dissection) -> torch.Tensor:
+        """The picture for static exports: the unit's images above the bar charts."""
+        width = max(480, grid.shape[-1])
+        parts = [to_pil(grid)]
+        cats = r.categories
+        rows = [[s["layer"], *(s["unique"].get(c, 0) for c in cats)] for s in r.summary()]
+        parts.append(_bars_image(rows, cats, "Unique detectors per category", width))
+        if self.result is not None and self.compare_result is not None:
+            cmp = nd.compare_dissections(
+                [self.result, self.compare_result], [self.model_name, self.compare_name]
+            )
+            rows = [
+                [layer, cmp.interpretable[0][i], cmp.interpretable[1][i]]
+                for i, layer in enumerate(cmp.layers)
+            ]
+            parts.append(_bars_image(rows, cmp.names, "Interpretable units per layer", width))
+        height = sum(p.height for p in parts) + 6 * len(parts)
+        canvas = Image.new("RGB", (width, height), "white")
+        y = 0
+        for p in parts:
+            canvas.paste(p, (0, y))
+            y += p.height + 6
+        return pil_to_tensor(canvas)[0]
+
+    # ------------------------------------------------------------------ observers
+    def _on_layers(self, change: dict) -> None:
+        names = list(change["new"])
+        with self.hold_sync():
+            self.layer_options = [[self.handle.layer(n).label(), n] for n in names]
+            if self.layer not in names:
+                self.layer = names[len(names) // 2]
+
+    def _on_layer(self, change: dict) -> None:
+        n = self.handle.layer(change["new"]).channels
+        with self.hold_sync():
+            self.unit_max = n - 1
+            if self.unit > n - 1:
+                self.set_trait("unit", n - 1)
+        r = self._shown_result()
+        if r is not None:
+            with self._view_lock, self.hold_sync():
+                self._set_rows(r)
+                self._update_unit_view()
+
+    def _on_selection(self, change: dict) -> None:
+        if change["name"] == "view_model":
+            self._update_summary_for_view()
+            return
+        with self._view_lock, self.hold_sync():
+            self._update_unit_view()
+
+    def _update_summary_for_view(self) -> None:
+        r = self._shown_result()
+        if r is None:
+            return
+        with self._view_lock, self.hold_sync():
+            self._set_rows(r)
+            self._set_summary_bars(r)
+            self._update_unit_view()
+
+    def _on_iou_threshold(self, change: dict) -> None:
+        if self._results[0] is not None:
+            self._show_results()
+
+    def _on_action(self, name: str, content: dict) -> None:
+        kinds = {"export_csv": "csv", "export_json": "json", "export_png": "png"}
+        if name not in kinds:
+            return
+        try:
+            paths = self.export(self.export_dir, kinds=(kinds[name],))
+        except Exception as exc:  # noqa: BLE001 - shown in the widget
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        self.error = ""
+        self.status = "exported " + ", ".join(str(p) for p in paths.values())
+
+    # ------------------------------------------------------------------ export
+    def _require(self) -> nd.Dissection:
+        r = self.result
+        if r is None:
+            raise RuntimeError("nothing to export yet: run() the widget (and wait()) first")
+        return r
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """All units of all dissected layers as CSV (of both models, with a ``model`` column,
+        when comparing); written to ``path`` when given."""
+        r = self._require()
+        text = r.to_csv()
+        if self.compare_result is not None:
+            lines = text.splitlines()
+            other = self.compare_result.to_csv().splitlines()
+            text = "model," + lines[0] + "\n"
+            text += "".join(f"{self.model_name},{ln}\n" for ln in lines[1:])
+            text += "".join(f"{self.compare_name},{ln}\n" for ln in other[1:])
+        if path is not None:
+            from ..cache import atomic_write_bytes
+
+            atomic_write_bytes(path, text.encode())
+        return text
+
+    def export(
+        self, folder: str | Path, kinds: Sequence[str] = ("csv", "json", "png")
+    ) -> dict[str, Path]:
+        """Write ``dissection.csv``, ``dissection.json`` + ``.npz`` (and ``compare.json`` + npz)
+        and ``dissection.png`` (the static picture) into ``folder``; returns the paths."""
+        r = self._require()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Path] = {}
+        if "csv" in kinds:
+            self.to_csv(folder / "dissection.csv")
+            out["csv"] = folder / "dissection.csv"
+        if "json" in kinds:
+            out["json"] = r.save(folder / "dissection")
+            if self.compare_result is not None:
+                out["compare_json"] = self.compare_result.save(folder / "compare")
+        if "png" in kinds:
+            out["png"] = self.save(folder / "dissection.png")
+        return out
+
+    def figure(self) -> Any:
+        """A plotly figure of unique detectors per category per layer (needs plotly)."""
+        return summary_figure(self._require())
+
+    def comparison_figure(self) -> Any:
+        """A plotly figure of interpretable units per layer of both models (needs plotly)."""
+        if self.compare_result is None:
+            raise RuntimeError("no comparison: create the widget with compare=... and run it")
+        return comparison_figure(
+            [self._require(), self.compare_result], [self.model_name, self.compare_name]
+        )
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def _plotly() -> Any:
+    try:
+        import plotly.graph_objects as go
+    except ImportError as exc:  # pragma: no cover - plotly is optional
+        raise ImportError(
+            "this figure needs plotly: pip install plotly (the widget itself does not)"
+        ) from exc
+    return go
+
+
+def summary_figure(result: nd.Dissection) -> Any:
+    """Grouped bars (plotly): unique detectors per category for every dissected layer.
+
+    Examples
+    --------
+    >>> summary_figure(dissect(handle, layers, probe)).show()   # doctest: +SKIP
+    """
+    go = _plotly()
+    rows = result.summary()
+    fig = go.Figure()
+    for cat in result.categories:
+        fig.add_bar(name=cat, x=[s["layer"] for s in rows], y=[s["unique"][cat] for s in rows])
+    fig.update_layout(
+        barmode="group",
+        title=f"Unique detectors per category ({result.model.get('name', '')})",
+        xaxis_title="layer",
+        yaxis_title="unique detectors",
+    )
+    return fig
+
+
+def comparison_figure(results: Sequence[nd.Dissection], names: Sequence[str] | None = None) -> Any:
+    """Grouped bars (plotly): interpretable units per layer for several dissections.
+
+    Examples
+    --------
+    >>> comparison_figure([pretrained, random], ["imagenet", "random"])   # doctest: +SKIP
+    """
+    go = _plotly()
+    cmp = nd.compare_dissections(results, names)
+    fig = go.Figure()
+    for m, name in enumerate(cmp.names):
+        fig.add_bar(name=name, x=cmp.layers, y=cmp.interpretable[m])
+    fig.update_layout(
+        barmode="group",
+        title="Interpretable units per layer",
+        xaxis_title="layer",
+        yaxis_title="interpretable units",
+    )
+    return fig
+
+
+_PALETTE = [(66, 133, 244), (219, 68, 55), (244, 180, 0), (15, 157, 88), (171, 71, 188)]
+
+
+def _bars_image(
+    rows: list[list[Any]], series: Sequence[str], title: str, width: int
+) -> Image.Image:
+    """A small horizontal grouped bar chart drawn with PIL (for static pictures)."""
+    n = max(1, len(series))
+    bar_h, gap, label_w, top = 7, 6, 120, 34
+    height = top + len(rows) * (n * bar_h + gap) + 8
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 2), title, fill=(0, 0, 0))
+    x = 4
+    for s, name in enumerate(series):
+        draw.rectangle([x, 18, x + 9, 27], fill=_PALETTE[s % len(_PALETTE)])
+        draw.text((x + 12, 17), str(name)[:40], fill=(0, 0, 0))
+        x += 20 + 7 * len(str(name)[:40])
+    vmax = max([1.0, *(float(v) for row in rows for v in row[1:])])
+    span = width - label_w - 40
+    y = top
+    for row in rows:
+        draw.text((4, y), str(row[0])[:18], fill=(0, 0, 0))
+        for s, v in enumerate(row[1:]):
+            w = int(round(span * float(v) / vmax))
+            yy = y + s * bar_h
+            draw.rectangle(
+                [label_w, yy, label_w + max(w, 1), yy + bar_h - 2],
+                fill=_PALETTE[s % len(_PALETTE)],
+            )
+            draw.text((label_w + w + 3, yy - 2), f"{v:g}", fill=(60, 60, 60))
+        y += n * bar_h + gap
+    return img

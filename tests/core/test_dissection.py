@@ -1,0 +1,546 @@
+"""Network Dissection core: streaming quantile and IoU arithmetic against brute force, a planted
+red detector, stop/resume, save/load, 2-process torch.distributed equals 1 process, and Bau et
+al.'s finding (pretrained > random) on the default model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import socket
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from cnnvis_widgets import load_model
+from cnnvis_widgets.core.dissection import (
+    Dissection,
+    Dissector,
+    IoUTally,
+    NonFiniteActivationError,
+    StreamingQuantile,
+    compare_dissections,
+    dissect,
+    label_counts,
+    render_examples,
+    unit_examples,
+)
+from cnnvis_widgets.core.hooks import active_hook_count, capture
+from cnnvis_widgets.data.concepts import Concept, ProbeBatch, probe_set
+from tests.conftest import make_tiny
+
+# ----------------------------------------------------------------------------- quantile
+
+
+def _order_stat(values: torch.Tensor, q: float) -> torch.Tensor:
+    """Per row: v_(k) with k = floor((1 - q) * (N - 1)) (the lower neighbour of the exact
+    linear-interpolation quantile)."""
+    v, _ = values.double().sort(dim=1)
+    k = math.floor((1 - q) * (values.shape[1] - 1))
+    return v[:, k]
+
+
+def _feed(sq: StreamingQuantile, values: torch.Tensor, sizes: list[int]) -> None:
+    start = 0
+    for n in sizes:
+        if start >= values.shape[1]:
+            break
+        sq.update(values[:, start : start + n])
+        start += n
+    if start < values.shape[1]:
+        sq.update(values[:, start:])
+
+
+def _mixed_units(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    normal = torch.randn(n, generator=g) * 3 + 1
+    relu = torch.relu(torch.randn(n, generator=g))  # half exact zeros
+    heavy = torch.randn(n, generator=g).exp() ** 3  # heavy tail
+    negative = -torch.rand(n, generator=g) * 1e-3 - 5.0
+    constant = torch.full((n,), 0.25)
+    ints = torch.randint(0, 4, (n,), generator=g).float()  # big ties
+    return torch.stack([normal, relu, heavy, negative, constant, ints])
+
+
+@pytest.mark.parametrize("q", [0.005, 0.05, 0.5])
+def test_streaming_quantile_is_within_its_bound_of_brute_force(q: float) -> None:
+    values = _mixed_units(20_000, seed=1)
+    sq = StreamingQuantile(values.shape[0], bins=256)
+    _feed(sq, values, [7, 100, 3000, 1, 9000])
+    est, bound = sq.quantile(q)
+    exact = _order_stat(values, q)
+    assert sq.count == values.shape[1]
+    assert ((est - exact).abs() <= bound).all(), (est, exact, bound)
+    span = values.double().amax(1) - values.double().amin(1)
+    varying = span > 0
+    assert (bound[varying] <= 2 * span[varying] / (sq.bins - 1)).all()
+    # the rank error is at most one bin's count
+    above_est = (values.double() > est.view(-1, 1)).sum(1)
+    above_exact = (values.double() > exact.view(-1, 1)).sum(1)
+    per_bin = sq.hist.amax(1)
+    assert ((above_est - above_exact).abs() <= per_bin).all()
+    # a constant unit has its exact value
+    assert est[4] == pytest.approx(0.25)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.lists(st.floats(-1e4, 1e4, allow_nan=False, width=32), min_size=2, max_size=400),
+    cut=st.integers(1, 399),
+    q=st.sampled_from([0.005, 0.01, 0.1, 0.3]),
+)
+def test_streaming_quantile_property(data: list[float], cut: int, q: float) -> None:
+    values = torch.tensor(data, dtype=torch.float32).view(1, -1)
+    sq = StreamingQuantile(1, bins=16)
+    _feed(sq, values, [cut])
+    est, bound = sq.quantile(q)
+    exact = _order_stat(values, q)
+    assert abs(float(est[0]) - float(exact[0])) <= float(bound[0])
+
+
+def test_streaming_quantile_does_not_depend_on_order_and_merges_exactly() -> None:
+    values = _mixed_units(6000, seed=2)
+    perm = torch.randperm(6000, generator=torch.Generator().manual_seed(0))
+    a = StreamingQuantile(6, bins=128)
+    _feed(a, values, [50, 50, 1000])
+    b = StreamingQuantile(6, bins=128)
+    _feed(b, values[:, perm], [3000, 11])
+    assert torch.equal(a.exp, b.exp) and torch.equal(a.hist, b.hist)
+    assert torch.equal(a.quantile(0.005)[0], b.quantile(0.005)[0])
+    left, right = StreamingQuantile(6, bins=128), StreamingQuantile(6, bins=128)
+    left.update(values[:, :2500])
+    right.update(values[:, 2500:])
+    left.merge(right)
+    assert torch.equal(left.hist, a.hist) and torch.equal(left.offset, a.offset)
+    assert left.count == a.count
+
+
+def test_refinement_pass_shrinks_the_bound() -> None:
+    values = _mixed_units(30_000, seed=3)
+    sq = StreamingQuantile(6, bins=64)
+    _feed(sq, values, [10_000])
+    coarse_est, coarse_bound = sq.quantile(0.005)
+    sq.begin_refine(0.005)
+    _feed(sq, values, [5000, 7])
+    est, bound = sq.quantile(0.005)
+    exact = _order_stat(values, 0.005)
+    assert torch.allclose(bound, coarse_bound / 64)
+    assert ((est - exact).abs() <= bound).all()
+    assert (est - exact).abs().sum() <= (coarse_est - exact).abs().sum()
+    sq2 = StreamingQuantile(6, bins=64)
+    sq2.update(values)
+    sq2.begin_refine(0.005)
+    sq2.update(values[:, :100])
+    with pytest.raises(RuntimeError, match="same data"):
+        sq2.quantile(0.005)
+
+
+def test_streaming_quantile_rejects_nan_and_bad_arguments() -> None:
+    sq = StreamingQuantile(2, bins=32)
+    with pytest.raises(NonFiniteActivationError):
+        sq.update(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="power of two"):
+        StreamingQuantile(2, bins=100)
+    with pytest.raises(RuntimeError, match="no values"):
+        sq.quantile(0.5)
+
+
+# ----------------------------------------------------------------------------- IoU tallies
+
+
+def _fake_batch(b: int, m: int, n_labels: int, seed: int) -> ProbeBatch:
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.randint(0, n_labels, (b, 2, m, m), generator=g)
+    masks[:, 1] = torch.where(torch.rand(b, m, m, generator=g) < 0.7, 0, masks[:, 1])
+    scalars = torch.rand(b, n_labels, generator=g) < 0.2
+    scalars[:, 0] = False
+    present = torch.rand(b, 3, generator=g) < 0.7
+    return ProbeBatch(
+        indices=torch.arange(b),
+        images=torch.zeros(b, 3, 4 * m, 4 * m),
+        masks=masks,
+        mask_categories=[0, 1],
+        scalars=scalars,
+        present=present,
+    )
+
+
+def test_iou_tallies_match_brute_force() -> None:
+    n_labels, m, units = 7, 6, 5
+    label_cat = torch.tensor([-1, 0, 0, 1, 1, 2, 2])
+    tally = IoUTally(units, n_labels, 3, m)
+    tally.CHUNK_ELEMENTS = 2 * m * m * 3  # force chunking over units
+    area = torch.zeros(n_labels, dtype=torch.int64)
+    g = torch.Generator().manual_seed(0)
+    thr = torch.rand(units, generator=g) * 0.5 + 0.3
+    both = np.zeros((units, n_labels))
+    ucat = np.zeros((units, 3))
+    lab = np.zeros(n_labels)
+    for seed in range(3):
+        batch = _fake_batch(4, m, n_labels, seed)
+        acts = torch.rand(4, units, 3, 3, generator=g)
+        tally.update(acts, thr, batch)
+        area += label_counts(batch, n_labels, m)
+        up = F.interpolate(acts, size=(m, m), mode="bilinear", align_corners=False)
+        for i in range(4):
+            for c in range(1, n_labels):
+                lab[c] += sum(int((batch.masks[i, k] == c).sum()) for k in range(2))
+                lab[c] += m * m * int(batch.scalars[i, c])
+            for u in range(units):
+                active = (up[i, u] > thr[u]).numpy()
+                for cat in range(3):
+                    ucat[u, cat] += active.sum() * int(batch.present[i, cat])
+                for c in range(1, n_labels):
+                    for k in range(2):
+                        both[u, c] += (active & (batch.masks[i, k] == c).numpy()).sum()
+                    both[u, c] += active.sum() * int(batch.scalars[i, c])
+    assert np.array_equal(tally.both.numpy(), both)
+    assert np.array_equal(tally.units_cat.numpy(), ucat)
+    assert np.array_equal(area.numpy(), lab)
+    iou = tally.iou(area, label_cat).numpy()
+    for u in range(units):
+        for c in range(1, n_labels):
+            union = ucat[u, label_cat[c]] + lab[c] - both[u, c]
+            assert iou[u, c] == pytest.approx(both[u, c] / union if union else 0.0)
+    assert (iou[:, 0] == 0).all()
+
+
+# ----------------------------------------------------------------------------- planted units
+
+
+class _RedAndNoise(nn.Module):
+    """Channel 0: 1 on red pixels (the probe's 'red' box: R > 0.45, G and B < 0.34 R), else 0.
+    Channel 1: pseudo-random noise of the pixel values (no concept)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        red = torch.minimum(torch.minimum(r - 0.45, 0.34 * r - g), 0.34 * r - b)
+        red = (red * 50).clamp(0, 1)
+        noise = torch.frac(torch.sin(r * 12.9898 + g * 78.233 + b * 37.719) * 43758.5453).abs()
+        return torch.cat([red, noise], 1)
+
+
+class Planted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.units = _RedAndNoise()
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.units(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    # pixel space in, masks at full resolution: the red unit's map is exactly the red pixels
+    return load_model(Planted(), device="cpu", input_size=48, mean=(0, 0, 0), std=(1, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def full_res_probe():
+    return probe_set(32, size=48, seed=5, mask_size=48)
+
+
+def test_planted_red_unit_is_labelled_red_and_noise_is_not(planted, full_res_probe) -> None:
+    batch = full_res_probe.batch(range(len(full_res_probe)))
+    red = full_res_probe.concept("red").index
+    red_fraction = float((batch.masks[:, 0] == red).float().mean())
+    assert 0.01 < red_fraction < 0.2
+    # a binary unit is degenerate at the top 0.5 %: give it a top fraction above its firing
+    # rate, so its threshold falls between 0 and 1 and it is active exactly where it fires
+    result = dissect(planted, "units", full_res_probe, quantile=red_fraction + 0.05, batch_size=8)
+    rec = result.units("units")[0]
+    assert rec["concept"] == "red" and rec["category"] == "color"
+    # near 1: only anti-aliased, blurred borders of red regions (mixed colours) disagree
+    assert rec["iou"] > 0.85, rec
+    assert result.unit("units", 0)["top_concepts"][1][1] < 0.5  # no close second
+    noise = dissect(planted, "units", full_res_probe, batch_size=8).units("units")[1]
+    assert not noise["interpretable"] and noise["iou"] < 0.04, noise
+    assert active_hook_count(planted.model) == 0
+
+
+def test_unit_examples_show_the_unit_and_its_concept(planted, full_res_probe) -> None:
+    batch = full_res_probe.batch(range(len(full_res_probe)))
+    red = full_res_probe.concept("red").index
+    q = float((batch.masks[:, 0] == red).float().mean()) + 0.05
+    result = dissect(planted, ["units"], full_res_probe, quantile=q, batch_size=8, top_k=4)
+    ex = unit_examples(planted, result, full_res_probe, "units", 0)
+    assert ex.concept == "red" and len(ex.indices) == 4
+    assert ex.images.shape == (4, 3, 48, 48) and ex.active.shape == (4, 48, 48)
+    # the top images are the reddest ones and the map agrees with the red mask
+    inter = (ex.active & ex.concept_mask).sum()
+    union = (ex.active | ex.concept_mask).sum()
+    assert float(inter) / float(union) > 0.85
+    pic = render_examples(ex, ncol=2)
+    assert pic.shape == (3, 2 + 2 * 50, 2 + 2 * 50)
+    with pytest.raises(IndexError, match="valid 0..1"):
+        unit_examples(planted, result, full_res_probe, "units", 2)
+
+
+# ----------------------------------------------------------------------------- runs and results
+
+
+@pytest.fixture
+def small_probe():
+    return probe_set(24, size=32, seed=1)
+
+
+def test_dissect_results_records_summary_csv_and_save_load(tiny_handle, small_probe, tmp_path):
+    result = dissect(tiny_handle, ["conv1", "relu2"], small_probe, batch_size=8, top_k=3)
+    assert result.layers == ["conv1", "relu2"] and result.complete
+    units = result.units("relu2")
+    assert len(units) == 16 and set(units[0]) >= {"unit", "concept", "category", "iou"}
+    ld = result["relu2"]
+    assert ld.iou.shape == (16, len(small_probe.labels)) and ld.top_images.shape == (16, 3)
+    for u in units:
+        assert u["iou"] == pytest.approx(float(ld.iou[u["unit"]].max()))
+        assert u["interpretable"] == (u["iou"] >= 0.04)
+    # top images: where the unit's thresholded map covers the most mask pixels (brute force)
+    assert (np.diff(ld.top_values, axis=1) <= 0).all()
+    batch = small_probe.batch(range(len(small_probe)))
+    with torch.no_grad(), capture(tiny_handle, ["relu2"]) as acts:
+        tiny_handle.model(tiny_handle.normalize(batch.images))
+    up = F.interpolate(acts["relu2"], size=(8, 8), mode="bilinear", align_corners=False)
+    area = (up > torch.tensor(ld.thresholds, dtype=torch.float32).view(1, -1, 1, 1)).sum((2, 3))
+    for u in range(16):
+        best = sorted(range(24), key=lambda i: (-int(area[i, u]), i))[:3]
+        assert ld.top_images[u].tolist() == best
+        assert ld.top_values[u].tolist() == [float(area[i, u]) for i in best]
+    assert np.array_equal(ld.activated, area.sum(0).numpy())
+    rows = result.summary()
+    assert [r["layer"] for r in rows] == ["conv1", "relu2"]
+    for r, layer in zip(rows, ["conv1", "relu2"]):
+        assert r["interpretable"] == sum(u["interpretable"] for u in result.units(layer))
+        detectors = result.unique_detectors(layer)
+        assert {k: len(v) for k, v in detectors.items()} == r["unique"]
+    strict = result.with_iou_threshold(0.99)
+    assert all(r["interpretable"] == 0 for r in strict.summary())
+    text = result.to_csv(tmp_path / "d.csv")
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert len(parsed) == 8 + 16 and parsed[0]["layer"] == "conv1"
+    assert (tmp_path / "d.csv").read_text() == text
+    path = result.save(tmp_path / "saved")
+    assert path.suffix == ".json" and (tmp_path / "saved.npz").is_file()
+    back = Dissection.load(tmp_path / "saved")
+    assert back.layers == result.layers and back.summary() == result.summary()
+    assert np.array_equal(back["relu2"].iou, ld.iou)
+    assert back.labels == result.labels and back.model["name"] == "TinyNet"
+    assert back.probe == small_probe.describe()
+    with pytest.raises(KeyError, match="dissected layers: conv1, relu2"):
+        result["conv2"]
+
+
+def test_bad_arguments_say_how_to_fix_them(tiny_handle, small_probe) -> None:
+    with pytest.raises(KeyError, match="nearest valid names"):
+        dissect(tiny_handle, "conv3", small_probe)
+    with pytest.raises(ValueError, match="no spatial output"):
+        dissect(tiny_handle, "fc", small_probe)
+    with pytest.raises(ValueError, match="quantile"):
+        dissect(tiny_handle, "conv1", small_probe, quantile=0.7)
+    with pytest.raises(ValueError, match="load_model"):
+        dissect(tiny_handle, "conv1", small_probe, device="cuda")
+
+
+def test_nan_activations_stop_with_a_message_and_remove_hooks(small_probe) -> None:
+    net = make_tiny()
+    with torch.no_grad():
+        net.conv1.weight.fill_(float("nan"))
+    h = load_model(net, device="cpu", input_size=32)
+    with pytest.raises(NonFiniteActivationError, match="'conv1'.*probe images 0..7"):
+        dissect(h, ["conv1", "conv2"], small_probe, batch_size=8)
+    assert active_hook_count(net) == 0
+
+
+def test_stop_and_resume_gives_the_uninterrupted_result(tiny_handle, small_probe) -> None:
+    full = dissect(tiny_handle, ["conv2"], small_probe, batch_size=4)
+    d = Dissector(tiny_handle, ["conv2"], small_probe, batch_size=4)
+    stop = threading.Event()
+    seen = []
+    for step in d.steps(stop):
+        seen.append((step.index, step.metrics["stage"]))
+        if len(seen) == 8:  # in the IoU stage (6 batches per stage)
+            stop.set()
+    assert len(seen) == 8 and not d.done and d.stage == "iou"
+    assert active_hook_count(tiny_handle.model) == 0
+    partial = d.partial_result()
+    assert partial is not None and not partial.complete and partial.n_images == 8
+    rest = list(d.steps())
+    assert [s.index for s in rest] == list(range(8, 12)) and rest[-1].total == 12
+    resumed = rest[-1].metrics["result"]
+    assert np.array_equal(resumed["conv2"].iou, full["conv2"].iou)
+    assert np.array_equal(resumed["conv2"].thresholds, full["conv2"].thresholds)
+    # closing the generator mid-run (the widget's stop) also leaves a resumable state
+    d2 = Dissector(tiny_handle, ["conv2"], small_probe, batch_size=4)
+    gen = d2.steps()
+    next(gen)
+    next(gen)
+    gen.close()
+    assert d2.steps_done == 2
+    assert np.array_equal(d2.run()["conv2"].iou, full["conv2"].iou)
+
+
+def test_compare_dissections(tiny_handle, small_probe) -> None:
+    a = dissect(tiny_handle, ["conv1", "conv2"], small_probe, batch_size=8)
+    other = load_model(make_tiny(seed=7), device="cpu", input_size=32)
+    b = dissect(other, ["conv2"], small_probe, batch_size=8)
+    cmp = compare_dissections([a, b], ["first", "second"])
+    assert cmp.layers == ["conv2"] and cmp.units == [16]
+    assert cmp.rows() == [
+        {
+            "layer": "conv2",
+            "units": 16,
+            "first": a.summary()[1]["interpretable"],
+            "second": b.summary()[0]["interpretable"],
+        }
+    ]
+    assert "conv2" in repr(cmp) and cmp.to_csv().startswith("layer,units,first,second")
+    assert compare_dissections([a, a]).names[1].endswith("#2")
+    c = dissect(tiny_handle, ["conv1"], small_probe, batch_size=8)
+    with pytest.raises(ValueError, match="share no layer"):
+        compare_dissections([b, c])
+
+
+def test_cache_reuses_a_saved_result(tiny_handle, small_probe) -> None:
+    first = dissect(tiny_handle, ["conv1"], small_probe, batch_size=8, cache=True)
+    again = dissect(
+        tiny_handle, ["conv1"], small_probe, batch_size=8, cache=True, iou_threshold=0.5
+    )
+    assert again.iou_threshold == 0.5
+    assert np.array_equal(again["conv1"].iou, first["conv1"].iou)
+    assert again.meta["seconds"] == first.meta["seconds"]  # loaded, not recomputed
+
+
+def test_concepts_without_parent_count_once_in_unique_detectors() -> None:
+    labels = [
+        Concept(0, "-", ""),
+        Concept(1, "striped@6px", "texture", "striped"),
+        Concept(2, "striped@12px", "texture", "striped"),
+        Concept(3, "red", "color"),
+    ]
+    from cnnvis_widgets.core.dissection import LayerDissection
+
+    iou = np.array([[0, 0.2, 0.1, 0], [0, 0.05, 0.3, 0], [0, 0, 0, 0.08], [0, 0, 0, 0.01]])
+    ld = LayerDissection(
+        "l",
+        np.zeros(4),
+        np.zeros(4),
+        iou.astype(np.float32),
+        np.zeros((4, 1), dtype=np.int64),
+        np.zeros((4, 1), dtype=np.float32),
+        np.zeros(4, dtype=np.int64),
+    )
+    r = Dissection(
+        {"l": ld}, labels, ["color", "texture"], quantile=0.005, iou_threshold=0.04, n_images=1
+    )
+    s = r.summary()[0]
+    assert s["interpretable"] == 3 and s["by_category"] == {"color": 1, "texture": 2}
+    assert s["unique"] == {"color": 1, "texture": 1}
+    assert r.unique_detectors("l") == {"color": ["red"], "texture": ["striped"]}
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        h = load_model(make_tiny(), device="cpu", input_size=32)
+        probe = probe_set(20, size=32, seed=2)
+        d = Dissector(h, ["conv1", "relu2"], probe, batch_size=4, top_k=3)
+        n_local = sum(hi - lo for lo, hi in d.batches)
+        result = d.run()
+        result.meta["local_images"] = n_local
+        result.meta["first_local"] = d.batches[0][0]
+        result.save(os.path.join(out, f"rank{rank}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_give_the_one_process_result(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    h = load_model(make_tiny(), device="cpu", input_size=32)
+    single = dissect(h, ["conv1", "relu2"], probe_set(20, size=32, seed=2), batch_size=4, top_k=3)
+    ranks = [Dissection.load(tmp_path / f"rank{r}") for r in (0, 1)]
+    # each rank took its own slice of the probe set (5 batches of 4: 2 and 3)
+    assert [r.meta["local_images"] for r in ranks] == [8, 12]
+    assert [r.meta["first_local"] for r in ranks] == [0, 8]
+    for r in ranks:
+        assert r.meta["world_size"] == 2 and r.n_images == 20
+        for layer in ("conv1", "relu2"):
+            assert np.array_equal(r[layer].thresholds, single[layer].thresholds)
+            assert np.array_equal(r[layer].threshold_error, single[layer].threshold_error)
+            assert np.array_equal(r[layer].iou, single[layer].iou)
+            assert np.array_equal(r[layer].activated, single[layer].activated)
+            assert np.array_equal(r[layer].top_images, single[layer].top_images)
+        assert r.summary() == single.summary()
+
+
+# ----------------------------------------------------------------------------- fidelity
+
+
+@pytest.mark.slow
+def test_pretrained_has_more_interpretable_units_than_random(lite0) -> None:
+    """Bau et al. 2017: training makes units interpretable; a random network has few."""
+    random = load_model("efficientnet_lite0", weights=None, device="cpu")
+    probe = probe_set(48, size=112, seed=0)
+    layer = "_blocks.6"
+    pre = dissect(lite0, layer, probe, batch_size=16).summary()[0]["interpretable"]
+    rnd = dissect(random, layer, probe, batch_size=16).summary()[0]["interpretable"]
+    assert pre > 3 * max(rnd, 1), (pre, rnd)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_dissection_matches_cpu(small_probe) -> None:
+    cpu = load_model(make_tiny(), device="cpu", input_size=32)
+    gpu = load_model(make_tiny(), device="cuda", input_size=32)
+    a = dissect(cpu, ["conv2"], small_probe, batch_size=8)
+    b = dissect(gpu, ["conv2"], small_probe, batch_size=8)
+    assert np.allclose(a["conv2"].thresholds, b["conv2"].thresholds, rtol=1e-3, atol=1e-4)
+    agree = (a["conv2"].best_label == b["conv2"].best_label).mean()
+    assert agree > 0.8
+
+
+def test_dissection_core_runs_without_widget_packages() -> None:
+    import subprocess
+    import sys
+
+    code = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('anywidget', 'ipywidgets', 'traitlets', 'plotly', 'IPython'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import torch
+torch.set_num_threads(1)
+from cnnvis_widgets import load_model
+from cnnvis_widgets.core.dissection import dissect
+from cnnvis_widgets.data.concepts import probe_set
+from cnnvis_widgets.data.broden import broden_probe
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+r = dissect(load_model(net, device='cpu', input_size=16), '1', probe_set(8, size=16), batch_size=4)
+print('ok', len(r.units('1')))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ok 4" in out.stdout

@@ -19,6 +19,7 @@ _WIDGETS = {
     "Inversion": "inversion",
     "Dissection": "dissection",
     "Adversarial": "adversarial",
+    "Atlas": "atlas",
 }
 __all__ = ["load_model", "ModelHandle", "LayerInfo", "__version__", *_WIDGETS]
 

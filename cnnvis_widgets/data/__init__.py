@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .broden import broden_probe
+from .concepts import probe_set
 from .datasets import ImageDataset, augmented_samples, image_folder, sample_photos
 from .images import ImageError, load_image
 from .samples import sample_image, sample_images
@@ -15,4 +17,6 @@ __all__ = [
     "augmented_samples",
     "image_folder",
     "sample_photos",
+    "probe_set",
+    "broden_probe",
 ]

@@ -65,7 +65,9 @@ def tour() -> nbformat.NotebookNode:
                 "the class. Switch the method to *decoder* to train an up-convolutional network "
                 "that does it in one pass (Dosovitskiy & Brox 2016)."
             ),
-            new_code_cell('inversion = cw.Inversion(handle, image="cat", layer="_blocks.3")\ninversion'),
+            new_code_cell(
+                'inversion = cw.Inversion(handle, image="cat", layer="_blocks.3")\ninversion'
+            ),
             new_markdown_cell(
                 "## DeconvNet: the top-9 dataset patches of a unit\n\n"
                 "Which patches of real photos excite a unit most, and which of their pixels are "
@@ -202,8 +204,7 @@ def lab_report_template() -> nbformat.NotebookNode:
                 "(model, layer, unit, seed, library versions), so a reader can reproduce it."
             ),
             new_code_cell(
-                SETUP
-                + "\nfrom pathlib import Path\nfrom cnnvis_widgets.report import Report\n"
+                SETUP + "\nfrom pathlib import Path\nfrom cnnvis_widgets.report import Report\n"
                 'OUT = Path(os.environ.get("CNNVIS_REPORT_DIR", "lab_report_output"))'
             ),
             new_markdown_cell(
@@ -260,7 +261,11 @@ def main() -> None:
         "01_activation_maximization.ipynb": activation_maximization(),
         "lab_report_template.ipynb": lab_report_template(),
     }.items():
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
         nbformat.write(nb, HERE / name)
         print("wrote", HERE / name)
     # the method notebooks have their own generators, one per notebook

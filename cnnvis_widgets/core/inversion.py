@@ -227,7 +227,10 @@ def target_pixels(
         if size is not None and tuple(t.shape[-2:]) != (int(size), int(size)):
             t = F.interpolate(t, size=(int(size), int(size)), mode="bilinear", antialias=True)
         if not torch.isfinite(t).all():
-            raise ValueError("image contains NaN or infinite values")
+            raise ValueError(
+                "image contains NaN or infinite values; clean it first (pixels in [0, 1], e.g. "
+                "torch.nan_to_num(x).clamp(0, 1))"
+            )
         return t.clamp(0, 1)
     if isinstance(image, Image.Image):
         return handle.to_pixels(image, size)

@@ -10,7 +10,6 @@ at every step. Moving a setting restarts the run; a setting that does not change
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -26,9 +25,9 @@ from ..core import adversarial as A
 from ..core import objectives as O
 from ..core.imaging import colorize, encode, make_grid, overlay, pil_to_tensor, to_pil
 from ..core.optimize import Step
-from ..data import sample_image, sample_images
+from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle
+from ._base import CnnvisWidget, get_handle, upload_trait
 from .activation_max import default_layer
 
 __all__ = ["Adversarial"]
@@ -182,9 +181,7 @@ class Adversarial(CnnvisWidget):
     sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
         sync=True
     )
-    upload = t.Bytes(b"", help="Bytes of an image file chosen in the browser (JS sets).").tag(
-        sync=True
-    )
+    upload = upload_trait("Bytes of an image file chosen in the browser (JS sets).")
     upload_name = t.Unicode("", help="File name of the uploaded image (JS sets).").tag(sync=True)
     method = t.Enum(
         list(METHODS),
@@ -348,12 +345,11 @@ class Adversarial(CnnvisWidget):
         if isinstance(image, str) and image in names:
             return image
         if isinstance(image, (str, Path)) and Path(image).is_file():
-            with Image.open(image) as im:
-                self._photos[CUSTOM] = im.convert("RGB")
+            self._photos[CUSTOM] = load_image(image)  # ImageError naming the problem
             options.append([f"your image: {Path(image).name}", CUSTOM])
             return CUSTOM
         if isinstance(image, Image.Image):
-            self._photos[CUSTOM] = image.convert("RGB")
+            self._photos[CUSTOM] = load_image(image)
             options.append(["your image", CUSTOM])
             return CUSTOM
         if isinstance(image, torch.Tensor):
@@ -362,6 +358,15 @@ class Adversarial(CnnvisWidget):
             if px.dim() != 4 or px.shape[0] != 1:
                 raise ValueError(
                     f"image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
+                )
+            if px.shape[1] not in (1, 3, self.handle.in_channels):
+                raise ValueError(
+                    f"image tensor has {px.shape[1]} channels; the model takes "
+                    f"{self.handle.in_channels} (1 or 3 are converted)"
+                )
+            if not bool(torch.isfinite(px).all()):
+                raise ValueError(
+                    "image tensor contains NaN or infinite values; pass pixels in [0, 1]"
                 )
             if float(px.min()) < 0 or float(px.max()) > 1:
                 raise ValueError(
@@ -499,12 +504,11 @@ class Adversarial(CnnvisWidget):
             return
         name = self.upload_name or "upload"
         try:
-            with Image.open(io.BytesIO(bytes(data))) as im:
-                photo = im.convert("RGB")
+            photo = load_image(bytes(data))
         except Exception as exc:  # noqa: BLE001 - any decoder error: say what to do
             self.error = (
-                f"could not read the uploaded file {name!r} as an image ({type(exc).__name__}); "
-                "choose a PNG or JPEG file"
+                f"could not read the uploaded file {name!r} as an image ({exc}); choose a PNG or "
+                "JPEG file"
             )
             return
         self._photos[UPLOAD] = photo

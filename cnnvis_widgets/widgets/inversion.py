@@ -26,7 +26,7 @@ from ..core.imaging import encode, make_grid, to_pil
 from ..core.optimize import Step
 from ..data import load_image, sample_images
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle
+from ._base import CnnvisWidget, get_handle, upload_trait
 
 __all__ = ["Inversion", "default_layers"]
 
@@ -97,9 +97,7 @@ class Inversion(CnnvisWidget):
     sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
         sync=True
     )
-    upload = t.Bytes(b"", help="Bytes of an image file chosen in the browser (JS sets).").tag(
-        sync=True
-    )
+    upload = upload_trait("Bytes of an image file chosen in the browser (JS sets).")
     upload_name = t.Unicode("", help="File name of the uploaded image (JS sets).").tag(sync=True)
     original = t.Bytes(b"", help="PNG of the photo as the network sees it (read-only).").tag(
         sync=True
@@ -250,8 +248,22 @@ class Inversion(CnnvisWidget):
                 "file path, a PIL image, a tensor or image bytes"
             )
         if isinstance(image, torch.Tensor):
-            t_img = image if image.dim() == 3 else image[0]
-            photo: Image.Image | torch.Tensor = t_img.detach().float().cpu().clamp(0, 1)
+            px = image.detach().float().cpu()
+            px = px.unsqueeze(0) if px.dim() == 3 else px
+            if px.dim() != 4 or px.shape[0] != 1:
+                raise ValueError(
+                    f"image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
+                )
+            if px.shape[1] not in (1, 3, self.handle.in_channels):
+                raise ValueError(
+                    f"image tensor has {px.shape[1]} channels; the model takes "
+                    f"{self.handle.in_channels} (1 or 3 are converted)"
+                )
+            if not bool(torch.isfinite(px).all()):
+                raise ValueError(
+                    "image tensor contains NaN or infinite values; pass pixels in [0, 1]"
+                )
+            photo: Image.Image | torch.Tensor = px[0].clamp(0, 1)
         else:
             photo = load_image(image)  # ImageError (a ValueError) saying what is wrong
         self._photos[CUSTOM] = photo

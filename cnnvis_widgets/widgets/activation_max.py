@@ -494,6 +494,22 @@ class ActivationMaximization(CnnvisWidget):
         settings.jitter2 = 4 if self.jitter > 1 else 0
         self._live = settings
         self._objective = self.make_objective()
+        if self.objective == "channel" and self.grid == 1:  # shown by the Atlas already?
+            from ..core.atlas import cached_unit_image
+
+            hit = cached_unit_image(
+                self.handle,
+                self.layer,
+                self.unit,
+                preset=self.preset,
+                settings=settings,
+                size=self.size,
+                seed=self.seed,
+            )
+            if hit is not None:
+                self._live = None
+                yield Step(settings.steps - 1, None, hit.to(self.handle.device), {}, settings.steps)
+                return
         try:
             yield from am.maximize_steps(
                 self.handle,

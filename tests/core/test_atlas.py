@@ -1,0 +1,173 @@
+"""The atlas core: batched layer grids cached and resumed, network summary, unit cards."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from cnnvis_widgets.core import atlas as A
+from cnnvis_widgets.core.hooks import active_hook_count, capture
+
+
+class ForwardCounter:
+    """Counts forward passes of a model (a pre-hook on the root module)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.n = 0
+        self._h = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, inputs) -> None:
+        self.n += 1
+
+    def remove(self) -> None:
+        self._h.remove()
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_layer_grid_completes_caches_and_reloads_without_recomputing(tiny_handle, cache_dir):
+    kw = dict(steps=6, size=32, batch=5, seed=1)
+    counter = ForwardCounter(tiny_handle.model)
+    grid = A.layer_grid(tiny_handle, "conv2", **kw)
+    first = counter.n
+    counter.remove()
+    assert grid.complete and grid.units == 16
+    assert grid.images.shape == (16, 3, 32, 32) and grid.images.dtype == torch.uint8
+    assert torch.isfinite(grid.activation).all()
+    # 4 batches (5+5+5+1) of 6 steps, plus one evaluation pass per batch
+    assert first == 4 * 6 + 4
+    path = A.grid_cache_path(tiny_handle, "conv2", "lucid", A.am_settings("lucid", 6), 32, 1)
+    assert path.is_file()
+
+    counter = ForwardCounter(tiny_handle.model)
+    again = A.layer_grid(tiny_handle, "conv2", **kw)
+    counter.remove()
+    assert counter.n == 0  # everything from the cache
+    assert torch.equal(again.images, grid.images)
+    assert torch.allclose(again.activation, grid.activation)
+    # other settings are another cache entry
+    counter = ForwardCounter(tiny_handle.model)
+    A.layer_grid(tiny_handle, "conv2", units=[0], **dict(kw, steps=3))
+    counter.remove()
+    assert counter.n == 3 + 1
+    assert active_hook_count(tiny_handle.model) == 0
+
+
+def test_batched_units_optimize_their_own_channel(tiny_handle, cache_dir):
+    grid = A.layer_grid(tiny_handle, "conv2", steps=20, size=32, batch=16)
+    pix = torch.stack([grid.pixels(u) for u in range(16)])
+    with torch.no_grad(), capture(tiny_handle, ["conv2"]) as acts:
+        tiny_handle.model(tiny_handle.normalize(pix))
+    means = acts["conv2"].mean((2, 3))  # (image, channel)
+    # image u drives channel u more than the other images do, for most units
+    wins = sum(int(means[:, u].argmax()) == u for u in range(16))
+    assert wins >= 12, wins
+
+
+def test_cancelled_fill_keeps_finished_batches_and_resumes(tiny_handle, cache_dir):
+    stop = threading.Event()
+    kw = dict(steps=4, size=32, batch=4, seed=0)
+    for st in A.layer_grid_steps(tiny_handle, "conv2", stop_event=stop, **kw):
+        if st.index == 5:  # inside the second batch
+            stop.set()
+    assert active_hook_count(tiny_handle.model) == 0
+    counter = ForwardCounter(tiny_handle.model)
+    grid = A.layer_grid(tiny_handle, "conv2", **kw)
+    counter.remove()
+    assert grid.complete
+    assert counter.n == 3 * (4 + 1)  # the first batch came from the cache
+
+
+def test_unknown_layer_and_units_out_of_range(tiny_handle, cache_dir):
+    with pytest.raises(KeyError, match="nearest valid names"):
+        A.layer_grid(tiny_handle, "conv9", steps=2)
+    with pytest.raises(IndexError, match="valid 0..15"):
+        A.layer_grid(tiny_handle, "conv2", steps=2, units=[16])
+    with pytest.raises(KeyError, match="unknown preset"):
+        A.layer_grid(tiny_handle, "conv2", steps=2, preset="nope")
+
+
+def test_class_contributions_equal_weight_times_mean_activation(tiny_handle):
+    torch.manual_seed(0)
+    pix = torch.rand(3, 3, 32, 32)
+    c = A.class_contributions(tiny_handle, "relu2", 5, pix)
+    with torch.no_grad(), capture(tiny_handle, ["relu2"]) as acts:
+        tiny_handle.model(tiny_handle.normalize(pix))
+    mean_act = acts["relu2"][:, 5].mean((1, 2))  # (B,)
+    w = tiny_handle.model.fc.weight[:, 5]
+    expected = (w[None, :] * mean_act[:, None]).mean(0)
+    assert torch.allclose(c, expected, atol=1e-5), (c, expected)
+    assert active_hook_count(tiny_handle.model) == 0
+
+
+def test_network_summary_and_its_cache(tiny_handle, cache_dir):
+    kw = dict(probe_images=16, inversion_steps=6, inversion_size=32)
+    s = A.network_summary(tiny_handle, ["relu1", "relu2"], **kw)
+    rows = s.rows()
+    assert [r["layer"] for r in rows] == ["relu1", "relu2"]
+    assert rows[1]["shape"] == "16x16x16"
+    for r in rows:
+        assert 0.0 <= r["interpretable"] <= 1.0
+        assert r["feature_error"] > 0 and r["feature_error"] < 10
+    assert s.strips().shape[0] == 3 and s.strips().shape[1] >= 2 * 48
+    counter = ForwardCounter(tiny_handle.model)
+    s2 = A.network_summary(tiny_handle, ["relu1", "relu2"], **kw)
+    counter.remove()
+    assert counter.n == 1  # only the thumbnails' forward pass
+    assert s2.rows() == rows
+
+
+def test_unit_card_and_amortized_cache(tiny_handle, cache_dir):
+    kw = dict(steps=5, size=32, seed=0)
+    grid = A.layer_grid(tiny_handle, "relu2", batch=16, **kw)
+    s = A.network_summary(
+        tiny_handle, ["relu2"], probe_images=16, inversion_steps=4, inversion_size=32
+    )
+    card = A.unit_card(
+        tiny_handle, "relu2", 3, n_images=16, variants=3, dissection=s.dissection, **kw
+    )
+    assert torch.allclose(card.am_image, grid.pixels(3))  # the grid's image, not recomputed
+    assert card.variants.shape == (3, 3, 32, 32)
+    assert len(card.entries) == 9 and len(card.patches) == 9 and len(card.projections) == 9
+    assert card.dissection is not None and card.dissection["unit"] == 3
+    assert len(card.classes) == 5
+    assert card.classes[0][2] >= card.classes[-1][2]
+    assert "relu2 unit 3" in card.text() and "feeds most" in card.text()
+    pics = A.card_images(card)
+    assert pics["patches"].shape == pics["projections"].shape
+    counter = ForwardCounter(tiny_handle.model)
+    A.unit_card(tiny_handle, "relu2", 3, n_images=16, variants=3, **kw)
+    counter.remove()
+    # cached: variants and the top-9 pass; left: one DeconvNet pass + one for the classes
+    assert counter.n <= 3
+    assert active_hook_count(tiny_handle.model) == 0
+
+
+def test_am_widget_shows_the_atlas_image_without_recomputing(tiny_handle, cache_dir):
+    from cnnvis_widgets.widgets.activation_max import ActivationMaximization
+
+    grid = A.layer_grid(tiny_handle, "conv2", steps=8, size=32, batch=16)
+    w = ActivationMaximization(tiny_handle, layer="conv2", unit=4, steps=8, size=32)
+    try:
+        counter = ForwardCounter(tiny_handle.model)
+        w.run()
+        assert w.wait(timeout=60)
+        counter.remove()
+        assert w.error == ""
+        assert counter.n == 1  # only the final evaluation of the shown image
+        assert torch.allclose(w._last_pixels.float(), grid.pixels(4), atol=1 / 255)
+        # other settings: a real run
+        w.steps = 9
+        counter = ForwardCounter(tiny_handle.model)
+        w.run()
+        assert w.wait(timeout=60)
+        counter.remove()
+        assert counter.n >= 9 and len(w.history) == 9
+    finally:
+        w.close()

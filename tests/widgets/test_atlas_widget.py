@@ -1,0 +1,134 @@
+"""The Atlas widget without a browser: network -> layer -> unit by clicks, sort/filter, links."""
+
+from __future__ import annotations
+
+import pytest
+import traitlets
+
+from cnnvis_widgets.core.hooks import active_hook_count
+from cnnvis_widgets.widgets.atlas import Atlas
+
+
+@pytest.fixture
+def atlas(tiny_handle, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    w = Atlas(
+        tiny_handle,
+        steps=4,
+        size=32,
+        batch=8,
+        probe_images=16,
+        inversion_steps=4,
+        n_images=16,
+        variants=2,
+    )
+    yield w
+    w.close()
+
+
+def _run(w: Atlas) -> None:
+    w.run()
+    assert w.wait(timeout=120)
+    assert w.error == "", w.error
+
+
+def test_arguments_are_validated(tiny_handle):
+    with pytest.raises(TypeError, match="unknown argument"):
+        Atlas(tiny_handle, stepz=3)
+    with pytest.raises(KeyError, match="nearest valid names"):
+        Atlas(tiny_handle, layers=["conv9"])
+    w = Atlas(tiny_handle)
+    try:
+        with pytest.raises(traitlets.TraitError, match="valid 0..15"):
+            w.show_unit(16, layer="conv2")
+        with pytest.raises(traitlets.TraitError, match="between"):
+            w.steps = 0
+    finally:
+        w.close()
+
+
+def test_click_through_network_layer_unit(atlas):
+    assert atlas.view == "network" and atlas.layers == ["relu1", "relu2"]
+    assert atlas.panels[0]["kind"] == "table"
+    _run(atlas)
+    assert [r["layer"] for r in atlas.network_rows] == ["relu1", "relu2"]
+    assert atlas.strips[:4] == b"\x89PNG"
+    # a row click sets pick_layer: the layer view opens and fills
+    atlas.pick_layer = "relu2"
+    assert atlas.view == "layer" and atlas.layer == "relu2" and atlas.pick_layer == ""
+    assert atlas.panels[0]["trait"] == "grid_image"
+    _run(atlas)
+    assert atlas.filled == 16 and len(atlas.grid_units) == 16
+    assert atlas.grid_shape == [4, 4] and atlas.panels[0]["grid"] == [4, 4]
+    assert "16/16 units done" in atlas.layer_text and "dissection" in atlas.layer_text
+    # a click on the cell of row 1, column 2 opens that unit's card
+    atlas._on_front_msg(atlas, {"type": "click", "trait": "grid_image", "x": 0.6, "y": 0.3}, [])
+    unit = atlas.grid_units[1 * 4 + 2]
+    assert atlas.view == "unit" and atlas.unit == unit
+    _run(atlas)
+    assert atlas.card is not None and atlas.card.unit == unit
+    assert f"relu2 unit {unit}" in atlas.card_text
+    for b in (atlas.card_am, atlas.card_patches, atlas.card_projections, atlas.card_probe):
+        assert b[:4] == b"\x89PNG"
+    assert len(atlas.card_classes) == 5
+    # back to the network view by the toggle; a strip click opens relu1
+    atlas.view = "network"
+    atlas._on_front_msg(atlas, {"type": "click", "trait": "strips", "x": 0.5, "y": 0.2}, [])
+    assert atlas.view == "layer" and atlas.layer == "relu1"
+    assert atlas.record()["settings"]["view"] == "layer"
+    assert active_hook_count(atlas.handle.model) == 0
+
+
+def test_sort_and_filter_reorder_without_a_run(atlas):
+    _run(atlas)  # network view: the dissection gives labels
+    atlas.show_layer("relu2")
+    _run(atlas)
+    runs = atlas.run_id
+    atlas.sort = "activation"
+    act = atlas._grid.activation
+    vals = [float(act[u]) for u in atlas.grid_units]
+    assert vals == sorted(vals, reverse=True)
+    atlas.sort = "iou"
+    ious = {r["unit"]: r["iou"] for r in atlas._summary.dissection.units("relu2")}
+    got = [ious[u] for u in atlas.grid_units]
+    assert got == sorted(got, reverse=True)
+    concept = atlas._summary.dissection.units("relu2")[0]["concept"]
+    atlas.filter = concept
+    assert 0 < len(atlas.grid_units) <= 16
+    assert all(
+        concept in r["concept"]
+        for r in atlas._summary.dissection.units("relu2")
+        if r["unit"] in atlas.grid_units
+    )
+    atlas.filter = "no such concept"
+    assert atlas.grid_units == []
+    assert atlas.run_id == runs  # display only
+
+
+def test_stop_leaves_the_widget_usable_and_the_links(atlas):
+    atlas.steps = 100_000
+    atlas.show_layer("relu2")
+    atlas.run()
+    import time
+
+    t0 = time.monotonic()
+    while atlas.step < 2 and time.monotonic() - t0 < 60:
+        time.sleep(0.01)
+    atlas.stop()
+    assert atlas.wait(timeout=60)
+    assert "stopped" in atlas.status and atlas.error == ""
+    assert active_hook_count(atlas.handle.model) == 0
+    atlas.steps = 4
+    _run(atlas)
+    assert atlas.filled == 16
+    atlas.show_unit(3)
+    am = atlas.open_unit("am")
+    dn = atlas.open_unit("deconvnet")
+    try:
+        assert am.handle is atlas.handle and (am.layer, am.unit, am.steps) == ("relu2", 3, 4)
+        assert dn.handle is atlas.handle and (dn.layer, dn.unit) == ("relu2", 3)
+        with pytest.raises(ValueError, match="unknown method"):
+            atlas.open_unit("nope")
+    finally:
+        am.close()
+        dn.close()

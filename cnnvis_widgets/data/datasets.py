@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -268,14 +269,35 @@ def image_folder(path: str | Path, size: int | None = None, recursive: bool = Tr
             f"no image file in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}"
             f"{' in sub-folders too' if recursive else ''})"
         )
+    readable, skipped = [], []
+    for f in files:  # headers only: cheap, and a file that is no image is left out up front
+        try:
+            with Image.open(f):
+                readable.append(f)
+        except Exception:  # noqa: BLE001 - PIL raises many types for bad files
+            skipped.append(f.name)
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} file(s) in {str(root)!r} are not readable images and are skipped: "
+            + ", ".join(skipped[:5])
+            + (" ..." if len(skipped) > 5 else ""),
+            stacklevel=2,
+        )
+    if not readable:
+        raise FileNotFoundError(
+            f"no readable image in {str(root)!r} ({len(files)} file(s) skipped)"
+        )
+    files = readable
     names = [f.relative_to(root).as_posix() for f in files]
 
     def load(i: int) -> Image.Image:
+        from .images import ImageError, load_image
+
         try:
-            with Image.open(files[i]) as im:
-                img = im.convert("RGB")
-        except OSError as exc:
-            raise OSError(f"could not read image {str(files[i])!r}: {exc}") from exc
+            img = load_image(files[i])
+        except ImageError as exc:
+            msg = str(exc) if str(files[i]) in str(exc) else f"{files[i]}: {exc}"
+            raise ImageError(f"{msg} (remove or replace that file in the folder)") from None
         return img if size is None else _square(img, int(size))
 
     stamp = sum(int(f.stat().st_mtime_ns) % 1_000_003 + f.stat().st_size for f in files)

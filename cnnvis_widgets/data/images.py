@@ -14,6 +14,7 @@ rules apply everywhere:
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,9 @@ def load_image(
 
 def _open(fp: Any, what: str, max_pixels: int) -> Image.Image:
     try:
-        img = Image.open(fp)
+        with warnings.catch_warnings():  # the size check below says it more clearly
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
         w, h = img.size
         if w * h > max_pixels:
             raise ImageError(f"the image is {w}x{h} pixels, more than the {max_pixels:,} allowed")

@@ -25,7 +25,6 @@ import math
 import platform
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -394,8 +393,6 @@ class CnnvisWidget(anywidget.AnyWidget):
                     break
         except BaseException as exc:  # noqa: BLE001 - shown in the widget, the worker lives on
             error = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, (KeyError, IndexError, ValueError, FloatingPointError)):
-                error += "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip()
         finally:
             if gen is not None:
                 gen.close()  # runs the core's finally blocks: hooks removed, grads restored

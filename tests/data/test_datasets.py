@@ -83,7 +83,7 @@ def test_image_folder_reads_sorted_images_only(tmp_path) -> None:
         Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
             tmp_path / name, format=fmt
         )
-    Image.fromarray(np.zeros((5, 5), np.uint8), mode="L").save(tmp_path / "grey.png")
+    Image.fromarray(np.zeros((9, 9), np.uint8), mode="L").save(tmp_path / "grey.png")
     (tmp_path / "notes.txt").write_text("not an image")
     ds = image_folder(tmp_path)
     assert ds.names == ["a.JPG", "b.png", "grey.png", "sub/c.bmp"]
@@ -107,3 +107,24 @@ def test_as_dataset_and_sample_photos() -> None:
     assert len(as_dataset("augmented")) == 256
     assert as_dataset(photos) is photos
     assert as_dataset([Image.new("RGB", (4, 4))]) is None
+
+
+def test_folder_skips_files_that_are_not_images_and_decodes_safely(tmp_path) -> None:
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnvis_widgets.data.datasets import image_folder
+
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(tmp_path / "deep.png")
+    Image.new("RGBA", (20, 20), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = image_folder(tmp_path)
+    assert any("broken.jpg" in str(w.message) for w in caught)
+    assert len(ds) == 2
+    imgs = dict(ds)
+    assert imgs["clear.png"].getpixel((0, 0)) == (255, 255, 255)  # on white, not black
+    assert 150 < imgs["deep.png"].getpixel((0, 0))[0] < 160  # 16-bit scaled, not clipped

@@ -98,6 +98,16 @@ def tour() -> nbformat.NotebookNode:
                 "prediction and the attribution maps change."
             ),
             new_code_cell('adversarial = cw.Adversarial(handle, image="cat")\nadversarial'),
+            new_markdown_cell(
+                "## The atlas: every layer and unit, linked\n\n"
+                "A network view, a grid of every unit of a layer, and a card per unit that puts "
+                "the methods side by side. The first view computes a dissection and an inversion "
+                "per layer: press **Run** (on a CPU it takes a few minutes for the whole "
+                "network; results are cached)."
+            ),
+            new_code_cell(
+                'atlas = cw.Atlas(handle, layers=["_blocks.2", "_blocks.6"], auto_run=False)\natlas'
+            ),
         ]
     )
 

@@ -28,12 +28,12 @@ from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
+from ._photos import SampleUploadMixin
 from .activation_max import default_layer
 
 __all__ = ["Adversarial"]
 
 METHODS = ("fgsm", "pgd-linf", "pgd-l2")
-UPLOAD = "upload"
 CUSTOM = "custom"
 LINF_MAX = 16 / 255
 L2_MAX = 8.0
@@ -150,7 +150,7 @@ def _png(img: Image.Image | torch.Tensor) -> bytes:
     return encode(img, "png")
 
 
-class Adversarial(CnnvisWidget):
+class Adversarial(SampleUploadMixin, CnnvisWidget):
     """Attack an image (FGSM / PGD) and see what changes: predictions, attributions, units.
 
     Parameters
@@ -497,30 +497,6 @@ class Adversarial(CnnvisWidget):
 
     def _on_sample(self, change: dict) -> None:
         self._show_original()
-
-    def _on_upload(self, change: dict) -> None:
-        data = change["new"]
-        if not data:
-            return
-        name = self.upload_name or "upload"
-        try:
-            photo = load_image(bytes(data))
-        except Exception as exc:  # noqa: BLE001 - any decoder error: say what to do
-            self.error = (
-                f"could not read the uploaded file {name!r} as an image ({exc}); choose a PNG or "
-                "JPEG file"
-            )
-            return
-        self._photos[UPLOAD] = photo
-        options = [o for o in self.sample_options if o[1] != UPLOAD]
-        options.append([f"your image: {name}", UPLOAD])
-        self.error = ""
-        self.sample_options = options
-        if self.sample == UPLOAD:
-            self._show_original()
-            self._on_restart_trait({})
-        else:
-            self.sample = UPLOAD
 
     # ------------------------------------------------------------------ controls and panels
     def _update_controls(self) -> None:

@@ -20,13 +20,13 @@ from PIL import Image
 from ..core import attribution as A
 from ..core import imaging as I
 from ..core.optimize import Step
-from ..data import ImageError, load_image, sample_image, sample_images
+from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
+from ._photos import UPLOAD, decode_upload
 
 __all__ = ["Attribution"]
 
-UPLOAD = "upload"
 #: methods whose map is shown as a signed image (grey is zero) rather than a heat map
 _SIGNED = ("deconvnet", "guided", "guided_gradcam")
 
@@ -190,10 +190,8 @@ class Attribution(CnnvisWidget):
         data = bytes(change["new"] or b"")
         if not data:
             return
-        try:
-            img = load_image(data)
-        except ImageError as exc:
-            self.error = f"could not use the uploaded file {self.upload_name!r}: {exc}"
+        img = decode_upload(self, data, self.upload_name or "upload")
+        if img is None:
             return
         self.error = ""
         self._use_upload(img, self.upload_name or "upload")

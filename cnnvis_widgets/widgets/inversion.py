@@ -27,10 +27,10 @@ from ..core.optimize import Step
 from ..data import load_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
+from ._photos import SampleUploadMixin
 
 __all__ = ["Inversion", "default_layers"]
 
-UPLOAD = "upload"
 FE_LABEL = "Feature error ‖φ(x) − φ₀‖² / ‖φ₀‖²"
 CUSTOM = "custom"
 _SETTING_TRAITS = tuple(f.name for f in dataclasses.fields(inv.InversionSettings))
@@ -66,7 +66,7 @@ def _default_layer(handle: ModelHandle) -> str:
     return names[min(len(names) - 1, 2)]
 
 
-class Inversion(CnnvisWidget):
+class Inversion(SampleUploadMixin, CnnvisWidget):
     """Reconstruct a photo from what one layer keeps of it (network inversion), live.
 
     Parameters
@@ -381,30 +381,6 @@ class Inversion(CnnvisWidget):
 
     def _on_layer(self, change: dict) -> None:
         self._refresh_decoder_info()
-
-    def _on_upload(self, change: dict) -> None:
-        data = change["new"]
-        if not data:
-            return
-        name = self.upload_name or "upload"
-        try:
-            photo = load_image(bytes(data))
-        except Exception as exc:  # noqa: BLE001 - any decoder error: say what to do
-            self.error = (
-                f"could not read the uploaded file {name!r} as an image ({exc}); choose a PNG or "
-                "JPEG file"
-            )
-            return
-        self._photos[UPLOAD] = photo
-        options = [o for o in self.sample_options if o[1] != UPLOAD]
-        options.append([f"your image: {name}", UPLOAD])
-        self.error = ""
-        self.sample_options = options
-        if self.sample == UPLOAD:
-            self._show_original()
-            self._on_restart_trait({})
-        else:
-            self.sample = UPLOAD
 
     def _on_action(self, name: str, content: dict) -> None:
         if name == "train":

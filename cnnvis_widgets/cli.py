@@ -101,6 +101,32 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 0
 
 
+# -------------------------------------------------------------------------------------- voila
+def cmd_voila(args: argparse.Namespace) -> int:
+    """Voila on 127.0.0.1 with the project's template (Voila's lab page minus its CDN links)."""
+    nb = Path(args.notebook)
+    if not nb.is_file():
+        raise CliError(f"no notebook at {nb}")
+    env = dict(os.environ)
+    extra = str(PACKAGE / "_jupyter")
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (extra, env.get("JUPYTER_PATH", "")) if p)
+    cmd = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(nb),
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        f"--port={args.port}",
+        "--template=cnnvis",
+    ]
+    print(f"Open http://127.0.0.1:{args.port}/", flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
 # ------------------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import available_models, load_model
@@ -212,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", default=None, help="output folder (default: next to the notebook)")
     exp.add_argument("--no-execute", action="store_true", help="export the saved outputs as is")
     exp.set_defaults(func=cmd_export)
+
+    vo = sub.add_parser("voila", help="serve a notebook as an app with Voila, nothing off-machine")
+    vo.add_argument("notebook")
+    vo.add_argument("--port", type=int, default=8866)
+    vo.set_defaults(func=cmd_voila)
 
     mod = sub.add_parser("models", help="the models that can be loaded, or one model's layers")
     mod.add_argument("name", nargs="?", default=None)

@@ -35,3 +35,8 @@ def test_report_quick_writes_html(tmp_path, capsys) -> None:
 def test_export_missing_notebook_fails_clearly(tmp_path, capsys) -> None:
     assert main(["export", str(tmp_path / "nope.ipynb")]) == 1
     assert "no notebook at" in capsys.readouterr().err
+
+
+def test_voila_missing_notebook_fails_clearly(tmp_path, capsys) -> None:
+    assert main(["voila", str(tmp_path / "nope.ipynb")]) == 1
+    assert "no notebook at" in capsys.readouterr().err

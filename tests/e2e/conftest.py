@@ -36,6 +36,7 @@ from e2e_helpers import is_loopback_url
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
+VOILA_TEMPLATES = Path(__file__).resolve().parents[2] / "cnnvis_widgets" / "_jupyter"
 # The environment the tests run in (the repo's .venv locally): voila/jupyter come from here.
 BIN = Path(sys.executable).parent
 CHROMIUM_ARGS = [
@@ -297,8 +298,11 @@ def voila_server(
             f"--port={port}",
             "--Voila.port_retries=0",
             "--VoilaConfiguration.show_tracebacks=True",
+            # the project's template: Voila's "lab" page without its two CDN stylesheets
+            "--template=cnnvis",
             *extra_args,
         ]
+        env = {"JUPYTER_PATH": str(VOILA_TEMPLATES), **(env or {})}
         base = f"http://127.0.0.1:{port}/"
         server = factory._spawn("voila", cmd, nb.parent, port, env, url=base, base_url=base)
         # A 404 on a probe path is cheap; GET / would execute the notebook.

@@ -33,6 +33,12 @@ from ._base import CnnvisWidget, get_handle
 
 __all__ = ["Atlas"]
 
+_OPENERS = {
+    "am": "Activation maximization",
+    "deconvnet": "DeconvNet",
+    "dissection": "Dissection",
+}
+
 _SORTS = ["unit", "activation", "iou", "label"]
 
 
@@ -169,6 +175,9 @@ class Atlas(CnnvisWidget):
         self.observe(self._on_view, names=["view"])
         self.observe(self._on_pick, names=["pick_layer"])
         self.observe(self._on_order, names=["sort", "filter"])
+        self._output: Any = None
+        self._app: Any = None
+        self.opened: list[CnnvisWidget] = []
         self.controls = self._control_specs()
         self._update_panels()
 
@@ -359,7 +368,64 @@ class Atlas(CnnvisWidget):
                 "max": 224,
                 "step": 16,
             },
+            *[
+                {
+                    "kind": "button",
+                    "label": label,
+                    "action": f"open_{kind}",
+                    "group": "Open this unit in",
+                    "visible_when": {"trait": "view", "in": ["unit"]},
+                }
+                for kind, label in _OPENERS.items()
+            ],
         ]
+
+    # ------------------------------------------------------------------ opening a method
+    @property
+    def output(self) -> Any:
+        """The area below the atlas where :meth:`open_unit` buttons show the opened widget."""
+        if self._output is None:
+            import ipywidgets
+
+            self._output = ipywidgets.Output()
+        return self._output
+
+    def app(self) -> Any:
+        """The atlas with the area for opened widgets below it (what displaying the atlas shows)."""
+        if self._app is None:
+            import ipywidgets
+
+            self._app = ipywidgets.VBox([self, self.output])
+        return self._app
+
+    def _on_action(self, name: str, content: dict) -> None:
+        kind = name.removeprefix("open_")
+        if kind not in _OPENERS:
+            return
+        try:
+            widget = self.open_unit(kind)
+        except Exception as exc:  # noqa: BLE001 - shown in the widget, which stays usable
+            self.error = f"could not open {kind} on {self.layer} unit {self.unit}: {exc}"
+            return
+        self.opened.append(widget)
+        bundle = widget._repr_mimebundle_()
+        # set the output directly (not `with output:`): this runs on a message thread
+        self.output.outputs = (
+            {
+                "output_type": "display_data",
+                "data": {k: v for k, v in bundle.items() if k != "image/png"},
+                "metadata": {},
+            },
+        )
+        self.status = f"opened {_OPENERS[kind]} on {self.layer} unit {self.unit} below the atlas"
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        # displaying the atlas shows it with the area for opened widgets below it
+        data = dict(self.app()._repr_mimebundle_(**kwargs) or {})
+        own = super()._repr_mimebundle_(**kwargs)
+        if "image/png" in own:
+            data["image/png"] = own["image/png"]
+        return data
 
     def _update_panels(self) -> None:
         if self.view == "network":

@@ -86,5 +86,20 @@ def test_click_from_network_into_layer_and_unit(
     assert (root.locator('[data-cv="error"]').text_content() or "").strip() == ""
 
     root.screenshot(path=str(artifacts_dir / "atlas.png"))
+
+    # 4. open the unit in the Activation Maximization widget: it appears below the atlas
+    roots = page.locator(".cv-root")
+    assert roots.count() == 1
+    root.locator('button[data-cv-action="open_am"]').click()
+    wait_until(lambda: roots.count(), lambda n: n == 2, RESULT_TIMEOUT, "the opened widget")
+    opened = roots.nth(1)
+    assert opened.locator('[data-cv="title"]').inner_text() == "Activation maximization"
+    assert opened.locator('[data-cv-control="unit"]').count() == 1
+    wait_until(
+        lambda: opened.locator('[data-cv="status"]').inner_text(),
+        lambda s: "relu2 unit 1" in s,
+        RESULT_TIMEOUT,
+        "the opened widget on relu2 unit 1",
+    )
     assert unexpected_requests(blocked_requests) == []
     assert not browser_log.errors, browser_log.errors

@@ -132,3 +132,28 @@ def test_stop_leaves_the_widget_usable_and_the_links(atlas):
     finally:
         am.close()
         dn.close()
+
+
+def test_open_buttons_show_the_method_widget_below_the_atlas(atlas):
+    atlas.show_layer("relu2")
+    atlas.show_unit(5)
+    buttons = [c for c in atlas.controls if c.get("kind") == "button"]
+    assert {b["action"] for b in buttons} == {"open_am", "open_deconvnet", "open_dissection"}
+    assert all(b["visible_when"] == {"trait": "view", "in": ["unit"]} for b in buttons)
+    # displaying the atlas shows the atlas with the output area below it
+    bundle = atlas._repr_mimebundle_()
+    view = bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert view == atlas.app().model_id and atlas.app().children == (atlas, atlas.output)
+    atlas._on_front_msg(atlas, {"type": "action", "action": "open_am"}, [])
+    try:
+        am = atlas.opened[-1]
+        assert type(am).__name__ == "ActivationMaximization"
+        assert (am.layer, am.unit) == ("relu2", 5) and am.handle is atlas.handle
+        (out,) = atlas.output.outputs
+        shown = out["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        assert shown == am.model_id and "opened" in atlas.status
+        atlas._on_front_msg(atlas, {"type": "action", "action": "open_nothing"}, [])
+        assert len(atlas.opened) == 1  # unknown actions are ignored
+    finally:
+        for w in atlas.opened:
+            w.close()

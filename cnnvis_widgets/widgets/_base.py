@@ -215,6 +215,22 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _on_live_trait(self, change: dict) -> None:
         """Forward a live setting to the running algorithm (subclasses)."""
 
+    # ------------------------------------------------------------------ validation helpers
+    def _layer_info(self, name: str) -> Any:
+        """``handle.layer(name)`` for a trait validator: a ``TraitError`` listing the nearest
+        valid names instead of a ``KeyError``."""
+        try:
+            return self.handle.layer(name)
+        except KeyError as exc:
+            raise t.TraitError(exc.args[0]) from None
+
+    def _unit_in_range(self, unit: int, layer: str) -> int:
+        """``unit`` when it is a channel of ``layer``, else a ``TraitError`` naming the range."""
+        n = self.handle.layer(layer).channels if layer else 1
+        if not 0 <= int(unit) < n:
+            raise t.TraitError(f"unit {unit} is out of range for layer {layer!r}: valid 0..{n - 1}")
+        return int(unit)
+
     # ------------------------------------------------------------------ public control surface
     def run(self) -> None:
         """Start a run with the current settings (cancelling the one in progress, if any)."""

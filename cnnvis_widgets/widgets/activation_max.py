@@ -176,10 +176,7 @@ class ActivationMaximization(CnnvisWidget):
     @t.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
         name = proposal["value"]
-        try:
-            info = self.handle.layer(name)
-        except KeyError as exc:
-            raise t.TraitError(exc.args[0]) from None
+        info = self._layer_info(name)
         if not info.spatial and self.objective in ("neuron", "dream"):
             raise t.TraitError(f"layer {name!r} has no spatial output; use objective 'channel'")
         return name

@@ -28,7 +28,7 @@ from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
-from ._photos import SampleUploadMixin
+from ._photos import SampleUploadMixin, pixel_tensor
 from .activation_max import default_layer
 
 __all__ = ["Adversarial"]
@@ -353,21 +353,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             options.append(["your image", CUSTOM])
             return CUSTOM
         if isinstance(image, torch.Tensor):
-            px = image.detach().float().cpu()
-            px = px.unsqueeze(0) if px.dim() == 3 else px
-            if px.dim() != 4 or px.shape[0] != 1:
-                raise ValueError(
-                    f"image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
-                )
-            if px.shape[1] not in (1, 3, self.handle.in_channels):
-                raise ValueError(
-                    f"image tensor has {px.shape[1]} channels; the model takes "
-                    f"{self.handle.in_channels} (1 or 3 are converted)"
-                )
-            if not bool(torch.isfinite(px).all()):
-                raise ValueError(
-                    "image tensor contains NaN or infinite values; pass pixels in [0, 1]"
-                )
+            px = pixel_tensor(image, self.handle.in_channels)
             if float(px.min()) < 0 or float(px.max()) > 1:
                 raise ValueError(
                     "image tensor must be in pixel space [0, 1]; use handle.denormalize(x) for a "
@@ -448,10 +434,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         name = proposal["value"]
         if name == "" and proposal["trait"].name == "cam_layer":
             return name
-        try:
-            info = self.handle.layer(name)
-        except KeyError as exc:
-            raise t.TraitError(exc.args[0]) from None
+        info = self._layer_info(name)
         if proposal["trait"].name == "cam_layer" and not info.spatial:
             raise t.TraitError(f"Grad-CAM needs a layer with a spatial output; {name!r} has none")
         return name

@@ -185,23 +185,14 @@ class Atlas(CnnvisWidget):
     @t.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
         name = proposal["value"]
-        try:
-            info = self.handle.layer(name)
-        except KeyError as exc:
-            raise t.TraitError(exc.args[0]) from None
+        info = self._layer_info(name)
         if not info.spatial:
             raise t.TraitError(f"layer {name!r} has no spatial output; choose a conv-like layer")
         return name
 
     @t.validate("unit")
     def _valid_unit(self, proposal: dict) -> int:
-        unit = int(proposal["value"])
-        n = self.handle.layer(self.layer).channels if self.layer else 1
-        if not 0 <= unit < n:
-            raise t.TraitError(
-                f"unit {unit} is out of range for layer {self.layer!r}: valid 0..{n - 1}"
-            )
-        return unit
+        return self._unit_in_range(int(proposal["value"]), self.layer)
 
     @t.validate("steps", "size", "batch", "variants", "seed")
     def _valid_ranges(self, proposal: dict) -> int:

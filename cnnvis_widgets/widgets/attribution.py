@@ -248,10 +248,7 @@ class Attribution(CnnvisWidget):
     @t.validate("cam_layer")
     def _valid_cam_layer(self, proposal: dict) -> str:
         name = proposal["value"]
-        try:
-            info = self.handle.layer(name)
-        except KeyError as exc:
-            raise t.TraitError(exc.args[0]) from None
+        info = self._layer_info(name)
         if not info.spatial or (info.height or 1) * (info.width or 1) == 1:
             raise t.TraitError(
                 f"Grad-CAM needs a layer with a spatial output larger than 1x1; {name!r} has none"

@@ -27,7 +27,7 @@ from ..core.optimize import Step
 from ..data import load_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
-from ._photos import SampleUploadMixin
+from ._photos import SampleUploadMixin, pixel_tensor
 
 __all__ = ["Inversion", "default_layers"]
 
@@ -248,21 +248,7 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "file path, a PIL image, a tensor or image bytes"
             )
         if isinstance(image, torch.Tensor):
-            px = image.detach().float().cpu()
-            px = px.unsqueeze(0) if px.dim() == 3 else px
-            if px.dim() != 4 or px.shape[0] != 1:
-                raise ValueError(
-                    f"image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
-                )
-            if px.shape[1] not in (1, 3, self.handle.in_channels):
-                raise ValueError(
-                    f"image tensor has {px.shape[1]} channels; the model takes "
-                    f"{self.handle.in_channels} (1 or 3 are converted)"
-                )
-            if not bool(torch.isfinite(px).all()):
-                raise ValueError(
-                    "image tensor contains NaN or infinite values; pass pixels in [0, 1]"
-                )
+            px = pixel_tensor(image, self.handle.in_channels)
             photo: Image.Image | torch.Tensor = px[0].clamp(0, 1)
         else:
             photo = load_image(image)  # ImageError (a ValueError) saying what is wrong

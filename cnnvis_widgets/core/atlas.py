@@ -51,7 +51,7 @@ from ..models.handle import ModelHandle
 from . import activation_max as am
 from . import objectives as O
 from .hooks import capture, forward_to
-from .imaging import colorize, make_grid, pil_to_tensor, signed_to_pixels, to_pil
+from .imaging import colorize, make_grid, pil_to_tensor, to_pil
 from .optimize import Step
 
 __all__ = [
@@ -846,9 +846,9 @@ def unit_card_steps(
     probe set, for the top probe images), or None.
     """
     from ..data.datasets import as_dataset, augmented_samples
-    from . import attribution as A
     from . import dissection as nd
     from . import topk as T
+    from .projections import unit_projections
 
     handle.check_unit(layer, int(unit))
     u = int(unit)
@@ -930,20 +930,13 @@ def unit_card_steps(
             assert top is not None
             if use_cache:
                 top.save(path)
-        entries = top.entries(u)
-        imgs = top.images_for(u, ds, handle)
-        patches = [
-            img[:, e.box[0] : e.box[2], e.box[1] : e.box[3]] for e, img in zip(entries, imgs)
-        ]
         try:
-            target = A.unit_at(layer, u, [e.y for e in entries], [e.x for e in entries])
-            proj = A.deconvnet(handle, handle.normalize(imgs.to(handle.device)), target).cpu()
-            shown = signed_to_pixels(proj)
-            projections = [
-                p[:, e.box[0] : e.box[2], e.box[1] : e.box[3]] for e, p in zip(entries, shown)
-            ]
-        except (A.UnsupportedActivationError, ValueError) as exc:
-            note = str(exc)
+            up = unit_projections(handle, top, u, ds, "deconvnet")
+        except ValueError as exc:
+            up = unit_projections(handle, top, u, ds, "deconvnet", project=False)
+            up.note = str(exc)
+        entries, imgs, patches = up.entries, up.images, up.patches
+        projections, note = up.projection_patches, up.note
     if stop_event is not None and stop_event.is_set():
         return
     # 3. dissection

@@ -12,6 +12,7 @@ import traitlets as t
 
 from ..core import activation_max as am
 from ..core import objectives as O
+from ..core.layers import default_layer
 from ..core.optimize import Step
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle
@@ -32,22 +33,6 @@ _REG_TRAITS = (
     "rotate",
     "diversity",
 )
-
-
-def default_layer(handle: ModelHandle) -> str:
-    """A middle block of the network (or a middle conv-like layer when there are no blocks)."""
-    layers = handle.conv_layers()
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to visualize"
-        )
-    for kind in ("block", "act", "conv", "pool"):
-        picks = [li for li in layers if li.kind == kind and "." not in li.name.split(".", 1)[-1]]
-        picks = picks or [li for li in layers if li.kind == kind]
-        if len(picks) >= 1:
-            return picks[len(picks) // 2].name
-    return layers[len(layers) // 2].name
 
 
 class ActivationMaximization(CnnvisWidget):

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 import traitlets as t
 
-from ..core import attribution as A
 from ..core import imaging as I
+from ..core import projections as P
 from ..core import topk as T
+from ..core.layers import default_deconv_layer
 from ..core.optimize import Step
 from ..data.datasets import ImageDataset, augmented_samples, image_folder, sample_photos
 from ..models import ModelHandle
@@ -33,23 +34,6 @@ GAP = 2  # grey frame inside each cell
 _MEMO: OrderedDict[tuple, T.TopK] = OrderedDict()  # recent passes of every widget in the kernel
 _MEMO_LOCK = threading.Lock()
 _MEMO_SIZE = 12
-
-
-def default_deconv_layer(handle: ModelHandle) -> str:
-    """A block a quarter of the way into the network (mid-size receptive fields), or the first
-    activation-like layer for small networks."""
-    layers = [li for li in handle.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to rank patches for"
-        )
-    for kind in ("block", "act", "conv", "pool"):
-        picks = [li for li in layers if li.kind == kind and li.name.count(".") <= 1]
-        picks = picks or [li for li in layers if li.kind == kind]
-        if picks:
-            return picks[len(picks) // 4].name
-    return layers[len(layers) // 4].name
 
 
 def _cells(pictures: list[torch.Tensor], fill: float = 0.93) -> torch.Tensor:
@@ -360,33 +344,23 @@ class DeconvNet(CnnvisWidget):
         self._top = top
         if stop_event.is_set():
             return
-        entries = top.entries(unit)
-        imgs = top.images_for(unit, ds, h)  # (n, C, H, W) pixels on the CPU
-        size = top.input_size
+        rule = "deconvnet" if method == "deconvnet" else "guided_backprop"
+        up = P.unit_projections(h, top, unit, ds, rule, project=False)
+        entries, imgs, size = up.entries, up.images, top.input_size
         patch_pics = [
-            I.letterbox(
-                imgs[i][:, e.box[0] : e.box[2], e.box[1] : e.box[3]],
-                CELL - 2 * GAP,
-                align=_align(e.box, size),
-            )
-            for i, e in enumerate(entries)
+            I.letterbox(p, CELL - 2 * GAP, align=_align(e.box, size))
+            for e, p in zip(entries, up.patches)
         ]
         grid_p = _cells(patch_pics)
         self.patches = I.encode(grid_p, "png")
         self.details = self._details_text(top, unit, entries)
         if stop_event.is_set():
             return
-        target = A.unit_at(layer, unit, [e.y for e in entries], [e.x for e in entries])
-        fn = A.deconvnet if method == "deconvnet" else A.guided_backprop
-        proj = fn(h, h.normalize(imgs.to(h.device)), target).cpu()
+        proj = P.project_unit(h, layer, unit, imgs, entries, rule)
         shown = I.signed_to_pixels(proj)
         proj_pics = [
-            I.letterbox(
-                shown[i][:, e.box[0] : e.box[2], e.box[1] : e.box[3]],
-                CELL - 2 * GAP,
-                align=_align(e.box, size),
-            )
-            for i, e in enumerate(entries)
+            I.letterbox(p, CELL - 2 * GAP, align=_align(e.box, size))
+            for e, p in zip(entries, P.crop_patches(shown, entries))
         ]
         grid_q = _cells(proj_pics)
         with self._lock:

@@ -1,7 +1,9 @@
 """The sections of ``cnnvis report``: every method run on one model, from the core API.
 
 Each section is ``fn(ctx, report)``; a method whose module is missing raises ImportError and the
-report says so instead of failing.
+report says so instead of failing. The report is built from :mod:`cnnvis_widgets.core` only: it
+never imports the widget layer (anywidget, ipywidgets, traitlets), so it works without Jupyter
+(a test builds every section with those packages blocked).
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ class Context:
         return 64 if self.quick else 128
 
     def middle_layer(self) -> str:
-        from .widgets.activation_max import default_layer
+        from .core.layers import default_layer
 
         return default_layer(self.handle)
+
+    def deconv_layer(self) -> str:
+        from .core.layers import default_deconv_layer
+
+        return default_deconv_layer(self.handle)
 
     def early_layer(self) -> str:
         layers = self.handle.conv_layers()
@@ -139,33 +146,45 @@ def attribution_section(ctx: Context, report: Any) -> None:
     )
 
 
+def _padded(pictures: list[torch.Tensor], side: int, fill: float = 1.0) -> torch.Tensor:
+    """Patches of different sizes (cut by the image border) padded to one square side."""
+    return torch.stack(
+        [
+            torch.nn.functional.pad(
+                p.float(), (0, side - p.shape[-1], 0, side - p.shape[-2]), value=fill
+            )
+            for p in pictures
+        ]
+    )
+
+
 def topk_section(ctx: Context, report: Any) -> None:
+    from .core.projections import unit_projections
     from .core.topk import top_k_patches
     from .data import augmented_samples
 
     h = ctx.handle
-    layer = ctx.middle_layer()
+    layer = ctx.deconv_layer()
     data = augmented_samples(n=32 if ctx.quick else 128, size=h.input_size[0], seed=0)
     result = top_k_patches(h, layer, data, k=9, units=[0, 1, 2])
     report.add_text(
-        f"DeconvNet's first half (Zeiler & Fergus 2014): the 9 dataset patches that excite units "
-        f"0-2 of {layer} most, over {result.count} images (packaged photos with augmentations), "
-        "each cropped to the unit's receptive field."
+        f"DeconvNet (Zeiler & Fergus 2014): the 9 dataset patches that excite units 0-2 of "
+        f"{layer} most, over {result.count} images (packaged photos with augmentations), each "
+        "cropped to the unit's receptive field, and below them the DeconvNet projection of that "
+        "activation back to the pixels (grey is zero), cropped alike."
     )
-    for unit in result.units:
-        patches = result.patches(unit, data, h)
-        side = max(max(p.shape[-2:]) for p in patches)
-        padded = torch.stack(
-            [
-                torch.nn.functional.pad(
-                    p.float(), (0, side - p.shape[-1], 0, side - p.shape[-2]), value=1.0
-                )
-                for p in patches
-            ]
+    for unit in ctx.progress(result.units, len(result.units), "DeconvNet"):
+        up = unit_projections(h, result, unit, data, "deconvnet")
+        side = max(max(p.shape[-2:]) for p in up.patches)
+        rows = [_padded(up.patches, side)]
+        if up.projection_patches:
+            rows.append(_padded(up.projection_patches, side))
+        caption = f"{layer}, unit {unit}: top-9 patches" + (
+            ", their DeconvNet projections below" if up.projection_patches else ""
         )
-        report.add_image(
-            make_grid(padded, ncol=9), f"{layer}, unit {unit}: top-9 patches", width=720
-        )
+        report.add_image(make_grid(torch.cat(rows), ncol=len(up.patches)), caption, width=720)
+        if up.note:
+            report.add_text(f"Unit {unit}: no projections: {up.note}")
 
 
 def adversarial_section(ctx: Context, report: Any) -> None:
@@ -298,7 +317,7 @@ SECTIONS: list[tuple[str, Callable[[Context, Any], None]]] = [
     ("The model", model_section),
     ("Activation maximization", activation_max_section),
     ("Network inversion", inversion_section),
-    ("DeconvNet: top-9 patches", topk_section),
+    ("DeconvNet: top-9 patches and projections", topk_section),
     ("Attribution", attribution_section),
     ("Network dissection", dissection_section),
     ("Adversarial examples", adversarial_section),

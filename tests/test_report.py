@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,3 +66,135 @@ def test_pdf_has_pages(tmp_path) -> None:
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
     pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
     assert pages >= 1 and pdf.read_bytes()[:4] == b"%PDF"
+
+
+# ------------------------------------------------------------------------------- layering
+_WIDGET_PACKAGES = ("anywidget", "ipywidgets", "traitlets")
+
+
+def _source(module: str) -> tuple[Path, bool] | None:
+    """``(file, is_package)`` of a module of an importable top-level package, without importing
+    anything but the top-level package's location."""
+    import importlib.util
+
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py", True
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py"), False
+    return None
+
+
+def _imports_of(module: str) -> set[str]:
+    """The modules of ``module``'s own package that it imports anywhere (inside functions too)."""
+    import ast
+
+    found_src = _source(module)
+    assert found_src is not None, module
+    path, is_package = found_src
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from . import topk`
+    top = module.split(".")[0]
+    return {m for m in found if m.split(".")[0] == top and _source(m) is not None}
+
+
+def test_report_never_imports_the_widget_layer() -> None:
+    """Follow every import of cnnvis_widgets.report* (module level and inside functions, through
+    core, data and models): none reaches cnnvis_widgets.widgets."""
+    seen: set[str] = set()
+    todo = ["cnnvis_widgets.report", "cnnvis_widgets.report_sections"]
+    paths: dict[str, str] = {}
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        for dep in _imports_of(mod):
+            paths.setdefault(dep, mod)
+            todo.append(dep)
+    assert "cnnvis_widgets.core.projections" in seen  # the walk does follow function imports
+    bad = sorted(m for m in seen if m.startswith("cnnvis_widgets.widgets"))
+    assert not bad, {m: paths[m] for m in bad}
+
+
+def test_layering_check_sees_a_widget_import(tmp_path, monkeypatch) -> None:
+    """The check above would fail for a report module importing from widgets inside a function."""
+    pkg = tmp_path / "probe_pkg"
+    (pkg / "widgets").mkdir(parents=True)
+    for name in ("__init__.py", "widgets/__init__.py", "widgets/atlas.py"):
+        (pkg / name).write_text("")
+    (pkg / "sections.py").write_text("def f():\n    from .widgets import atlas\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "probe_pkg.widgets.atlas" in _imports_of("probe_pkg.sections")
+
+
+def test_every_report_section_builds_without_widget_packages(tmp_path) -> None:
+    """The whole report (DeconvNet's patches and projections included) with anywidget, ipywidgets
+    and traitlets blocked: no section says "not available", none fails."""
+    code = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import torch
+torch.set_num_threads(1)
+from tests.conftest import make_tiny
+from cnnvis_widgets import load_model, report_sections
+from cnnvis_widgets.cli import _section
+from cnnvis_widgets.report import Report
+h = load_model(make_tiny(), device='cpu', input_size=32)
+ctx = report_sections.Context(handle=h, steps=3, quick=True)
+report, failures = Report('blocked'), []
+for title, fn in report_sections.SECTIONS:
+    _section(report, title, lambda r, fn=fn: fn(ctx, r), failures, required=True)
+html = report.to_html()
+open(sys.argv[1], 'w').write(html)
+print('failures', failures)
+print('images', html.count("src='data:image/png"))
+print('widgets', sorted(m for m in sys.modules if m.startswith('cnnvis_widgets.widgets')
+      or m.split('.')[0] in BLOCKED))
+""".replace("BLOCKED", repr(_WIDGET_PACKAGES))
+    import os
+    import subprocess
+    import sys
+
+    out_html = tmp_path / "report.html"
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(out_html)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "failures []" in out.stdout, out.stdout
+    assert "widgets []" in out.stdout, out.stdout
+    html = out_html.read_text()
+    assert "Not available in this installation" not in html
+    assert "This section failed" not in html
+    assert "DeconvNet projections below" in html  # the projections, not only the patches
+    # AM, inversion, DeconvNet (one per unit, 3), attribution, adversarial
+    assert int(re.search(r"images (\d+)", out.stdout).group(1)) >= 7

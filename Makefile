@@ -44,8 +44,17 @@ test: setup lint test-js test-py
 bench: setup
 	$(PY) benchmarks/bench_activation_max.py
 
+## The release files: sdist, then the wheel built from it (python -m build). The build hook
+## (hatch_build.py) runs npm ci / npm run build in js/ when the bundle is missing or stale; the
+## check below fails if the front end is not in the wheel.
 wheel: setup
-	$(PY) -m pip wheel --no-deps -w dist .
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -c "import glob, zipfile; n = set(zipfile.ZipFile(glob.glob('dist/*.whl')[0]).namelist()); \
+	  s = 'cnnvis_widgets/widgets/static/'; \
+	  miss = [f for f in ('widget.js', 'widget.css', 'vendor/require.js', 'vendor/embed-amd.js', \
+	    'vendor/anywidget.js') if s + f not in n]; assert not miss, f'front end missing: {miss}'; \
+	  print('dist/ ok: the wheel carries the front end')"
 
 clean:
 	rm -rf dist build cnnvis_widgets/widgets/static test-artifacts

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine (Python 3.11, pip, apt, npm): Debian's chromium for the
-# browser tests, a virtual environment with pinned torch/torchvision and the package (editable),
-# and the front-end bundle built with esbuild. Safe to run again: finished steps are skipped.
+# browser tests, a virtual environment with pinned torch/torchvision, the front-end bundle built
+# with esbuild, and the package (editable). Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,22 +32,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
-stamp="$VENV/.cnnvis-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
-  say "installing $TORCH_PIN and the package"
-  # shellcheck disable=SC2086
-  "$VENV/bin/python" -m pip install -q $TORCH_PIN
-  "$VENV/bin/python" -m pip install -q -e ".[widgets,samples,dev]"
-  touch "$stamp"
-fi
 
-# 3. Front end: npm packages from the lock file, then the esbuild bundle into the package.
+# 3. Front end: npm packages from the lock file, then the esbuild bundle into the package (before
+# the editable install, whose build hook (hatch_build.py) then finds the bundle up to date).
 if [ ! -d js/node_modules ] || [ js/package-lock.json -nt js/node_modules/.stamp ]; then
   say "installing the front end's npm packages"
-  (cd js && npm ci --no-audit --no-fund --loglevel=error)
+  (cd js && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
   touch js/node_modules/.stamp
 fi
 say "building the front-end bundle"
 (cd js && npm run --silent build)
 test -s cnnvis_widgets/widgets/static/widget.js
+
+# 4. The package, editable (the widgets and sample-photo packages are plain dependencies).
+stamp="$VENV/.cnnvis-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ] \
+   || [ hatch_build.py -nt "$stamp" ]; then
+  say "installing $TORCH_PIN and the package"
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q $TORCH_PIN
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
 echo "setup done"

@@ -317,7 +317,7 @@ SECTIONS: list[tuple[str, Callable[[Context, Any], None]]] = [
     ("The model", model_section),
     ("Activation maximization", activation_max_section),
     ("Network inversion", inversion_section),
-    ("DeconvNet: top-9 patches and projections", topk_section),
+    ("DeconvNet: top-9 patches", topk_section),
     ("Attribution", attribution_section),
     ("Network dissection", dissection_section),
     ("Adversarial examples", adversarial_section),

@@ -277,6 +277,11 @@ def check_pixel_range(pixels: Any, name: str = "image") -> None:
     """``ValueError`` when a pixel-space tensor has values outside [0, 1], printing the real
     range and the likely fix (``/ 255`` for 0-255 data, ``handle.denormalize`` for model-input
     space)."""
+    if not bool(pixels.isfinite().all()):
+        raise ValueError(
+            f"{name} contains NaN or infinite values; clean it first (pixels in [0, 1], e.g. "
+            "torch.nan_to_num(x).clamp(0, 1))"
+        )
     lo, hi = float(pixels.min()), float(pixels.max())
     if lo >= 0.0 and hi <= 1.0:
         return

@@ -554,6 +554,7 @@ def to_pixels(image: Any, size: tuple[int, int], handle: ModelHandle | None = No
                 f"image tensors must be {size[0]}x{size[1]} pixel-space images, got shape "
                 f"{tuple(image.shape)}"
             )
+        limits.check_pixel_range(t, "image tensor")
         return t.float()
     if isinstance(image, Image.Image):
         channels = handle.in_channels if handle is not None else 3

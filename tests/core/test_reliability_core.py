@@ -278,3 +278,11 @@ def test_format_range_never_prints_an_outside_value_as_inside() -> None:
         text = limits.format_range(lo, hi)
         a, b = (float(v) for v in text.strip("[]").split(", "))
         assert (a < 0) == (lo < 0) and (b > 1) == (hi > 1), text
+
+
+def test_top_k_refuses_0_255_tensor_items() -> None:
+    # before: 0-255 tensors were ranked as they were, as if they were pixels in [0, 1]
+    h = load_model(make_tiny(), device="cpu", input_size=32)
+    items = [torch.rand(3, 32, 32) * 255 for _ in range(3)]
+    with pytest.raises(ValueError, match="0-255 values"):
+        T.top_k_patches(h, "conv2", items, k=2)

@@ -110,6 +110,7 @@ import numpy as np  # noqa: E402
 from cnnvis_widgets import limits  # noqa: E402
 from cnnvis_widgets.core import activation_max as AM  # noqa: E402
 from cnnvis_widgets.core import dissection as D  # noqa: E402
+from cnnvis_widgets.core import objectives as O  # noqa: E402
 from cnnvis_widgets.core import upconv as U  # noqa: E402
 from cnnvis_widgets.data.concepts import probe_set  # noqa: E402
 
@@ -222,6 +223,12 @@ def test_numpy_and_torch_integers_are_accepted_everywhere(good) -> None:
         A.saliency(h, two, A.unit_at("conv2", np.array([3, 5]), 1, 2)),
         A.saliency(h, two, A.unit_at("conv2", [3, 5], 1, 2)),
     )
+    for obj, same in (
+        (O.channel("conv2", good), O.channel("conv2", 3)),
+        (O.neuron("conv2", good, good, good), O.neuron("conv2", 3, 3, 3)),
+        (O.class_logit(good), O.class_logit(3)),
+    ):
+        assert torch.equal(AM.evaluate(h, obj, x), AM.evaluate(h, same, x)), obj.name
     r = AM.maximize(h, "conv2:1", steps=good, size=np.int64(16), batch=np.int64(1), seed=good)
     assert len(r.history) == 3 and r.image.shape == (1, 3, 16, 16)
     inv = INV.invert(h, x, "conv1", steps=good, seed=good, size=np.int64(32))

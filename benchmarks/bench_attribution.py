@@ -112,9 +112,9 @@ def captum_fns(handle, x: torch.Tensor, cls: int, layer: str) -> dict:
     return {
         "saliency": frozen(lambda: C.Saliency(m).attribute(x, target=cls, abs=False)),
         "deconvnet": frozen(lambda: C.Deconvolution(m).attribute(x, target=cls)),
-        "guided": frozen(lambda: C.GuidedBackprop(m).attribute(x, target=cls)),
-        "gradcam": frozen(gradcam),
-        "guided_gradcam": frozen(
+        "guided_backprop": frozen(lambda: C.GuidedBackprop(m).attribute(x, target=cls)),
+        "grad_cam": frozen(gradcam),
+        "guided_grad_cam": frozen(
             lambda: C.GuidedGradCam(m, mod).attribute(x, target=cls, interpolate_mode="bilinear")
         ),
     }

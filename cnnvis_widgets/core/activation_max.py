@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .. import limits
 from ..models.handle import ModelHandle
 from . import regularizers as R
 from .hooks import capture, forward_to
@@ -83,7 +84,7 @@ class AMSettings:
         for k, v in kwargs.items():
             if k not in names:
                 raise TypeError(f"unknown setting {k!r}; valid: {', '.join(sorted(names))}")
-            setattr(self, k, type(getattr(self, k))(v))
+            setattr(self, k, limits.setting_value(getattr(self, k), v, k))
         return self
 
 
@@ -255,20 +256,22 @@ def maximize_steps(
     p = PRESETS[preset]
     objective = as_objective(objective)
     _validate(handle, objective)
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    size = limits.check_side(p.size if size is None else size)
+    batch = limits.check_batch(batch, size, size)
+    seed = limits.as_int(seed, "seed")
     if settings is None:
         settings = dataclasses.replace(p.settings)
         settings.update(**overrides)
         if steps is not None:
-            settings.steps = int(steps)
+            settings.steps = limits.check_steps(steps)
         if lr is not None:
             settings.lr = float(lr)
     elif overrides:
         settings.update(**overrides)
-    size = int(size or p.size)
-    if size < 8:
-        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    limits.check_steps(settings.steps)
+    limits.check_transforms(
+        settings.pad, settings.jitter, settings.scale, settings.rotate, settings.jitter2
+    )
     param = _make_param(handle, p, batch, size, seed, sd)
     tgen = torch.Generator().manual_seed(int(seed) + 1)
     neutral = torch.tensor(handle.mean, device=handle.device).view(1, -1, 1, 1)
@@ -370,7 +373,7 @@ def maximize(handle: ModelHandle, objective: Objective | str, **kwargs: Any) -> 
             }
         )
         if kwargs.get("steps") is not None:
-            settings.steps = int(kwargs.pop("steps"))
+            settings.steps = limits.check_steps(kwargs.pop("steps"))
         if kwargs.get("lr") is not None:
             settings.lr = float(kwargs.pop("lr"))
         kwargs["settings"] = settings

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from .. import limits
 from ..models.handle import ModelHandle
 from .hooks import capture
 from .optimize import NonFiniteLossError, Step
@@ -132,13 +133,8 @@ def _check_images(handle: ModelHandle, images: torch.Tensor) -> torch.Tensor:
     x = x.to(handle.device, torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("images contain NaN or infinite values; clean them before the attack")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(
-            f"images must be in pixel space [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
-            "these look like model-input space: pass handle.denormalize(x).clamp(0, 1), or "
-            "handle.to_pixels(photo)"
-        )
+    limits.check_batch(x.shape[0], x.shape[-2], x.shape[-1], name="images")
+    limits.check_pixel_range(x, "images")
     return x
 
 
@@ -152,11 +148,16 @@ def _labels(
             logits = _logits(handle, x)
         return logits.argmax(dim=1), False
     if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target classes must be integers, got a {target.dtype} tensor")
         t = target.detach().flatten().to(torch.long).cpu()
-    elif isinstance(target, (int,)) and not isinstance(target, bool):
-        t = torch.full((b,), int(target), dtype=torch.long)
+    elif limits.is_scalar(target):
+        t = torch.full((b,), limits.as_int(target, "target"), dtype=torch.long)
     else:
-        t = torch.as_tensor([int(v) for v in target], dtype=torch.long)  # type: ignore[union-attr]
+        t = torch.as_tensor(
+            [limits.as_int(v, "target") for v in target],  # type: ignore[union-attr]
+            dtype=torch.long,
+        )
     if t.numel() == 1 and b > 1:
         t = t.expand(b).clone()
     if t.numel() != b:
@@ -382,9 +383,8 @@ def pgd_steps(
     """
     norm = _check_norm(norm)
     eps = _check_eps(eps, norm)
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = limits.check_steps(steps)
+    seed = limits.as_int(seed, "seed")
     alpha = 2.5 * eps / steps if step_size is None else float(step_size)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size}")

@@ -39,14 +39,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import limits
 from ..models.handle import ModelHandle
 from .hooks import capture, forward_to
 from .objectives import LOGITS, Objective, as_objective, class_logit
@@ -55,6 +58,8 @@ from .optimize import NonFiniteLossError
 __all__ = [
     "RULES",
     "METHODS",
+    "DEPRECATED_METHODS",
+    "canonical_method",
     "RuleState",
     "UnsupportedActivationError",
     "relu_rule",
@@ -161,6 +166,39 @@ class _Rectifier(torch.autograd.Function):
         return g, None, None, None
 
 
+class _Threshold(torch.autograd.Function):
+    """``nn.Threshold(t, v)``: ``x`` where ``x > t``, else ``v``; a ReLU whose forward mask is
+    ``x > t`` (a shifted ReLU when ``v == t``). Its backward follows ``state.rule`` like
+    :class:`_Rectifier`: plain ``grad * (x > t)``, DeconvNet ``relu(grad)``, guided
+    ``relu(grad) * (x > t)``."""
+
+    @staticmethod
+    def forward(ctx, x, threshold, value, state, inplace):  # type: ignore[override]
+        mask = x > threshold
+        if inplace:
+            out = _aten.threshold_(x, threshold, value)
+            ctx.mark_dirty(x)
+        else:
+            out = _aten.threshold(x, threshold, value)
+        ctx.save_for_backward(mask)
+        ctx.state = state
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        rule = ctx.state.rule
+        if rule == "deconvnet":
+            g = grad.clamp_min(0)
+        elif rule == "structural":
+            g = grad
+        elif rule == "guided":
+            g = grad.clamp_min(0) * mask
+        else:
+            g = grad * mask
+        return g, None, None, None, None
+
+
 _TLS = threading.local()
 
 
@@ -198,7 +236,8 @@ def _uncovered(state: RuleState, what: str) -> None:
     where = _module_in_stack(state.model)
     raise UnsupportedActivationError(
         f"module {where} of {type(state.model).__name__} applies {what}, an activation the "
-        f"{state.rule!r} rule cannot cover (it is defined for ReLU and ReLU6 only). Use "
+        f"{state.rule!r} rule cannot cover (it is defined for ReLU, ReLU6 and Threshold only). "
+        "Use "
         "saliency or Grad-CAM for this model, or pass strict=False to let plain gradients "
         "through such activations."
     )
@@ -225,6 +264,18 @@ def _wrap_relu6(orig: Callable) -> Callable:
         return _rectify(orig, input, 0.0, 6.0, bool(inplace), (input, inplace), {})
 
     return relu6
+
+
+def _wrap_threshold(orig: Callable, inplace_always: bool = False) -> Callable:
+    def threshold(input, threshold, value, *args, **kwargs):
+        state = _active()
+        if state is None or not _needs(input):
+            return orig(input, threshold, value, *args, **kwargs)
+        inplace = inplace_always or bool(kwargs.get("inplace", args[0] if args else False))
+        state.rectifiers += 1
+        return _Threshold.apply(input, float(threshold), float(value), state, inplace)
+
+    return threshold
 
 
 def _wrap_hardtanh(orig: Callable, inplace_always: bool = False) -> Callable:
@@ -344,6 +395,10 @@ def _patch_table() -> list[tuple[Any, str, Callable[[Callable], Callable]]]:
         (T, "relu", _wrap_relu),
         (T, "relu_", lambda o: _wrap_relu(o, True)),
         (F, "relu6", _wrap_relu6),
+        (F, "threshold", _wrap_threshold),
+        (F, "threshold_", lambda o: _wrap_threshold(o, True)),
+        (torch, "threshold", _wrap_threshold),
+        (torch, "threshold_", lambda o: _wrap_threshold(o, True)),
         (F, "hardtanh", _wrap_hardtanh),
         (F, "hardtanh_", lambda o: _wrap_hardtanh(o, True)),
         (torch, "clamp", _wrap_clamp),
@@ -428,7 +483,8 @@ def relu_rule(
         :class:`UnsupportedActivationError` naming the module. ``False`` lets plain gradients
         through them instead.
 
-    Covered: ``nn.ReLU`` / ``nn.ReLU6`` modules (also ``inplace=True``), and ``F.relu``,
+    Covered: ``nn.ReLU`` / ``nn.ReLU6`` / ``nn.Threshold`` modules (also ``inplace=True``;
+    ``Threshold(t, v)`` is a rectifier whose forward mask is ``x > t``), and ``F.relu``,
     ``F.relu6``, ``F.hardtanh(x, 0, m)``, ``torch.relu``, ``x.relu()``, ``x.clamp(min=0)``
     (and their in-place forms) called inside ``forward``. Max pooling and convolutions need no
     rule: their ordinary backward is max-unpooling through the forward switches and the
@@ -478,7 +534,12 @@ def unit_at(
     >>> obj(dict(conv2=torch.arange(2 * 6 * 3 * 3.0).view(2, 6, 3, 3))).tolist()
     [28.0, 106.0]
     """
-    lists = [[int(v)] if isinstance(v, int) else [int(u) for u in v] for v in (units, ys, xs)]
+    lists = [
+        [limits.as_int(v, "unit_at")]
+        if limits.is_scalar(v)
+        else [limits.as_int(u, "unit_at") for u in v]  # type: ignore[union-attr]
+        for v in (units, ys, xs)
+    ]
 
     def fn(acts: dict[str, torch.Tensor]) -> torch.Tensor:
         t = acts[layer]
@@ -503,12 +564,15 @@ def as_target(handle: ModelHandle, target: Any, batch: int) -> Objective:
         obj = target
     elif isinstance(target, str):
         obj = as_objective(target)
-    elif isinstance(target, bool):
+    elif isinstance(target, (bool, np.bool_)):
         raise TypeError(f"target must be a class index or an objective, got {target!r}")
-    elif isinstance(target, int):
-        handle.check_class(target)
-        return class_logit(int(target))
-    elif isinstance(target, (torch.Tensor, list, tuple)):
+    elif limits.is_scalar(target) and not isinstance(target, (torch.Tensor, np.ndarray)):
+        c = limits.as_int(target, "target")
+        handle.check_class(c)
+        return class_logit(c)
+    elif isinstance(target, (torch.Tensor, np.ndarray, list, tuple)):
+        if isinstance(target, (list, tuple)):
+            target = [limits.as_int(v, "class index") for v in target]
         idx = torch.as_tensor(target).flatten()
         if idx.dtype.is_floating_point or idx.dtype == torch.bool:
             raise TypeError(f"class indices must be integers, got a tensor of {idx.dtype}")
@@ -548,6 +612,8 @@ def _as_input(handle: ModelHandle, images: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"images must have shape (B, {handle.in_channels}, H, W), got {tuple(images.shape)}"
         )
+    limits.check_int(max(x.shape[-2:]), "image side", limit="MAX_IMAGE_SIDE")
+    limits.check_batch(x.shape[0], x.shape[-2], x.shape[-1], name="images")
     return x.detach().to(handle.device, torch.float32)
 
 
@@ -756,13 +822,45 @@ def guided_grad_cam(
 
 
 #: Method name -> (label, function, needs a layer). The widget and :func:`attribute` use it.
+#: The names are the functions' names: one spelling per method in the API, the widgets' options
+#: and their records (the labels are for people).
 METHODS: dict[str, tuple[str, Callable[..., torch.Tensor], bool]] = {
     "saliency": ("Saliency (gradient)", saliency, False),
     "deconvnet": ("DeconvNet", deconvnet, False),
-    "guided": ("Guided backprop", guided_backprop, False),
-    "gradcam": ("Grad-CAM", grad_cam, True),
-    "guided_gradcam": ("Guided Grad-CAM", guided_grad_cam, True),
+    "guided_backprop": ("Guided backprop", guided_backprop, False),
+    "grad_cam": ("Grad-CAM", grad_cam, True),
+    "guided_grad_cam": ("Guided Grad-CAM", guided_grad_cam, True),
 }
+
+#: Earlier spellings of method names, still accepted with a ``DeprecationWarning``.
+DEPRECATED_METHODS: dict[str, str] = {
+    "guided": "guided_backprop",
+    "gradcam": "grad_cam",
+    "guided_gradcam": "guided_grad_cam",
+}
+
+
+def canonical_method(method: str) -> str:
+    """The one spelling of an attribution method's name (a key of :data:`METHODS`).
+
+    Earlier spellings (:data:`DEPRECATED_METHODS`: ``"guided"``, ``"gradcam"``,
+    ``"guided_gradcam"``) give their new name with a ``DeprecationWarning``; unknown names raise
+    ``ValueError`` listing the valid ones.
+
+    Examples
+    --------
+    >>> canonical_method("grad_cam")
+    'grad_cam'
+    """
+    if method in METHODS:
+        return method
+    if method in DEPRECATED_METHODS:
+        new = DEPRECATED_METHODS[method]
+        warnings.warn(
+            f"attribution method {method!r} is now spelled {new!r}", DeprecationWarning, 3
+        )
+        return new
+    raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
 
 
 def attribute(
@@ -772,13 +870,13 @@ def attribute(
     method: str = "saliency",
     layer: str | None = None,
 ) -> torch.Tensor:
-    """Dispatch to one of :data:`METHODS` by name (``layer`` is used by the Grad-CAM ones).
+    """Dispatch to one of :data:`METHODS` by name (``layer`` is used by the Grad-CAM ones):
+    ``"saliency"``, ``"deconvnet"``, ``"guided_backprop"``, ``"grad_cam"``,
+    ``"guided_grad_cam"`` (the functions' names; see :func:`canonical_method`).
 
     Examples
     --------
-    >>> attribute(handle, x, 281, "gradcam", layer="_blocks.12")       # doctest: +SKIP
+    >>> attribute(handle, x, 281, "grad_cam", layer="_blocks.12")      # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    _, fn, needs_layer = METHODS[method]
+    _, fn, needs_layer = METHODS[canonical_method(method)]
     return fn(handle, images, target, layer) if needs_layer else fn(handle, images, target)

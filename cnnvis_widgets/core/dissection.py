@@ -53,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import limits
 from ..data.concepts import Concept, Probe, ProbeBatch
 from ..models.handle import ModelHandle
 from .hooks import StopForward
@@ -904,6 +905,41 @@ def _consume_outputs(handle: ModelHandle, layers: Sequence[str], consume: Any) -
             h.remove()
 
 
+#: Weights of R, G, B in the grey image a one-channel model is shown (ITU-R BT.601 luma,
+#: as PIL's ``convert("L")``).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def probe_channels(handle: ModelHandle) -> int:
+    """The model's input channel count, when the colour probe images can be given to it: 3
+    (as drawn) or 1 (their luminance, :data:`LUMA`); ``ValueError`` for any other count."""
+    c = int(handle.in_channels)
+    if c not in (1, 3):
+        raise ValueError(
+            f"model {handle.name!r} takes {c} input channels; the probe images are colour "
+            "(RGB) pictures, which dissection gives to models with 3 channels as they are and "
+            "to models with 1 channel as their luminance. Wrap the model so that it takes "
+            "RGB or grey images to dissect it"
+        )
+    return c
+
+
+def to_model_channels(handle: ModelHandle, images: torch.Tensor) -> torch.Tensor:
+    """Probe images ``(B, 3, S, S)`` (or grey ``(B, 1, S, S)``) as float32 pixels with the
+    model's channel count: colour kept for 3-channel models, luminance (:data:`LUMA`) for
+    1-channel ones, grey repeated for 3-channel ones."""
+    x = images.to(torch.float32)
+    c = probe_channels(handle)
+    if x.shape[1] == c:
+        return x
+    if x.shape[1] == 3 and c == 1:
+        w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * w).sum(dim=1, keepdim=True)
+    if x.shape[1] == 1 and c == 3:
+        return x.expand(-1, 3, -1, -1)
+    raise ValueError(f"the probe images have {x.shape[1]} channels, the model takes {c}")
+
+
 class Dissector:
     """A resumable dissection: holds the tallies between batches, so a stopped run continues.
 
@@ -952,8 +988,11 @@ class Dissector:
             raise ValueError(f"quantile must be between 0 and 0.5, got {quantile}")
         if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be between 0 and 1, got {iou_threshold}")
-        if batch_size < 1 or top_k < 1:
-            raise ValueError("batch_size and top_k must be at least 1")
+        side = limits.check_side(probe.size, "probe image size")
+        batch_size = limits.check_batch(batch_size, side, side, name="batch_size")
+        top_k = limits.check_int(top_k, "top_k", minimum=1, limit="MAX_TOP_K")
+        bins = limits.check_int(bins, "bins", maximum=1 << 16)
+        probe_channels(handle)  # ValueError for channel counts the probe images cannot give
         if len(probe) < 1:
             raise ValueError("the probe set is empty")
         self.handle = handle
@@ -1118,12 +1157,7 @@ class Dissector:
         self.cursor = 0
 
     def _process(self, stage: str, lo: int, hi: int, batch: ProbeBatch) -> None:
-        x = self.handle.normalize(batch.images.to(torch.float32))
-        if x.shape[1] != self.handle.in_channels:
-            raise ValueError(
-                f"the probe images have {x.shape[1]} channels, the model takes "
-                f"{self.handle.in_channels}"
-            )
+        x = self.handle.normalize(to_model_channels(self.handle, batch.images))
         indices = batch.indices.to(self.device)
 
         def consume(name: str, out: torch.Tensor) -> None:
@@ -1520,7 +1554,7 @@ def unit_examples(
     def consume(name: str, out: torch.Tensor) -> None:
         got[name] = out.detach()[:, int(unit)].float().clone()
 
-    x = handle.normalize(batch.images.to(torch.float32))
+    x = handle.normalize(to_model_channels(handle, batch.images))
     with torch.inference_mode(), _consume_outputs(handle, [layer], consume):
         try:
             handle.model(x)

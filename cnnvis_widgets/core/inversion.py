@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import limits
 from ..models.handle import ModelHandle
 from . import regularizers as R
 from .hooks import capture, forward_to
@@ -108,7 +109,7 @@ class InversionSettings:
         for k, v in kwargs.items():
             if k not in names:
                 raise TypeError(f"unknown setting {k!r}; valid: {', '.join(sorted(names))}")
-            setattr(self, k, type(getattr(self, k))(v))
+            setattr(self, k, limits.setting_value(getattr(self, k), v, k))
         return self
 
 
@@ -211,6 +212,8 @@ def target_pixels(
     when given); a tensor is taken as pixel space (``(C, H, W)`` or a batch of one) and resized
     to ``size`` when given.
     """
+    if size is not None:
+        size = limits.check_side(size)
     if isinstance(image, torch.Tensor):
         t = image if image.dim() == 4 else image.unsqueeze(0)
         if t.dim() != 4 or t.shape[0] != 1:
@@ -224,14 +227,17 @@ def target_pixels(
                 f"{handle.in_channels}"
             )
         t = t.to(handle.device, torch.float32)
-        if size is not None and tuple(t.shape[-2:]) != (int(size), int(size)):
-            t = F.interpolate(t, size=(int(size), int(size)), mode="bilinear", antialias=True)
         if not torch.isfinite(t).all():
             raise ValueError(
                 "image contains NaN or infinite values; clean it first (pixels in [0, 1], e.g. "
                 "torch.nan_to_num(x).clamp(0, 1))"
             )
-        return t.clamp(0, 1)
+        limits.check_pixel_range(t, "image")
+        if size is None:
+            limits.check_int(max(t.shape[-2:]), "image side", limit="MAX_IMAGE_SIDE")
+        elif tuple(t.shape[-2:]) != (size, size):
+            t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True)
+        return t.clamp(0, 1)  # the resampling may overshoot by a hair
     if isinstance(image, Image.Image):
         return handle.to_pixels(image, size)
     raise TypeError(
@@ -308,11 +314,11 @@ def _settings_for(
         settings = dataclasses.replace(p.settings)
     settings.update(**overrides)
     if steps is not None:
-        settings.steps = int(steps)
+        settings.steps = limits.check_steps(steps)
     if lr is not None:
         settings.lr = float(lr)
-    if settings.steps < 1:
-        raise ValueError(f"steps must be >= 1, got {settings.steps}")
+    limits.check_steps(settings.steps)
+    limits.check_transforms(jitter=settings.jitter)
     return p, settings
 
 
@@ -414,6 +420,8 @@ def _run(
     """One reconstruction per entry of ``layers`` as one batch (row ``i`` matches ``layers[i]``)."""
     b = len(layers)
     _, c, hgt, wid = target.shape
+    limits.check_batch(b, hgt, wid, name="number of layers")
+    seed = limits.as_int(seed, "seed")
     groups = _Groups(handle, layers)
     phi0 = layer_features(handle, target, groups.names)
     norms = {n: _sq_norm(t).clamp_min(1e-12) for n, t in phi0.items()}
@@ -712,7 +720,7 @@ def invert_layers(
             names,
             p,
             settings,
-            int(kwargs.pop("seed", 0)),
+            kwargs.pop("seed", 0),
             kwargs.pop("sd", None),
             kwargs.pop("stop_event", None),
             kwargs.pop("init", None),

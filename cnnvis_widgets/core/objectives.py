@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .. import limits
+
 __all__ = [
     "Objective",
     "LOGITS",
@@ -127,16 +129,19 @@ class Objective:
 
 def _per_image(unit: int | Sequence[int], t: torch.Tensor) -> torch.Tensor:
     """Select channel ``unit`` (or one unit per image) of ``t (B, C, ...)`` -> ``(B, ...)``."""
-    if isinstance(unit, int):
-        return t[:, unit]
-    idx = torch.as_tensor(list(unit), device=t.device)
+    if limits.is_scalar(unit):
+        return t[:, limits.as_int(unit, "unit")]
+    idx = torch.as_tensor(_units(unit), device=t.device)
     if idx.numel() != t.shape[0]:
         raise ValueError(f"{idx.numel()} units given for a batch of {t.shape[0]} images")
     return t[torch.arange(t.shape[0], device=t.device), idx]
 
 
 def _units(unit: int | Sequence[int]) -> list[int]:
-    return [int(unit)] if isinstance(unit, int) else [int(u) for u in unit]
+    """One unit or a sequence of them as Python ints (numpy and torch integers too)."""
+    if limits.is_scalar(unit):
+        return [limits.as_int(unit, "unit")]
+    return [limits.as_int(u, "unit") for u in unit]  # type: ignore[union-attr]
 
 
 def channel(layer: str, unit: int | Sequence[int]) -> Objective:

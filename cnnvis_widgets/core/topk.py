@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .. import cache
+from .. import cache, limits
 from ..data.datasets import as_dataset
 from ..models.handle import ModelHandle
 from .attribution import relu_rule
@@ -554,6 +554,7 @@ def to_pixels(image: Any, size: tuple[int, int], handle: ModelHandle | None = No
                 f"image tensors must be {size[0]}x{size[1]} pixel-space images, got shape "
                 f"{tuple(image.shape)}"
             )
+        limits.check_pixel_range(t, "image tensor")
         return t.float()
     if isinstance(image, Image.Image):
         channels = handle.in_channels if handle is not None else 3
@@ -631,21 +632,20 @@ def top_k_steps(
         raise ValueError(
             f"layer {layer!r} has no spatial output; top-k patches need a conv-like layer"
         )
-    if int(k) < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    k = int(k)
+    k = limits.check_int(k, "k", minimum=1, limit="MAX_TOP_K")
     if units is None:
         unit_list = list(range(info.channels))
-    elif isinstance(units, int):
-        unit_list = [units]
+    elif limits.is_scalar(units):
+        unit_list = [limits.as_int(units, "unit")]
     else:
-        unit_list = [int(u) for u in units]
+        unit_list = [limits.as_int(u, "unit") for u in units]  # type: ignore[union-attr]
     for u in unit_list:
         handle.check_unit(layer, u)
     if not unit_list:
         raise ValueError("units is empty")
     items, length, key, rereadable = _items(dataset)
     size = handle.input_size
+    batch_size = limits.check_batch(batch_size, size[0], size[1], name="batch_size")
     field_ = receptive_field(handle, layer, size)
     dev = handle.device
     nu = len(unit_list)
@@ -798,8 +798,8 @@ def top_k_patches(
     if cache_results:
         ds = as_dataset(dataset)
         if ds is not None:
-            unit_arg = [units] if isinstance(units, int) else units
-            path = topk_cache_path(handle, layer, ds.key, k, unit_arg)
+            unit_arg = [units] if limits.is_scalar(units) else units
+            path = topk_cache_path(handle, layer, ds.key, k, unit_arg)  # type: ignore[arg-type]
             if path.exists():
                 try:
                     return TopK.load(path)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from .. import cache
+from .. import cache, limits
 from ..models.handle import ModelHandle
 from .hooks import capture, forward_to
 from .imaging import pil_to_tensor
@@ -392,7 +392,7 @@ class DecoderSettings:
         for k, v in kwargs.items():
             if k not in names:
                 raise TypeError(f"unknown setting {k!r}; valid: {', '.join(sorted(names))}")
-            setattr(self, k, type(getattr(self, k))(v))
+            setattr(self, k, limits.setting_value(getattr(self, k), v, k))
         return self
 
 
@@ -574,11 +574,12 @@ def train_decoder_steps(
         settings = DecoderSettings()
     named = dict(steps=steps, lr=lr, batch_size=batch_size, feature_weight=feature_weight)
     settings.update(**{k: v for k, v in named.items() if v is not None})
-    if settings.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {settings.batch_size}")
-    size = int(size)
+    size = limits.check_side(size)
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
+    limits.check_batch(settings.batch_size, size, size, name="batch_size")
+    limits.check_steps(settings.steps, minimum=0)
+    seed = limits.as_int(seed, "seed")
     dev = handle.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))

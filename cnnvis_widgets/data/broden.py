@@ -27,15 +27,17 @@ Examples
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .. import limits
 from .concepts import Concept, ProbeBatch
 
 __all__ = ["BrodenProbe", "broden_probe", "export_broden", "decode_mask", "encode_mask"]
@@ -43,6 +45,8 @@ __all__ = ["BrodenProbe", "broden_probe", "export_broden", "decode_mask", "encod
 _META = ("image", "split", "ih", "iw", "sh", "sw")
 _CATEGORY_FIELD = re.compile(r"^([^(]*)\(([^)]*)\)$")
 _SCALED = re.compile(r"^(.+)@\d+px$")
+#: The largest label number a Broden mask PNG can hold (``R + 256 * G``).
+MAX_LABEL = 65535
 
 
 def decode_mask(path: str | Path) -> np.ndarray:
@@ -117,6 +121,7 @@ class BrodenProbe:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"Broden folder not found: {self.root}")
+        self._images_dir = (self.root / "images").resolve()
         rows = _read_csv(self.root / "index.csv")
         cat_rows = _read_csv(self.root / "category.csv")
         all_cats = [r["name"] for r in cat_rows]
@@ -131,23 +136,58 @@ class BrodenProbe:
         self.categories = all_cats
         if split is not None:
             rows = [r for r in rows if r.get("split") == split]
-        self._rows = [self._decode_row(r) for r in rows]
+        if max_images is not None:
+            max_images = limits.check_int(
+                max_images, "max_images", minimum=1, limit="MAX_DATASET_IMAGES"
+            )
+        self._rows = [self._decode_row(r, line) for line, r in enumerate(rows, start=2)]
         self._rows = [r for r in self._rows if any(r["cats"][c] for c in self.categories)]
         if max_images is not None:
-            self._rows = self._rows[: int(max_images)]
+            self._rows = self._rows[:max_images]
         if not self._rows:
             raise ValueError(f"no image of {self.root / 'index.csv'} has annotations to use")
         self.labels = self._read_labels()
         first = self._rows[0]
-        self.size = int(size or first["ih"] or 224)
-        self.mask_size = int(mask_size or first["sh"] or self.size)
+        self.size = limits.check_side(size or first["ih"] or 224, "size")
+        self.mask_size = limits.check_int(
+            mask_size or first["sh"] or self.size, "mask_size", minimum=1, limit="MAX_IMAGE_SIDE"
+        )
         self.mask_categories: list[int] = []
+        self._content = self._content_hash()
 
     # ----------------------------------------------------------------------------- reading
-    def _decode_row(self, row: dict[str, str]) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": row["image"], "split": row.get("split", "")}
+    def _check_relative(self, name: str, line: int) -> str:
+        """``name`` when it is a path inside ``images/`` (no absolute path, no ``..``)."""
+        p = PurePath(name)
+        if (
+            not name
+            or p.is_absolute()
+            or p.drive
+            or ".." in p.parts
+            or name.startswith(("/", "\\"))
+        ):
+            raise ValueError(
+                f"{self.root / 'index.csv'} line {line}: the path {name!r} leaves the dataset "
+                f"folder; every path must be relative to {self.root / 'images'} and stay inside it"
+            )
+        return name
+
+    def _inside(self, name: str) -> Path:
+        """``images/name``, resolved, refusing anything outside ``images/`` (links too)."""
+        path = (self._images_dir / name).resolve()
+        if not path.is_relative_to(self._images_dir):
+            raise ValueError(
+                f"the path {name!r} of {self.root / 'index.csv'} resolves to {path}, outside the "
+                f"dataset folder {self._images_dir}"
+            )
+        return path
+
+    def _decode_row(self, row: dict[str, str], line: int = 0) -> dict[str, Any]:
+        image = self._check_relative((row.get("image") or "").strip(), line)
+        out: dict[str, Any] = {"image": image, "split": row.get("split", "")}
         for key in ("ih", "iw", "sh", "sw"):
-            out[key] = int(_num(row.get(key), 0))
+            v = _num(row.get(key), 0)
+            out[key] = int(v) if 0 <= v <= limits.MAX_IMAGE_SIDE else 0  # a hint only
         cats: dict[str, list[int | str]] = {}
         for cat in self.categories:
             items: list[int | str] = []
@@ -155,17 +195,50 @@ class BrodenProbe:
                 entry = entry.strip()
                 if not entry:
                     continue
-                items.append(int(entry) if entry.isdigit() else entry)
+                if entry.isdigit():
+                    n = int(entry)
+                    if n > MAX_LABEL:
+                        raise ValueError(
+                            f"{self.root / 'index.csv'} line {line}, column {cat!r}: label "
+                            f"number {entry[:20]}{'...' if len(entry) > 20 else ''} is above "
+                            f"{MAX_LABEL}, the largest a Broden label number can be"
+                        )
+                    items.append(n)
+                else:
+                    items.append(self._check_relative(entry, line))
             cats[cat] = items
         out["cats"] = cats
         return out
+
+    def _content_hash(self) -> str:
+        """SHA-256 of the table files (index, category, label, c_<category>.csv) that decide
+        the images, masks and label names: a changed CSV is a different probe set."""
+        h = hashlib.sha256()
+        names = ["index.csv", "category.csv", "label.csv"]
+        names += [f"c_{cat}.csv" for cat in self.categories]
+        for name in names:
+            path = self.root / name
+            h.update(name.encode() + b"\0")
+            h.update(path.read_bytes() if path.is_file() else b"(missing)")
+            h.update(b"\0")
+        return h.hexdigest()
 
     def _read_labels(self) -> list[Concept]:
         label_rows = _read_csv(self.root / "label.csv")
         names: dict[int, str] = {}
         cover: dict[int, dict[str, float]] = {}
+
+        def number(r: dict[str, str], where: str) -> int:
+            v = _num(r.get("number"), -1)
+            if v > MAX_LABEL:
+                raise ValueError(
+                    f"{self.root / where}: label number {r.get('number', '')[:20]} is above "
+                    f"{MAX_LABEL}, the largest a Broden label number can be"
+                )
+            return int(v)
+
         for r in label_rows:
-            n = int(_num(r.get("number"), -1))
+            n = number(r, "label.csv")
             if n < 0:
                 continue
             names[n] = r.get("name", "") or f"label {n}"
@@ -179,14 +252,22 @@ class BrodenProbe:
             if not path.is_file():
                 continue
             for r in _read_csv(path):
-                n = int(_num(r.get("number"), -1))
+                n = number(r, f"c_{cat}.csv")
                 if n > 0:
                     cover.setdefault(n, {})[cat] = _num(r.get("coverage"), 0.0) + 1e-12
-        # labels used in the index but absent from label.csv still get a slot
-        top = max([0, *names, *cover])
+        # labels used in the index but absent from label.csv still get a slot, up to the
+        # largest number of the label table: one stray large number cannot allocate gigabytes
+        table = max([0, *names, *cover])
+        top = table
         for row in self._rows:
-            for items in row["cats"].values():
-                top = max([top, *(i for i in items if isinstance(i, int))])
+            for cat, items in row["cats"].items():
+                for i in items:
+                    if isinstance(i, int) and i > table:
+                        raise ValueError(
+                            f"{self.root / 'index.csv'}: image {row['image']!r} has label {i} "
+                            f"in column {cat!r}, but the label table (label.csv, c_*.csv) "
+                            f"goes up to {table}"
+                        )
         labels = [Concept(0, "-", "")]
         order = {c: i for i, c in enumerate(self.categories)}
         known = set(names.values())
@@ -222,11 +303,13 @@ class BrodenProbe:
             "categories": list(self.categories),
             "first": self._rows[0]["image"],
             "last": self._rows[-1]["image"],
+            "tables_sha256": self._content,
         }
 
     def image_path(self, index: int) -> Path:
-        """Path of image ``index``."""
-        return self.root / "images" / self._rows[int(index)]["image"]
+        """Path of image ``index`` (resolved; ``ValueError`` when it leads outside
+        ``images/``)."""
+        return self._inside(self._rows[limits.as_int(index, "index")]["image"])
 
     def batches(
         self,
@@ -238,9 +321,10 @@ class BrodenProbe:
         device: str | torch.device | None = None,
     ):
         """Images ``start..stop`` in batches, read lazily one batch at a time."""
-        stop = len(self) if stop is None else min(int(stop), len(self))
-        for lo in range(int(start), stop, int(batch_size)):
-            yield self.batch(range(lo, min(lo + int(batch_size), stop)), masks=masks, device=device)
+        bs = limits.check_batch(batch_size, self.size, self.size, name="batch_size")
+        stop = len(self) if stop is None else min(limits.as_int(stop, "stop"), len(self))
+        for lo in range(limits.as_int(start, "start"), stop, bs):
+            yield self.batch(range(lo, min(lo + bs, stop)), masks=masks, device=device)
 
     def batch(
         self,
@@ -250,7 +334,7 @@ class BrodenProbe:
         device: str | torch.device | None = None,
     ) -> ProbeBatch:
         """Read the images at ``indices`` and (optionally) their masks and image-level labels."""
-        idx = [int(i) for i in indices]
+        idx = [limits.as_int(i, "probe image index") for i in indices]
         for i in idx:
             if not 0 <= i < len(self):
                 raise IndexError(f"probe image {i} is out of range: valid 0..{len(self) - 1}")
@@ -297,7 +381,7 @@ class BrodenProbe:
         )
 
     def _mask(self, name: str) -> np.ndarray:
-        path = self.root / "images" / name
+        path = self._inside(name)
         if not path.is_file():
             raise FileNotFoundError(f"mask {path} listed in index.csv is missing")
         img = Image.open(path).convert("RGB")

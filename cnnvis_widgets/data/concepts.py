@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import limits
+
 __all__ = [
     "Concept",
     "ProbeBatch",
@@ -499,17 +501,19 @@ class ProbeSet:
         scales: Sequence[int] = (6, 12, 24),
         device: str | torch.device | None = None,
     ) -> None:
-        if int(n_images) < 1:
-            raise ValueError(f"n_images must be at least 1, got {n_images}")
-        if int(size) < 16:
+        self.n_images = limits.check_int(
+            n_images, "n_images", minimum=1, limit="MAX_DATASET_IMAGES"
+        )
+        self.size = limits.check_side(size)
+        if self.size < 16:
             raise ValueError(f"size must be at least 16 pixels, got {size}")
-        self.n_images = int(n_images)
-        self.size = int(size)
-        self.seed = int(seed)
-        self.mask_size = int(mask_size) if mask_size else max(4, self.size // 4)
+        self.seed = limits.as_int(seed, "seed")
+        self.mask_size = (
+            limits.as_int(mask_size, "mask_size") if mask_size else max(4, self.size // 4)
+        )
         if not 1 <= self.mask_size <= self.size:
             raise ValueError(f"mask_size must be between 1 and size ({self.size})")
-        self.scales = tuple(int(s) for s in scales)
+        self.scales = tuple(limits.as_int(s, "scale") for s in scales)
         if not self.scales or min(self.scales) < 2:
             raise ValueError(f"scales must be texture periods of at least 2 px, got {scales}")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -580,9 +584,10 @@ class ProbeSet:
         device: str | torch.device | None = None,
     ) -> Iterator[ProbeBatch]:
         """Images ``start..stop`` in batches, drawn lazily one batch at a time."""
-        stop = self.n_images if stop is None else min(int(stop), self.n_images)
-        for lo in range(int(start), stop, int(batch_size)):
-            yield self.batch(range(lo, min(lo + int(batch_size), stop)), masks=masks, device=device)
+        bs = limits.check_batch(batch_size, self.size, self.size, name="batch_size")
+        stop = self.n_images if stop is None else min(limits.as_int(stop, "stop"), self.n_images)
+        for lo in range(limits.as_int(start, "start"), stop, bs):
+            yield self.batch(range(lo, min(lo + bs, stop)), masks=masks, device=device)
 
     def batch(
         self,
@@ -592,7 +597,7 @@ class ProbeSet:
         device: str | torch.device | None = None,
     ) -> ProbeBatch:
         """Draw the images at ``indices`` (any order, repeats allowed) and, optionally, masks."""
-        idx = [int(i) for i in indices]
+        idx = [limits.as_int(i, "probe image index") for i in indices]
         for i in idx:
             if not 0 <= i < self.n_images:
                 raise IndexError(f"probe image {i} is out of range: valid 0..{self.n_images - 1}")

@@ -38,6 +38,7 @@ from typing import overload
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from .. import limits
 from .samples import sample_images
 
 __all__ = [
@@ -168,12 +169,13 @@ def sample_photos(size: int | None = 224) -> ImageDataset:
     >>> "cat" in ds.names
     True
     """
+    size = None if size is None else limits.check_side(size)
     photos = sample_images()
     names = sorted(photos)
 
     def load(i: int) -> Image.Image:
         img = photos[names[i]]
-        return img.copy() if size is None else _square(img, int(size))
+        return img.copy() if size is None else _square(img, size)
 
     return ImageDataset(names, load, key=f"photos(size={size},{'+'.join(names)})")
 
@@ -208,11 +210,8 @@ def augmented_samples(n: int = 256, size: int = 224, seed: int = 0) -> ImageData
     >>> ds[0][0], ds[12][0], ds[12][1].size                       # doctest: +SKIP
     ('astronaut', 'china~aug0012', (96, 96))
     """
-    n, size, seed = int(n), int(size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    if size < 8:
-        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    n = limits.check_int(n, "n", minimum=1, limit="MAX_DATASET_IMAGES")
+    size, seed = limits.check_side(size), limits.as_int(seed, "seed")
     photos = sample_images()
     if not photos:
         raise RuntimeError(
@@ -257,6 +256,7 @@ def image_folder(path: str | Path, size: int | None = None, recursive: bool = Tr
     >>> ds = image_folder("~/Pictures/dogs")                          # doctest: +SKIP
     >>> for name, img in ds: ...                                     # doctest: +SKIP
     """
+    size = None if size is None else limits.check_side(size)
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a folder")

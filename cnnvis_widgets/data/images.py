@@ -3,7 +3,8 @@
 Every widget and method that accepts "an image" goes through :func:`load_image`, so the same
 rules apply everywhere:
 
-* grayscale, palette, CMYK and 16-bit images become 8-bit RGB (16-bit scaled, not clipped);
+* grayscale, palette, CMYK and 16-bit images become 8-bit RGB (16-bit scaled by the bit depth,
+  65535 -> 255, never by the picture's own range);
   RGBA is composited on white; EXIF orientation is applied;
 * pictures smaller than ``min_size`` pixels on a side are refused with the size in the message;
 * pictures larger than ``max_pixels`` are refused *before decoding* (decompression-bomb guard);
@@ -55,10 +56,19 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(a)
 
 
+def _bit_depth_top(img: Image.Image) -> float:
+    """The white level of an integer-mode image, from its mode (never from its pixels):
+    65535 for 16-bit modes (and mode "I" read from a PNG, which holds 16-bit data), 255 for
+    other "I" images (integers taken as 8-bit levels, like integer arrays)."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+        return 65535.0
+    return 255.0
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0
+        top = _bit_depth_top(img)  # a dark 16-bit photo stays dark
         img = Image.fromarray((np.clip(a / top, 0, 1) * 255).round().astype(np.uint8), "L")
     elif img.mode == "F":
         img = _from_array(np.asarray(img))

@@ -7,11 +7,37 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .. import limits
 from ..data import load_image
 
-__all__ = ["UPLOAD", "decode_upload", "pixel_tensor", "SampleUploadMixin"]
+__all__ = ["UPLOAD", "UPLOAD_TRAITS", "decode_upload", "upload_data", "pixel_tensor"]
+__all__ += ["SampleUploadMixin"]
 
 UPLOAD = "upload"
+#: The traits an upload handler observes (``upload_name`` too: a file of 0 bytes leaves
+#: ``upload`` empty, so only its name says that a file was chosen).
+UPLOAD_TRAITS = ["upload", "upload_name"]
+
+
+def upload_data(widget: Any, change: dict) -> bytes | None:
+    """The bytes to decode for a change of ``upload`` or ``upload_name``, or None when there is
+    nothing to decode. A chosen file of 0 bytes is not ignored: ``widget.error`` says it is
+    empty (and the photo shown before is kept)."""
+    name = widget.upload_name
+    if change.get("name") == "upload_name":
+        if change["new"] and not widget.upload:
+            widget.error = _empty(change["new"])
+        return None
+    data = bytes(change["new"] or b"")
+    if not data:
+        if name:
+            widget.error = _empty(name)
+        return None
+    return data
+
+
+def _empty(name: str) -> str:
+    return f"the uploaded file {name!r} is empty (0 bytes); choose a PNG or JPEG file"
 
 
 def decode_upload(widget: Any, data: bytes, name: str) -> Image.Image | None:
@@ -45,6 +71,7 @@ def pixel_tensor(image: torch.Tensor, in_channels: int) -> torch.Tensor:
         )
     if not bool(torch.isfinite(px).all()):
         raise ValueError("image tensor contains NaN or infinite values; pass pixels in [0, 1]")
+    limits.check_pixel_range(px, "image tensor")  # a 0-255 tensor is not clamped to white
     return px
 
 
@@ -53,8 +80,8 @@ class SampleUploadMixin:
     ``_photos`` dict and a ``_show_original()`` method: an upload becomes the ``UPLOAD`` choice."""
 
     def _on_upload(self, change: dict) -> None:
-        data = change["new"]
-        if not data:
+        data = upload_data(self, change)
+        if data is None:
             return
         name = self.upload_name or "upload"  # type: ignore[attr-defined]
         photo = decode_upload(self, data, name)

@@ -28,7 +28,7 @@ from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
-from ._photos import SampleUploadMixin, pixel_tensor
+from ._photos import UPLOAD_TRAITS, SampleUploadMixin, pixel_tensor
 from .activation_max import default_layer
 
 __all__ = ["Adversarial"]
@@ -332,7 +332,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         self._eps_by_norm[_norm_of(self.method)] = self.epsilon
         self.observe(self._on_method, names=["method"])
         self.observe(self._on_epsilon, names=["epsilon"])
-        self.observe(self._on_upload, names=["upload"])
+        self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_sample, names=["sample"])
         self.observe(self._on_n_units, names=["n_units"])
         self._update_controls()

@@ -23,12 +23,12 @@ from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
-from ._photos import UPLOAD, decode_upload
+from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data
 
 __all__ = ["Attribution"]
 
 #: methods whose map is shown as a signed image (grey is zero) rather than a heat map
-_SIGNED = ("deconvnet", "guided", "guided_gradcam")
+_SIGNED = ("deconvnet", "guided_backprop", "guided_grad_cam")
 
 
 def _label_strip(pictures: list[torch.Tensor], labels: list[str], size: int = 128):
@@ -63,9 +63,9 @@ class Attribution(CnnvisWidget):
 
     Examples
     --------
-    >>> w = Attribution(image="cat", method="gradcam")             # doctest: +SKIP
+    >>> w = Attribution(image="cat", method="grad_cam")            # doctest: +SKIP
     >>> w                                                           # doctest: +SKIP
-    >>> w.run(); w.wait(); w.save("cat_gradcam.png")               # doctest: +SKIP
+    >>> w.run(); w.wait(); w.save("cat_grad_cam.png")              # doctest: +SKIP
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
@@ -85,7 +85,9 @@ class Attribution(CnnvisWidget):
     )
     predictions = t.List(help="[class label, probability] of the top-5 (read-only).").tag(sync=True)
     method = t.Enum(
-        list(A.METHODS), "guided", help="Map shown large: " + ", ".join(A.METHODS) + "."
+        [*A.METHODS, *A.DEPRECATED_METHODS],  # old spellings: a DeprecationWarning, then the new
+        "guided_backprop",
+        help="Map shown large: " + ", ".join(A.METHODS) + ".",
     ).tag(sync=True)
     cam_layer = t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM.").tag(sync=True)
     cam_layer_options = t.List(help="[label, name] of the layers Grad-CAM can use.").tag(sync=True)
@@ -140,7 +142,7 @@ class Attribution(CnnvisWidget):
         with self.hold_trait_notifications():
             for k, v in kwargs.items():
                 setattr(self, k, v)
-        self.observe(self._on_upload, names=["upload"])
+        self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_display, names=["method", "opacity"])
         self.observe(self._on_image_change, names=["image_name"])
         self.controls = self._control_specs()
@@ -187,8 +189,8 @@ class Attribution(CnnvisWidget):
             self.image_name = UPLOAD
 
     def _on_upload(self, change: dict) -> None:
-        data = bytes(change["new"] or b"")
-        if not data:
+        data = upload_data(self, change)
+        if data is None:
             return
         img = decode_upload(self, data, self.upload_name or "upload")
         if img is None:
@@ -255,6 +257,10 @@ class Attribution(CnnvisWidget):
             )
         return name
 
+    @t.validate("method")
+    def _valid_method(self, proposal: dict) -> str:
+        return A.canonical_method(proposal["value"])
+
     @t.validate("opacity")
     def _valid_opacity(self, proposal: dict) -> float:
         v = float(proposal["value"])
@@ -310,7 +316,7 @@ class Attribution(CnnvisWidget):
                 "label": "Grad-CAM layer",
                 "group": "Method",
                 "options_trait": "cam_layer_options",
-                "visible_when": {"trait": "method", "in": ["gradcam", "guided_gradcam"]},
+                "visible_when": {"trait": "method", "in": ["grad_cam", "guided_grad_cam"]},
             },
             {
                 "trait": "opacity",

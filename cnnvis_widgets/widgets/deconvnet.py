@@ -95,9 +95,9 @@ class DeconvNet(CnnvisWidget):
     folder = t.Unicode("", help="Folder of your images (dataset 'folder').").tag(sync=True)
     n_images = t.Int(256, help="Number of images of the augmented dataset.").tag(sync=True)
     method = t.Enum(
-        ["deconvnet", "guided"],
+        ["deconvnet", "guided_backprop", "guided"],  # "guided": old spelling, deprecated
         "deconvnet",
-        help="Projection: DeconvNet (Zeiler & Fergus) or guided backprop (Springenberg et al.).",
+        help="Projection: deconvnet (Zeiler & Fergus) or guided_backprop (Springenberg et al.).",
     ).tag(sync=True)
     opacity = t.Float(0.7, help="Opacity of the projection over the selected image.").tag(sync=True)
     selected = t.Int(-1, help="Rank (0-8) of the patch shown whole, -1 for none.").tag(sync=True)
@@ -183,6 +183,10 @@ class DeconvNet(CnnvisWidget):
             raise t.TraitError(f"n_images must be between 1 and 100000, got {n}")
         return n
 
+    @t.validate("method")
+    def _valid_method(self, proposal: dict) -> str:
+        return A.canonical_method(proposal["value"])
+
     @t.validate("opacity")
     def _valid_opacity(self, proposal: dict) -> float:
         v = float(proposal["value"])
@@ -221,7 +225,7 @@ class DeconvNet(CnnvisWidget):
                 "kind": "toggle",
                 "label": "Projection",
                 "group": "Unit",
-                "options": [["DeconvNet", "deconvnet"], ["guided backprop", "guided"]],
+                "options": [["DeconvNet", "deconvnet"], ["guided backprop", "guided_backprop"]],
             },
             {
                 "trait": "dataset",

@@ -27,7 +27,7 @@ from ..core.optimize import Step
 from ..data import load_image, sample_images
 from ..models import ModelHandle
 from ._base import CnnvisWidget, get_handle, upload_trait
-from ._photos import SampleUploadMixin, pixel_tensor
+from ._photos import UPLOAD_TRAITS, SampleUploadMixin, pixel_tensor
 
 __all__ = ["Inversion", "default_layers"]
 
@@ -230,7 +230,7 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                         )
                     setattr(self, k, v)
         self.observe(self._on_preset, names=["preset"])
-        self.observe(self._on_upload, names=["upload"])
+        self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_picture, names=["sample", "size"])
         self.observe(self._on_layer, names=["layer"])
         self._update_controls()

@@ -16,8 +16,14 @@ from cnnvis_widgets.core import attribution as A
 from cnnvis_widgets.core import objectives as O
 from cnnvis_widgets.core.hooks import active_hook_count
 
-ORIGINAL_F = {name: getattr(F, name) for name in ("relu", "relu6", "hardtanh", "silu", "gelu")}
-ORIGINAL_TORCH = {name: getattr(torch, name) for name in ("relu", "clamp", "sigmoid", "tanh")}
+ORIGINAL_F = {
+    name: getattr(F, name)
+    for name in ("relu", "relu6", "hardtanh", "silu", "gelu", "threshold", "threshold_")
+}
+ORIGINAL_TORCH = {
+    name: getattr(torch, name)
+    for name in ("relu", "clamp", "sigmoid", "tanh", "threshold", "threshold_")
+}
 
 
 def assert_clean(model: nn.Module) -> None:
@@ -48,12 +54,12 @@ X1 = torch.tensor([[[[1.0, -2.0, 0.5]]]])
 EXPECTED = {
     "saliency": [[2.0, 3.0, 2.0], [2.0, -3.0, 0.0]],
     "deconvnet": [[2.0, 2.0, 2.0], [2.0, -3.0, 0.0]],
-    "guided": [[2.0, 0.0, 2.0], [2.0, -3.0, 0.0]],
+    "guided_backprop": [[2.0, 0.0, 2.0], [2.0, -3.0, 0.0]],
 }
 FUNCS = {
     "saliency": A.saliency,
     "deconvnet": A.deconvnet,
-    "guided": A.guided_backprop,
+    "guided_backprop": A.guided_backprop,
 }
 
 
@@ -68,6 +74,9 @@ class Net1(nn.Module):
             "module": nn.ReLU(),
             "module_inplace": nn.ReLU(inplace=True),
             "relu6_module": nn.ReLU6(inplace=True),
+            "threshold_module": nn.Threshold(0.0, 0.0),
+            "threshold_inplace": nn.Threshold(0.0, 0.0, inplace=True),
+            "threshold_shifted": nn.Threshold(0.75, -1.0),
         }.get(act, nn.Identity())
         with torch.no_grad():
             self.conv1.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
@@ -88,6 +97,8 @@ class Net1(nn.Module):
             r = h.clamp(min=0)
         elif self.act == "relu6_functional":
             r = F.relu6(h)
+        elif self.act == "threshold_functional":
+            r = F.threshold(h, 0.0, 0.0)
         else:
             r = self.rect(h)
         r = self.keep(r)
@@ -107,6 +118,9 @@ ACTS = [
     "clamp",
     "relu6_module",
     "relu6_functional",
+    "threshold_module",
+    "threshold_inplace",
+    "threshold_functional",
 ]
 
 
@@ -146,8 +160,36 @@ def test_grad_cam_and_guided_grad_cam_known_values() -> None:
     assert cam[0, 0, 0].tolist() == [2.0, 0.0, 1.0]
     ggc = A.guided_grad_cam(h, X1, 0, "rect")
     assert ggc.shape == X1.shape and ggc[0, 0, 0].tolist() == [4.0, 0.0, 2.0]
-    assert A.attribute(h, X1, 0, "gradcam", layer="rect")[0, 0, 0].tolist() == [2.0, 0.0, 1.0]
+    assert A.attribute(h, X1, 0, "grad_cam", layer="rect")[0, 0, 0].tolist() == [2.0, 0.0, 1.0]
     assert_clean(net)
+
+
+def test_shifted_threshold_has_its_own_forward_mask_under_every_rule() -> None:
+    # Threshold(0.75, -1): masks x > 0.75: m0 = [1, 0, 0], m1 = [0, 1, 0] for x = [1, -2, .5].
+    # Class 0, incoming [2,2,2] / [-3,-3,-3]: plain [2,0,0] - [0,-3,0] = [2, 3, 0];
+    # deconvnet relu(incoming) = [2, 2, 2]; guided relu(incoming) * mask = [2, 0, 0].
+    # (It used to fall back to plain gradients under DeconvNet and guided backprop.)
+    net = Net1("threshold_shifted")
+    h = handle_for(net)
+    assert A.saliency(h, X1, 0)[0, 0, 0].tolist() == [2.0, 3.0, 0.0]
+    assert A.deconvnet(h, X1, 0)[0, 0, 0].tolist() == [2.0, 2.0, 2.0]
+    assert A.guided_backprop(h, X1, 0)[0, 0, 0].tolist() == [2.0, 0.0, 0.0]
+    assert_clean(net)
+
+
+def test_one_spelling_per_method_and_old_spellings_warn() -> None:
+    names = ["saliency", "deconvnet", "guided_backprop", "grad_cam", "guided_grad_cam"]
+    assert list(A.METHODS) == names
+    for name in names:  # the dispatcher key is the function's name
+        assert A.METHODS[name][1] is getattr(A, name)
+    h = handle_for(Net1("module"))
+    new = A.attribute(h, X1, 0, "grad_cam", layer="rect")
+    for old, canonical in A.DEPRECATED_METHODS.items():
+        assert canonical in names
+        with pytest.warns(DeprecationWarning, match=f"now spelled '{canonical}'"):
+            got = A.attribute(h, X1, 0, old, layer="rect")
+        assert torch.equal(got, A.attribute(h, X1, 0, canonical, layer="rect"))
+    assert torch.equal(new, A.attribute(h, X1, 0, "grad_cam", layer="rect"))
 
 
 class PoolNet(nn.Module):
@@ -222,7 +264,7 @@ def test_target_errors_are_clear(tiny_handle) -> None:
         A.grad_cam(tiny_handle, x, 0, "fc")
     with pytest.raises(ValueError, match="spatial output larger than 1x1"):
         A.grad_cam(tiny_handle, x, 0, "gap")
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown method 'lime'.*guided_grad_cam"):
         A.attribute(tiny_handle, x, 0, "lime")
     assert_clean(tiny_handle.model)
 

@@ -348,6 +348,46 @@ def test_bad_arguments_say_how_to_fix_them(tiny_handle, small_probe) -> None:
         dissect(tiny_handle, "conv1", small_probe, device="cuda")
 
 
+def test_a_one_channel_model_is_dissected_on_the_luminance_of_the_probe(small_probe) -> None:
+    # before: "the probe images have 3 channels, the model takes 1" (the README promises any
+    # channel count)
+    net = make_tiny(in_channels=1)
+    h = load_model(net, device="cpu", input_size=32, mean=(0.5,), std=(0.25,))
+    seen: list[torch.Tensor] = []
+    hook = net.conv1.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    try:
+        result = dissect(h, ["conv1", "relu2"], small_probe, batch_size=8, top_k=3)
+    finally:
+        hook.remove()
+    assert result.complete and len(result.units("relu2")) == 16
+    images = small_probe.batch(range(8), masks=False).images
+    luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert seen[0].shape == (8, 1, 32, 32)
+    torch.testing.assert_close(seen[0], (luma - 0.5) / 0.25)
+    ex = unit_examples(h, result, small_probe, "conv1", 0, k=2)
+    assert ex.images.shape[1] == 3  # shown as the colour pictures, computed on their grey
+    assert active_hook_count(net) == 0
+
+
+def test_other_channel_counts_get_a_clear_error(small_probe) -> None:
+    net = make_tiny(in_channels=4)
+    h = load_model(net, device="cpu", input_size=32, mean=(0.5,) * 4, std=(0.25,) * 4)
+    with pytest.raises(ValueError, match="takes 4 input channels.*3 channels.*1 channel"):
+        dissect(h, "conv1", small_probe)
+
+
+def test_batch_and_top_k_are_bounded_and_numpy_integers_accepted(tiny_handle, small_probe):
+    with pytest.raises(ValueError, match="MAX_BATCH"):
+        dissect(tiny_handle, "conv1", small_probe, batch_size=10**6)
+    with pytest.raises(ValueError, match="MAX_TOP_K"):
+        dissect(tiny_handle, "conv1", small_probe, top_k=10**9)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        dissect(tiny_handle, "conv1", small_probe, batch_size=8.5)
+    a = dissect(tiny_handle, "conv1", small_probe, batch_size=np.int64(8), top_k=np.int32(3))
+    b = dissect(tiny_handle, "conv1", small_probe, batch_size=8, top_k=3)
+    assert np.array_equal(a["conv1"].best_iou, b["conv1"].best_iou)
+
+
 def test_nan_activations_stop_with_a_message_and_remove_hooks(small_probe) -> None:
     net = make_tiny()
     with torch.no_grad():

@@ -248,3 +248,90 @@ def test_dissect_runs_on_a_broden_folder(broden_dir, tiny_handle) -> None:
     assert result.probe["kind"] == "broden"
     for rec in result.units("conv1"):
         assert rec["category"] in result.categories
+
+
+def _rewrite_index(root: Path, edit) -> None:
+    with open(root / "index.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    edit(rows)
+    with open(root / "index.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+@pytest.mark.parametrize("where", ["image", "mask"])
+@pytest.mark.parametrize("kind", ["dotdot", "absolute"])
+def test_paths_outside_the_folder_are_refused(broden_dir, tmp_path, where, kind) -> None:
+    # before: index.csv could make the reader open any file of the machine
+    root, _ = broden_dir
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(secret)
+    bad = "../../secret.png" if kind == "dotdot" else str(secret)
+    assert (root / "images" / "../../secret.png").resolve() == secret.resolve()
+
+    def edit(rows):
+        rows[2][0 if where == "image" else 6] = bad
+
+    _rewrite_index(root, edit)
+    with pytest.raises(ValueError, match="leaves the dataset folder"):
+        broden_probe(root)
+
+
+def test_a_link_out_of_the_folder_is_refused(broden_dir, tmp_path) -> None:
+    root, _ = broden_dir
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(outside / "x.png")
+    (root / "images" / "link").symlink_to(outside)
+    _rewrite_index(root, lambda rows: rows[2].__setitem__(0, "link/x.png"))
+    probe = broden_probe(root)
+    with pytest.raises(ValueError, match="outside the dataset folder"):
+        probe.batch([1])
+
+
+@pytest.mark.parametrize("table", ["index", "label"])
+def test_one_huge_label_number_is_refused_not_allocated(broden_dir, table) -> None:
+    # before: label 10**12 made a label list (and per-batch arrays) of 10**12 entries
+    root, _ = broden_dir
+    if table == "index":
+        _rewrite_index(root, lambda rows: rows[2].__setitem__(9, str(10**12)))
+        match = "above 65535"
+    else:
+        with open(root / "label.csv", "a", newline="") as f:
+            csv.writer(f).writerow([10**12, "huge", "object(1)", 1, 0.1, ""])
+        match = "label.csv: label number 1000000000000 is above 65535"
+    with pytest.raises(ValueError, match=match):
+        broden_probe(root)
+
+
+def test_an_index_label_beyond_the_label_table_is_refused(broden_dir) -> None:
+    root, _ = broden_dir
+    _rewrite_index(root, lambda rows: rows[2].__setitem__(9, "40000"))
+    with pytest.raises(ValueError, match="label 40000 in column 'scene'.*goes up to 300"):
+        broden_probe(root)
+
+
+def test_describe_changes_when_a_csv_changes(broden_dir) -> None:
+    # before: renaming labels in label.csv kept the cache key, and old names came back
+    root, _ = broden_dir
+    before = broden_probe(root).describe()
+    assert broden_probe(root).describe() == before
+    text = (root / "label.csv").read_text().replace(",red,", ",crimson,")
+    (root / "label.csv").write_text(text)
+    after = broden_probe(root)
+    assert after.describe() != before
+    assert "crimson" in [c.name for c in after.labels]
+    (root / "c_part.csv").write_text((root / "c_part.csv").read_text().replace("0.2", "0.01"))
+    assert broden_probe(root).describe() != after.describe()
+
+
+def test_huge_sizes_in_the_index_or_arguments_are_bounded(broden_dir) -> None:
+    root, _ = broden_dir
+    with pytest.raises(ValueError, match="MAX_IMAGE_SIDE"):
+        broden_probe(root, size=100_000)
+    with pytest.raises(ValueError, match="MAX_IMAGE_SIDE"):
+        broden_probe(root, mask_size=100_000)
+    _rewrite_index(root, lambda rows: rows[1].__setitem__(2, "99999999"))
+    assert broden_probe(root).size == 224  # an absurd ih is no hint: the default
+    with pytest.raises(TypeError, match="must be an integer"):
+        broden_probe(root, max_images=2.5)
+    assert len(broden_probe(root, max_images=np.int64(2))) == 2

@@ -128,3 +128,22 @@ def test_folder_skips_files_that_are_not_images_and_decodes_safely(tmp_path) -> 
     imgs = dict(ds)
     assert imgs["clear.png"].getpixel((0, 0)) == (255, 255, 255)  # on white, not black
     assert 150 < imgs["deep.png"].getpixel((0, 0))[0] < 160  # 16-bit scaled, not clipped
+
+
+def test_dataset_sizes_are_bounded_and_numpy_integers_accepted(tmp_path) -> None:
+    import numpy as np
+
+    from cnnvis_widgets.data.datasets import augmented_samples, image_folder, sample_photos
+
+    with pytest.raises(ValueError, match="MAX_IMAGE_SIDE"):
+        augmented_samples(n=4, size=100_000)
+    with pytest.raises(ValueError, match="MAX_DATASET_IMAGES"):
+        augmented_samples(n=10**12, size=32)
+    with pytest.raises(ValueError, match="MAX_IMAGE_SIDE"):
+        sample_photos(size=100_000)
+    with pytest.raises(ValueError, match="MAX_IMAGE_SIDE"):
+        image_folder(tmp_path, size=100_000)
+    with pytest.raises(TypeError, match="must be an integer"):
+        augmented_samples(n=4.5, size=32)
+    ds = augmented_samples(n=np.int64(3), size=np.int32(32), seed=np.int64(1))
+    assert len(ds) == 3 and ds[2][1].size == (32, 32)

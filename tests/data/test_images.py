@@ -34,6 +34,23 @@ def test_modes_become_rgb() -> None:
     assert load_image(pal).mode == "RGB"
 
 
+def test_a_dark_16_bit_png_stays_dark() -> None:
+    # before: a 16-bit image whose values were all <= 255 was scaled by 255 (full white)
+    dark = np.zeros((16, 16), np.uint16)
+    dark[:, 8:] = 200  # 200 / 65535 of white: black on an 8-bit screen
+    out = np.asarray(load_image(png(Image.fromarray(dark))))
+    assert out.max() == round(200 / 65535 * 255) == 1
+    bright = np.full((16, 16), 65535, np.uint16)
+    assert np.asarray(load_image(png(Image.fromarray(bright)))).min() == 255
+    # the same pixels give the same picture whatever else is in the image
+    mixed = dark.copy()
+    mixed[0, 0] = 65535
+    assert np.array_equal(np.asarray(load_image(png(Image.fromarray(mixed))))[1:], out[1:])
+    # an 8-bit integer image (mode "I" not from a 16-bit file) keeps its 8-bit levels
+    eight = Image.fromarray(np.full((16, 16), 200, np.int32))
+    assert load_image(eight).getpixel((0, 0)) == (200, 200, 200)
+
+
 def test_bad_inputs_have_clear_errors(tmp_path) -> None:
     with pytest.raises(ImageError, match="not an image"):
         load_image(b"hello, this is text")

@@ -30,7 +30,7 @@ w = cw.DeconvNet(layer="_blocks.4", unit=7, n_images=32)
 w"""
 
 ATTR_CELL = """import cnnvis_widgets as cw
-a = cw.Attribution(image="cat", method="guided")
+a = cw.Attribution(image="cat", method="guided_backprop")
 a"""
 
 # A coarse signature of a decoded <img>: 12x12 luminances sampled on a grid.
@@ -167,7 +167,7 @@ def test_attribution_method_select_and_upload(
     wait_until(lambda: signature(trait_img(root, "all_maps")), bool, 30, "all five maps")
 
     # 2. Grad-CAM from the select: the map changes (re-composited, no recomputation).
-    root.locator('select[data-cv-control="method"]').select_option("gradcam")
+    root.locator('select[data-cv-control="method"]').select_option("grad_cam")
     gradcam = wait_until(
         lambda: signature(heat),
         lambda s: bool(s) and s["sig"] != first["sig"],

@@ -56,7 +56,7 @@ def test_run_predicts_and_shows_the_core_maps(widget, tiny_handle, tmp_path) -> 
     rec = widget.record()
     json.dumps(rec)
     assert rec["result"]["target"] == top[0] and len(rec["result"]["top5"]) == 5
-    assert rec["settings"]["method"] == "guided" and rec["settings"]["image_name"] == "cat"
+    assert rec["settings"]["method"] == "guided_backprop" and rec["settings"]["image_name"] == "cat"
     assert widget.save(tmp_path / "a.png").is_file()
     assert "image/png" in widget._repr_mimebundle_()
     assert active_hook_count(tiny_handle.model) == 0
@@ -85,7 +85,7 @@ def test_target_and_layer_changes_restart(widget, tiny_handle) -> None:
     widget.run()
     assert widget.wait(timeout=120)
     widget.target = 3
-    widget.method = "gradcam"
+    widget.method = "grad_cam"
     widget.run()
     assert widget.wait(timeout=120)
     assert widget.record()["result"]["target"] == 3 and "class 3" in widget.status
@@ -168,9 +168,10 @@ def test_unsupported_activation_is_an_error_in_the_widget() -> None:
         assert w.wait(timeout=120)
         # the maps that need ReLU are left out, and the status says so
         assert w.error == "" and "not available" in w.status and "Guided backprop" in w.status
-        assert set(w.record()["result"]["unsupported"]) == {"deconvnet", "guided", "guided_gradcam"}
+        unsupported = set(w.record()["result"]["unsupported"])
+        assert unsupported == {"deconvnet", "guided_backprop", "guided_grad_cam"}
         assert png(w.all_maps).shape[1] == 2 * (128 + 4)  # saliency and Grad-CAM
-        w.method = "guided"  # not computed: a run that fails with the reason
+        w.method = "guided_backprop"  # not computed: a run that fails with the reason
         assert w.wait(timeout=120)
         assert "UnsupportedActivationError" in w.error and "'1'" in w.error
         assert not w.running and active_hook_count(net) == 0
@@ -184,7 +185,7 @@ def test_a_grey_model_works() -> None:
     from tests.conftest import make_tiny
 
     h = load_model(make_tiny(in_channels=1), device="cpu", input_size=32)
-    w = Attribution(h, image="camera", method="gradcam")
+    w = Attribution(h, image="camera", method="grad_cam")
     try:
         w.run()
         assert w.wait(timeout=120)

@@ -108,7 +108,7 @@ def test_another_unit_or_method_reuses_the_pass(widget, monkeypatch) -> None:
     assert widget.patches != first_patches
     assert widget.record()["result"]["unit"] == 4
     unit4_patches, unit4_proj = widget.patches, widget.projections
-    widget.method = "guided"
+    widget.method = "guided_backprop"
     widget.run()
     assert widget.wait(timeout=120)
     assert widget.error == ""
@@ -241,7 +241,7 @@ def test_a_grey_model_works() -> None:
     from cnnvis_widgets import load_model
 
     h = load_model(make_tiny(in_channels=1), device="cpu", input_size=32)
-    w = DeconvNet(h, layer="conv2", n_images=12, method="guided")
+    w = DeconvNet(h, layer="conv2", n_images=12, method="guided_backprop")
     try:
         w.run()
         assert w.wait(timeout=120)

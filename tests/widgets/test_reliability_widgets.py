@@ -134,12 +134,12 @@ SPECS: dict[str, Spec] = {
         [
             ("unit", st.integers(0, 16)),
             ("layer", st.sampled_from(["conv1", "conv2", "relu2"])),
-            ("method", st.sampled_from(["deconvnet", "guided"])),
+            ("method", st.sampled_from(["deconvnet", "guided_backprop"])),
             ("n_images", st.sampled_from([9, 12])),
             ("opacity", st.floats(0.0, 1.0)),
         ],
         lambda w, i: setattr(w, "unit", i % 16),
-        (dict(unit=1), dict(unit=5, method="guided")),
+        (dict(unit=1), dict(unit=5, method="guided_backprop")),
         [("unit", 16), ("unit", -1), ("n_images", 0), ("opacity", 1.5), ("opacity", float("nan"))]
         + [("layer", "conv9"), ("layer", "fc"), ("method", "lrp"), ("selected", 9)],
     ),
@@ -150,7 +150,7 @@ SPECS: dict[str, Spec] = {
             ("target", st.integers(-1, 5)),
             ("cam_layer", st.sampled_from(["conv1", "conv2", "relu2"])),
             ("image_name", st.sampled_from(SAMPLES)),
-            ("method", st.sampled_from(["saliency", "deconvnet", "guided", "gradcam"])),
+            ("method", st.sampled_from(["saliency", "deconvnet", "guided_backprop", "grad_cam"])),
             ("opacity", st.floats(0.0, 1.0)),
         ],
         lambda w, i: setattr(w, "target", i % 5),

@@ -12,7 +12,7 @@ endif
 export CNNVIS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup lab test test-py test-js lint js bench wheel clean
+.PHONY: setup lab test test-py test-js lint js bench wheel clean readme-images
 
 setup:
 	bash scripts/setup.sh
@@ -39,6 +39,11 @@ test-py:
 
 ## Every test: lint, JS unit tests, Python unit tests, executed notebooks, real-browser tests.
 test: setup lint test-js test-py
+
+## The README's pictures: every widget screenshotted in JupyterLab, copied to docs/images/.
+readme-images: setup
+	$(PY) -m pytest -p no:cacheprovider -q tests/e2e/test_lab_screenshots.py
+	$(PY) scripts/readme_images.py
 
 bench: setup
 	$(PY) benchmarks/bench_activation_max.py

@@ -3,13 +3,16 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8888
-TOKEN ?= $(shell python3 -c "import secrets; print(secrets.token_hex(16))")
-ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+# Evaluated once (`?=` would draw a new token at each use, and the printed URL would not work);
+# `make lab TOKEN=...` or TOKEN in the environment still wins.
+ifeq ($(origin TOKEN),undefined)
+TOKEN := $(shell python3 -c "import secrets; print(secrets.token_hex(16))")
+endif
 # One torch thread on small machines (2 shared cores are far slower with 2 threads).
 export CNNVIS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup lab test test-py test-js lint js bench wheel clean
+.PHONY: setup lab test test-py test-js lint js bench wheel clean readme-images
 
 setup:
 	bash scripts/setup.sh
@@ -17,15 +20,11 @@ setup:
 js:
 	cd js && npm run --silent build
 
-## Main job: JupyterLab on 127.0.0.1, opened on the tour notebook; the token is printed.
+## Main job: JupyterLab on 127.0.0.1, opened on the tour notebook; the URL with the token is
+## printed. `cnnvis lab` starts it with the package's Lab settings (widget state saved in the
+## notebooks, no news or update checks): cnnvis_widgets/_jupyter/lab/settings/overrides.json.
 lab: setup
-	@echo ""
-	@echo "Open http://127.0.0.1:$(PORT)/lab/tree/00_tour.ipynb?token=$(TOKEN)"
-	@echo "(token: $(TOKEN))"
-	$(VENV)/bin/jupyter lab --no-browser $(ROOT_FLAG) --ServerApp.ip=127.0.0.1 \
-	  --ServerApp.port=$(PORT) --ServerApp.port_retries=0 --IdentityProvider.token=$(TOKEN) \
-	  --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/00_tour.ipynb \
-	  --LabApp.news_url= --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+	$(PY) -m cnnvis_widgets.cli lab --port $(PORT) --token $(TOKEN) --dir notebooks
 
 lint:
 	$(VENV)/bin/ruff check cnnvis_widgets tests benchmarks scripts
@@ -40,6 +39,11 @@ test-py:
 
 ## Every test: lint, JS unit tests, Python unit tests, executed notebooks, real-browser tests.
 test: setup lint test-js test-py
+
+## The README's pictures: every widget screenshotted in JupyterLab, copied to docs/images/.
+readme-images: setup
+	$(PY) -m pytest -p no:cacheprovider -q tests/e2e/test_lab_screenshots.py
+	$(PY) scripts/readme_images.py
 
 bench: setup
 	$(PY) benchmarks/bench_activation_max.py

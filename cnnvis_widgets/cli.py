@@ -6,12 +6,13 @@ Exit codes: 0 success, 1 a step failed (the message says which and why), 2 bad u
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,9 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 PACKAGE = Path(__file__).resolve().parent
+# JupyterLab settings overrides shipped with the package: widget state saved in the notebooks (a
+# reopened notebook shows each widget's last picture without a kernel), no news, no update check.
+LAB_SETTINGS = PACKAGE / "_jupyter" / "lab" / "settings"
 
 
 class CliError(Exception):
@@ -28,30 +32,21 @@ class CliError(Exception):
 
 
 def progress(items: Iterable[T], total: int | None, label: str) -> Iterator[T]:
-    """A plain text progress bar on stderr (no extra dependency)."""
-    width = 28
-    start = time.monotonic()
-    done = 0
+    """A tqdm progress bar on stderr: count, rate and ETA (a log file gets a line every 10 s)."""
+    from tqdm import tqdm
+
     tty = sys.stderr.isatty()
-    shown = -1
-    for item in items:
-        done += 1
-        pct = int(100 * done / total) if total else done
-        if not tty and pct // 10 == shown // 10:  # a log file gets every 10%, a terminal all
-            yield item
-            continue
-        shown = pct
-        if total:
-            filled = int(width * done / total)
-            bar = "#" * filled + "-" * (width - filled)
-            sys.stderr.write(f"\r  {label:28s} [{bar}] {done}/{total}")
-        else:
-            sys.stderr.write(f"\r  {label:28s} {done}")
-        if not tty:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-        yield item
-    sys.stderr.write(f"\r  {label:28s} done in {time.monotonic() - start:.1f} s{' ' * 20}\n")
+    with tqdm(
+        items,
+        total=total,
+        desc=f"  {label}",
+        file=sys.stderr,
+        dynamic_ncols=tty,
+        ncols=None if tty else 100,
+        mininterval=0.1 if tty else 10.0,
+        ascii=not tty,
+    ) as bar:
+        yield from bar
 
 
 def _notebooks_dir() -> Path:
@@ -66,6 +61,37 @@ def _notebooks_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------- lab
+def lab_settings_dir() -> Path:
+    """The app settings folder for ``cnnvis lab``: the package's ``overrides.json``, merged under
+    the overrides of this environment's own app settings folder (those win) when it has some."""
+    ours = json.loads((LAB_SETTINGS / "overrides.json").read_text())
+    try:
+        from jupyterlab.commands import get_app_dir
+
+        default = Path(get_app_dir()) / "settings"
+    except Exception:  # noqa: BLE001 - no JupyterLab or an odd layout: ours alone
+        return LAB_SETTINGS
+    if not default.is_dir() or not any(default.iterdir()):
+        return LAB_SETTINGS
+    merged = Path(tempfile.mkdtemp(prefix="cnnvis-lab-settings-"))
+    shutil.copytree(default, merged, dirs_exist_ok=True)
+    theirs_path = merged / "overrides.json"
+    theirs = json.loads(theirs_path.read_text()) if theirs_path.is_file() else {}
+    for plugin, values in ours.items():
+        theirs[plugin] = {**values, **theirs.get(plugin, {})}
+    theirs_path.write_text(json.dumps(theirs, indent=2))
+    return merged
+
+
+def lab_settings_args(settings_dir: Path | None = None) -> list[str]:
+    """The JupyterLab options of ``cnnvis lab`` (and ``make lab``) besides address and token."""
+    return [
+        f"--LabApp.app_settings_dir={settings_dir or lab_settings_dir()}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     src = _notebooks_dir()
     work = Path(args.dir).resolve() if args.dir else None
@@ -88,8 +114,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={work}",
         "--LabApp.default_url=/lab/tree/00_tour.ipynb",
-        "--LabApp.news_url=",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        *lab_settings_args(),
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")

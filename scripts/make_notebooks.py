@@ -286,12 +286,36 @@ def main() -> None:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.main()
-    # stable cell ids, so regenerating does not rewrite every notebook
+    # stable cell ids, so regenerating does not rewrite every notebook; the kernel's own metadata,
+    # so JupyterLab does not mark a notebook as modified as soon as it opens it
     for path in sorted(HERE.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):
             cell.id = f"cell-{i:02d}"
+        nb.metadata.update(notebook_metadata())
         nbformat.write(nb, path)
+
+
+def notebook_metadata() -> dict:
+    """``kernelspec`` and ``language_info`` exactly as JupyterLab writes them once the kernel
+    of this environment (``python3``, ipykernel) is connected.
+
+    JupyterLab 4 replaces both with the kernel's values when it opens a notebook; any difference
+    (a display name "Python 3" instead of "Python 3 (ipykernel)", a missing or other
+    ``language_info`` field, another Python version) marks the fresh notebook as modified.
+    """
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {
+        "kernelspec": {
+            "display_name": spec.display_name,
+            "language": spec.language,
+            "name": "python3",
+        },
+        "language_info": dict(IPythonKernel.language_info),
+    }
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -690,6 +691,32 @@ def network_summary(handle: ModelHandle, layers: Sequence[str] | None = None, **
 # unit cards
 
 
+_JVP_LOCK = threading.Lock()
+_JVP_READY = False
+
+
+def _load_jvp_decompositions() -> None:
+    """Import torch's forward-AD decompositions once, without its ``FutureWarning``.
+
+    torch's first ``fwAD.make_dual`` imports ``torch._decomp.decompositions_for_jvp``, which calls
+    the deprecated ``torch.jit.script`` and warns "`torch.jit.script` is deprecated" (a red cell
+    output in a notebook). Only that warning, only for that import, is silenced here.
+    """
+    global _JVP_READY
+    with _JVP_LOCK:
+        if _JVP_READY:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+            )
+            try:
+                from torch._decomp import decompositions_for_jvp  # noqa: F401
+            except ImportError:  # a torch without it: make_dual does not load it either
+                pass
+        _JVP_READY = True
+
+
 def class_contributions(
     handle: ModelHandle, layer: str, unit: int, pixels: torch.Tensor
 ) -> torch.Tensor:
@@ -722,6 +749,7 @@ def class_contributions(
         h = module.register_forward_hook(hook)
         try:
             if mode == "jvp":
+                _load_jvp_decompositions()
                 with fwAD.dual_level():
                     logits = handle.model(x)
                     if isinstance(logits, (tuple, list)):

@@ -450,3 +450,18 @@ def page(context, browser_log: BrowserLog, request: pytest.FixtureRequest, artif
             if browser_log.errors:
                 print("===== page errors =====\n" + "\n".join(browser_log.errors))
         pg.close()
+
+
+@pytest.fixture
+def cnnvis_lab_server(lab_server) -> Callable[..., Server]:
+    """``lab_server`` with the Lab settings that ``cnnvis lab`` / ``make lab`` ship
+    (cnnvis_widgets/_jupyter/lab/settings/overrides.json: widget state saved into notebooks, no
+    news toast). Only the settings folder is added: ``lab_server`` already passes the other
+    options, and a repeated ``--LabApp.*`` option makes JupyterLab drop the settings folder."""
+    from cnnvis_widgets.cli import lab_settings_dir
+
+    def start(root_dir, open_path=None, extra_args=(), **kw) -> Server:
+        args = [f"--LabApp.app_settings_dir={lab_settings_dir()}", *extra_args]
+        return lab_server(root_dir, open_path, extra_args=args, **kw)
+
+    return start

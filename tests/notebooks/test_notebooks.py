@@ -73,6 +73,16 @@ def test_notebook_runs_without_errors(notebook: Path, monkeypatch, tmp_path):
         for out in cell.get("outputs", [])
         if out.get("output_type") == "error"
     ]
+    # No red output either: nothing on stderr (warnings of dependencies included).
+    stderr = [
+        (i, "".join(out.get("text", "")))
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream" and out.get("name") == "stderr"
+    ]
+    for i, text in stderr:
+        errors.append((i, {"ename": "stderr output", "evalue": text[:2000]}))
     if failure is not None or errors:
         lines = [f"{notebook.name}: cell(s) raised"]
         for i, out in errors:

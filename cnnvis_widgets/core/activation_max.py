@@ -320,15 +320,14 @@ def maximize_steps(
                 x = x.clamp(0, 1)
             prm.set_image(x)
 
-    with handle.frozen():
-        yield from optimize_steps(
-            param,
-            loss_fn,
-            settings,
-            optimizer=p.optimizer,
-            post_step=post_step,
-            stop_event=stop_event,
-        )
+    yield from optimize_steps(
+        param,
+        loss_fn,
+        settings,
+        optimizer=p.optimizer,
+        post_step=post_step,
+        stop_event=stop_event,
+    )
 
 
 @torch.no_grad()

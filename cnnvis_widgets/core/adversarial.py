@@ -167,7 +167,7 @@ def _labels(
 
 
 def _logits(handle: ModelHandle, pixels: torch.Tensor) -> torch.Tensor:
-    out = handle.model(handle.normalize(pixels))
+    out = handle.net(handle.normalize(pixels))
     if isinstance(out, (tuple, list)):
         out = out[0]
     return out.float().flatten(1)
@@ -389,36 +389,35 @@ def pgd_steps(
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size}")
     clean = _check_images(handle, images)
-    with handle.frozen():
-        labels, targeted = _labels(handle, clean, target)
-        if random_start and eps > 0:
-            gen = torch.Generator().manual_seed(int(seed))
-            adv = _random_start(clean, eps, norm, gen)
+    labels, targeted = _labels(handle, clean, target)
+    if random_start and eps > 0:
+        gen = torch.Generator().manual_seed(int(seed))
+        adv = _random_start(clean, eps, norm, gen)
+    else:
+        adv = clean.clone()
+    view = (-1,) + (1,) * (clean.dim() - 1)
+    low, high = linf_bounds(clean, eps) if norm == "linf" else (clean, clean)
+    for i in range(steps):
+        if stop_event is not None and stop_event.is_set():
+            return
+        obj, grad, gnorm, logits, mean, n_zero = _gradient(handle, adv, labels, targeted, i)
+        if norm == "linf":
+            adv = torch.clamp(adv.add(grad.sign(), alpha=alpha), low, high)
         else:
-            adv = clean.clone()
-        view = (-1,) + (1,) * (clean.dim() - 1)
-        low, high = linf_bounds(clean, eps) if norm == "linf" else (clean, clean)
-        for i in range(steps):
-            if stop_event is not None and stop_event.is_set():
-                return
-            obj, grad, gnorm, logits, mean, n_zero = _gradient(handle, adv, labels, targeted, i)
-            if norm == "linf":
-                adv = torch.clamp(adv.add(grad.sign(), alpha=alpha), low, high)
-            else:
-                scale = (alpha / gnorm.clamp_min(1e-30)).view(view)
-                adv = _l2_project(clean, torch.addcmul(adv, grad, scale), eps)
-            pred = logits.argmax(dim=1)
-            success = pred == labels if targeted else pred != labels
-            metrics: dict[str, Any] = {
-                "objective": obj,
-                "pred": pred,
-                "grad_norm": gnorm.detach(),
-                "success": success,
-                "zero_grad_fallback": n_zero,
-                "labels": labels,
-                "targeted": targeted,
-            }
-            yield Step(i, mean, adv, metrics, steps)
+            scale = (alpha / gnorm.clamp_min(1e-30)).view(view)
+            adv = _l2_project(clean, torch.addcmul(adv, grad, scale), eps)
+        pred = logits.argmax(dim=1)
+        success = pred == labels if targeted else pred != labels
+        metrics: dict[str, Any] = {
+            "objective": obj,
+            "pred": pred,
+            "grad_norm": gnorm.detach(),
+            "success": success,
+            "zero_grad_fallback": n_zero,
+            "labels": labels,
+            "targeted": targeted,
+        }
+        yield Step(i, mean, adv, metrics, steps)
 
 
 def pgd(

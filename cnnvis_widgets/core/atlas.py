@@ -723,14 +723,14 @@ def class_contributions(
         try:
             if mode == "jvp":
                 with fwAD.dual_level():
-                    logits = handle.model(x)
+                    logits = handle.net(x)
                     if isinstance(logits, (tuple, list)):
                         logits = logits[0]
                     tangent = fwAD.unpack_dual(logits).tangent
                     if tangent is None:
                         return torch.zeros(logits.shape[-1], device=logits.device)
                     return tangent.detach().float().mean(0)
-            logits = handle.model(x)
+            logits = handle.net(x)
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
             return logits.detach().float()

@@ -1144,7 +1144,7 @@ class Dissector:
 
         with torch.inference_mode(), _consume_outputs(self.handle, self.layers, consume):
             try:
-                self.handle.model(x)
+                self.handle.net(x)
             except StopForward:
                 pass
         if stage == "iou":
@@ -1523,7 +1523,7 @@ def unit_examples(
     x = handle.normalize(batch.images.to(torch.float32))
     with torch.inference_mode(), _consume_outputs(handle, [layer], consume):
         try:
-            handle.model(x)
+            handle.net(x)
         except StopForward:
             pass
     s = batch.images.shape[-1]

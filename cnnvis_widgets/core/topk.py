@@ -186,7 +186,7 @@ def _dependency(
     ``layer``; returns the input rows ``(B, H)`` and columns ``(B, W)`` each item depends on, and
     the layer's output size.
     """
-    model = handle.model
+    model = handle.net
     n = len(selections)
     x = torch.ones(n, handle.in_channels, *size, dtype=dtype, device=handle.device)
     x.requires_grad_(True)
@@ -324,13 +324,13 @@ def receptive_field(
     else:
         size = (int(input_size[0]), int(input_size[1]))
     with _RF_LOCK:
-        per_model = _RF_CACHE.setdefault(handle.model, {})
+        per_model = _RF_CACHE.setdefault(handle.net, {})
         if (layer, size) in per_model:
             return per_model[(layer, size)]
     rows, cols = _intervals(handle, layer, size, torch.float32)
     rf = ReceptiveField(layer, size, tuple(rows), tuple(cols))
     with _RF_LOCK:
-        _RF_CACHE.setdefault(handle.model, {})[(layer, size)] = rf
+        _RF_CACHE.setdefault(handle.net, {})[(layer, size)] = rf
     return rf
 
 
@@ -667,7 +667,7 @@ def top_k_steps(
         x = handle.normalize(torch.cat(batch_pix).to(dev))
         with torch.no_grad(), capture(handle, [layer], stop_early=True) as acts:
             try:
-                handle.model(x)
+                handle.net(x)
             except StopForward:
                 pass
             a = acts[layer]

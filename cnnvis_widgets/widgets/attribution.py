@@ -336,7 +336,7 @@ class Attribution(CnnvisWidget):
     def _predict(self, key: str, x: torch.Tensor) -> tuple[list[int], list[float]]:
         if key not in self._preds:
             with torch.no_grad():
-                out = self.handle.model(x)
+                out = self.handle.net(x)
             out = out[0] if isinstance(out, (tuple, list)) else out
             if not torch.isfinite(out).all():
                 raise FloatingPointError(

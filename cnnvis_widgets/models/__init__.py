@@ -97,7 +97,7 @@ def load_model(
         Seed of the random initialisation for ``weights=None``.
     input_size, mean, std, class_names : optional
         Input spec for your own module (defaults: 224, ImageNet mean/std or 0.5 for 1 channel).
-        ``input_size`` is an int or ``(height, width)`` in 8..4096; ``std`` values are > 0.
+        ``input_size`` is an int or ``(height, width)`` in 1..4096; ``std`` values are > 0.
 
     Raises
     ------

@@ -108,9 +108,9 @@ class LayerInfo:
         return f"{self.name} ({self.kind}, {self.channels} ch{size})"
 
 
-#: Input sizes a handle accepts (pixels per side): below 8 no network of this library's kind
-#: has a spatial layer left; above 4096 one float32 RGB image alone is 200 MB.
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 4096
+#: Input sizes a handle accepts (pixels per side): above 4096 one float32 RGB image alone is
+#: 200 MB and a batch of feature maps no longer fits in a laptop's memory.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 1, 4096
 
 
 def _bounded_int(what: str, value: object, low: int, high: int) -> int:

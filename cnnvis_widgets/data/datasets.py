@@ -310,17 +310,18 @@ def image_folder(path: str | Path, size: int | None = None, recursive: bool = Tr
     return ImageDataset(names, load, key=key)
 
 
-_FILE_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+_FILE_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
 _FILE_DIGESTS_LOCK = threading.Lock()
 
 
 def file_digest(path: str | Path) -> str:
-    """BLAKE2b of the bytes of the file ``path``, memoized by ``(path, size, mtime_ns, inode,
-    device)``: an unchanged folder is keyed again without reading its files, a file replaced or
-    edited (even with the same size and time stamp as another one) is read again."""
+    """BLAKE2b of the bytes of the file ``path``, memoized by ``(path, size, mtime_ns,
+    ctime_ns, inode, device)``: an unchanged folder is keyed again without reading its files; a
+    file replaced or rewritten is read again, even when its size and modification time were
+    kept (any write moves the change time, which no program can set back)."""
     p = Path(path).resolve()
     st = p.stat()
-    memo = (str(p), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    memo = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
     with _FILE_DIGESTS_LOCK:
         got = _FILE_DIGESTS.get(memo)
     if got is not None:

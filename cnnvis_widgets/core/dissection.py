@@ -1329,6 +1329,7 @@ def dissect(
             batch_size=batch_size,
         )
         path = entry_path("dissection", key, "")  # None: no usable cache folder (warned)
+
         def load_checked(p: Path) -> Dissection:
             d = Dissection.load(p)
             for name in d.layers:  # a garbled entry can load: its arrays must agree

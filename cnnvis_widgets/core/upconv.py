@@ -337,6 +337,7 @@ def load_decoder(
     >>> dec is None or dec.trained_steps > 0          # doctest: +SKIP
     True
     """
+
     def build(p: Path) -> UpconvDecoder:
         data = _read(p)
         dec = _build(data["config"])
@@ -600,6 +601,7 @@ def train_decoder_steps(
             write(path)
             return True
         return cache.write_entry(path, write)  # a read-only cache: warned once, training goes on
+
     opt = torch.optim.Adam(decoder.parameters(), lr=float(settings.lr))
     start = 0
     data = None

@@ -100,9 +100,10 @@ def _frozen_deepcopy(root: nn.Module) -> nn.Module:
     return t
 
 
-def build_twin(root: nn.Module, name: str = "model") -> tuple[nn.Module, str]:
+def build_twin(root: nn.Module, name: str = "model", quiet: bool = False) -> tuple[nn.Module, str]:
     """The module runs execute for ``root`` and how it was made (``"shallow"``, ``"deepcopy"``
-    or ``"self"``). See the module docstring."""
+    or ``"self"``). See the module docstring; ``quiet`` skips the fallback's warning (given
+    once per handle)."""
     reason = "it contains TorchScript modules" if _has_script(root) else ""
     if not reason:
         try:
@@ -111,12 +112,14 @@ def build_twin(root: nn.Module, name: str = "model") -> tuple[nn.Module, str]:
             reason = f"a shallow copy failed ({type(exc).__name__}: {exc})"
     try:
         t = _frozen_deepcopy(root)
-        warnings.warn(
-            f"model {name!r}: {reason}, so runs use a deep copy of it in eval mode (twice the "
-            "memory; copied again whenever its weights change). Your model itself is not changed.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        if not quiet:
+            warnings.warn(
+                f"model {name!r}: {reason}, so runs use a deep copy of it in eval mode (twice "
+                "the memory; copied again whenever its weights change). Your model itself is "
+                "not changed.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return t, "deepcopy"
     except Exception as exc:  # noqa: BLE001
         if not any(m.training for m in root.modules()):

@@ -283,8 +283,8 @@ class ModelHandle:
                 "Pass input_size=/mean=/std= to load_model if it expects another input."
             ) from exc
         finally:
-            for h in handles:
-                h.remove()
+            for hook in handles:
+                hook.remove()
         if isinstance(out, (tuple, list)):
             out = out[0]
         if not isinstance(out, torch.Tensor):
@@ -406,7 +406,9 @@ class ModelHandle:
         with self.lock:
             if self._twin is not None and sig == self._twin_sig:
                 return self._twin
-            twin, kind = build_twin(self.model, getattr(self, "name", "model"))
+            twin, kind = build_twin(
+                self.model, getattr(self, "name", "model"), quiet=self._twin is not None
+            )
             self._twin_kind = kind
             sig = signature(self.model, kind)
             if kind == "deepcopy":

@@ -110,7 +110,10 @@ def _runs(handle):
         yield f"attr_{method}", lambda m=method: A.attribute(handle, x, 1, m, layer="relu2")
     yield "pgd", lambda: adv.pgd(handle, photo, eps=0.03, steps=3)
     yield "fgsm", lambda: adv.fgsm(handle, photo, eps=0.03)
-    yield "topk", lambda: T.top_k_patches(handle, "relu2", [torch.rand(3, 32, 32) for _ in range(5)])
+    yield (
+        "topk",
+        lambda: T.top_k_patches(handle, "relu2", [torch.rand(3, 32, 32) for _ in range(5)]),
+    )
     yield "rf", lambda: T.receptive_field(handle, "conv2")
 
     def dissection():
@@ -206,14 +209,16 @@ def test_a_generator_abandoned_after_break_leaves_nothing_changed(user) -> None:
 
     net, handle, _ = user
     before = snapshot(net)
-    for step in am.maximize_steps(handle, "conv2:1", steps=50, size=32):
-        assert_unchanged(net, before)  # not even while it runs
-        break
-    for step in inv.invert_steps(handle, torch.rand(1, 3, 32, 32), "conv2", steps=50):
-        break
-    for step in adv.pgd_steps(handle, torch.rand(1, 3, 32, 32), eps=0.03, steps=50):
-        break
-    del step
+    gens = [
+        am.maximize_steps(handle, "conv2:1", steps=50, size=32),
+        inv.invert_steps(handle, torch.rand(1, 3, 32, 32), "conv2", steps=50),
+        adv.pgd_steps(handle, torch.rand(1, 3, 32, 32), eps=0.03, steps=50),
+    ]
+    for gen in gens:
+        for _ in gen:
+            assert_unchanged(net, before)  # not even while it runs
+            break
+    del gens, gen
     gc.collect()
     assert_unchanged(net, before)
     net.fc.weight.requires_grad_(False)  # frozen meanwhile: stays frozen

@@ -120,3 +120,77 @@ def test_capture_is_safe_from_later_inplace_ops_without_grad(tiny_handle) -> Non
     with torch.no_grad(), capture(tiny_handle, ["conv2"]) as acts:
         tiny_handle.net(x)  # relu2 (in place) runs after conv2
         assert (acts["conv2"] < 0).any()  # the captured pre-activation keeps its negatives
+
+
+@pytest.mark.parametrize(
+    "size, err, match",
+    [
+        (-4, ValueError, r"1\.\.4096"),
+        (100000, ValueError, r"1\.\.4096"),
+        (0, ValueError, r"1\.\.4096"),
+        ("32", TypeError, "int or \\(height, width\\)"),
+        (3.5, TypeError, "integer"),
+        ((32,), ValueError, "int or \\(height, width\\)"),
+    ],
+)
+def test_load_model_input_size_is_validated(size, err, match) -> None:
+    with pytest.raises(err, match=match):
+        load_model(make_tiny(), device="cpu", input_size=size)
+
+
+def test_load_model_spec_and_dtype_errors_name_the_fix() -> None:
+    import numpy as np
+
+    with pytest.raises(ValueError, match="std must be finite numbers > 0"):
+        load_model(make_tiny(), device="cpu", input_size=32, std=(0, 0, 0))
+    for dtype, name in [
+        (torch.float16, "float16"),
+        (torch.bfloat16, "bfloat16"),
+        (torch.float64, "float64"),
+    ]:
+        with pytest.raises(TypeError, match=rf"{name} weights.*model\.float\(\)"):
+            load_model(make_tiny().to(dtype), device="cpu", input_size=32)
+    h = load_model(make_tiny(), device="cpu", input_size=np.int64(32))
+    assert h.input_size == (32, 32)
+    h.check_unit("conv2", np.int64(3))
+    h.check_class(np.int32(4))
+    with pytest.raises(IndexError, match=r"valid 0\.\.4"):
+        h.check_class(np.int64(5))
+    with pytest.raises(TypeError, match="int"):
+        h.check_unit("conv2", 2.0)
+
+
+def test_load_model_of_a_handle_gives_its_random_twin() -> None:
+    h = load_model(make_tiny(), device="cpu", input_size=32, mean=(0.4,) * 3, std=(0.3,) * 3)
+    r = load_model(h, weights=None, seed=3)
+    assert (r.input_size, r.mean, r.std) == (h.input_size, h.mean, h.std)
+    assert list(r.layers) == list(h.layers) and r.weights == "random(seed=3)"
+    assert not torch.equal(r.model.conv1.weight, h.model.conv1.weight)
+    assert torch.equal(load_model(h, weights=None, seed=3).model.conv1.weight, r.model.conv1.weight)
+    assert r.fingerprint() != h.fingerprint()
+
+
+class _NoShallowCopy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_tiny()
+
+    def __copy__(self):
+        raise TypeError("no shallow copies here")
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_a_model_that_cannot_be_shallow_copied_runs_on_a_warned_deep_copy() -> None:
+    net = _NoShallowCopy().train()
+    with pytest.warns(RuntimeWarning, match="deep copy"):
+        h = load_model(net, device="cpu", input_size=32)
+    assert net.training and not h.net.training and h.net is not net
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        net.net.fc.bias.add_(1.0)  # the copy follows the weights
+        net.eval()
+        ref = net(x)
+        net.train()
+        assert torch.equal(h.net(x), ref)

@@ -191,3 +191,30 @@ def test_deconvnet_widget_runs_with_an_unusable_cache_folder(tmp_path, monkeypat
         assert w._top is not None
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_atlas_summary_and_unit_card_survive_damage_and_a_blocked_folder(
+    tmp_path, monkeypatch, blocked: bool
+) -> None:
+    from cnnvis_widgets.core import atlas as AT
+
+    if blocked:
+        _blocked_or_readonly(tmp_path, monkeypatch, "file")
+    h = load_model(make_tiny(), device="cpu", input_size=32)
+    kw = dict(probe_images=16, inversion_steps=3, inversion_size=32)
+    card_kw = dict(steps=3, size=32, seed=0, n_images=8, variants=2)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        s = AT.network_summary(h, ["relu2"], **kw)
+        card = AT.unit_card(h, "relu2", 1, dissection=s.dissection, **card_kw)
+        if not blocked:  # damage every atlas entry, then both again: recomputed
+            for kind in ("atlas-dissection", "atlas-inversion", "atlas-variants", "topk"):
+                for path in _entries(kind):
+                    _damage(path, "truncate")
+            s2 = AT.network_summary(h, ["relu2"], **kw)
+            card2 = AT.unit_card(h, "relu2", 1, dissection=s2.dissection, **card_kw)
+            assert s2.rows() == s.rows() and torch.equal(card2.variants, card.variants)
+    msgs = [str(w.message) for w in got if issubclass(w.category, cache.CacheWarning)]
+    assert msgs, "no warning"
+    assert card.variants.shape[0] == 2 and len(card.entries) == 8

@@ -320,14 +320,15 @@ def maximize_steps(
                 x = x.clamp(0, 1)
             prm.set_image(x)
 
-    yield from optimize_steps(
-        param,
-        loss_fn,
-        settings,
-        optimizer=p.optimizer,
-        post_step=post_step,
-        stop_event=stop_event,
-    )
+    with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
+        yield from optimize_steps(
+            param,
+            loss_fn,
+            settings,
+            optimizer=p.optimizer,
+            post_step=post_step,
+            stop_event=stop_event,
+        )
 
 
 @torch.no_grad()

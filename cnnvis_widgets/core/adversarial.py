@@ -389,35 +389,36 @@ def pgd_steps(
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size}")
     clean = _check_images(handle, images)
-    labels, targeted = _labels(handle, clean, target)
-    if random_start and eps > 0:
-        gen = torch.Generator().manual_seed(int(seed))
-        adv = _random_start(clean, eps, norm, gen)
-    else:
-        adv = clean.clone()
-    view = (-1,) + (1,) * (clean.dim() - 1)
-    low, high = linf_bounds(clean, eps) if norm == "linf" else (clean, clean)
-    for i in range(steps):
-        if stop_event is not None and stop_event.is_set():
-            return
-        obj, grad, gnorm, logits, mean, n_zero = _gradient(handle, adv, labels, targeted, i)
-        if norm == "linf":
-            adv = torch.clamp(adv.add(grad.sign(), alpha=alpha), low, high)
+    with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
+        labels, targeted = _labels(handle, clean, target)
+        if random_start and eps > 0:
+            gen = torch.Generator().manual_seed(int(seed))
+            adv = _random_start(clean, eps, norm, gen)
         else:
-            scale = (alpha / gnorm.clamp_min(1e-30)).view(view)
-            adv = _l2_project(clean, torch.addcmul(adv, grad, scale), eps)
-        pred = logits.argmax(dim=1)
-        success = pred == labels if targeted else pred != labels
-        metrics: dict[str, Any] = {
-            "objective": obj,
-            "pred": pred,
-            "grad_norm": gnorm.detach(),
-            "success": success,
-            "zero_grad_fallback": n_zero,
-            "labels": labels,
-            "targeted": targeted,
-        }
-        yield Step(i, mean, adv, metrics, steps)
+            adv = clean.clone()
+        view = (-1,) + (1,) * (clean.dim() - 1)
+        low, high = linf_bounds(clean, eps) if norm == "linf" else (clean, clean)
+        for i in range(steps):
+            if stop_event is not None and stop_event.is_set():
+                return
+            obj, grad, gnorm, logits, mean, n_zero = _gradient(handle, adv, labels, targeted, i)
+            if norm == "linf":
+                adv = torch.clamp(adv.add(grad.sign(), alpha=alpha), low, high)
+            else:
+                scale = (alpha / gnorm.clamp_min(1e-30)).view(view)
+                adv = _l2_project(clean, torch.addcmul(adv, grad, scale), eps)
+            pred = logits.argmax(dim=1)
+            success = pred == labels if targeted else pred != labels
+            metrics: dict[str, Any] = {
+                "objective": obj,
+                "pred": pred,
+                "grad_norm": gnorm.detach(),
+                "success": success,
+                "zero_grad_fallback": n_zero,
+                "labels": labels,
+                "targeted": targeted,
+            }
+            yield Step(i, mean, adv, metrics, steps)
 
 
 def pgd(

@@ -470,19 +470,20 @@ def _run(
     def schedule(i: int, total: int, base: float) -> float:
         return _cosine(i, total, base, float(settings.lr_end))
 
-    for step in optimize_steps(
-        param,
-        loss_fn,
-        settings,
-        optimizer="adam",
-        lr_schedule=schedule,
-        post_step=post_step if not fft else None,
-        stop_event=stop_event,
-    ):
-        if not groups.identity and step.image is not None:
-            step.image = step.image[groups.inverse]
-            step.metrics["feature_error"] = step.metrics["feature_error"][groups.inverse]
-        yield step
+    with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
+        for step in optimize_steps(
+            param,
+            loss_fn,
+            settings,
+            optimizer="adam",
+            lr_schedule=schedule,
+            post_step=post_step if not fft else None,
+            stop_event=stop_event,
+        ):
+            if not groups.identity and step.image is not None:
+                step.image = step.image[groups.inverse]
+                step.metrics["feature_error"] = step.metrics["feature_error"][groups.inverse]
+            yield step
 
 
 def invert_steps(

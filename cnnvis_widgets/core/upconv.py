@@ -637,59 +637,60 @@ def train_decoder_steps(
     rate = 0.0
     decoder.train()
     try:
-        while step < int(settings.steps):
-            if stop_event is not None and stop_event.is_set():
-                return
-            for group in opt.param_groups:
-                group["lr"] = float(settings.lr)
-            bs = int(settings.batch_size)
-            x = data_src.batch(bs).to(dev, non_blocking=True)
-            phi = _features(handle, layer, x)
-            with _autocast(dev):
-                out = decoder(phi)
-            out = out.float()
-            if out.shape[-2:] != x.shape[-2:]:
-                out = F.interpolate(out, size=x.shape[-2:], mode="bilinear")
-            pixel_loss = F.mse_loss(out, x)
-            loss = pixel_loss
-            fw = float(settings.feature_weight)
-            if fw > 0:
+        with handle.pinned(ttl=1.0):  # the twin checked once per second, not per step
+            while step < int(settings.steps):
+                if stop_event is not None and stop_event.is_set():
+                    return
+                for group in opt.param_groups:
+                    group["lr"] = float(settings.lr)
+                bs = int(settings.batch_size)
+                x = data_src.batch(bs).to(dev, non_blocking=True)
+                phi = _features(handle, layer, x)
                 with _autocast(dev):
-                    loss = loss + fw * _feature_loss(handle, layer, out, phi)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                failed = True
-                raise NonFiniteLossError(
-                    f"the decoder's loss became {value} at step {step}; lower the learning "
-                    f"rate ({float(settings.lr):g})"
-                )
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            now = time.perf_counter()
-            inst = bs / max(now - t_last, 1e-9)
-            rate = inst if rate == 0.0 else 0.9 * rate + 0.1 * inst
-            t_last = now
-            metrics: dict[str, Any] = {
-                "images_per_s": rate,
-                "pixel_loss": float(pixel_loss.detach()),
-                "checkpoint": None,
-                "decoder": decoder,
-            }
-            if preview is None or (step - start) % max(1, sample_every) == 0:
-                rec = decoder.decode(sample_phi, size=sample_px.shape[-2:])
-                preview = torch.cat([sample_px, rec])
-            step += 1
-            if save and checkpoint_every > 0 and step % checkpoint_every == 0:
-                if checkpoint(step):
-                    metrics["checkpoint"] = str(path)
-                saved = step
-            yield Step(step - 1, value, preview, metrics, int(settings.steps))
+                    out = decoder(phi)
+                out = out.float()
+                if out.shape[-2:] != x.shape[-2:]:
+                    out = F.interpolate(out, size=x.shape[-2:], mode="bilinear")
+                pixel_loss = F.mse_loss(out, x)
+                loss = pixel_loss
+                fw = float(settings.feature_weight)
+                if fw > 0:
+                    with _autocast(dev):
+                        loss = loss + fw * _feature_loss(handle, layer, out, phi)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    failed = True
+                    raise NonFiniteLossError(
+                        f"the decoder's loss became {value} at step {step}; lower the learning "
+                        f"rate ({float(settings.lr):g})"
+                    )
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                now = time.perf_counter()
+                inst = bs / max(now - t_last, 1e-9)
+                rate = inst if rate == 0.0 else 0.9 * rate + 0.1 * inst
+                t_last = now
+                metrics: dict[str, Any] = {
+                    "images_per_s": rate,
+                    "pixel_loss": float(pixel_loss.detach()),
+                    "checkpoint": None,
+                    "decoder": decoder,
+                }
+                if preview is None or (step - start) % max(1, sample_every) == 0:
+                    rec = decoder.decode(sample_phi, size=sample_px.shape[-2:])
+                    preview = torch.cat([sample_px, rec])
+                step += 1
+                if save and checkpoint_every > 0 and step % checkpoint_every == 0:
+                    if checkpoint(step):
+                        metrics["checkpoint"] = str(path)
+                    saved = step
+                yield Step(step - 1, value, preview, metrics, int(settings.steps))
     except GeneratorExit:  # closed by the consumer (a stop): keep what was learned
         raise
     except BaseException:

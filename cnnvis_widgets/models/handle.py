@@ -13,8 +13,10 @@ import difflib
 import math
 import operator
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -250,7 +252,8 @@ class ModelHandle:
         self._twin_sig: tuple = ()
         self._twin_types: list[tuple[str, type]] = []
         self._modules: dict[str, nn.Module] = {}
-        self._pins: dict[int, list[tuple[nn.Module, dict[str, nn.Module]]]] = {}
+        # thread id -> stack of pins [twin, its modules, time checked, ttl] (see pinned())
+        self._pins: dict[int, list[list[Any]]] = {}
         self._refresh_twin()
         self.layers: dict[str, LayerInfo] = self._discover_layers()
         self.num_outputs = self._num_outputs
@@ -343,11 +346,7 @@ class ModelHandle:
         It is the module :attr:`net` runs: hooks registered on it see every run and never touch
         the user's module of that name."""
         self.layer(name)
-        pins = self._pins.get(threading.get_ident())
-        if pins:
-            return pins[-1][1][name]
-        self._refresh_twin()
-        return self._modules[name]
+        return self._current()[1][name]
 
     # ----------------------------------------------------------------------------- the twin
     @property
@@ -360,21 +359,37 @@ class ModelHandle:
         user's tree changed (a submodule, parameter or hook replaced, added or removed; the
         model moved). See :mod:`cnnvis_widgets.models._twin` for the fallbacks.
         """
+        return self._current()[0]
+
+    def _current(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """The twin and its modules by name: the innermost pin of this thread while it is
+        trusted, else checked (and rebuilt when the user's tree changed)."""
         pins = self._pins.get(threading.get_ident())
         if pins:
-            return pins[-1][0]
-        return self._refresh_twin()
+            top = pins[-1]
+            if top[3] is None or time.monotonic() - top[2] < top[3]:
+                return top[0], top[1]
+            net = self._refresh_twin()
+            top[0], top[1], top[2] = net, self._modules, time.monotonic()
+            return net, top[1]
+        net = self._refresh_twin()
+        return net, self._modules
 
     @contextlib.contextmanager
-    def pinned(self) -> Iterator[nn.Module]:
-        """Inside the block, :attr:`net` and :meth:`module` give the twin as checked on entry
-        (one check per block instead of one per access) in the thread that entered it.
+    def pinned(self, ttl: float | None = None) -> Iterator[nn.Module]:
+        """Inside the block, :attr:`net` and :meth:`module` give one twin without checking the
+        user's tree at every access (the check costs a walk over every module), in the thread
+        that entered the block.
 
-        The pin belongs to that thread and is removed on exit even when the block is closed
-        from another thread (a generator finalized elsewhere)."""
+        ``ttl=None`` trusts the twin for the whole block (a capture: hooks and forward pass
+        must see the same modules); a number re-checks at most every ``ttl`` seconds (a run:
+        a change of your model during a long run is seen within ``ttl`` seconds, a change
+        between two runs at once). The pin belongs to the thread that entered the block and is
+        removed on exit, also when the block is closed from another thread (a generator
+        finalized elsewhere)."""
         owner = threading.get_ident()
-        net = self._refresh_twin()
-        entry = (net, self._modules)
+        net, modules = self._current()
+        entry: list[Any] = [net, modules, time.monotonic(), ttl]
         self._pins.setdefault(owner, []).append(entry)
         try:
             yield net

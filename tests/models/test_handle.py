@@ -194,3 +194,29 @@ def test_a_model_that_cannot_be_shallow_copied_runs_on_a_warned_deep_copy() -> N
         ref = net(x)
         net.train()
         assert torch.equal(h.net(x), ref)
+
+
+def test_pins_trust_the_twin_for_a_block_and_always_leave(tiny_handle) -> None:
+    import threading
+
+    h = tiny_handle
+    old_fc = h.module("fc")
+    with h.pinned():  # a capture: one twin for the whole block
+        h.model.fc = nn.Linear(16, 5)
+        assert h.module("fc") is old_fc and h.net.fc is old_fc
+        with h.pinned(ttl=0.0):  # a run that re-checks at every access sees the change
+            assert h.module("fc") is not old_fc
+    assert h.module("fc").weight.data_ptr() == h.model.fc.weight.data_ptr()
+
+    def run():
+        with h.pinned(ttl=60.0):
+            yield 1
+
+    gen = run()
+    next(gen)  # pinned in this thread, then closed from another one
+    t = threading.Thread(target=gen.close)
+    t.start()
+    t.join()
+    assert h._pins == {}
+    h.model.fc = nn.Linear(16, 5)
+    assert h.net.fc.weight.data_ptr() == h.model.fc.weight.data_ptr()

@@ -227,7 +227,9 @@ class ModelHandle:
         self.input_size: tuple[int, int] = check_input_size(input_size)
         mean_t, std_t = _float_tuple("mean", mean), _float_tuple("std", std)
         self.in_channels = (
-            len(mean_t) if in_channels is None else _bounded_int("in_channels", in_channels, 1, 64)
+            len(mean_t)
+            if in_channels is None
+            else _bounded_int("in_channels", in_channels, 1, 1024)
         )
         if len(mean_t) != self.in_channels or len(std_t) != self.in_channels:
             raise ValueError(

@@ -3,8 +3,8 @@
 A run must never change the user's model: not its mode, its BatchNorm statistics, its
 ``requires_grad`` flags or its hooks, not even for a moment seen from another thread. So no run
 executes the user's module itself. It executes a *structural twin*: a tree of shallow copies of
-the user's modules (``copy.copy`` per submodule, memoized by identity so a module used twice is
-one twin) in which
+the user's modules (a new instance of each submodule's class sharing its ``__dict__`` entries,
+memoized by identity so a module used twice is one twin) in which
 
 * every module has ``training=False`` (BatchNorm uses its running statistics and never updates
   them, Dropout is off);
@@ -75,9 +75,13 @@ def _shallow_twin(root: nn.Module) -> nn.Module:
         got = modules.get(id(m))
         if got is not None:
             return got
-        t = copy.copy(m)
-        if t is m or t.__dict__ is m.__dict__:
-            raise TypeError(f"{type(m).__name__} cannot be shallow-copied")
+        # a shallow copy of the module's state (all of it lives in __dict__), made without
+        # __reduce__/__getstate__, which some modules refuse (parametrized ones: weight_norm)
+        cls = type(m)
+        t = cls.__new__(cls)
+        if t is m or not hasattr(t, "__dict__"):
+            raise TypeError(f"{cls.__name__} cannot be shallow-copied")
+        t.__dict__.update(m.__dict__)
         modules[id(m)] = t
         d = t.__dict__
         d["training"] = False

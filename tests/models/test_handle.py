@@ -171,19 +171,26 @@ def test_load_model_of_a_handle_gives_its_random_twin() -> None:
 
 
 class _NoShallowCopy(nn.Module):
-    def __init__(self) -> None:
+    """A module whose class cannot be instantiated bare (its ``__new__`` needs an argument)."""
+
+    def __new__(cls, token: int):
+        return super().__new__(cls)
+
+    def __init__(self, token: int) -> None:
         super().__init__()
         self.net = make_tiny()
 
-    def __copy__(self):
-        raise TypeError("no shallow copies here")
+    def __deepcopy__(self, memo):
+        new = _NoShallowCopy(1)
+        new.load_state_dict(self.state_dict())
+        return new.train(self.training)
 
     def forward(self, x):
         return self.net(x)
 
 
 def test_a_model_that_cannot_be_shallow_copied_runs_on_a_warned_deep_copy() -> None:
-    net = _NoShallowCopy().train()
+    net = _NoShallowCopy(1).train()
     with pytest.warns(RuntimeWarning, match="deep copy"):
         h = load_model(net, device="cpu", input_size=32)
     assert net.training and not h.net.training and h.net is not net
@@ -220,3 +227,29 @@ def test_pins_trust_the_twin_for_a_block_and_always_leave(tiny_handle) -> None:
     assert h._pins == {}
     h.model.fc = nn.Linear(16, 5)
     assert h.net.fc.weight.data_ptr() == h.model.fc.weight.data_ptr()
+
+
+def test_parametrized_and_recurrent_modules_get_a_shallow_twin_that_follows_them() -> None:
+    import copy
+
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = weight_norm(nn.Conv2d(3, 4, 4, stride=4))  # refuses copy.copy
+            self.rnn = nn.LSTM(16, 5, batch_first=True)  # keeps a flat list of its weights
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            o, _ = self.rnn(self.c(x).flatten(2))
+            return self.fc(o[:, -1])
+
+    net = Net().train()
+    h = load_model(net, device="cpu", input_size=16)
+    assert h._twin_kind == "shallow" and net.training
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        net.rnn.weight_hh_l0.add_(0.1)
+        net.c.parametrizations.weight.original1.mul_(2.0)
+        assert torch.allclose(h.net(x), copy.deepcopy(net).eval()(x), atol=1e-6)

@@ -38,7 +38,7 @@ def floor_step(handle, layer: str | None, batch: int, size: int):
         x = x0.clone().requires_grad_(True)
         with handle.frozen():  # gradients to the input only, like ours: no weight gradients
             if layer is None:
-                out = handle.model(x)
+                out = handle.net(x)
             else:
                 with capture(handle, [layer], stop_early=True) as acts:
                     forward_to(handle, x, acts, needs_logits=False)

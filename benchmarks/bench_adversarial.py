@@ -38,7 +38,7 @@ def floor_step(handle, x_pixels: torch.Tensor, labels: torch.Tensor):
 
     def run() -> None:
         x = x0.clone().requires_grad_(True)
-        out = handle.model(x)
+        out = handle.net(x)
         loss = F.cross_entropy(out, labels, reduction="sum")
         torch.autograd.grad(loss, x)
 
@@ -83,7 +83,7 @@ def main() -> None:
             for batch in [int(b) for b in args.batches.split(",")]:
                 x = torch.cat([h.to_pixels(photos[i % len(photos)], size) for i in range(batch)])
                 with torch.no_grad():
-                    labels = h.model(h.normalize(x)).argmax(1)
+                    labels = h.net(h.normalize(x)).argmax(1)
                 for label, norm, targeted in [
                     ("PGD L-inf, untargeted", "linf", False),
                     ("PGD L2, untargeted", "l2", False),

@@ -45,7 +45,7 @@ def floor_fill(handle, layer: str | None, chunks: list[int], steps: int, seen: i
             for _ in range(steps):
                 x = x0.clone().requires_grad_(True)
                 if layer is None:
-                    out = handle.model(handle.normalize(x))
+                    out = handle.net(handle.normalize(x))
                 else:
                     with capture(handle, [layer], stop_early=True) as acts:
                         forward_to(handle, handle.normalize(x), acts, needs_logits=False)

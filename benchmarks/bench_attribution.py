@@ -71,7 +71,7 @@ def floor_fn(handle, x: torch.Tensor, cls: int):
     def run() -> None:
         with handle.frozen():
             xi = x.clone().requires_grad_(True)
-            out = handle.model(xi)
+            out = handle.net(xi)
             torch.autograd.grad(out[:, cls].sum(), xi)
 
     return run
@@ -94,7 +94,7 @@ def captum_fns(handle, x: torch.Tensor, cls: int, layer: str) -> dict:
     except Exception as exc:  # noqa: BLE001 - optional peer
         print(f"(captum not importable: {type(exc).__name__}; no peer column)")
         return {}
-    m = handle.model
+    m = handle.net  # the twin: handle.module(layer) is one of its modules
     mod = handle.module(layer)
     size = tuple(x.shape[-2:])
 
@@ -176,11 +176,11 @@ def forward_floor(handle, batches: list[torch.Tensor], layer: str | None):
             for b in batches:
                 x = handle.normalize(b)
                 if layer is None:
-                    handle.model(x)
+                    handle.net(x)
                     continue
                 with capture(handle, [layer], stop_early=True):
                     try:
-                        handle.model(x)
+                        handle.net(x)
                     except StopForward:
                         pass
 

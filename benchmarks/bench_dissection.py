@@ -78,7 +78,7 @@ def forward_time(handle, layers, cached: CachedProbe, stop_early: bool = True) -
                 with capture(handle, layers, stop_early=True) as acts:
                     forward_to(handle, x, acts, needs_logits=False)
             else:
-                handle.model(x)
+                handle.net(x)
     _sync(handle.device)
     return time.perf_counter() - t
 

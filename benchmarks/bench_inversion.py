@@ -45,7 +45,7 @@ def floor_step(handle, layer: str | None, batch: int, size: int):
     def run() -> None:
         x = x0.clone().requires_grad_(True)
         if layer is None:
-            out = handle.model(x)
+            out = handle.net(x)
         else:
             with capture(handle, [layer], stop_early=True) as acts:
                 forward_to(handle, x, acts, needs_logits=False)

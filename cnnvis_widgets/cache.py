@@ -1,10 +1,16 @@
 """The results cache shared by every method and widget.
 
 Files live under ``$CNNVIS_CACHE_DIR`` (default ``~/.cache/cnnvis_widgets``), in one folder per
-kind of result, named by a stable hash of everything the result depends on (model name and
-weights, layer, dataset, settings...). Writes are atomic (temporary file + ``os.replace``), so a
-killed write never leaves a corrupt file that is loaded later; tensors are read back with
-``torch.load(weights_only=True)``.
+kind of result, named by a stable hash of the content everything the result depends on (the
+model's :meth:`~cnnvis_widgets.models.ModelHandle.fingerprint`, layer, dataset content,
+settings...). Writes are atomic (temporary file + ``os.replace``), so a killed write never leaves
+a corrupt file that is loaded later; tensors are read back with ``torch.load(weights_only=True)``.
+
+Caching is an optimization, never a requirement: :func:`cached` (or :func:`entry_path`,
+:func:`read_entry` and :func:`write_entry` where the computation is a generator) treat an
+unreadable entry (truncated, garbled, foreign) as a miss, recompute and overwrite it, and an
+unusable cache folder (not writable, a file in its place) as "no cache"; each warns once
+(:class:`CacheWarning`, naming the file or folder).
 
 Examples
 --------
@@ -21,8 +27,11 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,7 +44,30 @@ __all__ = [
     "load_tensors",
     "save_json",
     "load_json",
+    "CacheWarning",
+    "entry_path",
+    "read_entry",
+    "write_entry",
+    "cached",
 ]
+
+T = TypeVar("T")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be read (recomputed) or the cache folder is not usable."""
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(key: str, message: str) -> None:
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, CacheWarning, stacklevel=3)
 
 
 def cache_dir() -> Path:
@@ -98,3 +130,87 @@ def save_json(path: str | Path, obj: Any) -> Path:
 def load_json(path: str | Path) -> Any:
     """Load JSON written by :func:`save_json`."""
     return json.loads(Path(path).read_text())
+
+
+def entry_path(kind: str, key: str, suffix: str) -> Path | None:
+    """:func:`cache_path`, or None (and a warning, once per folder) when the cache folder cannot
+    be used: the caller then runs uncached."""
+    try:
+        return cache_path(kind, key, suffix)
+    except OSError as exc:
+        root = os.environ.get("CNNVIS_CACHE_DIR") or str(Path.home() / ".cache" / "cnnvis_widgets")
+        _warn_once(
+            f"dir:{root}:{kind}",
+            f"the results cache folder {str(Path(root) / kind)!r} cannot be used "
+            f"({type(exc).__name__}: {exc}); running without a cache (set CNNVIS_CACHE_DIR to a "
+            "writable folder to keep results)",
+        )
+        return None
+
+
+def read_entry(path: Path | None, load: Callable[[Path], T]) -> T | None:
+    """``load(path)``; None when there is no entry (``path`` None or a missing file) or when it
+    cannot be read: a damaged entry is a miss (warned once per file; the caller recomputes and
+    overwrites it)."""
+    if path is None:
+        return None
+    try:
+        return load(path)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - any damage (EOFError, KeyError, pickle...): a miss
+        _warn_once(
+            f"entry:{path}:{type(exc).__name__}",
+            f"cache entry {str(path)!r} is unreadable ({type(exc).__name__}: {exc}); "
+            "recomputing it and overwriting the entry",
+        )
+        return None
+
+
+def write_entry(path: Path | None, save: Callable[[Path], Any]) -> bool:
+    """``save(path)``; False (and a warning, once per folder) when it cannot be written."""
+    if path is None:
+        return False
+    try:
+        save(path)
+        return True
+    except OSError as exc:
+        _warn_once(
+            f"write:{path.parent}",
+            f"cannot write to the results cache {str(path.parent)!r} ({type(exc).__name__}: "
+            f"{exc}); results are not kept",
+        )
+        return False
+
+
+def cached(
+    kind: str,
+    key: str,
+    compute: Callable[[], T],
+    *,
+    suffix: str = ".pt",
+    load: Callable[[Path], T] | None = None,
+    save: Callable[[Path, T], Any] | None = None,
+    use: bool = True,
+) -> T:
+    """The cached result ``key`` of ``kind``, or ``compute()`` (then stored).
+
+    ``load(path)`` / ``save(path, value)`` default to :func:`load_tensors` /
+    :func:`save_tensors`. A damaged entry or an unusable folder never fails the call (see the
+    module docstring); ``use=False`` computes without touching the cache.
+
+    Examples
+    --------
+    >>> v = cached("demo", cache_key("demo", n=3), lambda: {"x": torch.zeros(3)})  # doctest: +SKIP
+    """
+    if not use:
+        return compute()
+    path = entry_path(kind, key, suffix)
+    loader: Callable[[Path], Any] = load if load is not None else load_tensors
+    hit = read_entry(path, loader)
+    if hit is not None:
+        return hit
+    value = compute()
+    saver: Callable[[Path, Any], Any] = save if save is not None else save_tensors
+    write_entry(path, lambda p: saver(p, value))
+    return value

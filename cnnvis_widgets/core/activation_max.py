@@ -323,7 +323,7 @@ def maximize_steps(
                 x = x.clamp(0, 1)
             prm.set_image(x)
 
-    with handle.frozen():
+    with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
         yield from optimize_steps(
             param,
             loss_fn,

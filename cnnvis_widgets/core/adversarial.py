@@ -168,7 +168,7 @@ def _labels(
 
 
 def _logits(handle: ModelHandle, pixels: torch.Tensor) -> torch.Tensor:
-    out = handle.model(handle.normalize(pixels))
+    out = handle.net(handle.normalize(pixels))
     if isinstance(out, (tuple, list)):
         out = out[0]
     return out.float().flatten(1)
@@ -389,7 +389,7 @@ def pgd_steps(
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size}")
     clean = _check_images(handle, images)
-    with handle.frozen():
+    with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
         labels, targeted = _labels(handle, clean, target)
         if random_start and eps > 0:
             gen = torch.Generator().manual_seed(int(seed))

@@ -113,9 +113,7 @@ def settings_key(preset: str, settings: am.AMSettings, size: int, seed: int) -> 
 
 
 def _fingerprint(handle: ModelHandle) -> str:
-    from .topk import model_fingerprint
-
-    return model_fingerprint(handle)
+    return handle.fingerprint()
 
 
 def grid_cache_path(
@@ -201,13 +199,18 @@ class LayerGrid:
         return cls(d["layer"], d["images"], d["activation"], d["done"].bool(), {})
 
 
-def _load_grid(path: Path) -> LayerGrid | None:
-    if not path.is_file():
-        return None
+def _load_grid(path: Path | None) -> LayerGrid | None:
+    # no entry, a damaged one (warned once: recomputed and overwritten) or no cache folder
+    return cache.read_entry(path, LayerGrid.load)
+
+
+def _grid_entry(
+    handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
+) -> Path | None:
     try:
-        return LayerGrid.load(path)
-    except Exception:  # noqa: BLE001 - a damaged or foreign file: recompute
-        return None
+        return grid_cache_path(handle, layer, preset, settings, size, seed)
+    except OSError:
+        return cache.entry_path("atlas-am", "unusable", ".pt")  # None, with the warning
 
 
 def cached_unit_image(
@@ -287,8 +290,8 @@ def layer_grid_steps(
     for u in todo_units:
         handle.check_unit(layer, u)
     key = settings_key(preset, settings, size, seed)
-    path = grid_cache_path(handle, layer, preset, settings, size, seed) if use_cache else None
-    grid = _load_grid(path) if path is not None else None
+    path = _grid_entry(handle, layer, preset, settings, size, seed) if use_cache else None
+    grid = _load_grid(path)
     if grid is None or grid.units != n or tuple(grid.images.shape[-2:]) != (size, size):
         grid = LayerGrid(
             layer,
@@ -340,7 +343,7 @@ def layer_grid_steps(
             changed = True
     finally:
         if changed and path is not None:
-            grid.save(path)
+            cache.write_entry(path, grid.save)
     yield Step(max(0, index - 1), None, None, {"grid": grid, "filled": int(grid.done.sum())}, total)
 
 
@@ -565,12 +568,8 @@ def network_summary_steps(
             key = cache.cache_key(
                 "atlas-dissection", model=fp, layers=spatial, probe=probe.describe()
             )
-            path = cache.cache_path("atlas-dissection", key, "")
-            if path.with_name(path.name + ".json").is_file():
-                try:
-                    result = nd.Dissection.load(path)
-                except (OSError, ValueError, KeyError):
-                    result = None
+            path = cache.entry_path("atlas-dissection", key, "")
+            result = cache.read_entry(path, nd.Dissection.load)
         if result is None:
             for st in nd.dissect_steps(
                 handle, spatial, probe, stop_event=stop_event, batch_size=16
@@ -582,8 +581,7 @@ def network_summary_steps(
                 return
             if result is None or not getattr(result, "complete", True):
                 raise RuntimeError("the dissection did not complete")
-            if path is not None:
-                result.save(path)
+            cache.write_entry(path, result.save)
         index += 1
     elif dissection not in (True, False, None):
         result = dissection
@@ -607,13 +605,15 @@ def network_summary_steps(
             steps=inversion_steps,
             size=inversion_size,
         )
-        path = cache.cache_path("atlas-inversion", key, ".pt") if use_cache else None
-        saved = None
-        if path is not None and path.is_file():
-            try:
-                saved = cache.load_tensors(path)
-            except Exception:  # noqa: BLE001 - recompute
-                saved = None
+        path = cache.entry_path("atlas-inversion", key, ".pt") if use_cache else None
+
+        def load_inversion(p: Path) -> dict:
+            d = cache.load_tensors(p)
+            if d["images"].shape[0] != len(spatial) or d["errors"].shape != (len(spatial),):
+                raise ValueError("entry of another shape")
+            return d
+
+        saved = cache.read_entry(path, load_inversion)
         if saved is None:
             last: Step | None = None
             for st in inv.invert_layers_steps(
@@ -635,8 +635,7 @@ def network_summary_steps(
                 phi0 = inv.layer_features(handle, target, name)[name]
                 errors.append(float(inv.feature_error(handle, images[i : i + 1], name, phi0)[0]))
             saved = {"images": images.cpu(), "errors": torch.tensor(errors)}
-            if path is not None:
-                cache.save_tensors(path, saved)
+            cache.write_entry(path, lambda p: cache.save_tensors(p, saved))
         else:
             index += inversion_steps
         for i, name in enumerate(spatial):
@@ -751,14 +750,14 @@ def class_contributions(
             if mode == "jvp":
                 _load_jvp_decompositions()
                 with fwAD.dual_level():
-                    logits = handle.model(x)
+                    logits = handle.net(x)
                     if isinstance(logits, (tuple, list)):
                         logits = logits[0]
                     tangent = fwAD.unpack_dual(logits).tangent
                     if tangent is None:
                         return torch.zeros(logits.shape[-1], device=logits.device)
                     return tangent.detach().float().mean(0)
-            logits = handle.model(x)
+            logits = handle.net(x)
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
             return logits.detach().float()
@@ -896,13 +895,8 @@ def unit_card_steps(
         diversity=float(diversity),
         **settings_key(preset, settings, size, seed),
     )
-    vpath = cache.cache_path("atlas-variants", vkey, ".pt") if use_cache else None
-    var = None
-    if vpath is not None and vpath.is_file():
-        try:
-            var = cache.load_tensors(vpath)["images"].float().div(255)
-        except Exception:  # noqa: BLE001
-            var = None
+    vpath = cache.entry_path("atlas-variants", vkey, ".pt") if use_cache else None
+    var = cache.read_entry(vpath, lambda p: cache.load_tensors(p)["images"].float().div(255))
     index = 0
     if var is None:
         last: Step | None = None
@@ -925,8 +919,8 @@ def unit_card_steps(
             return
         assert last is not None and last.image is not None
         var = last.image.detach().clamp(0, 1).cpu()
-        if vpath is not None:
-            cache.save_tensors(vpath, {"images": var.mul(255).round().to(torch.uint8)})
+        images = var.mul(255).round().to(torch.uint8)
+        cache.write_entry(vpath, lambda p: cache.save_tensors(p, {"images": images}))
     if main is None:
         main = var[:1]
     # 2. top-9 patches (one pass ranks every unit; shared with the DeconvNet widget) + projections
@@ -940,13 +934,7 @@ def unit_card_steps(
         ds = as_dataset(dataset) if dataset is not None else None
         if ds is None:
             ds = augmented_samples(n=n_images, size=max(handle.input_size), seed=0)
-        path = T.topk_cache_path(handle, layer, ds.key, 9, None)
-        top = None
-        if use_cache and path.is_file():
-            try:
-                top = T.TopK.load(path)
-            except Exception:  # noqa: BLE001
-                top = None
+        top = T.load_cached_topk(handle, layer, ds.key, 9, None) if use_cache else None
         if top is None:
             for st in T.top_k_steps(handle, layer, ds, k=9, stop_event=stop_event):
                 if "topk" in st.metrics:
@@ -957,7 +945,7 @@ def unit_card_steps(
                 return
             assert top is not None
             if use_cache:
-                top.save(path)
+                T.save_cached_topk(handle, layer, ds.key, 9, None, top)
         try:
             up = unit_projections(handle, top, u, ds, "deconvnet")
         except ValueError as exc:

@@ -502,7 +502,7 @@ def relu_rule(
     >>> g.shape
     torch.Size([1, 1, 4, 4])
     """
-    net = model.model if isinstance(model, ModelHandle) else model
+    net = model.net if isinstance(model, ModelHandle) else model
     state = RuleState(net, rule, strict)
     stack = getattr(_TLS, "stack", None)
     if stack is None:
@@ -648,7 +648,7 @@ def _backward(
     # plain gradients need no rule (and then cost exactly autograd's backward)
     plain = rule == "gradient" and not guided_input
     rules = contextlib.nullcontext() if plain else relu_rule(handle, rule, strict=strict)
-    with handle.frozen(), rules as state:
+    with rules as state:
         x = x0.clone().requires_grad_(True)
         with capture(handle, layers, stop_early=not obj.needs_logits) as acts:
             out = forward_to(handle, x, acts, needs_logits=obj.needs_logits)

@@ -1178,7 +1178,7 @@ class Dissector:
 
         with torch.inference_mode(), _consume_outputs(self.handle, self.layers, consume):
             try:
-                self.handle.model(x)
+                self.handle.net(x)
             except StopForward:
                 pass
         if stage == "iou":
@@ -1348,12 +1348,12 @@ def dissect(
     )
     path = None
     if cache:
-        from ..cache import cache_key, cache_path
+        from ..cache import cache_key, entry_path, read_entry
 
         names = [layers] if isinstance(layers, str) else list(layers)
         key = cache_key(
             "dissection",
-            model=handle.describe(),
+            model=handle.fingerprint(),
             layers=names,
             probe=probe.describe(),
             quantile=quantile,
@@ -1362,15 +1362,25 @@ def dissect(
             top_k=top_k,
             batch_size=batch_size,
         )
-        path = cache_path("dissection", key, "")
-        if path.with_name(path.name + ".json").is_file():
-            try:
-                return Dissection.load(path).with_iou_threshold(iou_threshold)
-            except (OSError, ValueError, KeyError):
-                pass  # a broken cache entry is recomputed
+        path = entry_path("dissection", key, "")  # None: no usable cache folder (warned)
+
+        def load_checked(p: Path) -> Dissection:
+            d = Dissection.load(p)
+            for name in d.layers:  # a garbled entry can load: its arrays must agree
+                ld = d[name]
+                n = ld.iou.shape[0]
+                if ld.iou.shape[1:] != (len(d.labels),) or len(ld.thresholds) != n:
+                    raise ValueError(f"layer {name!r}: arrays of inconsistent shapes")
+            return d.with_iou_threshold(iou_threshold)
+
+        hit = read_entry(path, load_checked)  # a damaged entry is a miss (warned)
+        if hit is not None:
+            return hit
     result = Dissector(handle, layers, probe, **kwargs).run()  # type: ignore[arg-type]
     if path is not None and _dist_info(distributed, group)[0] == 0:
-        result.save(path)
+        from ..cache import write_entry
+
+        write_entry(path, result.save)
     return result
 
 
@@ -1557,7 +1567,7 @@ def unit_examples(
     x = handle.normalize(to_model_channels(handle, batch.images))
     with torch.inference_mode(), _consume_outputs(handle, [layer], consume):
         try:
-            handle.model(x)
+            handle.net(x)
         except StopForward:
             pass
     s = batch.images.shape[-1]

@@ -18,8 +18,13 @@ class StopForward(Exception):
     """Raised inside a hook to end the forward pass once the deepest needed layer has run."""
 
 
-def active_hook_count(model: nn.Module) -> int:
-    """Number of forward/backward hooks currently registered on ``model`` (tests: must be 0)."""
+def active_hook_count(model: nn.Module | ModelHandle) -> int:
+    """Number of forward/backward hooks currently registered on ``model`` (tests: must be 0).
+
+    A :class:`ModelHandle` counts the hooks of its twin :attr:`ModelHandle.net` (where the
+    library registers them) and of the user's module."""
+    if isinstance(model, ModelHandle):
+        return active_hook_count(model.model) + active_hook_count(model.net)
     n = 0
     for m in model.modules():
         n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
@@ -43,7 +48,7 @@ def capture(
     Examples
     --------
     >>> with capture(handle, ["_blocks.3"]) as acts:      # doctest: +SKIP
-    ...     handle.model(x)
+    ...     handle.net(x)
     ...     acts["_blocks.3"].shape
     """
     names = list(dict.fromkeys(layers))
@@ -66,13 +71,16 @@ def capture(
 
         return hook
 
-    try:
-        for name in names:
-            hooks.append(handle.module(name).register_forward_hook(make_hook(name)))
-        yield acts
-    finally:
-        for h in hooks:
-            h.remove()
+    # one check of the handle's twin for the whole block: the hooks and the forward passes of
+    # forward_to use the same modules
+    with handle.pinned():
+        try:
+            for name in names:
+                hooks.append(handle.module(name).register_forward_hook(make_hook(name)))
+            yield acts
+        finally:
+            for h in hooks:
+                h.remove()
 
 
 def forward_to(handle: ModelHandle, x: torch.Tensor, acts: dict, *, needs_logits: bool):
@@ -82,7 +90,7 @@ def forward_to(handle: ModelHandle, x: torch.Tensor, acts: dict, *, needs_logits
     at the deepest captured layer (no wasted tail).
     """
     try:
-        out = handle.model(x)
+        out = handle.net(x)
     except StopForward:
         if needs_logits:
             raise RuntimeError("forward stopped early although the logits are needed") from None

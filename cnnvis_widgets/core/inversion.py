@@ -478,7 +478,7 @@ def _run(
     def schedule(i: int, total: int, base: float) -> float:
         return _cosine(i, total, base, float(settings.lr_end))
 
-    with handle.frozen():
+    with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
         for step in optimize_steps(
             param,
             loss_fn,

@@ -122,10 +122,7 @@ def optimize_steps(
         lr = float(settings.lr)
         if lr_schedule is not None:
             lr = lr_schedule(i, total, lr)
-        for t in params:
-            t.grad = None
         img = param.image()
-        img.retain_grad()
         loss, metrics = loss_fn(img, i)
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -133,7 +130,13 @@ def optimize_steps(
                 f"the loss became {value} at step {i}; lower the learning rate ({lr:g}) or a "
                 "regularizer weight, or check the model for NaN outputs"
             )
-        loss.backward()
+        # gradients of exactly what is optimized (and of the image, for post_step): nothing
+        # accumulates anywhere else, whatever the network's parameters are
+        *grads, img_grad = torch.autograd.grad(loss, [*params, img], allow_unused=True)
+        for t, g in zip(params, grads):
+            t.grad = g
+        img = img.detach()
+        img.grad = img_grad
         if opt is not None:
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -142,5 +145,5 @@ def optimize_steps(
             _normalized_sgd_step(param, lr)
         if post_step is not None:
             post_step(param, i, img)
-        yield Step(i, value, img.detach(), metrics, total)
+        yield Step(i, value, img, metrics, total)
         i += 1

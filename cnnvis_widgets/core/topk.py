@@ -26,7 +26,6 @@ Entry(rank=0, value=9.81, image=113, name='cat~aug0113', y=12, x=9, box=(...))
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import weakref
@@ -55,6 +54,8 @@ __all__ = [
     "top_k_steps",
     "top_k_patches",
     "model_fingerprint",
+    "load_cached_topk",
+    "save_cached_topk",
     "to_pixels",
 ]
 
@@ -186,7 +187,7 @@ def _dependency(
     ``layer``; returns the input rows ``(B, H)`` and columns ``(B, W)`` each item depends on, and
     the layer's output size.
     """
-    model = handle.model
+    model = handle.net
     n = len(selections)
     x = torch.ones(n, handle.in_channels, *size, dtype=dtype, device=handle.device)
     x.requires_grad_(True)
@@ -324,13 +325,13 @@ def receptive_field(
     else:
         size = (int(input_size[0]), int(input_size[1]))
     with _RF_LOCK:
-        per_model = _RF_CACHE.setdefault(handle.model, {})
+        per_model = _RF_CACHE.setdefault(handle.net, {})
         if (layer, size) in per_model:
             return per_model[(layer, size)]
     rows, cols = _intervals(handle, layer, size, torch.float32)
     rf = ReceptiveField(layer, size, tuple(rows), tuple(cols))
     with _RF_LOCK:
-        _RF_CACHE.setdefault(handle.model, {})[(layer, size)] = rf
+        _RF_CACHE.setdefault(handle.net, {})[(layer, size)] = rf
     return rf
 
 
@@ -592,25 +593,10 @@ def _items(dataset: Any) -> tuple[Iterable[tuple[str, Any]], int | None, str | N
     return named(), length, None, False
 
 
-def _model_tensors_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    h.update(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        if t.numel() == 0 or not (t.is_floating_point() or t.dtype in (torch.long, torch.int)):
-            continue
-        flat = t.detach().flatten()
-        step = max(1, flat.numel() // 2048)
-        sample = flat[::step].to("cpu", torch.float64)
-        h.update(sample.numpy().tobytes())
-        h.update(repr(float(flat.abs().sum(dtype=torch.float64))).encode())
-    return h.hexdigest()[:20]
-
-
 def model_fingerprint(handle: ModelHandle) -> str:
-    """A short string that changes when the model's architecture or weights change (for caches):
-    the name, the weights label and a digest of the parameters."""
-    return f"{handle.name}|{handle.weights}|{_model_tensors_digest(handle.model)}"
+    """The model's content fingerprint for caches: :meth:`ModelHandle.fingerprint` (kept under
+    this name for old code)."""
+    return handle.fingerprint()
 
 
 def top_k_steps(
@@ -667,7 +653,7 @@ def top_k_steps(
         x = handle.normalize(torch.cat(batch_pix).to(dev))
         with torch.no_grad(), capture(handle, [layer], stop_early=True) as acts:
             try:
-                handle.model(x)
+                handle.net(x)
             except StopForward:
                 pass
             a = acts[layer]
@@ -741,7 +727,7 @@ def topk_cache_path(
     """Where :func:`top_k_patches` with ``cache=True`` keeps the result of these arguments."""
     key = cache.cache_key(
         "topk",
-        model=model_fingerprint(handle),
+        model=handle.fingerprint(),
         layer=layer,
         dataset=dataset_key,
         k=int(k),
@@ -749,6 +735,35 @@ def topk_cache_path(
         size=list(handle.input_size),
     )
     return cache.cache_path("topk", key, ".pt")
+
+
+def _topk_entry(
+    handle: ModelHandle, layer: str, dataset_key: str, k: int, units: Sequence[int] | None
+) -> Path | None:
+    try:
+        return topk_cache_path(handle, layer, dataset_key, k, units)
+    except OSError:
+        return cache.entry_path("topk", "unusable", ".pt")  # None, with the warning
+
+
+def load_cached_topk(
+    handle: ModelHandle, layer: str, dataset_key: str, k: int, units: Sequence[int] | None = None
+) -> TopK | None:
+    """The cached :class:`TopK` of these arguments, or None (no entry, a damaged one: warned
+    once, or no usable cache folder)."""
+    return cache.read_entry(_topk_entry(handle, layer, dataset_key, k, units), TopK.load)
+
+
+def save_cached_topk(
+    handle: ModelHandle,
+    layer: str,
+    dataset_key: str,
+    k: int,
+    units: Sequence[int] | None,
+    top: TopK,
+) -> bool:
+    """Keep ``top`` in the results cache; False (warned once) when it cannot be written."""
+    return cache.write_entry(_topk_entry(handle, layer, dataset_key, k, units), top.save)
 
 
 def top_k_patches(
@@ -794,22 +809,20 @@ def top_k_patches(
     >>> top = top_k_patches(handle, "_blocks.4", augmented_samples(n=256))   # doctest: +SKIP
     >>> [e.name for e in top.entries(7)][:3]                                # doctest: +SKIP
     """
-    path = None
+    store = None
     if cache_results:
         ds = as_dataset(dataset)
         if ds is not None:
             unit_arg = [units] if limits.is_scalar(units) else units
-            path = topk_cache_path(handle, layer, ds.key, k, unit_arg)  # type: ignore[arg-type]
-            if path.exists():
-                try:
-                    return TopK.load(path)
-                except Exception:  # noqa: BLE001 - a stale or foreign file: recompute
-                    path.unlink(missing_ok=True)
+            hit = load_cached_topk(handle, layer, ds.key, k, unit_arg)
+            if hit is not None:
+                return hit
+            store = (ds.key, unit_arg)
             dataset = ds
     result = None
     for step in top_k_steps(handle, layer, dataset, k, units, batch_size=batch_size):
         result = step.metrics.get("topk", result)
     assert result is not None
-    if path is not None:
-        result.save(path)
+    if store is not None:
+        save_cached_topk(handle, layer, store[0], k, store[1], result)
     return result

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import threading
 import time
@@ -248,19 +247,8 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 # ------------------------------------------------------------------------------- the cache
 def _fingerprint(handle: ModelHandle) -> str:
-    """A short hash of the model's weights (two user models of one class differ)."""
-    names, vals = [], []
-    with torch.no_grad():
-        for name, p in handle.model.state_dict().items():
-            if not torch.is_tensor(p) or p.numel() == 0:
-                continue
-            flat = p.detach().flatten().float()
-            names.append(name)
-            vals.append(torch.stack([flat.sum(), flat[0], flat[-1]]))
-    h = hashlib.sha256("\n".join(names).encode())
-    if vals:  # one transfer from the device, not one per tensor
-        h.update(torch.stack(vals).cpu().double().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """The model's content fingerprint (:meth:`ModelHandle.fingerprint`)."""
+    return handle.fingerprint()
 
 
 def decoder_path(
@@ -271,18 +259,17 @@ def decoder_path(
     size: int | None = None,
     width: int | None = None,
 ) -> Path:
-    """Where the decoder of ``layer`` is cached: keyed by model (name, weights, a fingerprint of
-    the weights), layer and the decoder's architecture (``size``, ``width``: as for
-    :meth:`UpconvDecoder.for_layer`, when ``decoder`` is not given)."""
+    """Where the decoder of ``layer`` is cached: keyed by the model's content fingerprint
+    (every weight and buffer, the input spec), the layer and the decoder's architecture
+    (``size``, ``width``: as for :meth:`UpconvDecoder.for_layer`, when ``decoder`` is not
+    given). ``OSError`` when the cache folder cannot be used."""
     handle.layer(layer)
     if decoder is None:
         decoder = UpconvDecoder.for_layer(handle, layer, size=size, width=width).cpu()
     config = decoder.config
     key = cache.cache_key(
         "upconv",
-        model=handle.name,
-        weights=handle.weights,
-        fingerprint=_fingerprint(handle),
+        model=handle.fingerprint(),
         layer=layer,
         config=config,
     )
@@ -350,17 +337,35 @@ def load_decoder(
     >>> dec is None or dec.trained_steps > 0          # doctest: +SKIP
     True
     """
-    if path is None:
-        path = decoder_path(handle, layer, size=size, width=width)
-    path = Path(path)
-    if not path.is_file():
-        return None
-    data = _read(path)
-    dec = _build(data["config"])
-    dec.load_state_dict(data["state"])
-    dec.trained_steps = int(data.get("step", 0))
-    dec.meta = dict(data.get("meta", {}))
-    return dec.to(handle.device).eval()
+
+    def build(p: Path) -> UpconvDecoder:
+        data = _read(p)
+        dec = _build(data["config"])
+        dec.load_state_dict(data["state"])
+        dec.trained_steps = int(data.get("step", 0))
+        dec.meta = dict(data.get("meta", {}))
+        return dec
+
+    if path is not None:  # your own file: its errors are yours to see
+        path = Path(path)
+        return build(path).to(handle.device).eval() if path.is_file() else None
+    # the cache: a damaged entry or an unusable folder is "not trained yet" (warned once)
+    dec = cache.read_entry(_cache_entry(handle, layer, size=size, width=width), build)
+    return None if dec is None else dec.to(handle.device).eval()
+
+
+def _cache_entry(
+    handle: ModelHandle,
+    layer: str,
+    decoder: UpconvDecoder | None = None,
+    *,
+    size: int | None = None,
+    width: int | None = None,
+) -> Path | None:
+    try:
+        return decoder_path(handle, layer, decoder, size=size, width=width)
+    except OSError:
+        return cache.entry_path("upconv", "unusable", ".pt")  # None, with the warning
 
 
 # ------------------------------------------------------------------------------- data
@@ -584,11 +589,28 @@ def train_decoder_steps(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         decoder = UpconvDecoder.for_layer(handle, layer, size=size, width=width)
-    path = Path(path) if path is not None else decoder_path(handle, layer, decoder)
+    own_path = path is not None
+    entry = Path(path) if path is not None else _cache_entry(handle, layer, decoder)
+    save = save and entry is not None  # no usable cache folder: train without checkpoints
+    path = entry if entry is not None else Path("unsaved")
+
+    def checkpoint(at: int) -> bool:
+        def write(p: Path) -> None:
+            save_decoder(decoder, p, step=at, optimizer=opt, meta=meta)
+
+        if own_path:
+            write(path)
+            return True
+        return cache.write_entry(path, write)  # a read-only cache: warned once, training goes on
+
     opt = torch.optim.Adam(decoder.parameters(), lr=float(settings.lr))
     start = 0
-    if resume and path.is_file():
+    data = None
+    if resume and own_path and path.is_file():
         data = _read(path)
+    elif resume and entry is not None:
+        data = cache.read_entry(entry, _read)  # a damaged checkpoint: start afresh (warned)
+    if data is not None:
         if data["config"] == decoder.config:
             decoder.load_state_dict(data["state"])
             if "optimizer" in data:
@@ -616,7 +638,7 @@ def train_decoder_steps(
     rate = 0.0
     decoder.train()
     try:
-        with handle.frozen():
+        with handle.pinned(ttl=1.0):  # the twin checked once per second, not per step
             while step < int(settings.steps):
                 if stop_event is not None and stop_event.is_set():
                     return
@@ -666,9 +688,9 @@ def train_decoder_steps(
                     preview = torch.cat([sample_px, rec])
                 step += 1
                 if save and checkpoint_every > 0 and step % checkpoint_every == 0:
-                    save_decoder(decoder, path, step=step, optimizer=opt, meta=meta)
+                    if checkpoint(step):
+                        metrics["checkpoint"] = str(path)
                     saved = step
-                    metrics["checkpoint"] = str(path)
                 yield Step(step - 1, value, preview, metrics, int(settings.steps))
     except GeneratorExit:  # closed by the consumer (a stop): keep what was learned
         raise
@@ -680,7 +702,7 @@ def train_decoder_steps(
         decoder.trained_steps = step
         decoder.meta = meta
         if save and not failed and step > saved:
-            save_decoder(decoder, path, step=step, optimizer=opt, meta=meta)
+            checkpoint(step)
 
 
 def train_decoder(handle: ModelHandle, layer: str, dataset: Any = None, **kwargs: Any):

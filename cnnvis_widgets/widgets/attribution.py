@@ -9,6 +9,7 @@ the opacity slider only re-composites pictures.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -178,7 +179,9 @@ class Attribution(CnnvisWidget):
     def _use_upload(self, img: Image.Image, name: str) -> None:
         with self._lock:
             self._upload_img = img
-            self._upload_key = f"upload:{name}:{img.size}:{hash(img.tobytes()[:65536])}"
+            # every pixel is in the key: a second picture under the same name is another one
+            digest = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
+            self._upload_key = f"upload:{img.mode}:{img.size}:{digest}"
         label = f"your picture: {name}" if name else "your picture"
         self.image_options = [o for o in self.image_options if o[1] != UPLOAD] + [[label, UPLOAD]]
         if self.image_name == UPLOAD:
@@ -221,7 +224,9 @@ class Attribution(CnnvisWidget):
         return sample_image(self.image_name)
 
     def _image_key(self) -> str:
-        return self._upload_key if self.image_name == UPLOAD else f"sample:{self.image_name}"
+        # the model's content too: after a training step the predictions and maps are new
+        image = self._upload_key if self.image_name == UPLOAD else f"sample:{self.image_name}"
+        return f"{self.handle.fingerprint()}|{image}"
 
     # ------------------------------------------------------------------ validation
     @t.validate("image_name")
@@ -342,7 +347,7 @@ class Attribution(CnnvisWidget):
     def _predict(self, key: str, x: torch.Tensor) -> tuple[list[int], list[float]]:
         if key not in self._preds:
             with torch.no_grad():
-                out = self.handle.model(x)
+                out = self.handle.net(x)
             out = out[0] if isinstance(out, (tuple, list)) else out
             if not torch.isfinite(out).all():
                 raise FloatingPointError(

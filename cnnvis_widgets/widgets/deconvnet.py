@@ -316,20 +316,15 @@ class DeconvNet(CnnvisWidget):
         h = self.handle
         layer, unit, method = self.layer, self.unit, self.method
         ds = self.make_dataset()
-        fingerprint = T.model_fingerprint(h)
+        fingerprint = h.fingerprint()
         key = (fingerprint, layer, ds.key)
         with _MEMO_LOCK:
             top = _MEMO.get(key)
             if top is not None:
                 _MEMO.move_to_end(key)
         index = 0
-        if top is None:
-            path = T.topk_cache_path(h, layer, ds.key, K, None)
-            if path.exists():
-                try:
-                    top = T.TopK.load(path)
-                except Exception:  # noqa: BLE001 - a stale or damaged file: pass again
-                    top = None
+        if top is None:  # a damaged entry or an unusable cache folder: a pass (warned once)
+            top = T.load_cached_topk(h, layer, ds.key, K, None)
         if top is None:
             self._pass_total = len(ds)
             for step in T.top_k_steps(h, layer, ds, k=K, stop_event=stop_event):
@@ -340,7 +335,7 @@ class DeconvNet(CnnvisWidget):
                 yield step
             if top is None:
                 return  # cancelled: the widget stays as it was
-            top.save(T.topk_cache_path(h, layer, ds.key, K, None))
+            T.save_cached_topk(h, layer, ds.key, K, None, top)
         with _MEMO_LOCK:
             _MEMO[key] = top
             while len(_MEMO) > _MEMO_SIZE:

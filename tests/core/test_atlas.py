@@ -63,7 +63,7 @@ def test_batched_units_optimize_their_own_channel(tiny_handle, cache_dir):
     grid = A.layer_grid(tiny_handle, "conv2", steps=20, size=32, batch=16)
     pix = torch.stack([grid.pixels(u) for u in range(16)])
     with torch.no_grad(), capture(tiny_handle, ["conv2"]) as acts:
-        tiny_handle.model(tiny_handle.normalize(pix))
+        tiny_handle.net(tiny_handle.normalize(pix))
     means = acts["conv2"].mean((2, 3))  # (image, channel)
     # image u drives channel u more than the other images do, for most units
     wins = sum(int(means[:, u].argmax()) == u for u in range(16))
@@ -98,7 +98,7 @@ def test_class_contributions_equal_weight_times_mean_activation(tiny_handle):
     pix = torch.rand(3, 3, 32, 32)
     c = A.class_contributions(tiny_handle, "relu2", 5, pix)
     with torch.no_grad(), capture(tiny_handle, ["relu2"]) as acts:
-        tiny_handle.model(tiny_handle.normalize(pix))
+        tiny_handle.net(tiny_handle.normalize(pix))
     mean_act = acts["relu2"][:, 5].mean((1, 2))  # (B,)
     w = tiny_handle.model.fc.weight[:, 5]
     expected = (w[None, :] * mean_act[:, None]).mean(0)

@@ -306,7 +306,7 @@ def test_dissect_results_records_summary_csv_and_save_load(tiny_handle, small_pr
     assert (np.diff(ld.top_values, axis=1) <= 0).all()
     batch = small_probe.batch(range(len(small_probe)))
     with torch.no_grad(), capture(tiny_handle, ["relu2"]) as acts:
-        tiny_handle.model(tiny_handle.normalize(batch.images))
+        tiny_handle.net(tiny_handle.normalize(batch.images))
     up = F.interpolate(acts["relu2"], size=(8, 8), mode="bilinear", align_corners=False)
     area = (up > torch.tensor(ld.thresholds, dtype=torch.float32).view(1, -1, 1, 1)).sum((2, 3))
     for u in range(16):

@@ -119,7 +119,7 @@ def exhaustive(handle, layer: str, pixels: torch.Tensor, k: int):
     hook = handle.module(layer).register_forward_hook(lambda m, i, o: seen.append(o.clone()))
     try:  # a clone: an in-place ReLU after the layer must not change what we rank
         with torch.no_grad():
-            handle.model(handle.normalize(pixels))
+            handle.net(handle.normalize(pixels))
     finally:
         hook.remove()
     a = seen[0]

@@ -193,3 +193,34 @@ def test_a_grey_model_works() -> None:
         assert png(w.all_maps).shape[1] == 5 * (128 + 4)
     finally:
         w.close()
+
+
+def test_a_second_upload_with_the_same_name_gets_its_own_maps(widget, tiny_handle) -> None:
+    """The key holds every pixel (it hashed only the first 64 KiB: the second upload, equal in
+    its top rows, got the first one's predictions and maps) and the model's content."""
+    rng = np.random.default_rng(1)
+    top = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)  # 72 000 bytes: > 64 KiB
+    pics = [
+        Image.fromarray(np.concatenate([top, rng.integers(0, 255, (80, 200, 3), np.uint8)]))
+        for _ in range(2)
+    ]
+    for pic in pics:
+        buf = io.BytesIO()
+        pic.save(buf, format="PNG")
+        widget.upload_name = "photo.png"
+        widget.upload = buf.getvalue()
+        widget.run()
+        assert widget.wait(timeout=120) and widget.error == ""
+        x = tiny_handle.preprocess(pic)
+        target = int(tiny_handle.net(x).argmax())
+        guided = A.guided_backprop(tiny_handle, x, target)
+        assert np.array_equal(png(widget.heatmap), encoded(I.signed_to_pixels(guided)[0]))
+    # the same picture after a weight change: predicted and mapped again
+    with torch.no_grad():
+        tiny_handle.model.fc.weight.mul_(-1.0)
+    widget.run()
+    assert widget.wait(timeout=120) and widget.error == ""
+    x = tiny_handle.preprocess(pics[1])
+    with torch.no_grad():
+        probs = tiny_handle.net(x).softmax(1)[0]
+    assert widget.predictions[0][1] == round(float(probs.max()), 4)

@@ -167,8 +167,10 @@ class StreamingQuantile:
         if bool((d == 0).all()) and bool((new_offset == self.offset).all()):
             return
         absolute = self.offset.view(-1, 1) + torch.arange(self.bins, device=self.device)
-        div = torch.ldexp(torch.ones_like(d, dtype=torch.float64), d).to(torch.int64)
-        moved = torch.div(absolute, div.view(-1, 1), rounding_mode="floor") - new_offset.view(-1, 1)
+        # floor(absolute / 2**d) as an arithmetic shift: exact for every int64, also where 2**d
+        # itself would not fit in int64 (a first batch of one value sits on a very fine grid)
+        shift = d.clamp(max=63).view(-1, 1)
+        moved = torch.bitwise_right_shift(absolute, shift) - new_offset.view(-1, 1)
         hist = torch.zeros_like(self.hist)
         hist.scatter_add_(1, moved.clamp(0, self.bins - 1), self.hist)
         self.hist = hist

@@ -31,7 +31,7 @@ def _():
 def _(ActivationMaximization, mo, os):
     steps = int(os.environ.get("CNNVIS_NOTEBOOK_STEPS", "256"))
     am = mo.ui.anywidget(ActivationMaximization(size=96, steps=steps))
-    am
+    am  # noqa: B018 - the last expression is what marimo shows
     return (am,)
 
 

@@ -1,15 +1,19 @@
-"""The Activation Maximization widget in marimo (``mo.ui.anywidget``), in a real browser.
+"""The widgets in marimo (``mo.ui.anywidget``), in a real browser.
 
-``notebooks/marimo_activation_max.py`` is served with ``marimo run``; the test waits for live
-frames (``data-frames`` increasing: the binary custom messages reach the view), checks that the
-picture decoded and is not blank, that no "this host does not deliver binary messages" notice
-appeared, moves the unit slider with the keyboard (the trait goes back to Python: a new run
-starts, its status names the new unit), and that no request left the machine.
+1. ``notebooks/marimo_activation_max.py`` is served with ``marimo run``; the test waits for live
+   frames (``data-frames`` increasing: the binary custom messages reach the view), checks that
+   the picture decoded and is not blank, that no "this host does not deliver binary messages"
+   notice appeared, moves the unit slider with the keyboard (the trait goes back to Python: a
+   new run starts, its status names the new unit), and that no request left the machine.
+2. Bytes traits both ways: an Attribution widget in a small app written by the test; a picture
+   chosen in the file input reaches Python (marimo hands ``set_state`` plain ``bytes``, which
+   ipywidgets' bytes deserializer rejected), and the widget's PNG traits reach the browser.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 import time
 from pathlib import Path
 
@@ -84,4 +88,67 @@ def test_marimo_app_streams_live_frames_and_takes_slider_changes(
         "the status line naming the new unit",
     )
     page.screenshot(path=str(artifacts_dir / "marimo-activation-max.png"), full_page=True)
+    assert unexpected_requests(blocked_requests) == []
+
+
+UPLOAD_APP = textwrap.dedent(
+    """
+    import marimo
+
+    app = marimo.App()
+
+
+    @app.cell
+    def _():
+        import marimo as mo
+        import cnnvis_widgets as cw
+
+        w = mo.ui.anywidget(cw.Attribution(image="cat", auto_run=False))
+        w
+        return (w,)
+
+
+    if __name__ == "__main__":
+        app.run()
+    """
+)
+
+
+def test_marimo_upload_reaches_python_and_png_traits_reach_the_browser(
+    marimo_server, page, blocked_requests, tmp_path
+):
+    from PIL import Image
+
+    app = tmp_path / "upload_app.py"
+    app.write_text(UPLOAD_APP)
+    picture = tmp_path / "stripes.png"
+    Image.frombytes("L", (64, 64), bytes((x * 4) % 256 for _ in range(64) for x in range(64))).save(
+        picture
+    )
+    server = marimo_server(app)
+    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
+    root = page.locator(".cv-root").first
+    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+
+    root.locator('input[data-cv-control="upload"]').set_input_files(str(picture))
+    # Python got the bytes: it adds the upload to the photo choices and selects it.
+    photo = root.locator('select[data-cv-control="image_name"]')
+    wait_until(
+        lambda: photo.evaluate("s => s.selectedIndex >= 0 ? s.options[s.selectedIndex].text : ''"),
+        lambda text: "stripes.png" in text,
+        60,
+        "the uploaded picture selected by Python",
+    )
+    assert root.locator('[data-cv="error"]').is_hidden()
+
+    root.locator('[data-cv="run"]').click()
+    original = root.locator('img[data-cv-trait="original"]')
+    stats = wait_until(
+        lambda: image_stats(original),
+        lambda s: s["width"] > 0,
+        FRAMES_TIMEOUT,
+        "the photo as the model sees it (a PNG trait)",
+    )
+    assert stats["range"] > 100, stats  # the stripes, not a blank picture
+    assert original.get_attribute("data-mime") == "image/png"
     assert unexpected_requests(blocked_requests) == []

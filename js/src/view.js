@@ -14,6 +14,18 @@ export const WAITING_TEXT = "waiting for the kernel\u2026";
 const KERNEL_TRAITS = ["running", "step", "total_steps", "status", "error", "image", "run_id", "history"];
 /** Keys that still leave the widget (to the host's shortcuts): Escape, to leave a control. */
 const KEYS_LEFT_TO_HOST = new Set(["Escape"]);
+/** With Ctrl/Cmd, these keys edit text in a text box (copy, paste, undo...): they stay. */
+const TEXT_EDIT_KEYS = new Set(["a", "c", "v", "x", "z", "y", "ArrowLeft", "ArrowRight", "Backspace", "Delete", "Home", "End"]);
+
+/** Does a keydown inside the widget go on to the host (JupyterLab's shortcuts)? Escape does,
+ * and Ctrl/Cmd combinations (save, command palette...) unless they edit text in a text box. */
+export function keyGoesToHost(e) {
+  if (KEYS_LEFT_TO_HOST.has(e.key)) return true;
+  if (!(e.ctrlKey || e.metaKey)) return false;
+  const t = e.target;
+  const editable = t && (t.isContentEditable || (t.tagName === "INPUT" && t.type !== "range" && t.type !== "checkbox" && t.type !== "file") || t.tagName === "TEXTAREA");
+  return !(editable && TEXT_EDIT_KEYS.has(e.key.length === 1 ? e.key.toLowerCase() : e.key));
+}
 
 function num(v, fallback = 0) {
   const n = Number(v);
@@ -73,8 +85,6 @@ export class View {
       "data-run-id": String(this.newestRun),
       "data-running": "false",
       "data-waiting": "false",
-      // Lumino (JupyterLab) skips its keyboard shortcuts for events from inside this element.
-      "data-lm-suppress-shortcuts": "true",
     });
     this.title = h("div", { class: "cv-title", "data-cv": "title" });
     this.runBtn = h("button", { type: "button", class: "cv-btn cv-run", "data-cv": "run", text: "Run", title: "Start a run" });
@@ -123,10 +133,11 @@ export class View {
     this.d.add(on(this.stopBtn, "click", () => model.send({ type: "stop" })));
     // Keys typed inside the widget stay inside it: JupyterLab's notebook shortcuts listen on
     // the document (bubbling) and would take arrow keys from a focused slider (moving the active
-    // cell instead) and Enter from a number box. Escape still reaches the host.
+    // cell instead), Enter from a number box, and letters (A, B, D D, M) as cell commands.
+    // Escape and Ctrl/Cmd shortcuts (save...) still reach the host.
     this.d.add(
       on(this.root, "keydown", (e) => {
-        if (!KEYS_LEFT_TO_HOST.has(e.key)) e.stopPropagation();
+        if (!keyGoesToHost(e)) e.stopPropagation();
       }),
     );
     this.d.add(() => this.panelD.dispose());

@@ -28,8 +28,8 @@ function controls(state) {
   return { model, view, q };
 }
 
-function key(el, k) {
-  const e = new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true });
+function key(el, k, mods = {}) {
+  const e = new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true, ...mods });
   el.dispatchEvent(e);
   return e;
 }
@@ -61,7 +61,25 @@ describe("keys stay inside the widget", () => {
     }
     // and the keys are not cancelled: the control's own default (moving the slider) still runs
     expect(key(q("unit"), "ArrowUp").defaultPrevented).toBe(false);
-    expect(root.hasAttribute("data-lm-suppress-shortcuts")).toBe(true);
+    expect(root.getAttribute("data-cv")).toBe("root");
+  });
+
+  it("Ctrl/Cmd shortcuts (save) reach the host, except text editing in a text box", () => {
+    const { q } = mount({ controls: [{ trait: "unit", kind: "slider", min: 0, max: 9 }, { trait: "seed", kind: "int" }], unit: 3, seed: 0 });
+    const seen = [];
+    const host = (e) => seen.push(`${e.ctrlKey ? "C-" : e.metaKey ? "M-" : ""}${e.key}`);
+    document.addEventListener("keydown", host);
+    try {
+      key(q("unit"), "s", { ctrlKey: true });
+      key(q("seed"), "s", { metaKey: true });
+      key(q("seed"), "c", { ctrlKey: true }); // copy in the number box: stays
+      key(q("seed"), "V", { ctrlKey: true, shiftKey: true });
+      key(q("seed"), "ArrowLeft", { ctrlKey: true });
+      key(q("unit"), "d"); // "D D" would delete the cell in command mode
+      expect(seen).toEqual(["C-s", "M-s"]);
+    } finally {
+      document.removeEventListener("keydown", host);
+    }
   });
 
   it("Enter applies a typed value in number and text inputs (not only blur)", () => {

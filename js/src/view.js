@@ -153,7 +153,8 @@ export class View {
     model.send({ type: "ready" });
     // A widget that runs by itself starts when the kernel handles `ready`; during "Run All"
     // that is only after the last cell, so say why nothing is shown yet.
-    if (model.get("auto_run") !== false && !model.get("running")) this.awaitKernel();
+    // A later view of a widget that already ran (run_id > 0, a picture) has nothing to wait for.
+    if (model.get("auto_run") !== false && !model.get("running") && !(num(model.get("run_id"), 0) > 0) && !toBytes(model.get("image")).length) this.awaitKernel();
   }
 
   // ------------------------------------------------------------ waiting for the kernel

@@ -153,6 +153,11 @@ describe("waiting for the kernel", () => {
     expect(el.querySelector(".cv-empty").textContent).toBe("no image yet");
   });
 
+  it("a later view of a widget that already ran does not wait", () => {
+    expect(mount({ auto_run: true, run_id: 2 }).root.getAttribute("data-waiting")).toBe("false");
+    expect(mount({ auto_run: true, image: pngBytes(1) }).root.getAttribute("data-waiting")).toBe("false");
+  });
+
   it("a custom message also ends the wait", () => {
     const { model, root } = mount({ auto_run: true });
     model.emitCustom({ type: "frame", seq: 1, run_id: 1, step: 0, total: 4, losses: [[0, 1]], mime: "image/jpeg" }, [jpegBytes(1)]);

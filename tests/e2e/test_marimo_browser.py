@@ -8,6 +8,8 @@
 2. Bytes traits both ways: an Attribution widget in a small app written by the test; a picture
    chosen in the file input reaches Python (marimo hands ``set_state`` plain ``bytes``, which
    ipywidgets' bytes deserializer rejected), and the widget's PNG traits reach the browser.
+3. A ``download`` message (JSON + one binary buffer) from Python is saved by the browser as a
+   file of that name (no network).
 """
 
 from __future__ import annotations
@@ -151,4 +153,45 @@ def test_marimo_upload_reaches_python_and_png_traits_reach_the_browser(
     )
     assert stats["range"] > 100, stats  # the stripes, not a blank picture
     assert original.get_attribute("data-mime") == "image/png"
+    assert unexpected_requests(blocked_requests) == []
+
+
+DOWNLOAD_APP = textwrap.dedent(
+    """
+    import marimo
+
+    app = marimo.App()
+
+
+    @app.cell
+    def _():
+        import threading
+        import marimo as mo
+        import cnnvis_widgets as cw
+
+        w = cw.ActivationMaximization(auto_run=False)
+        msg = {"type": "download", "name": "run-record.json", "mime": "application/json"}
+        # sent after the view is up (a message sent before any view exists is lost)
+        threading.Timer(8, lambda: w.send(msg, buffers=[b'{"ok": true}'])).start()
+        ui = mo.ui.anywidget(w)
+        ui
+        return
+
+
+    if __name__ == "__main__":
+        app.run()
+    """
+)
+
+
+def test_marimo_download_message_saves_a_file(marimo_server, page, blocked_requests, tmp_path):
+    app = tmp_path / "download_app.py"
+    app.write_text(DOWNLOAD_APP)
+    server = marimo_server(app)
+    with page.expect_download(timeout=PAGE_TIMEOUT * 1000) as info:
+        page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
+    assert info.value.suggested_filename == "run-record.json"
+    root = page.locator(".cv-root").first
+    assert root.get_attribute("data-downloads") == "1"
+    assert root.locator('[data-cv="notice"]').is_hidden()
     assert unexpected_requests(blocked_requests) == []

@@ -71,12 +71,36 @@ def get_handle(model: str | torch.nn.Module | ModelHandle, **kwargs: Any) -> Mod
     return load_model(model, **kwargs)
 
 
-def upload_trait(help: str = "Bytes of a file chosen in the browser.") -> t.Bytes:
-    """A bytes trait the front end's ``upload`` control can set (the browser sends a memoryview,
-    which a plain ``Bytes`` trait would reject)."""
-    from ipywidgets.widgets.trait_types import bytes_serialization
+def _bytes_from_json(js: Any, widget: Any = None) -> bytes:
+    """Bytes from what a host delivers for a bytes trait set in the browser: a memoryview
+    (Jupyter), ``bytes`` (marimo), a base64 string or data URL, a list of ints, a JSON-ed typed
+    array (``{"0": 137, ...}``) or None. Anything else is an empty picture, never an exception
+    in the host's message handler."""
+    if js is None:
+        return b""
+    if isinstance(js, (bytes, bytearray, memoryview)):
+        return bytes(js)
+    if isinstance(js, str):
+        data = js.split(",", 1)[1] if js.startswith("data:") and "," in js else js
+        try:
+            return base64.b64decode(data, validate=True)
+        except ValueError:
+            return b""
+    try:
+        if isinstance(js, dict):
+            js = [js[str(i)] for i in range(len(js))]
+        if isinstance(js, (list, tuple)):
+            return bytes(js)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return b""
 
-    return t.Bytes(b"", help=help).tag(sync=True, **bytes_serialization)
+
+def upload_trait(help: str = "Bytes of a file chosen in the browser.") -> t.Bytes:
+    """A bytes trait the front end's ``upload`` control can set (the browser sends a memoryview
+    in Jupyter, ``bytes`` in marimo; a plain ``Bytes`` trait rejects the first, ipywidgets'
+    ``bytes_serialization`` the second)."""
+    return t.Bytes(b"", help=help).tag(sync=True, from_json=_bytes_from_json)
 
 
 def _bundle(name: str) -> Path | str:

@@ -1,5 +1,7 @@
 // Bytes helpers. anywidget hands binary traits and message buffers to JS as DataView
-// (sometimes ArrayBuffer or a typed array); everything here normalizes to Uint8Array.
+// (sometimes ArrayBuffer or a typed array); other hosts (marimo) have delivered base64 strings,
+// JSON-serialized typed arrays ({"0": 137, "1": 80, ...}) or no buffers at all. Everything here
+// normalizes to Uint8Array; what cannot be read is empty bytes, never an exception.
 
 /**
  * View any bytes-like value as a Uint8Array (no copy). Accepts DataView, ArrayBuffer,
@@ -21,8 +23,39 @@ export function toBytes(value) {
   }
   if (Array.isArray(value)) return Uint8Array.from(value);
   if (typeof value === "string") return base64ToBytes(value);
-  if (typeof value === "object" && value.buffer !== undefined) return toBytes(value.buffer);
+  if (typeof value === "object" && value.buffer !== undefined && value.buffer !== value) return toBytes(value.buffer);
+  if (typeof value === "object") return indexedBytes(value);
   return new Uint8Array(0);
+}
+
+/** A typed array that went through JSON: {"0": b0, "1": b1, ...}; empty when it is not one. */
+function indexedBytes(obj) {
+  const keys = Object.keys(obj);
+  if (!keys.length || !("0" in obj)) return new Uint8Array(0);
+  const n = keys.length;
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = obj[i];
+    if (typeof v !== "number" || !(v >= 0 && v <= 255)) return new Uint8Array(0);
+    out[i] = v;
+  }
+  return out;
+}
+
+/**
+ * The first binary buffer of a custom message as non-empty Uint8Array, or null when the host
+ * delivered none. Accepts the buffers argument in any form seen (array of DataView /
+ * ArrayBuffer / typed arrays / base64 strings, a single buffer), and falls back to buffers
+ * carried inside the message itself (`msg.buffers`).
+ */
+export function firstBuffer(buffers, msg) {
+  for (const src of [buffers, msg && typeof msg === "object" ? msg.buffers : undefined]) {
+    if (src === null || src === undefined) continue;
+    const first = Array.isArray(src) ? src[0] : typeof src === "object" && !ArrayBuffer.isView(src) && !(src instanceof ArrayBuffer) && "0" in src && typeof src[0] !== "number" ? src[0] : src;
+    const b = toBytes(first);
+    if (b.length) return b;
+  }
+  return null;
 }
 
 /** Decode base64 (tolerates a data: URL prefix); returns empty bytes when it is not base64. */

@@ -63,6 +63,33 @@ function clean(v) {
   return Number.isFinite(v) ? Number(v.toPrecision(12)) : v;
 }
 
+/** Denominator of the `"format": "fraction255"` display (pixel units of 8-bit images). */
+export const FRACTION_DEN = 255;
+
+/** Format a control value: with `format: "fraction255"`, multiples of 1/255 read `k/255`. */
+export function formatValue(v, format) {
+  if (format === "fraction255" && typeof v === "number" && Number.isFinite(v)) {
+    const k = Math.round(v * FRACTION_DEN);
+    if (k === 0 && v === 0) return "0";
+    if (Math.abs(v * FRACTION_DEN - k) < 1e-6) return `${k}/${FRACTION_DEN}`;
+  }
+  return fmt(v);
+}
+
+/** Parse a typed number: "0.05", "1e-3", or a fraction "4/255" (exact k/255 when the
+ * denominator is 255). NaN when it is neither. */
+export function parseNumber(raw) {
+  const s = String(raw ?? "").trim();
+  if (!s) return NaN;
+  const m = /^([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*\/\s*((?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$/i.exec(s);
+  if (m) {
+    const a = Number(m[1]);
+    const b = Number(m[2]);
+    return b !== 0 && Number.isFinite(a) && Number.isFinite(b) ? a / b : NaN;
+  }
+  return /^[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$/i.test(s) ? Number(s) : NaN;
+}
+
 /** Map a log slider position in [0, LOG_STEPS] to a value in [min, max]. */
 export function logPosToValue(pos, min, max, step) {
   const lo = Math.log10(Math.max(min, Number.MIN_VALUE));
@@ -104,12 +131,38 @@ function boundTraits(spec) {
 // Each builder gets (model, spec, d: Disposer, id) and returns {el, refresh} where refresh()
 // re-reads the model (value, bounds, options). Builders register their own listeners on d.
 
+/** Apply a typed value on Enter (as blur does), without waiting for the host's own handling. */
+function applyOnEnter(d, input, apply) {
+  d.add(
+    on(input, "keydown", (e) => {
+      if (e.key === "Enter" && !e.isComposing) {
+        e.preventDefault();
+        apply();
+      }
+    }),
+  );
+}
+
 function buildSlider(model, spec, d, id) {
   const trait = spec.trait;
   const log = Boolean(spec.log);
+  const format = typeof spec.format === "string" ? spec.format : "";
   const input = h("input", { type: "range", id, class: "cv-range", "data-cv-control": trait });
-  const readout = h("output", { class: "cv-readout", for: id });
+  // A formatted slider (fraction255) gets a readout the user can type into ("4/255").
+  const editable = format === "fraction255";
+  const readout = editable
+    ? h("input", {
+        type: "text",
+        class: "cv-readout cv-readout-edit",
+        "data-cv-readout": trait,
+        inputmode: "decimal",
+        spellcheck: "false",
+        autocomplete: "off",
+        "aria-label": `${spec.label || trait} (type a value, e.g. 4/255)`,
+      })
+    : h("output", { class: "cv-readout", for: id, "data-cv-readout": trait });
   let lastWriteAt = -Infinity;
+  let written = new Set(); // values this control wrote during the current drag (their echoes)
   let timer = null;
   let pending;
   let dragging = false;
@@ -135,9 +188,16 @@ function buildSlider(model, spec, d, id) {
     return clean(Math.min(Math.max(v, min), max));
   };
   const showValue = (v) => {
-    readout.textContent = fmt(v);
+    const text = formatValue(v, format);
+    if (editable) {
+      if (readout.ownerDocument.activeElement !== readout || !readout.dataset.typing) readout.value = text;
+    } else readout.textContent = text;
     input.setAttribute("data-value", v === undefined || v === null ? "" : String(v));
-    input.setAttribute("aria-valuetext", fmt(v));
+    input.setAttribute("aria-valuetext", text);
+  };
+  const place = (v) => {
+    const { min, max } = range();
+    if (typeof v === "number") input.value = String(log ? logValueToPos(v, min, max) : v);
   };
   const refresh = () => {
     const { min, max } = range();
@@ -151,13 +211,15 @@ function buildSlider(model, spec, d, id) {
       input.step = String(linStep(min, max));
     }
     const v = model.get(trait);
-    if (!dragging && typeof v === "number") {
-      input.value = String(log ? logValueToPos(v, min, max) : v);
-    }
-    if (!dragging) showValue(v);
+    // While dragging, echoes of the control's own writes are not re-applied (the thumb would
+    // jump back); any other value (the kernel refused the value or clamped it) is applied at once.
+    if (dragging && (written.has(String(v)) || sameValue(v, pending))) return;
+    place(v);
+    showValue(v);
   };
   const doWrite = (v) => {
     lastWriteAt = now();
+    if (dragging) written.add(String(v));
     write(model, trait, v);
   };
   const cancelTimer = () => {
@@ -166,6 +228,7 @@ function buildSlider(model, spec, d, id) {
   };
   const endDrag = () => {
     dragging = false;
+    written = new Set();
     if (stopWindowListen) stopWindowListen();
     stopWindowListen = null;
   };
@@ -212,6 +275,25 @@ function buildSlider(model, spec, d, id) {
       refresh();
     }),
   );
+  if (editable) {
+    const apply = () => {
+      delete readout.dataset.typing;
+      const raw = readout.value;
+      let v = parseNumber(raw);
+      if (!Number.isFinite(v)) {
+        refresh();
+        return;
+      }
+      const { min, max } = range();
+      v = Math.min(Math.max(v, min), max);
+      if (!sameValue(v, model.get(trait))) doWrite(v);
+      refresh();
+    };
+    d.add(on(readout, "input", () => (readout.dataset.typing = "1")));
+    d.add(on(readout, "change", apply));
+    d.add(on(readout, "blur", () => readout.dataset.typing && apply()));
+    applyOnEnter(d, readout, apply);
+  }
   d.add(() => {
     cancelTimer();
     endDrag();
@@ -223,33 +305,41 @@ function buildSlider(model, spec, d, id) {
 function buildNumber(model, spec, d, id) {
   const trait = spec.trait;
   const isInt = spec.kind === "int";
-  const input = h("input", { type: "number", id, class: "cv-number", "data-cv-control": trait });
+  const format = typeof spec.format === "string" ? spec.format : "";
+  // A formatted number (fraction255) is a text box so "4/255" can be typed.
+  const input = h("input", {
+    type: format ? "text" : "number",
+    id,
+    class: "cv-number",
+    "data-cv-control": trait,
+    inputmode: format ? "decimal" : null,
+    spellcheck: format ? "false" : null,
+  });
   const refresh = () => {
     const { min, max } = bounds(model, spec);
     if (min !== undefined) input.min = String(min);
     else input.removeAttribute("min");
     if (max !== undefined) input.max = String(max);
     else input.removeAttribute("max");
-    input.step = typeof spec.step === "number" && spec.step > 0 ? String(spec.step) : isInt ? "1" : "any";
+    if (!format) input.step = typeof spec.step === "number" && spec.step > 0 ? String(spec.step) : isInt ? "1" : "any";
     const v = model.get(trait);
-    input.value = v === null || v === undefined ? "" : String(v);
+    input.value = v === null || v === undefined ? "" : format ? formatValue(v, format) : String(v);
   };
-  d.add(
-    on(input, "change", () => {
-      const raw = String(input.value).trim();
-      let v = Number(raw);
-      if (raw === "" || !Number.isFinite(v)) {
-        refresh();
-        return;
-      }
-      if (isInt) v = Math.round(v);
-      const { min, max } = bounds(model, spec);
-      if (min !== undefined) v = Math.max(v, min);
-      if (max !== undefined) v = Math.min(v, max);
-      input.value = String(v);
-      if (!sameValue(v, model.get(trait)) || typeof model.get(trait) !== "number") write(model, trait, v);
-    }),
-  );
+  const apply = () => {
+    let v = parseNumber(input.value);
+    if (!Number.isFinite(v)) {
+      refresh();
+      return;
+    }
+    if (isInt) v = Math.round(v);
+    const { min, max } = bounds(model, spec);
+    if (min !== undefined) v = Math.max(v, min);
+    if (max !== undefined) v = Math.min(v, max);
+    input.value = format ? formatValue(v, format) : String(v);
+    if (!sameValue(v, model.get(trait)) || typeof model.get(trait) !== "number") write(model, trait, v);
+  };
+  d.add(on(input, "change", apply));
+  applyOnEnter(d, input, apply);
   return { el: input, refresh };
 }
 
@@ -259,11 +349,15 @@ function optionSource(model, spec) {
 }
 
 function fillSelect(select, opts) {
-  select.replaceChildren(...opts.map((o) => h("option", { value: String(o.value), text: o.label })));
+  select.replaceChildren(...opts.map((o) => h("option", { value: String(o.value), title: o.label, text: o.label })));
 }
 
+/** Select the option of value v; the select's title shows the chosen label whole (on hover). */
 function selectValue(select, opts, v) {
-  select.selectedIndex = opts.findIndex((o) => sameValue(o.value, v));
+  const i = opts.findIndex((o) => sameValue(o.value, v));
+  select.selectedIndex = i;
+  if (i >= 0) select.title = opts[i].label;
+  else select.removeAttribute("title");
 }
 
 function buildSelect(model, spec, d, id) {
@@ -337,7 +431,13 @@ function buildSearch(model, spec, d, id) {
     if (!sameValue(o.value, model.get(trait))) write(model, trait, o.value);
     current.textContent = o.label;
   };
-  d.add(on(filter, "input", renderList));
+  // Filtering down to exactly one match selects it (no Enter or click needed).
+  d.add(
+    on(filter, "input", () => {
+      renderList();
+      if (shown.length === 1 && String(filter.value).trim()) choose(shown[0]);
+    }),
+  );
   d.add(
     on(filter, "keydown", (e) => {
       if (e.key === "Enter") {
@@ -405,11 +505,11 @@ function buildText(model, spec, d, id) {
     const v = model.get(trait);
     input.value = v === null || v === undefined ? "" : String(v);
   };
-  d.add(
-    on(input, "change", () => {
-      if (input.value !== model.get(trait)) write(model, trait, input.value);
-    }),
-  );
+  const apply = () => {
+    if (input.value !== model.get(trait)) write(model, trait, input.value);
+  };
+  d.add(on(input, "change", apply));
+  applyOnEnter(d, input, apply);
   return { el: input, refresh };
 }
 
@@ -506,7 +606,10 @@ function buildUpload(model, spec, d, id) {
       message = "";
     }),
   );
-  const el = h("div", { class: "cv-upload" }, input, info);
+  // The native input is visually hidden (its own "No file chosen" text is cut in narrow
+  // columns); a button-like label of ours opens it, and `info` says what was chosen.
+  const pick = h("label", { class: "cv-btn cv-file-btn", for: id, text: spec.button_label || "Choose file\u2026" });
+  const el = h("div", { class: "cv-upload" }, h("div", { class: "cv-upload-row" }, input, pick), info);
   return { el, refresh, traits: nameTrait ? [nameTrait] : [] };
 }
 
@@ -572,6 +675,7 @@ export class ControlsView {
     this.el = h("div", { class: "cv-controls", "data-cv": "controls" });
     this.d = new Disposer();
     this.build = new Disposer();
+    this.openState = new Map(); // group name -> open, as the user left it (kept across re-renders)
     this.d.add(listen(model, "change:controls", () => this.render()));
     this.render();
   }
@@ -587,17 +691,12 @@ export class ControlsView {
       if (spec.kind !== "button" && (typeof spec.trait !== "string" || !spec.trait)) continue;
       const name = typeof spec.group === "string" ? spec.group : "";
       if (!groups.has(name)) {
-        const box = h(
-          "fieldset",
-          { class: name ? "cv-group" : "cv-group cv-group-untitled", "data-cv-group": name },
-          name ? h("legend", { class: "cv-group-title", text: name }) : null,
-        );
-        groups.set(name, { box, rows: [] });
+        groups.set(name, { name, rows: [], collapsed: false });
         order.push(name);
       }
       const g = groups.get(name);
+      if (spec.collapsed === true) g.collapsed = true;
       const { row } = buildControl(this.model, spec, this.build);
-      g.box.appendChild(row);
       g.rows.push(row);
       const vw = spec.visible_when;
       if (vw && typeof vw.trait === "string") {
@@ -608,6 +707,19 @@ export class ControlsView {
         this.build.add(listen(this.model, `change:${vw.trait}`, update));
         row.hidden = !includesLoose(vw.in, this.model.get(vw.trait));
       }
+    }
+    // Titled groups are <details>: open unless a control of theirs says `collapsed: true`
+    // (advanced settings), and as the user left them after that.
+    for (const g of groups.values()) {
+      if (!g.name) {
+        g.box = h("div", { class: "cv-group cv-group-untitled", "data-cv-group": "" }, ...g.rows);
+        continue;
+      }
+      const open = this.openState.has(g.name) ? this.openState.get(g.name) : !g.collapsed;
+      const summary = h("summary", { class: "cv-group-title", text: g.name });
+      g.box = h("details", { class: "cv-group", "data-cv-group": g.name, open }, summary, h("div", { class: "cv-group-body" }, ...g.rows));
+      const box = g.box;
+      this.build.add(on(box, "toggle", () => this.openState.set(g.name, box.open)));
     }
     // A group whose controls are all hidden is hidden too (title included).
     const refreshGroups = () => {

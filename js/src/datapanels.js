@@ -249,7 +249,11 @@ export class TablePanel {
       const tr = h(
         "tr",
         { "data-cv-key": k === undefined || k === null ? "" : String(k), tabindex: this.selectTrait ? "0" : null },
-        this.columns.map((c) => h("td", { class: c.numeric ? "cv-num" : null, text: formatCell(row[c.key], c) })),
+        this.columns.map((c) => {
+          const text = formatCell(row[c.key], c);
+          // long cells are shortened with an ellipsis: the title shows them whole on hover
+          return h("td", { class: c.numeric ? "cv-num" : null, title: text.length > 24 ? text : null, text });
+        }),
       );
       this.rowOf.set(tr, row);
       return tr;

@@ -142,6 +142,12 @@ export class ImagePanel {
     }
   }
 
+  /** While the view waits for the kernel, an empty picture says so instead of "no image yet". */
+  setWaiting(waiting) {
+    this.empty.textContent = waiting ? "waiting for the kernel\u2026" : "no image yet";
+    this.empty.setAttribute("data-waiting", waiting ? "true" : "false");
+  }
+
   /** Bound panels: show the bytes of the trait (skipped when they did not change). */
   showTrait() {
     const bytes = toBytes(this.model.get(this.trait));

@@ -4,10 +4,28 @@
 import { h, listen, on, Disposer } from "./dom.js";
 import { ControlsView } from "./controls.js";
 import { createPanel, waitForImage, downloadPng } from "./panels.js";
-import { toBytes, bytesToBlob } from "./codecs.js";
+import { toBytes, bytesToBlob, firstBuffer } from "./codecs.js";
 
 /** A frame whose picture has not decoded after this many ms is acknowledged anyway. */
 export const DECODE_TIMEOUT_MS = 1500;
+/** Shown while a view waits for the kernel's first answer (Run All keeps it busy). */
+export const WAITING_TEXT = "waiting for the kernel\u2026";
+/** Traits only the kernel sets: a change of any of them is an answer from the kernel. */
+const KERNEL_TRAITS = ["running", "step", "total_steps", "status", "error", "image", "run_id", "history"];
+/** Keys that still leave the widget (to the host's shortcuts): Escape, to leave a control. */
+const KEYS_LEFT_TO_HOST = new Set(["Escape"]);
+/** With Ctrl/Cmd, these keys edit text in a text box (copy, paste, undo...): they stay. */
+const TEXT_EDIT_KEYS = new Set(["a", "c", "v", "x", "z", "y", "ArrowLeft", "ArrowRight", "Backspace", "Delete", "Home", "End"]);
+
+/** Does a keydown inside the widget go on to the host (JupyterLab's shortcuts)? Escape does,
+ * and Ctrl/Cmd combinations (save, command palette...) unless they edit text in a text box. */
+export function keyGoesToHost(e) {
+  if (KEYS_LEFT_TO_HOST.has(e.key)) return true;
+  if (!(e.ctrlKey || e.metaKey)) return false;
+  const t = e.target;
+  const editable = t && (t.isContentEditable || (t.tagName === "INPUT" && t.type !== "range" && t.type !== "checkbox" && t.type !== "file") || t.tagName === "TEXTAREA");
+  return !(editable && TEXT_EDIT_KEYS.has(e.key.length === 1 ? e.key.toLowerCase() : e.key));
+}
 
 function num(v, fallback = 0) {
   const n = Number(v);
@@ -66,11 +84,17 @@ export class View {
       "data-step": "-1",
       "data-run-id": String(this.newestRun),
       "data-running": "false",
+      "data-waiting": "false",
     });
     this.title = h("div", { class: "cv-title", "data-cv": "title" });
     this.runBtn = h("button", { type: "button", class: "cv-btn cv-run", "data-cv": "run", text: "Run", title: "Start a run" });
     this.stopBtn = h("button", { type: "button", class: "cv-btn cv-stop", "data-cv": "stop", text: "Stop", title: "Stop the run" });
     this.status = h("div", { class: "cv-status", "data-cv": "status", role: "status", "aria-live": "polite" });
+    this.waiting = h("div", { class: "cv-waiting", "data-cv": "waiting", text: WAITING_TEXT });
+    this.waiting.hidden = true;
+    this.notice = h("div", { class: "cv-notice", "data-cv": "notice", role: "status" });
+    this.notice.hidden = true;
+    this.notices = new Set();
     this.error = h("div", { class: "cv-error", "data-cv": "error", role: "alert" });
     this.messages = h("div", { class: "cv-messages" });
     this.controls = new ControlsView(model);
@@ -99,8 +123,23 @@ export class View {
     m("history", () => this.onHistoryTrait());
     m("panels", () => this.renderPanels());
     this.d.add(listen(model, "msg:custom", (msg, buffers) => this.onCustom(msg, buffers)));
-    this.d.add(on(this.runBtn, "click", () => model.send({ type: "run" })));
+    for (const t of KERNEL_TRAITS) m(t, () => this.kernelAnswered());
+    this.d.add(
+      on(this.runBtn, "click", () => {
+        model.send({ type: "run" });
+        this.awaitKernel();
+      }),
+    );
     this.d.add(on(this.stopBtn, "click", () => model.send({ type: "stop" })));
+    // Keys typed inside the widget stay inside it: JupyterLab's notebook shortcuts listen on
+    // the document (bubbling) and would take arrow keys from a focused slider (moving the active
+    // cell instead), Enter from a number box, and letters (A, B, D D, M) as cell commands.
+    // Escape and Ctrl/Cmd shortcuts (save...) still reach the host.
+    this.d.add(
+      on(this.root, "keydown", (e) => {
+        if (!keyGoesToHost(e)) e.stopPropagation();
+      }),
+    );
     this.d.add(() => this.panelD.dispose());
 
     this.renderTitle();
@@ -112,6 +151,38 @@ export class View {
     this.onImageTrait();
 
     model.send({ type: "ready" });
+    // A widget that runs by itself starts when the kernel handles `ready`; during "Run All"
+    // that is only after the last cell, so say why nothing is shown yet.
+    // A later view of a widget that already ran (run_id > 0, a picture) has nothing to wait for.
+    if (model.get("auto_run") !== false && !model.get("running") && !(num(model.get("run_id"), 0) > 0) && !toBytes(model.get("image")).length) this.awaitKernel();
+  }
+
+  // ------------------------------------------------------------ waiting for the kernel
+
+  /** Show "waiting for the kernel…" until the next message or kernel trait change. */
+  awaitKernel() {
+    if (this.closed) return;
+    this.waitingForKernel = true;
+    this.waiting.hidden = false;
+    this.root.setAttribute("data-waiting", "true");
+    for (const p of this.panels) if (p.setWaiting) p.setWaiting(true);
+  }
+
+  kernelAnswered() {
+    if (!this.waitingForKernel) return;
+    this.waitingForKernel = false;
+    this.waiting.hidden = true;
+    this.root.setAttribute("data-waiting", "false");
+    for (const p of this.panels) if (p.setWaiting) p.setWaiting(false);
+  }
+
+  /** A line saying that something cannot work in this host (shown once per kind). */
+  addNotice(text) {
+    if (this.notices.has(text)) return;
+    this.notices.add(text);
+    this.notice.textContent = [...this.notices].join("\n");
+    this.notice.hidden = false;
+    console.warn(`cnnvis_widgets: ${text}`);
   }
 
   // ------------------------------------------------------------ simple traits
@@ -241,9 +312,10 @@ export class View {
     this.panelsEl.replaceChildren(...this.panels.map((p) => p.el));
     // Status and error live in the first progress panel, else under the Run/Stop buttons.
     const prog = this.panels.find((p) => p.kind === "progress");
-    (prog ? prog.slot : this.messages).append(this.status, this.error);
+    (prog ? prog.slot : this.messages).append(this.waiting, this.status, this.error, this.notice);
     this.messages.hidden = Boolean(prog);
     for (const p of this.imagePanels()) p.setSrc(this.pictureUrl);
+    for (const p of this.panels) if (p.setWaiting) p.setWaiting(Boolean(this.waitingForKernel));
     this.renderCharts();
     this.renderProgress();
     for (const p of this.panels) {
@@ -304,7 +376,13 @@ export class View {
   // ------------------------------------------------------------ frames
 
   onCustom(msg, buffers) {
-    if (this.closed || !msg || msg.type !== "frame") return;
+    if (this.closed || !msg) return;
+    this.kernelAnswered();
+    if (msg.type === "download") {
+      this.saveDownload(msg, buffers);
+      return;
+    }
+    if (msg.type !== "frame") return;
     const run = num(msg.run_id, this.newestRun);
     if (run < this.newestRun) {
       this.ack(msg); // an old run: ignored, but acknowledged so the sender never stalls
@@ -312,8 +390,13 @@ export class View {
     }
     if (run > this.newestRun) this.startRun(run);
     this.addLosses(msg);
-    const buf = buffers && buffers.length ? buffers[0] : null;
-    const blob = buf && toBytes(buf).length ? bytesToBlob(buf, msg.mime) : null;
+    const buf = firstBuffer(buffers, msg);
+    const blob = buf ? bytesToBlob(buf, msg.mime) : null;
+    if (!blob && msg.mime) {
+      // The host dropped the binary part of the message: the picture follows the `image`
+      // trait (a few times per second) instead of every frame.
+      this.addNotice("this notebook host does not deliver binary messages: the picture is updated a few times per second instead of live");
+    }
     this.enqueue(() => this.drawFrame(msg, run, blob));
   }
 
@@ -364,10 +447,43 @@ export class View {
     });
   }
 
+  /** `{type: "download", name, mime}` + buffers=[bytes]: save the file from the browser
+   * (an <a download> on a blob URL; nothing goes over the network). */
+  saveDownload(msg, buffers) {
+    const name = String(msg.name || "cnnvis-download").replace(/[\\/]/g, "_");
+    const buf = firstBuffer(buffers, msg);
+    if (!buf) {
+      this.addNotice(`${name}: this notebook host did not deliver the file's bytes (binary messages); save it from Python instead`);
+      return false;
+    }
+    const blob = new Blob([buf], { type: String(msg.mime || "application/octet-stream") });
+    const url = URL.createObjectURL(blob);
+    const revoke = () => {
+      if (!this.tempUrls.has(url)) return;
+      this.tempUrls.delete(url);
+      URL.revokeObjectURL(url);
+    };
+    this.tempUrls.set(url, revoke);
+    const a = h("a", { href: url, download: name, class: "cv-hidden-link", "data-cv": "download-link" });
+    a.style.display = "none";
+    (this.root.ownerDocument.body || this.root).appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(revoke, 60_000);
+    this.root.setAttribute("data-downloads", String(Number(this.root.getAttribute("data-downloads") || 0) + 1));
+    return true;
+  }
+
   // ------------------------------------------------------------ cleanup
 
   dispose() {
     if (this.closed) return;
+    // Tell the kernel this view is gone (it stops counting it; frames are not sent for it).
+    try {
+      this.model.send({ type: "goodbye" });
+    } catch {
+      /* the model may already be closed */
+    }
     this.closed = true;
     this.d.dispose();
     for (const u of this.liveUrls) URL.revokeObjectURL(u);

@@ -465,3 +465,58 @@ def cnnvis_lab_server(lab_server) -> Callable[..., Server]:
         return lab_server(root_dir, open_path, extra_args=args, **kw)
 
     return start
+
+
+@pytest.fixture
+def marimo_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Server]]:
+    """Factory: ``marimo_server(app_path, env=None, timeout=120) -> Server``.
+
+    Serves a marimo app with ``marimo run APP --headless --no-token`` on a free loopback port,
+    in its own process group, with HOME and the XDG folders in a temporary directory (marimo
+    keeps its config and state there); stopped with its process group at teardown. Skips when
+    marimo is not installed (it is a dev/test dependency).
+    """
+    exe = BIN / "marimo"
+    if not exe.exists():
+        pytest.skip("marimo is not installed (pip install marimo)")
+    factory = _ServerFactory(tmp_path_factory)
+
+    def start(
+        app_path: str | os.PathLike,
+        env: dict[str, str] | None = None,
+        timeout: float = SERVER_START_TIMEOUT,
+    ) -> Server:
+        app = Path(app_path).resolve()
+        if not app.is_file():
+            raise FileNotFoundError(app)
+        port = free_port()
+        home = tmp_path_factory.mktemp("marimo-user")
+        cmd = [
+            str(exe),
+            "run",
+            str(app),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            "--no-token",
+            "--no-sandbox",
+        ]
+        extra = {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "XDG_CACHE_HOME": str(home / "cache"),
+            "MARIMO_SKIP_UPDATE_CHECK": "1",
+            **(env or {}),
+        }
+        base = f"http://127.0.0.1:{port}/"
+        server = factory._spawn("marimo", cmd, app.parent, port, extra, url=base, base_url=base)
+        server.wait_ready(base + "health", timeout, {})
+        return server
+
+    yield start
+    factory.stop_all(_failed(request))

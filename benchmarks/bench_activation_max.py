@@ -5,6 +5,13 @@ Prints one table: for each configuration, the median time of one step of ours, o
 input the network sees), of a full-network forward+backward, and the ratios. Measurements are
 interleaved (floor, ours, floor, ours...) so that load from other processes hits both alike.
 
+Every configuration runs at each *nominal* size (the side of the optimized image, ``--sizes``)
+and both fed sizes: ``fed=model`` (the default: the network sees the model's input size, 224 px
+for Lite0) and ``fed=param`` (the network sees the image's own size plus the transforms'
+padding). The Lucent peer (torch-lucent, if importable; never a dependency) runs the same unit
+per nominal size at the same fed size as ours: its ``render_vis`` upsamples images under 224 px
+to 224, and ``fixed_image_size`` sets the fed size otherwise.
+
     python benchmarks/bench_activation_max.py                # CPU, the default model
     python benchmarks/bench_activation_max.py --device cuda --batch 64 --sizes 224
 
@@ -102,47 +109,50 @@ def main() -> None:
         f"batch {args.batch}, layer {args.layer}"
     )
     rows = []
+    model_side = int(h.input_size[0])
     for size in [int(s) for s in args.sizes.split(",")]:
         units = list(range(args.batch))
-        for label, obj, layer, transforms in [
-            (
-                f"{args.layer} channel, no transforms",
-                O.channel(args.layer, units),
-                args.layer,
-                False,
-            ),
-            (
-                f"{args.layer} channel, lucid transforms",
-                O.channel(args.layer, units),
-                args.layer,
-                True,
-            ),
-            ("class logit, no transforms", O.class_logit([281] * args.batch), None, False),
-        ]:
-            s = am.AMSettings(steps=10**9, lr=0.05)
-            if not transforms:
-                s.update(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
-            seen = size + (2 * 12 - 8 - 4 if transforms else 0)  # what the network sees on average
-            floor = floor_step(h, layer, args.batch, seen)
-            full = floor_step(h, None, args.batch, seen)
-            ours = ours_steps(h, obj, args.batch, size, s)
-            for fn in (floor, full, ours):
-                timeit(fn, dev, 3)  # warm-up
-            tf, tfull, to = [], [], []
-            for _ in range(args.rounds):
-                tf.append(timeit(floor, dev, args.n))
-                to.append(timeit(ours, dev, args.n))
-                tfull.append(timeit(full, dev, args.n))
-            f, fu, o = statistics.median(tf), statistics.median(tfull), statistics.median(to)
-            rows.append((size, label, o, f, fu))
+        for fed_size in ("model", "param"):
+            for label, obj, layer, transforms in [
+                (
+                    f"{args.layer} channel, no transforms",
+                    O.channel(args.layer, units),
+                    args.layer,
+                    False,
+                ),
+                (
+                    f"{args.layer} channel, lucid transforms",
+                    O.channel(args.layer, units),
+                    args.layer,
+                    True,
+                ),
+                ("class logit, no transforms", O.class_logit([281] * args.batch), None, False),
+            ]:
+                s = am.AMSettings(steps=10**9, lr=0.05, fed_size=fed_size)
+                if not transforms:
+                    s.update(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
+                # what the network sees (on average, for the transformed param size)
+                fed = model_side if fed_size == "model" else size + (12 if transforms else 0)
+                floor = floor_step(h, layer, args.batch, fed)
+                full = floor_step(h, None, args.batch, fed)
+                ours = ours_steps(h, obj, args.batch, size, s)
+                for fn in (floor, full, ours):
+                    timeit(fn, dev, 3)  # warm-up
+                tf, tfull, to = [], [], []
+                for _ in range(args.rounds):
+                    tf.append(timeit(floor, dev, args.n))
+                    to.append(timeit(ours, dev, args.n))
+                    tfull.append(timeit(full, dev, args.n))
+                f, fu, o = statistics.median(tf), statistics.median(tfull), statistics.median(to)
+                rows.append((size, fed, label, o, f, fu))
     print()
     print(
-        f"{'size':>4}  {'configuration':40s} {'ours ms':>8} {'floor ms':>9} {'full ms':>8} "
-        f"{'ours/floor':>10} {'ours/full':>9}"
+        f"{'nominal':>7} {'fed':>4}  {'configuration':40s} {'ours ms':>8} {'floor ms':>9} "
+        f"{'full ms':>8} {'ours/floor':>10} {'ours/full':>9}"
     )
-    for size, label, o, f, fu in rows:
+    for size, fed, label, o, f, fu in rows:
         print(
-            f"{size:>4}  {label:40s} {o * 1e3:8.2f} {f * 1e3:9.2f} {fu * 1e3:8.2f} "
+            f"{size:>7} {fed:>4}  {label:40s} {o * 1e3:8.2f} {f * 1e3:9.2f} {fu * 1e3:8.2f} "
             f"{o / f:10.3f} {o / fu:9.3f}"
         )
     if args.batch == 1:
@@ -162,26 +172,32 @@ def main() -> None:
                 f"{size:>4}  widget {per * 1e3:.2f} ms/step ({nframes} frames), core "
                 f"{core * 1e3:.2f} ms/step, widget/core {per / core:.3f}"
             )
-    lucent_rows(h, args, rows_by_size={r[0]: r for r in rows if "lucid transforms" in r[1]})
+    lucent_rows(h, args, [r for r in rows if "lucid transforms" in r[2]])
 
 
-def lucent_rows(h, args, rows_by_size) -> None:
-    """Lucent's render_vis, the peer, on the same model, unit and image size."""
+def lucent_rows(h, args, rows) -> None:
+    """Lucent's render_vis, the peer, on the same model, unit and nominal size, fed at the same
+    size as ours (Lucent upsamples to 224 below 224 px; ``fixed_image_size`` otherwise)."""
     try:
-        from lucent.optvis import render
+        from lucent.optvis import param, render
     except Exception as exc:  # noqa: BLE001 - optional peer
         print(f"\n(torch-lucent not importable: {type(exc).__name__}; no peer column)")
         return
     if h.device.type != "cpu" or args.batch != 1:
         return
-    print("\nLucent render_vis (peer), same unit, lucid-style param and transforms:")
+    print(
+        "\nLucent render_vis (peer), same unit, lucid-style param and transforms, same fed size "
+        "(Lucent runs the whole network and computes weight gradients too):"
+    )
+    print(
+        f"{'nominal':>7} {'fed':>4}  {'lucent ms':>9} {'ours ms':>8} {'floor ms':>9} "
+        f"{'lucent/floor':>12} {'ours/floor':>10} {'lucent/ours':>11}"
+    )
     lucent_layer = args.layer.replace(".", "_")
-    for size, row in sorted(rows_by_size.items()):
-        from lucent.optvis import param
-
+    for size, fed, _, ours, floor, _ in rows:
         n = args.n * 2
 
-        def go(n=n, size=size):
+        def go(n=n, size=size, fed=fed):
             render.render_vis(
                 h.model,
                 f"{lucent_layer}:0",
@@ -189,6 +205,7 @@ def lucent_rows(h, args, rows_by_size) -> None:
                 thresholds=(n,),
                 show_image=False,
                 progress=False,
+                fixed_image_size=fed,
             )
 
         go(3)
@@ -198,10 +215,9 @@ def lucent_rows(h, args, rows_by_size) -> None:
             go()
             times.append((time.perf_counter() - t) / n)
         lucent = statistics.median(times)
-        _, _, ours, floor, _ = row
         print(
-            f"{size:>4}  lucent {lucent * 1e3:.2f} ms/step, ratio to our floor "
-            f"{lucent / floor:.3f}; ours {ours * 1e3:.2f} ms/step, ratio {ours / floor:.3f}"
+            f"{size:>7} {fed:>4}  {lucent * 1e3:9.2f} {ours * 1e3:8.2f} {floor * 1e3:9.2f} "
+            f"{lucent / floor:12.3f} {ours / floor:10.3f} {lucent / ours:11.3f}"
         )
 
 

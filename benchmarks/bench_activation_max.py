@@ -179,6 +179,13 @@ def lucent_rows(h, args, rows) -> None:
     """Lucent's render_vis, the peer, on the same model, unit and nominal size, fed at the same
     size as ours (Lucent upsamples to 224 below 224 px; ``fixed_image_size`` otherwise)."""
     try:
+        import kornia
+
+        # torch-lucent 0.1.8 calls kornia's pre-0.6 top-level names; newer kornia keeps them in
+        # kornia.geometry.transform (same functions)
+        for name in ("get_rotation_matrix2d", "warp_affine"):
+            if not hasattr(kornia, name):
+                setattr(kornia, name, getattr(kornia.geometry.transform, name))
         from lucent.optvis import param, render
     except Exception as exc:  # noqa: BLE001 - optional peer
         print(f"\n(torch-lucent not importable: {type(exc).__name__}; no peer column)")

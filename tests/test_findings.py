@@ -69,7 +69,7 @@ def recognized_class_images(handle, steps: int, fed_size: str = "model") -> list
 def test_am_class_images_are_recognized_as_their_class(lite0) -> None:
     """Class models (Simonyan et al.; Lucid's recipe) at a quick CPU step count: >= 90% of the
     class x seed pairs are top-1 for their class as photos. Fed at the image's own size (the
-    old default, ``fed_size="param"``) only 8 of 12 pairs pass at 64 steps (measured)."""
+    old default, ``fed_size="param"``) only 6 of these 12 pairs pass at 64 steps (measured)."""
     hits = recognized_class_images(lite0, QUICK_STEPS)
     assert sum(hits) >= 0.9 * len(hits), hits
 

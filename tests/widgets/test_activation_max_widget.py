@@ -232,3 +232,13 @@ def test_fed_size_setting_reaches_the_run_and_the_record() -> None:
     finally:
         hook.remove()
         w.close()
+
+
+@pytest.mark.parametrize("preset", ["lucid", "yosinski", "yosinski_clip", "simonyan"])
+def test_an_explicit_trait_wins_over_the_preset(tiny_handle, preset) -> None:
+    given = dict(blur_sigma=2.5, pad=3, steps=7, lr=0.3, size=40, fed_size="param")
+    w = ActivationMaximization(tiny_handle, layer="conv2", preset=preset, **given)
+    try:
+        assert {k: getattr(w, k) for k in given} == given
+    finally:
+        w.close()

@@ -62,13 +62,19 @@ def ours_steps(handle, objective, batch: int, size: int, settings: am.AMSettings
     return lambda: next(gen)
 
 
+# CPU: the process's CPU time (one torch thread), which the load of other processes on a shared
+# machine barely changes; CUDA: wall time around synchronizations
+_CLOCK = {"fn": time.perf_counter}
+
+
 def timeit(fn, device, n: int) -> float:
+    clock = _CLOCK["fn"]
     _sync(device)
-    t = time.perf_counter()
+    t = clock()
     for _ in range(n):
         fn()
     _sync(device)
-    return (time.perf_counter() - t) / n
+    return (clock() - t) / n
 
 
 def widget_step_time(handle, layer, unit, size, steps: int) -> float:
@@ -83,10 +89,10 @@ def widget_step_time(handle, layer, unit, size, steps: int) -> float:
         w._on_front_msg(w, {"type": "ack", "seq": content["seq"]}, [])
 
     w.send = send
-    t0 = time.perf_counter()
+    t0 = _CLOCK["fn"]()
     w._on_front_msg(w, {"type": "ready"}, [])  # starts the run, as a browser view does
     w.wait()
-    elapsed = time.perf_counter() - t0
+    elapsed = _CLOCK["fn"]() - t0
     w.close()
     return elapsed / steps, len(frames)
 
@@ -99,14 +105,22 @@ def main() -> None:
     ap.add_argument("--layer", default="_blocks.8")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n", type=int, default=10, help="steps per timed block")
+    ap.add_argument(
+        "--clock",
+        choices=["auto", "cpu", "wall"],
+        default="auto",
+        help="auto: process CPU time on the CPU (robust to other load), wall time on CUDA",
+    )
     args = ap.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(1)
+    use_cpu_clock = args.clock == "cpu" or (args.clock == "auto" and args.device == "cpu")
+    _CLOCK["fn"] = time.process_time if use_cpu_clock else time.perf_counter
     h = load_model("efficientnet_lite0", device=args.device)
     dev = h.device
     print(
         f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"batch {args.batch}, layer {args.layer}"
+        f"batch {args.batch}, layer {args.layer}, clock {_CLOCK['fn'].__name__}"
     )
     rows = []
     model_side = int(h.input_size[0])
@@ -217,10 +231,11 @@ def lucent_rows(h, args, rows) -> None:
 
         go(3)
         times = []
+        clock = _CLOCK["fn"]
         for _ in range(max(1, args.rounds // 2)):
-            t = time.perf_counter()
+            t = clock()
             go()
-            times.append((time.perf_counter() - t) / n)
+            times.append((clock() - t) / n)
         lucent = statistics.median(times)
         print(
             f"{size:>7} {fed:>4}  {lucent * 1e3:9.2f} {ours * 1e3:8.2f} {floor * 1e3:9.2f} "

@@ -77,7 +77,7 @@ class AMSettings:
         the same single bilinear warp as the transforms, so objects are painted at the scale the
         network was trained on and the image stays that class when shown to the model as a
         photo. ``"param"``: the network sees the optimized image at its own size (plus the
-        transforms' padding), nothing is resampled (the behaviour before 0.2). Either way the
+        transforms' padding), nothing is resampled (the earlier default). Either way the
         returned image is at the parameterization's size.
     """
 

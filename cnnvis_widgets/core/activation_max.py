@@ -1,7 +1,10 @@
 """Activation maximization: synthesize the image that drives a unit, channel or class logit.
 
 :func:`maximize_steps` yields :class:`~cnnvis_widgets.core.optimize.Step` s; :func:`maximize`
-runs to the end. Presets reproduce the literature (see :data:`PRESETS`).
+runs to the end. Presets reproduce the literature (see :data:`PRESETS`). As in Lucid/Lucent, the
+network sees the image at the model's input size (``fed_size="model"``, the default of every
+preset): the transforms and the upsampling are one bilinear warp. The images returned and shown
+stay at the optimized size (``size``, 128 px for ``"lucid"``).
 
 Examples
 --------
@@ -32,7 +35,16 @@ from .optimize import Step, optimize_steps
 from .params import ImageParam
 from .transforms import random_affine
 
-__all__ = ["AMSettings", "Preset", "PRESETS", "maximize_steps", "maximize", "AMResult"]
+__all__ = [
+    "AMSettings",
+    "FED_SIZES",
+    "Preset",
+    "PRESETS",
+    "maximize_steps",
+    "maximize",
+    "evaluate",
+    "AMResult",
+]
 
 
 @dataclass
@@ -60,6 +72,14 @@ class AMSettings:
         Weight of the L2 penalty loss term (Simonyan et al.).
     diversity : float
         Weight of the diversity term across the batch (on the objective's layer).
+    fed_size : str
+        Which size the network sees. ``"model"`` (default, as Lucid/Lucent): after the
+        transforms the image is resampled to the model's input size (224 x 224 for Lite0), in
+        the same single bilinear warp as the transforms, so objects are painted at the scale the
+        network was trained on and the image stays that class when shown to the model as a
+        photo. ``"param"``: the network sees the optimized image at its own size (plus the
+        transforms' padding), nothing is resampled (the earlier default). Either way the
+        returned image is at the parameterization's size.
     """
 
     steps: int = 512
@@ -77,6 +97,7 @@ class AMSettings:
     tv_weight: float = 0.0
     l2_weight: float = 0.0
     diversity: float = 0.0
+    fed_size: str = "model"
 
     def update(self, **kwargs: Any) -> AMSettings:
         """Set fields by name (``TypeError`` for unknown names); returns self."""
@@ -84,13 +105,33 @@ class AMSettings:
         for k, v in kwargs.items():
             if k not in names:
                 raise TypeError(f"unknown setting {k!r}; valid: {', '.join(sorted(names))}")
+            if k == "fed_size" and v not in FED_SIZES:
+                raise ValueError(f"fed_size must be one of {', '.join(FED_SIZES)}, got {v!r}")
             setattr(self, k, limits.setting_value(getattr(self, k), v, k))
         return self
 
 
+FED_SIZES = ("model", "param")
+
+
+def _fed_size(handle: ModelHandle, settings: AMSettings) -> tuple[int, int] | None:
+    """The ``(H, W)`` the network sees, or None for the image's own size (``fed_size="param"``)."""
+    if settings.fed_size not in FED_SIZES:
+        raise ValueError(
+            f"fed_size must be one of {', '.join(FED_SIZES)}, got {settings.fed_size!r}"
+        )
+    if settings.fed_size == "param":
+        return None
+    return (int(handle.input_size[0]), int(handle.input_size[1]))
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A recipe from the literature: parameterization, optimizer, size and settings."""
+    """A recipe from the literature: parameterization, optimizer, size and settings.
+
+    ``size`` is the side of the optimized (and returned) image; the network sees it resampled
+    to the model's input size unless ``settings.fed_size == "param"``.
+    """
 
     name: str
     param: str  # "fft" (FFT + decorrelated colour + sigmoid) or "pixel"
@@ -111,7 +152,7 @@ PRESETS: dict[str, Preset] = {
         128,
         AMSettings(steps=512, lr=0.05),
         "Olah et al. 2017 (Lucid): FFT + decorrelated colour, Adam lr 0.05, standard transforms, "
-        "512 steps.",
+        "512 steps; a 128 px image, fed to the network at the model's input size.",
     ),
     "yosinski": Preset(
         "yosinski",
@@ -122,7 +163,7 @@ PRESETS: dict[str, Preset] = {
             steps=1000, lr=0.01, l2_decay=1e-4, blur_sigma=1.0, blur_every=4, **_NO_TRANSFORMS
         ),
         "Yosinski et al. 2015, Table 1 preset 3: L2 decay 1e-4, Gaussian blur sigma 1.0 every 4 "
-        "steps, 1000 steps of gradient ascent on pixels.",
+        "steps, 1000 steps of gradient ascent on pixels; 224 px, the model's input size.",
     ),
     "yosinski_clip": Preset(
         "yosinski_clip",
@@ -138,7 +179,7 @@ PRESETS: dict[str, Preset] = {
             **_NO_TRANSFORMS,
         ),
         "Yosinski et al. 2015, Table 1 preset 4: blur sigma 0.5 every 4 steps and clipping of the "
-        "90% of pixels with the smallest contribution.",
+        "90% of pixels with the smallest contribution; 224 px, the model's input size.",
     ),
     "simonyan": Preset(
         "simonyan",
@@ -146,7 +187,8 @@ PRESETS: dict[str, Preset] = {
         "sgd",
         224,
         AMSettings(steps=200, lr=0.01, l2_weight=1e-4, **_NO_TRANSFORMS),
-        "Simonyan et al. 2013: L2-regularized gradient ascent on the pixels (class models).",
+        "Simonyan et al. 2013: L2-regularized gradient ascent on the pixels (class models); "
+        "224 px, the model's input size.",
         sd=0.0,
     ),
 }
@@ -159,9 +201,11 @@ class AMResult:
     Attributes
     ----------
     image : torch.Tensor
-        Final pixel-space batch ``(B, C, H, W)`` on the CPU.
+        Final pixel-space batch ``(B, C, H, W)`` on the CPU, at the parameterization's size
+        (``size``), whatever size the network saw.
     activation : torch.Tensor
-        Objective value of the final image, without transforms, per image ``(B,)``.
+        Objective value of the final image, without transforms, per image ``(B,)``, fed at the
+        run's ``fed_size``.
     history : list of float
         Loss per step.
     objective : str
@@ -227,8 +271,11 @@ def maximize_steps(
     steps, lr : optional
         Override the preset's.
     size : int, optional
-        Side of the optimized image (the preset's by default). The model sees this size
-        (plus the transforms' padding): nothing is upsampled.
+        Side of the optimized image (the preset's by default), which is also the size of every
+        ``Step.image``. With ``fed_size="model"`` (the default setting of every preset) the
+        network sees the transformed image resampled to the model's input size (224 px for
+        Lite0), as Lucid/Lucent do; with ``fed_size="param"`` it sees this size plus the
+        transforms' padding and nothing is resampled.
     batch : int
         Number of images optimized together (one batch through the network).
     seed : int
@@ -240,7 +287,8 @@ def maximize_steps(
     stop_event : threading.Event, optional
         Set it to end the run between steps.
     **overrides
-        Fields of :class:`AMSettings` (``blur_sigma=1.0``, ``tv_weight=0.01``...).
+        Fields of :class:`AMSettings` (``blur_sigma=1.0``, ``tv_weight=0.01``,
+        ``fed_size="param"``...). An explicit value always wins over the preset's.
 
     Raises
     ------
@@ -280,11 +328,17 @@ def maximize_steps(
     div_obj = diversity(div_layer) if div_layer else None
     layers = list(objective.hidden_layers)
 
+    _fed_size(handle, settings)  # a bad fed_size fails before the first step
+
     def loss_fn(img: torch.Tensor, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
         s = settings
         x = img
-        if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1:
-            t = random_affine(s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5)
+        fed = _fed_size(handle, s)
+        if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1 or fed is not None:
+            # one bilinear warp: the transforms and the resampling to the fed size together
+            t = random_affine(
+                s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5, out_size=fed
+            )
             x = t(x, tgen)
         acts: dict[str, torch.Tensor]
         with capture(handle, layers, stop_early=not needs_logits) as acts:
@@ -335,15 +389,27 @@ def maximize_steps(
 
 
 @torch.no_grad()
-def evaluate(handle: ModelHandle, objective: Objective | str, pixels: torch.Tensor) -> torch.Tensor:
-    """Objective value per image ``(B,)`` of a pixel-space batch, without transforms."""
+def evaluate(
+    handle: ModelHandle,
+    objective: Objective | str,
+    pixels: torch.Tensor,
+    *,
+    fed_size: str = "model",
+) -> torch.Tensor:
+    """Objective value per image ``(B,)`` of a pixel-space batch, without transforms.
+
+    ``fed_size="model"`` (default) resizes the batch to the model's input size first (bilinear),
+    as :func:`maximize_steps` feeds it; ``"param"`` feeds it at its own size.
+    """
     objective = as_objective(objective)
     _validate(handle, objective)
     needs_logits = objective.needs_logits
+    fed = _fed_size(handle, AMSettings(fed_size=fed_size))
+    x = pixels.to(handle.device)
+    if fed is not None and tuple(x.shape[-2:]) != fed:
+        x = torch.nn.functional.interpolate(x, size=fed, mode="bilinear", align_corners=False)
     with capture(handle, objective.hidden_layers, stop_early=not needs_logits) as acts:
-        out = forward_to(
-            handle, handle.normalize(pixels.to(handle.device)), acts, needs_logits=needs_logits
-        )
+        out = forward_to(handle, handle.normalize(x), acts, needs_logits=needs_logits)
         if needs_logits:
             acts[LOGITS] = out
         return objective(acts).float().cpu()
@@ -384,5 +450,5 @@ def maximize(handle: ModelHandle, objective: Objective | str, **kwargs: Any) -> 
     if last is None or last.image is None:
         raise RuntimeError("the run made no step (steps=0 or stopped before the first step)")
     image = last.image.clone().clamp(0, 1)
-    activation = evaluate(handle, objective, image)
+    activation = evaluate(handle, objective, image, fed_size=settings.fed_size)
     return AMResult(image.cpu(), activation, history, objective.name, settings, metrics)

@@ -42,7 +42,6 @@ True
 
 from __future__ import annotations
 
-import importlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -68,7 +67,6 @@ __all__ = [
     "top_k",
     "unit_changes",
     "attribution_maps",
-    "attribution_backend",
     "analyze",
     "PairAnalysis",
     "NORMS",
@@ -590,33 +588,6 @@ def unit_changes(
     return out
 
 
-def attribution_backend() -> str:
-    """``"core.attribution"`` when :mod:`cnnvis_widgets.core.attribution` is importable, else
-    ``"fallback"`` (plain-gradient saliency only)."""
-    return "fallback" if _attribution_module() is None else "core.attribution"
-
-
-def _attribution_module() -> Any:
-    """:mod:`cnnvis_widgets.core.attribution` when it exists and imports, else None."""
-    try:
-        return importlib.import_module(".attribution", __package__)
-    except ImportError:
-        return None
-
-
-def _fallback_saliency(handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """FALLBACK used only when core.attribution is missing: |d logit / d input|, max over
-    channels (Simonyan et al. 2013), model-input space in, ``(B, 1, H, W)`` out."""
-    with handle.frozen():
-        xi = x.detach().clone().requires_grad_(True)
-        out = handle.model(xi)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        score = out.flatten(1).gather(1, target.view(-1, 1)).sum()
-        (g,) = torch.autograd.grad(score, xi)
-    return g.abs().amax(dim=1, keepdim=True)
-
-
 def _as_map(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Any attribution output -> a non-negative map ``(B, 1, H, W)`` in [0, 1] for display:
     channels reduced by their largest magnitude, scaled per map by its 99.5th percentile."""
@@ -646,9 +617,8 @@ def attribution_maps(
     """Attribution maps of both images for the original and the new class.
 
     Uses :mod:`cnnvis_widgets.core.attribution` (``saliency``, ``guided_backprop``,
-    ``grad_cam``); when that module is not installed, a plain-gradient saliency map is computed
-    instead (the result's ``"backend"`` says ``"fallback"``). All four maps of a batch are
-    computed in one call per method: the images are stacked into one batch.
+    ``grad_cam``). All four maps of a batch are computed in one call per method: the images are
+    stacked into one batch.
 
     Parameters
     ----------
@@ -665,7 +635,7 @@ def attribution_maps(
     dict
         ``"clean/original"``, ``"clean/new"``, ``"adversarial/original"``,
         ``"adversarial/new"``: maps ``(B, 1, H, W)`` in ``[0, 1]`` on the CPU; ``"method"``,
-        ``"backend"``, ``"layer"``.
+        ``"layer"``.
 
     Examples
     --------
@@ -686,32 +656,25 @@ def attribution_maps(
         raise ValueError(f"give one original and one new class per image ({b})")
     for cls in orig.tolist() + new_.tolist():
         handle.check_class(cls)
-    A = _attribution_module()
-    if method == "grad_cam" and A is not None:
+    from . import attribution as A
+
+    if method == "grad_cam":
         layer = layer or A.default_cam_layer(handle)
         handle.layer(layer)  # KeyError listing the nearest names
     # one batch: clean/original, clean/new, adversarial/original, adversarial/new
     pixels = torch.cat([c, c, a, a])
     targets = torch.cat([orig, new_, orig, new_])
     x = handle.normalize(pixels)
-    backend = "fallback" if A is None else "core.attribution"
-    if A is not None:
-        if method == "saliency":
-            raw = A.saliency(handle, x, targets)
-        elif method == "guided_backprop":
-            raw = A.guided_backprop(handle, x, targets)
-        else:
-            raw = A.grad_cam(handle, x, targets, layer)
+    if method == "saliency":
+        raw = A.saliency(handle, x, targets)
+    elif method == "guided_backprop":
+        raw = A.guided_backprop(handle, x, targets)
     else:
-        raw = _fallback_saliency(handle, x, targets)
+        raw = A.grad_cam(handle, x, targets, layer)
     maps = _as_map(raw, (int(c.shape[-2]), int(c.shape[-1]))).cpu()
     keys = ["clean/original", "clean/new", "adversarial/original", "adversarial/new"]
     out: dict[str, Any] = {k: maps[i * b : (i + 1) * b] for i, k in enumerate(keys)}
-    out.update(
-        method=method if backend != "fallback" else "saliency (fallback: plain gradient)",
-        backend=backend,
-        layer=layer if method == "grad_cam" and backend != "fallback" else None,
-    )
+    out.update(method=method, layer=layer if method == "grad_cam" else None)
     return out
 
 

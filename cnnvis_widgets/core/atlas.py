@@ -85,7 +85,8 @@ def am_settings(
 ) -> am.AMSettings:
     """The :class:`~cnnvis_widgets.core.activation_max.AMSettings` of ``preset`` with overrides,
     built like the ActivationMaximization widget builds them (the second jitter follows the
-    first: on when ``jitter > 1``)."""
+    first, on when ``jitter > 1``, unless ``jitter2`` is given: an explicit setting always wins
+    over the preset)."""
     if preset not in am.PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(am.PRESETS)}")
     s = dataclasses.replace(am.PRESETS[preset].settings)
@@ -94,7 +95,8 @@ def am_settings(
         s.steps = int(steps)
     if lr is not None:
         s.lr = float(lr)
-    s.jitter2 = 4 if s.jitter > 1 else 0
+    if "jitter2" not in overrides:
+        s.jitter2 = 4 if s.jitter > 1 else 0
     return s
 
 

@@ -129,22 +129,25 @@ PRESETS: dict[str, Preset] = {
         "mahendran",
         "pixel",
         InversionSettings(),
-        "Mahendran & Vedaldi 2015: pixels, alpha-norm (alpha 6) and TV (beta 2) priors, jitter 4 "
-        "for the first three quarters, Adam lr 0.05 cosine-decayed to 0.002, 200 steps.",
+        "Mahendran & Vedaldi 2015: pixels, alpha-norm (alpha 6, weight 1e-3) and TV (beta 2, "
+        "weight 3) priors, jitter 2 for the first three quarters, Adam lr 0.02 cosine-decayed to "
+        "0.001, 200 steps.",
     ),
     "olah": Preset(
         "olah",
         "fft",
         InversionSettings(alpha_weight=0.0, tv_weight=1e-3, lr=0.05, lr_end=0.005),
         "Olah et al. 2017 (Feature Visualization) applied to inversion: FFT parameterization "
-        "with decorrelated colour as the prior, a little TV, jitter 4 for three quarters.",
+        "with decorrelated colour as the prior, a little TV (1e-3), jitter 2 for three quarters, "
+        "Adam lr 0.05 cosine-decayed to 0.005, 200 steps.",
     ),
     "unregularized": Preset(
         "unregularized",
         "pixel",
         InversionSettings(alpha_weight=0.0, tv_weight=0.0, jitter=0),
         "The baseline of Mahendran & Vedaldi's ablation: feature matching alone, no prior, no "
-        "jitter (deep layers give high-frequency patterns no photo contains).",
+        "jitter (deep layers give high-frequency patterns no photo contains), Adam lr 0.02 "
+        "cosine-decayed to 0.001, 200 steps.",
     ),
 }
 

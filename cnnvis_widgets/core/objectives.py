@@ -6,7 +6,7 @@ dotted module names; ``"layer:unit"`` is shorthand for :func:`channel`.
 
 Examples
 --------
->>> obj = channel("_blocks.4", 7) - 0.5 * diversity("_blocks.4")
+>>> obj = channel("_blocks.4", 7) + 0.5 * diversity("_blocks.4")  # higher = more diverse
 >>> sorted(obj.layers)
 ['_blocks.4']
 """
@@ -187,7 +187,12 @@ def layer(name: str) -> Objective:
 
 def diversity(name: str) -> Objective:
     """Diversity across the batch (Olah et al. 2017): minus the cosine similarity of each image's
-    Gram matrix to the others'. Per image ``(B,)``; zero for a batch of one."""
+    Gram matrix to the others'. Per image ``(B,)``; zero for a batch of one.
+
+    Higher is more diverse, like every objective here: *add* it (``channel(...) + w *
+    diversity(...)``). Lucid's ``diversity`` returns the similarity itself and is subtracted;
+    Lucent kept Lucid's ``-`` example with this sign, which rewards similarity.
+    """
 
     def fn(acts: Acts) -> torch.Tensor:
         t = acts[name]

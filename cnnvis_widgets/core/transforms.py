@@ -117,17 +117,24 @@ def affine_warp(
     crop2: int = 0,
     offset2: tuple[int, int] = (0, 0),
     value: float = 0.5,
+    out_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Pad, crop (by ``crop1`` at ``offset1``), scale, rotate (degrees, about the centre) and crop
-    again, as one bilinear resampling. Outside the image is ``value``."""
+    again, as one bilinear resampling. Outside the image is ``value``.
+
+    ``out_size`` ``(H, W)``: resample the result of the last crop onto this many pixels (what
+    Lucent's final ``Upsample`` to the model's input size does), still in the same single
+    resampling. ``None`` keeps the size the crops leave.
+    """
     h, w = x.shape[-2:]
     kh, kw = h + 2 * pad_width - crop1, w + 2 * pad_width - crop1  # after pad + first crop
     rh, rw = max(1, round(kh * scale)), max(1, round(kw * scale))  # after scaling
     ho, wo = max(1, rh - crop2), max(1, rw - crop2)  # after the second crop
+    oh, ow = (ho, wo) if out_size is None else (int(out_size[0]), int(out_size[1]))
     # continuous coordinates (pixel i spans [i, i + 1]) of the output pixel centres, mapped back
-    # step by step to the input image
-    ys = torch.arange(ho, device=x.device, dtype=x.dtype) + 0.5 + offset2[0]
-    xs = torch.arange(wo, device=x.device, dtype=x.dtype) + 0.5 + offset2[1]
+    # step by step to the input image (an output of oh x ow pixels spans the ho x wo crop)
+    ys = (torch.arange(oh, device=x.device, dtype=x.dtype) + 0.5) * (ho / oh) + offset2[0]
+    xs = (torch.arange(ow, device=x.device, dtype=x.dtype) + 0.5) * (wo / ow) + offset2[1]
     yy, xx = torch.meshgrid(ys - rh / 2, xs - rw / 2, indexing="ij")
     a = math.radians(angle)
     ca, sa = math.cos(a), math.sin(a)
@@ -135,7 +142,7 @@ def affine_warp(
     yin = yr * (kh / rh) + offset1[0] - pad_width  # undo scale, first crop and pad
     xin = xr * (kw / rw) + offset1[1] - pad_width
     grid = torch.stack((xin / w * 2 - 1, yin / h * 2 - 1), dim=-1)
-    grid = grid.unsqueeze(0).expand(x.shape[0], ho, wo, 2)
+    grid = grid.unsqueeze(0).expand(x.shape[0], oh, ow, 2)
     out = F.grid_sample(x - value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out + value
 
@@ -147,13 +154,21 @@ def random_affine(
     rotate: float = 10.0,
     jitter2: int = 4,
     value: float = 0.5,
+    out_size: int | tuple[int, int] | None = None,
 ) -> Transform:
     """Lucid's standard transforms fused into one resampling (:func:`affine_warp`).
 
     The same geometry and parameter ranges as ``compose([pad, jitter, random_scale,
     random_rotate, jitter])`` (the random draws differ), at the cost of one bilinear warp instead
     of an interpolation, a rotation and three copies.
+
+    ``out_size`` (an int for a square, or ``(H, W)``): the transformed image is resampled to this
+    size in the same warp, as Lucent upsamples to the model's input size after its transforms;
+    ``None`` keeps the size the transforms leave (the image's own size, less the crops).
     """
+    osz: tuple[int, int] | None = (
+        (int(out_size), int(out_size)) if isinstance(out_size, int) else out_size
+    )
     scales = [1 + scale * (i - 5) / 5 for i in range(11)] if scale > 0 else [1.0]
     r = int(round(rotate))
     angles = list(range(-r, r + 1)) if r > 0 else [0]
@@ -166,7 +181,8 @@ def random_affine(
         a = angles[_randint(len(angles), g)] if len(angles) > 1 else 0
         o2 = (_randint(j2, g), _randint(j2, g)) if j2 else (0, 0)
         if not (pad_width or j1 or j2 or s != 1.0 or a):
-            return x
+            if osz is None or tuple(x.shape[-2:]) == tuple(osz):
+                return x
         return affine_warp(
             x,
             pad_width=pad_width,
@@ -177,6 +193,7 @@ def random_affine(
             crop2=j2,
             offset2=o2,
             value=value,
+            out_size=osz,
         )
 
     return apply

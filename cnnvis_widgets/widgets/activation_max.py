@@ -32,6 +32,7 @@ _REG_TRAITS = (
     "scale",
     "rotate",
     "diversity",
+    "fed_size",
 )
 
 
@@ -96,6 +97,13 @@ class ActivationMaximization(CnnvisWidget):
     scale = t.Float(0.1, help="Random scale range, +-.").tag(sync=True)
     rotate = t.Float(10.0, help="Random rotation range, +- degrees.").tag(sync=True)
     diversity = t.Float(0.0, help="Diversity weight across the grid's images.").tag(sync=True)
+    fed_size = t.Enum(
+        list(am.FED_SIZES),
+        "model",
+        help="Size the network sees: 'model' resamples the transformed image to the model's "
+        "input size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays "
+        "at 'size'.",
+    ).tag(sync=True)
 
     _restart_traits = (
         "layer",
@@ -306,6 +314,13 @@ class ActivationMaximization(CnnvisWidget):
                 "options": [[f"{k}", k] for k in am.PRESETS],
             },
             {
+                "trait": "fed_size",
+                "kind": "select",
+                "label": "Network sees",
+                "group": "Run",
+                "options": [["model's input size", "model"], ["image size", "param"]],
+            },
+            {
                 "trait": "steps",
                 "kind": "slider",
                 "label": "Iterations",
@@ -511,7 +526,9 @@ class ActivationMaximization(CnnvisWidget):
         if step is not None:
             rec["final_loss"] = step.loss
             try:
-                act = am.evaluate(self.handle, self._objective, step.image.clamp(0, 1))
+                act = am.evaluate(
+                    self.handle, self._objective, step.image.clamp(0, 1), fed_size=self.fed_size
+                )
                 rec["activation"] = [round(float(a), 6) for a in act]
             except Exception as exc:  # noqa: BLE001 - the run's own error is already shown
                 rec["activation_error"] = str(exc)

@@ -815,8 +815,6 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         ]
         if self._attribution_error:
             lines.append(f"no attribution maps: {self._attribution_error}")
-        if r.attribution.get("backend") == "fallback":
-            lines.append("(core.attribution is not installed: plain-gradient saliency fallback)")
         maps = self._attribution_pngs(r)
         rows = [
             {k: (round(v, 6) if isinstance(v, float) else v) for k, v in u.items()}

@@ -31,7 +31,8 @@ def test_every_preset_raises_the_objective(tiny_handle, preset) -> None:
     assert r.image.shape == (1, 3, 32, 32)
     assert len(r.history) == 30
     assert float(r.activation[0]) > float(before[0]) + 0.02
-    assert r.image.min() >= 0 and r.image.max() <= 1
+    start = am._make_param(tiny_handle, am.PRESETS[preset], 1, 32, 0, None).image().detach()
+    assert (r.image - start).abs().mean() > 0.01  # the picture itself moved
 
 
 def test_class_logit_and_neuron_and_dream(tiny_handle) -> None:
@@ -182,3 +183,58 @@ print('ok', tuple(r.image.shape))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "ok (1, 3, 16, 16)" in out.stdout
+
+
+def _other_value(name: str, value):
+    """A valid value of the setting ``name`` that differs from ``value``."""
+    if name == "fed_size":
+        return "param" if value == "model" else "model"
+    if name == "steps":
+        return 2
+    if name.endswith("_pct"):
+        return 55.0 if value != 55.0 else 45.0
+    if isinstance(value, int):
+        return value + 3
+    return round(value + 0.25, 6)
+
+
+@pytest.mark.parametrize("preset", list(am.PRESETS))
+def test_an_explicit_setting_always_wins_over_the_preset(tiny_handle, preset) -> None:
+    import dataclasses
+
+    from cnnvis_widgets.core import atlas
+
+    p = am.PRESETS[preset]
+    for f in dataclasses.fields(am.AMSettings):
+        v = _other_value(f.name, getattr(p.settings, f.name))
+        kw = {f.name: v} if f.name == "steps" else {f.name: v, "steps": 2}
+        r = am.maximize(tiny_handle, "conv2:1", preset=preset, size=32, batch=2, **kw)
+        assert getattr(r.settings, f.name) == v, f.name
+        assert getattr(atlas.am_settings(preset, **kw), f.name) == v, f.name
+    # the atlas keeps the widget's rule when jitter2 is not given: the second jitter follows
+    assert atlas.am_settings(preset, jitter=0).jitter2 == 0
+    assert atlas.am_settings(preset, jitter=8).jitter2 == 4
+    assert am.PRESETS[preset].settings == p.settings  # the preset itself is unchanged
+
+
+def test_every_preset_feeds_the_model_input_size_and_returns_the_param_size() -> None:
+    from tests.conftest import make_tiny
+
+    h = load_model(make_tiny(), device="cpu", input_size=48)
+    seen: list[tuple[int, int]] = []
+    hook = h.module("conv1").register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2:]))
+    try:
+        for preset in am.PRESETS:
+            assert am.PRESETS[preset].settings.fed_size == "model"
+            seen.clear()
+            r = am.maximize(h, "conv2:1", preset=preset, steps=3, size=20)
+            assert r.image.shape[-2:] == (20, 20)  # what is saved and shown
+            assert seen == [(48, 48)] * 4  # 3 steps and the final evaluation
+            seen.clear()
+            r = am.maximize(h, "conv2:1", preset=preset, steps=3, size=20, fed_size="param")
+            assert r.image.shape[-2:] == (20, 20)
+            assert all(s[-1] < 48 for s in seen)  # the image's own size (+ padding - crops)
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="fed_size must be one of model, param"):
+        am.maximize(h, "conv2:1", steps=2, fed_size="224")

@@ -60,3 +60,31 @@ def test_shorthand_parsing() -> None:
         O.as_objective("_blocks.4")
     with pytest.raises(TypeError):
         O.as_objective(3.5)  # type: ignore[arg-type]
+
+
+def _mean_pairwise_similarity(handle, layer: str, pixels: torch.Tensor) -> float:
+    """Mean cosine similarity of the Gram matrices of every pair of images (as diversity)."""
+    from cnnvis_widgets.core.hooks import capture, forward_to
+
+    with torch.no_grad(), capture(handle, [layer], stop_early=True) as acts:
+        forward_to(handle, handle.normalize(pixels), acts, needs_logits=False)
+        f = acts[layer].flatten(2)
+    grams = F.normalize(torch.bmm(f, f.transpose(1, 2)).flatten(1), dim=1)
+    sim = grams @ grams.T
+    b = sim.shape[0]
+    return float((sim.sum() - sim.diagonal().sum()) / (b * (b - 1)))
+
+
+def test_adding_diversity_lowers_the_similarity_of_the_batch(tiny_handle) -> None:
+    from cnnvis_widgets.core import activation_max as am
+
+    same = O.channel("conv2", [3] * 4)
+
+    def run(obj, **kw):
+        r = am.maximize(tiny_handle, obj, batch=4, steps=40, size=32, seed=1, **kw)
+        return _mean_pairwise_similarity(tiny_handle, "conv2", r.image)
+
+    plain = run(same)
+    assert run(same + 0.5 * O.diversity("conv2")) < plain - 0.01  # the documented example
+    assert run(same - 0.5 * O.diversity("conv2")) > plain  # the old example rewarded similarity
+    assert run(same, diversity=0.5) < plain - 0.01  # the AM setting adds it the same way

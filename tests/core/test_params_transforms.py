@@ -98,3 +98,25 @@ def test_random_affine_sizes_and_seeds() -> None:
     assert torch.equal(a, std(x, torch.Generator().manual_seed(2)))
     assert not torch.equal(a, std(x, torch.Generator().manual_seed(3)))
     assert T.random_affine(0, 0, 0.0, 0.0, 0)(x, None) is x
+
+
+def test_out_size_upsamples_the_transformed_crop_in_the_same_warp() -> None:
+    x = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    padded = T.pad(4)(x, None)
+    crop = padded[..., 2 : 2 + 22, 5 : 5 + 22][..., 1 : 1 + 20, 0:20]
+    # pad + two crops, then resampled to 50 x 40: equals bilinear interpolation of the crop
+    out = T.affine_warp(
+        x, pad_width=4, crop1=6, offset1=(2, 5), crop2=2, offset2=(1, 0), out_size=(50, 40)
+    )
+    ref = torch.nn.functional.interpolate(crop, size=(50, 40), mode="bilinear")
+    assert out.shape == (2, 3, 50, 40)
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))  # borders: padding differs
+    assert torch.allclose(out[inner], ref[inner], atol=1e-4)
+    # random_affine: every draw lands on out_size; without transforms it is a plain resize
+    std = T.random_affine(12, 8, 0.1, 10.0, 4, out_size=56)
+    for seed in range(4):
+        assert std(x, torch.Generator().manual_seed(seed)).shape[-2:] == (56, 56)
+    plain = T.random_affine(0, 0, 0.0, 0.0, 0, out_size=(40, 40))(x, None)
+    ref = torch.nn.functional.interpolate(x, size=(40, 40), mode="bilinear")
+    assert torch.allclose(plain[inner], ref[inner], atol=1e-4)
+    assert T.random_affine(0, 0, 0.0, 0.0, 0, out_size=20)(x, None) is x

@@ -204,3 +204,41 @@ def test_close_while_running_ends_the_worker(tiny_handle) -> None:
     w.close()
     assert not any(t.is_alive() for t in cnnvis_threads() if t is w._worker)
     assert active_hook_count(tiny_handle.model) == 0
+
+
+def test_fed_size_setting_reaches_the_run_and_the_record() -> None:
+    from cnnvis_widgets import load_model
+
+    h = load_model(make_tiny(), device="cpu", input_size=48)
+    seen: list[int] = []
+    hook = h.module("conv1").register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+    w = ActivationMaximization(
+        h, layer="conv2", steps=3, size=32, pad=0, jitter=0, scale=0.0, rotate=0.0
+    )
+    try:
+        assert w.fed_size == "model" and w.record()["settings"]["fed_size"] == "model"
+        assert any(c.get("trait") == "fed_size" for c in w.controls)
+        w.run()
+        assert w.wait(timeout=120) and w.error == ""
+        assert set(seen) == {48}  # the model's input size, though the image is 32 px
+        assert Image.open(io.BytesIO(w.image)).size == (32, 32)
+        seen.clear()
+        w.fed_size = "param"
+        w.run()
+        assert w.wait(timeout=120) and w.error == ""
+        assert set(seen) == {32} and w.record()["settings"]["fed_size"] == "param"
+        with pytest.raises(traitlets.TraitError):
+            w.fed_size = "224"
+    finally:
+        hook.remove()
+        w.close()
+
+
+@pytest.mark.parametrize("preset", ["lucid", "yosinski", "yosinski_clip", "simonyan"])
+def test_an_explicit_trait_wins_over_the_preset(tiny_handle, preset) -> None:
+    given = dict(blur_sigma=2.5, pad=3, steps=7, lr=0.3, size=40, fed_size="param")
+    w = ActivationMaximization(tiny_handle, layer="conv2", preset=preset, **given)
+    try:
+        assert {k: getattr(w, k) for k in given} == given
+    finally:
+        w.close()

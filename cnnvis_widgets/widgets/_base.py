@@ -4,12 +4,16 @@ A subclass declares traits (the controls), says which of them restart a run
 (``_restart_traits``) and which are read live by the running algorithm (``_live_traits``), and
 implements :meth:`CnnvisWidget._steps`, a generator of core ``Step`` s. Everything else lives here:
 
-* one worker thread per widget, started on the first run, that waits for run requests; a request
-  while a run goes on cancels it between two steps and starts over with the newest settings, so
-  a storm of slider moves ends with exactly one run for the final settings;
+* a worker thread per widget while there is work: started by a run request, ended when no run
+  is pending (an idle widget holds no thread); a request while a run goes on cancels it between
+  two steps and starts over with the newest settings, so a storm of slider moves ends with
+  exactly one run for the final settings;
 * frames: at most ~20 per second and at most 4 unacknowledged by the browser; the worker only
-  copies a small tensor to the CPU, a sender thread encodes (JPEG) and sends it as a binary
-  custom message. The optimization never waits for the browser;
+  copies a small tensor to the CPU, a sender thread (alive only while frames come) encodes
+  (JPEG) and sends it as a binary custom message. The optimization never waits for the browser;
+* views are counted by their ``ready`` and ``goodbye`` messages (frames go only to open views);
+* a value the front end sets and the kernel refuses is reported in ``error`` and the control is
+  sent the kernel's value back;
 * the ``image`` (PNG) and ``history`` traits at a low rate and at the end (late views, exports);
 * ``error`` shows what went wrong and the widget stays usable;
 * ``save()``, ``record()``, and an ``image/png`` in ``_repr_mimebundle_`` for static exports.
@@ -37,7 +41,15 @@ from ..core.imaging import encode, make_grid
 from ..core.optimize import Step
 from ..models import ModelHandle, load_model
 
-__all__ = ["CnnvisWidget", "get_handle", "upload_trait"]
+__all__ = [
+    "BoundedFloat",
+    "BoundedInt",
+    "CnnvisWidget",
+    "get_handle",
+    "image_path",
+    "upload_trait",
+    "write_image",
+]
 
 _STATIC = Path(__file__).parent / "static"
 _MISSING_BUNDLE_ESM = """
@@ -53,6 +65,23 @@ FRAME_INTERVAL = 0.05  # seconds between frames (about 20 per second at most)
 MAX_IN_FLIGHT = 4  # frames sent but not yet acknowledged by a view
 ACK_TIMEOUT = 2.0  # an unacknowledged frame older than this is forgotten (closed view)
 TRAIT_INTERVAL = 0.5  # seconds between updates of the `image` and `history` traits
+SENDER_IDLE = 0.5  # seconds without a frame after which the sender thread ends
+
+#: file suffixes ``save()`` writes (anything else, e.g. ``"_blocks.8_unit3"``, gets ``.png`` added)
+IMAGE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".pdf": "PDF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+#: status of a widget before its first run
+STATUS_AUTO = "starting: the first run begins when the widget is shown"
+STATUS_MANUAL = "ready: press Run"
+STATUS_CHANGED = "settings changed: press Run"
 
 _HANDLES: dict[tuple, ModelHandle] = {}
 _HANDLES_LOCK = threading.Lock()
@@ -79,10 +108,88 @@ def upload_trait(help: str = "Bytes of a file chosen in the browser.") -> t.Byte
     return t.Bytes(b"", help=help).tag(sync=True, **bytes_serialization)
 
 
-def _bundle(name: str) -> Path | str:
+def image_path(path: str | Path) -> tuple[Path, str]:
+    """``(path, PIL format)`` for :meth:`CnnvisWidget.save`: ``~`` expanded; a known image
+    suffix (:data:`IMAGE_FORMATS`) is kept, anything else gets ``.png`` appended (so that
+    ``"_blocks.8_unit3"`` becomes ``_blocks.8_unit3.png``, not ``_blocks.png``)."""
+    path = Path(path).expanduser()
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        path = path.with_name(path.name + ".png")
+        fmt = "PNG"
+    return path, fmt
+
+
+def write_image(picture: torch.Tensor | Any, path: str | Path) -> Path:
+    """Write a pixel tensor ``(C, H, W)`` in [0, 1] or a PIL image to ``path`` (format from the
+    suffix, see :func:`image_path`); creates the folder; returns the path written."""
+    from ..core.imaging import to_pil
+
+    path, fmt = image_path(path)
+    img = to_pil(picture) if isinstance(picture, torch.Tensor) else picture
+    if fmt in ("JPEG", "PDF") and img.mode != "RGB":
+        img = img.convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+class _Bounded:
+    """Mixin of :class:`BoundedInt` / :class:`BoundedFloat`: the range lives in the trait
+    declaration, the validator names it, and the front end's control takes it from there."""
+
+    low: float
+    high: float
+
+    def _check(self, obj: Any, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise t.TraitError(f"{self.name} must be a finite number, got {value}")  # type: ignore[attr-defined]
+        if not self.low <= value <= self.high:
+            raise t.TraitError(
+                f"{self.name} must be between {self.low:g} and {self.high:g}, got {value:g}"  # type: ignore[attr-defined]
+            )
+        return value
+
+
+class BoundedInt(_Bounded, t.Int):
+    """An ``Int`` trait with a range: ``BoundedInt(12, 0, 64, help=...)``."""
+
+    def __init__(self, default_value: int, low: int, high: int, **kwargs: Any) -> None:
+        self.low, self.high = low, high
+        super().__init__(default_value, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> int:
+        if hasattr(value, "item") and not isinstance(value, (int, float)):
+            value = value.item()  # numpy / torch scalars
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(obj, value)
+        return self._check(obj, int(value))
+
+
+class BoundedFloat(_Bounded, t.Float):
+    """A ``Float`` trait with a range (NaN and infinities refused): ``BoundedFloat(0.1, 0, 1)``."""
+
+    def __init__(self, default_value: float, low: float, high: float, **kwargs: Any) -> None:
+        self.low, self.high = float(low), float(high)
+        super().__init__(default_value, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float:
+        if hasattr(value, "item") and not isinstance(value, (int, float)):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.error(obj, value)
+        return self._check(obj, float(value))
+
+
+def _bundle(name: str) -> str:
+    """The text of a bundle file. Text, not a ``Path``: anywidget turns a path into a class-wide
+    ``FileContents`` whose change signal keeps a reference to every widget ever made (a closed,
+    dropped widget could never be collected)."""
     path = _STATIC / name
     if path.exists():
-        return path
+        return path.read_text(encoding="utf-8")
     return _MISSING_BUNDLE_ESM if name.endswith(".js") else ""
 
 
@@ -117,7 +224,7 @@ class CnnvisWidget(anywidget.AnyWidget):
     step = t.Int(0, help="Index of the last completed step of the current run.").tag(sync=True)
     total_steps = t.Int(0, help="Number of steps of the current run.").tag(sync=True)
     error = t.Unicode("", help="Empty when fine, else what went wrong.").tag(sync=True)
-    status = t.Unicode("", help="One line of status text.").tag(sync=True)
+    status = t.Unicode(STATUS_AUTO, help="One line of status text.").tag(sync=True)
     image = t.Bytes(b"", help="PNG of the latest image (low rate, for late views).").tag(sync=True)
     history = t.List(t.Float(), help="Loss per step of the current run.").tag(sync=True)
     run_id = t.Int(0, help="Increments each time a run starts.").tag(sync=True)
@@ -158,7 +265,10 @@ class CnnvisWidget(anywidget.AnyWidget):
         self._completed_runs = 0
         self._finished_run_id = -1
         self._last_record: dict[str, Any] = {}
+        self._refusal = ""  # the error text of the last refused front-end value
         super().__init__(**kwargs)
+        self._initial_status()
+        self.observe(lambda change: self._initial_status(), names=["auto_run"])
         self.on_msg(self._on_front_msg)
         if self._restart_traits:
             self.observe(self._on_restart_trait, names=list(self._restart_traits))
@@ -215,6 +325,11 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _on_live_trait(self, change: dict) -> None:
         """Forward a live setting to the running algorithm (subclasses)."""
 
+    def _applies_at_once(self, name: str) -> bool:
+        """True when a change of restart trait ``name`` is cheap now (e.g. computed from a cached
+        pass): it then re-runs after a first run even with ``auto_run=False`` (subclasses)."""
+        return False
+
     # ------------------------------------------------------------------ validation helpers
     def _layer_info(self, name: str) -> Any:
         """``handle.layer(name)`` for a trait validator: a ``TraitError`` listing the nearest
@@ -239,7 +354,7 @@ class CnnvisWidget(anywidget.AnyWidget):
                 raise RuntimeError("this widget was closed")
             self._pending = True
             self._stop_event.set()
-            self._ensure_threads()
+            self._ensure_worker()
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -270,21 +385,21 @@ class CnnvisWidget(anywidget.AnyWidget):
             self._stop_event.set()
             self._cond.notify_all()
         self._frame_ready.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=30)
+        for thread in (self._worker, self._sender):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)
         super().close()
 
     def save(self, path: str | Path) -> Path:
-        """Write the current image as a PNG file; returns the path."""
+        """Write the current image to ``path``; returns the path written.
+
+        The format follows a known image suffix (``.png``, ``.jpg``, ``.pdf``, ...); any other
+        name gets ``.png`` appended (``"_blocks.8_unit3"`` -> ``_blocks.8_unit3.png``). ``~`` is
+        expanded.
+        """
         if self._last_pixels is None:
             raise RuntimeError("nothing to save yet: run() the widget first")
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode(self._last_pixels, "png"))
-        return path
+        return write_image(self._last_pixels.float().clamp(0, 1), path)
 
     def record(self) -> dict[str, Any]:
         """A JSON-able dict of every setting, the seed, the model and library versions."""
@@ -310,11 +425,55 @@ class CnnvisWidget(anywidget.AnyWidget):
         return data
 
     # ------------------------------------------------------------------ observers
+    def _initial_status(self) -> None:
+        if (
+            self.run_id == 0
+            and not self._pending
+            and self.status in ("", STATUS_AUTO, STATUS_MANUAL)
+        ):
+            self.status = STATUS_AUTO if self.auto_run else STATUS_MANUAL
+
     def _on_restart_trait(self, change: dict) -> None:
         if self._closed:
             return
         if self.running or self._pending or (self.auto_run and self._views > 0):
             self.run()
+        elif self.run_id > 0:  # the shown result is of other settings now
+            if self._views > 0 and self._applies_at_once(change["name"]):
+                self.run()
+            elif not self.error:
+                self.status = STATUS_CHANGED
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply a state update from the front end; a value the kernel refuses is reported in
+        ``error`` (naming the setting) and the kernel's value is sent back to the control."""
+        names = [n for n in sync_data if n in self.keys]
+        try:
+            super().set_state(sync_data)
+        except (t.TraitError, ValueError, TypeError) as exc:
+            self._refuse(names, sync_data, exc)
+            return
+        if self._refusal and self.error == self._refusal and names:
+            self.error = ""  # an accepted value replaces the message about a refused one
+            self._refusal = ""
+
+    def _refuse(self, names: list[str], sync_data: dict, exc: Exception) -> None:
+        labels = {c.get("trait"): c.get("label") for c in self.controls if isinstance(c, dict)}
+        shown = []
+        for n in names:
+            value = sync_data[n]
+            value = f"{len(value)} bytes" if isinstance(value, (bytes, memoryview)) else repr(value)
+            shown.append(f"{labels.get(n) or n} = {value}")
+        text = str(exc) or type(exc).__name__
+        self._refusal = f"{', '.join(shown)} refused: {text}"
+        self.error = self._refusal
+        if names:
+            self.send_state(key=names)
+
+    def send_download(self, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
+        """Have the browser save ``data`` as file ``name`` (a ``download`` message; nothing is
+        written on the kernel's machine)."""
+        self.send({"type": "download", "name": name, "mime": mime}, buffers=[bytes(data)])
 
     def _on_front_msg(self, widget: Any, content: Any, buffers: Any) -> None:
         if not isinstance(content, dict):
@@ -324,9 +483,15 @@ class CnnvisWidget(anywidget.AnyWidget):
             with self._cond:
                 self._in_flight.pop(int(content.get("seq", -1)), None)
         elif kind == "ready":
-            self._views += 1
+            with self._cond:
+                self._views += 1
             if self.auto_run and not self._busy and not self._pending and self._completed_runs == 0:
                 self.run()
+        elif kind == "goodbye":
+            with self._cond:
+                self._views = max(0, self._views - 1)
+                if self._views == 0:
+                    self._in_flight.clear()
         elif kind == "run":
             self.run()
         elif kind == "stop":
@@ -337,13 +502,17 @@ class CnnvisWidget(anywidget.AnyWidget):
             self._on_action(str(content.get("action", "")), content)
 
     # ------------------------------------------------------------------ threads
-    def _ensure_threads(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
+    def _ensure_worker(self) -> None:
+        """Start the worker unless one is on duty (call with ``self._cond`` held)."""
+        if self._worker is None:
             self._worker = threading.Thread(
                 target=self._worker_loop, name=f"cnnvis-{type(self).__name__}", daemon=True
             )
             self._worker.start()
-        if self._sender is None or not self._sender.is_alive():
+
+    def _ensure_sender(self) -> None:
+        """Start the sender unless one is on duty (call with ``self._cond`` held)."""
+        if self._sender is None and not self._closed:
             self._sender = threading.Thread(
                 target=self._sender_loop, name=f"cnnvis-send-{type(self).__name__}", daemon=True
             )
@@ -352,9 +521,9 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _worker_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
+                if not self._pending or self._closed:
+                    self._worker = None  # off duty: the next run() starts a new thread
+                    self._cond.notify_all()
                     return
                 self._pending = False
                 stop_event = threading.Event()
@@ -494,14 +663,18 @@ class CnnvisWidget(anywidget.AnyWidget):
             if old is not None and old["send"] and not slot["send"]:
                 slot["send"], slot["content"] = True, old["content"]
             self._frame_slot = slot
+            self._ensure_sender()
         self._frame_ready.set()
 
     def _sender_loop(self) -> None:
-        while not self._closed:
-            self._frame_ready.wait()
+        while True:
+            self._frame_ready.wait(SENDER_IDLE)
             self._frame_ready.clear()
             with self._cond:
                 slot, self._frame_slot = self._frame_slot, None
+                if slot is None and (self._closed or not (self._busy or self._pending)):
+                    self._sender = None  # idle: the next frame starts a new thread
+                    return
             if slot is None:
                 continue
             try:

@@ -142,11 +142,11 @@ class _Bounded:
     high: float
 
     def _check(self, obj: Any, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise t.TraitError(f"{self.name} must be a finite number, got {value}")  # type: ignore[attr-defined]
-        if not self.low <= value <= self.high:
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (finite and self.low <= value <= self.high):  # NaN fails every comparison
+            name = self.name  # type: ignore[attr-defined]
             raise t.TraitError(
-                f"{self.name} must be between {self.low:g} and {self.high:g}, got {value:g}"  # type: ignore[attr-defined]
+                f"{name} must be between {self.low:g} and {self.high:g}, got {value}"
             )
         return value
 
@@ -331,6 +331,19 @@ class CnnvisWidget(anywidget.AnyWidget):
         return False
 
     # ------------------------------------------------------------------ validation helpers
+    @t.validate("controls")
+    def _controls_from_traits(self, proposal: dict) -> list[dict]:
+        """A numeric control's ``min``/``max`` are its trait's declared range (one source)."""
+        out = []
+        for spec in proposal["value"]:
+            trait = self.traits().get(spec.get("trait", "")) if isinstance(spec, dict) else None
+            if isinstance(trait, _Bounded) and spec.get("kind") in ("slider", "int", "float"):
+                spec = dict(spec, min=trait.low, max=trait.high)
+                if spec.get("log") and spec["min"] <= 0:
+                    raise ValueError(f"log slider {spec['trait']!r} needs a range above 0")
+            out.append(spec)
+        return out
+
     def _layer_info(self, name: str) -> Any:
         """``handle.layer(name)`` for a trait validator: a ``TraitError`` listing the nearest
         valid names instead of a ``KeyError``."""

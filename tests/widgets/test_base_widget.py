@@ -178,7 +178,7 @@ def test_bounded_traits_name_their_range() -> None:
     w = W()
     with pytest.raises(traitlets.TraitError, match="n must be between 0 and 64, got 65"):
         w.n = 65
-    with pytest.raises(traitlets.TraitError, match="finite"):
+    with pytest.raises(traitlets.TraitError, match="x must be between 0 and 1, got nan"):
         w.x = float("nan")
     with pytest.raises(traitlets.TraitError):
         w.n = True

@@ -80,7 +80,10 @@ def test_refusals_of_a_cross_check_and_of_a_wrong_type(widget) -> None:
 
 def test_a_refused_value_through_the_comm_message_path(widget) -> None:
     rec = Recorder(widget)
-    msg = {"content": {"data": {"method": "update", "state": {"seed": -5}, "buffer_paths": []}}, "buffers": []}
+    msg = {
+        "content": {"data": {"method": "update", "state": {"seed": -5}, "buffer_paths": []}},
+        "buffers": [],
+    }
     widget._handle_msg(msg)
     assert widget.seed == 0 and "refused" in widget.error and ["seed"] in rec.states
 
@@ -144,9 +147,7 @@ def test_a_change_after_a_manual_run_says_press_run(widget) -> None:
 
 
 # ------------------------------------------------------------------ save, downloads
-def test_save_keeps_dotted_names_and_expands_the_home_folder(
-    widget, tmp_path, monkeypatch
-) -> None:
+def test_save_keeps_dotted_names_and_expands_the_home_folder(widget, tmp_path, monkeypatch) -> None:
     widget.run()
     assert widget.wait(timeout=120)
     a = widget.save(tmp_path / "_blocks.8_unit3")

@@ -620,8 +620,7 @@ class CnnvisWidget(anywidget.AnyWidget):
                 self.status = f"{self._describe()}: stopped at step {n_steps}"
             else:
                 self.status = (
-                    f"{self._describe()}: done, {n_steps} steps in {elapsed:.1f} s"
-                    + self._result_text()
+                    f"{self._describe()}: {self._done_text(n_steps, elapsed)}" + self._result_text()
                 )
         if not error and not stopped:
             self._completed_runs += 1
@@ -634,14 +633,23 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _result_text(self) -> str:
         return ""
 
+    def _done_text(self, n_steps: int, elapsed: float) -> str:
+        """The status after a completed run, after the description (subclasses: name the
+        phases when a run has several)."""
+        return f"done, {n_steps} steps in {elapsed:.1f} s"
+
+    def _progress_text(self, step: Step, history: list[float]) -> str:
+        """The status during a run, after the description."""
+        loss = "" if not history else f", {self._loss_label} {history[-1]:.4g}"
+        return f"step {step.index + 1}/{step.total}{loss}"
+
     def _sync_progress(self, step: Step, history: list[float]) -> None:
         with self.hold_sync():
             self.step = step.index
             self.total_steps = step.total
             if history:
                 self.history = list(history)
-            loss = "" if not history else f", {self._loss_label} {history[-1]:.4g}"
-            self.status = f"{self._describe()}: step {step.index + 1}/{step.total}{loss}"
+            self.status = f"{self._describe()}: {self._progress_text(step, history)}"
             self._sync_extra(step)
 
     def _can_send(self, now: float) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "BoundedFloat",
     "BoundedInt",
     "CnnvisWidget",
+    "export_paths",
     "get_handle",
     "image_path",
     "upload_trait",
@@ -118,6 +119,16 @@ def image_path(path: str | Path) -> tuple[Path, str]:
         path = path.with_name(path.name + ".png")
         fmt = "PNG"
     return path, fmt
+
+
+def export_paths(path: str | Path, *suffixes: str) -> list[Path]:
+    """``<path><suffix>`` for each suffix, for exports of several files: ``~`` expanded, a
+    trailing ``.png``/``.json`` dropped, other dots kept (``"out/_blocks.8"`` ->
+    ``out/_blocks.8.png``, ``out/_blocks.8.json``)."""
+    stem = Path(path).expanduser()
+    if stem.suffix.lower() in (".png", ".json"):
+        stem = stem.with_suffix("")
+    return [stem.with_name(stem.name + s) for s in suffixes]
 
 
 def write_image(picture: torch.Tensor | Any, path: str | Path) -> Path:

@@ -27,7 +27,15 @@ from ..core.imaging import colorize, encode, make_grid, overlay, pil_to_tensor, 
 from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, upload_trait
+from ._base import (
+    BoundedFloat,
+    BoundedInt,
+    CnnvisWidget,
+    export_paths,
+    get_handle,
+    upload_trait,
+    write_image,
+)
 from ._photos import SampleUploadMixin, pixel_tensor
 from .activation_max import default_layer
 
@@ -982,12 +990,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         """Write the result picture (images, maps, units) as a PNG file; returns the path."""
         if self._report is None:
             raise RuntimeError("nothing to save yet: run() the widget first")
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._report.save(path, format="PNG")
-        return path
+        return write_image(self._report, path)  # format from a known suffix, else .png added
 
     def export(self, path: str | Path) -> dict[str, Path]:
         """Write ``<path>.png`` (the result picture) and ``<path>.json`` (:meth:`record`).
@@ -997,11 +1000,8 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         >>> w.export("results/cat_pgd")          # doctest: +SKIP
         {'png': PosixPath('results/cat_pgd.png'), 'json': PosixPath('results/cat_pgd.json')}
         """
-        stem = Path(path)
-        if stem.suffix.lower() in (".png", ".json"):
-            stem = stem.with_suffix("")
-        png = self.save(stem.with_suffix(".png"))
-        js = stem.with_suffix(".json")
+        png_path, js = export_paths(path, ".png", ".json")
+        png = self.save(png_path)
         js.write_text(json.dumps(self.record(), indent=2))
         return {"png": png, "json": js}
 

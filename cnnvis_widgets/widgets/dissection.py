@@ -810,7 +810,7 @@ class Dissection(CnnvisWidget):
         """Write ``dissection.csv``, ``dissection.json`` + ``.npz`` (and ``compare.json`` + npz)
         and ``dissection.png`` (the static picture) into ``folder``; returns the paths."""
         r = self._require()
-        folder = Path(folder)
+        folder = Path(folder).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         out: dict[str, Path] = {}
         if "csv" in kinds:

@@ -26,7 +26,14 @@ from ..core.imaging import encode, make_grid, to_pil
 from ..core.optimize import Step
 from ..data import load_image, sample_images
 from ..models import ModelHandle
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, upload_trait
+from ._base import (
+    BoundedFloat,
+    BoundedInt,
+    CnnvisWidget,
+    export_paths,
+    get_handle,
+    upload_trait,
+)
 from ._photos import SampleUploadMixin, pixel_tensor
 
 __all__ = ["Inversion", "default_layers"]
@@ -612,10 +619,8 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
         (:meth:`record`: every setting, the seed, the model, versions and the result)."""
         if not self._composite:
             raise RuntimeError("nothing to export yet: run() the widget first")
-        path = Path(path)
-        stem = path.with_suffix("") if path.suffix.lower() in (".png", ".json") else path
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        png, js = stem.with_suffix(".png"), stem.with_suffix(".json")
+        png, js = export_paths(path, ".png", ".json")
+        png.parent.mkdir(parents=True, exist_ok=True)
         png.write_bytes(self._composite)
         js.write_text(json.dumps(self.record(), indent=1))
         return png, js

@@ -185,3 +185,11 @@ def test_bounded_traits_name_their_range() -> None:
         w.n = True
     w.n, w.x = 4.0, 1
     assert (w.n, w.x) == (4, 1.0) and isinstance(w.n, int)
+
+
+def test_export_paths_keep_dotted_names() -> None:
+    png, js = _base.export_paths("out/_blocks.8_unit3", ".png", ".json")
+    assert (png.name, js.name) == ("_blocks.8_unit3.png", "_blocks.8_unit3.json")
+    png, js = _base.export_paths("out/cat.json", ".png", ".json")
+    assert (png.name, js.name) == ("cat.png", "cat.json")
+    assert not str(_base.export_paths("~/x", ".png")[0]).startswith("~")

@@ -267,6 +267,8 @@ class CnnvisWidget(anywidget.AnyWidget):
         self._stop_event = threading.Event()
         self._worker: threading.Thread | None = None
         self._sender: threading.Thread | None = None
+        self._last_worker: threading.Thread | None = None  # the last one started (may be done)
+        self._last_sender: threading.Thread | None = None
         self._frame_slot: dict[str, Any] | None = None
         self._frame_ready = threading.Event()
         self._in_flight: dict[int, float] = {}
@@ -529,7 +531,8 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _ensure_worker(self) -> None:
         """Start the worker unless one is on duty (call with ``self._cond`` held)."""
         if self._worker is None:
-            self._worker = threading.Thread(
+            self._retire(self._last_worker)
+            self._worker = self._last_worker = threading.Thread(
                 target=self._worker_loop, name=f"cnnvis-{type(self).__name__}", daemon=True
             )
             self._worker.start()
@@ -537,10 +540,18 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _ensure_sender(self) -> None:
         """Start the sender unless one is on duty (call with ``self._cond`` held)."""
         if self._sender is None and not self._closed:
-            self._sender = threading.Thread(
+            self._retire(self._last_sender)
+            self._sender = self._last_sender = threading.Thread(
                 target=self._sender_loop, name=f"cnnvis-send-{type(self).__name__}", daemon=True
             )
             self._sender.start()
+
+    @staticmethod
+    def _retire(thread: threading.Thread | None) -> None:
+        """Wait for a thread that went off duty to return (it already released the lock and
+        only returns): never two workers (or senders) of one widget alive at once."""
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _worker_loop(self) -> None:
         while True:

@@ -543,6 +543,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             {"trait": "seed", "kind": "int", "label": "Seed", "group": "Attack"},
             {
                 "trait": "attribution",
+                "collapsed": True,
                 "kind": "toggle",
                 "label": "Attribution",
                 "group": "Inside the network",

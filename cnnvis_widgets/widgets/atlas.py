@@ -324,6 +324,7 @@ class Atlas(CnnvisWidget):
             },
             {
                 "trait": "preset",
+                "collapsed": True,
                 "kind": "select",
                 "label": "AM preset",
                 "group": "Settings",

@@ -249,6 +249,7 @@ class DeconvNet(CnnvisWidget):
             },
             {
                 "trait": "dataset",
+                "collapsed": True,
                 "kind": "select",
                 "label": "Dataset",
                 "group": "Dataset",

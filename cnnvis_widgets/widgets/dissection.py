@@ -283,6 +283,7 @@ class Dissection(CnnvisWidget):
             controls += [
                 {
                     "trait": "n_images",
+                    "collapsed": True,
                     "log": True,
                     "kind": "slider",
                     "label": "Probe images",

@@ -87,3 +87,23 @@ def test_no_synced_trait_names_a_file_path(widget) -> None:
         hits = [w for w in ("path", "dir", "folder", "file") if w in name.lower()]
         hits += [w for w in ("path", "folder", "directory") if w in help_text]
         assert not hits, f"{type(widget).__name__}.{name} ({help_text!r}) mentions {hits}"
+
+
+ADVANCED = {
+    "ActivationMaximization": {"Regularizers", "Transforms"},
+    "Inversion": {"Priors"},
+    "DeconvNet": {"Dataset"},
+    "Dissection": {"Probe set"},
+    "Adversarial": {"Inside the network"},
+    "Atlas": {"Settings"},
+}
+
+
+def test_advanced_groups_start_collapsed(widget) -> None:
+    """The first control of a group carries the group's ``collapsed`` flag (js/PROTOCOL.md)."""
+    first: dict[str, dict] = {}
+    for spec in widget.controls:
+        first.setdefault(spec.get("group", ""), spec)
+    collapsed = {g for g, spec in first.items() if spec.get("collapsed")}
+    assert collapsed == ADVANCED.get(type(widget).__name__, set())
+    assert all(not s.get("collapsed") for s in widget.controls if s not in first.values())

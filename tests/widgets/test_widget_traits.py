@@ -107,3 +107,9 @@ def test_advanced_groups_start_collapsed(widget) -> None:
     collapsed = {g for g, spec in first.items() if spec.get("collapsed")}
     assert collapsed == ADVANCED.get(type(widget).__name__, set())
     assert all(not s.get("collapsed") for s in widget.controls if s not in first.values())
+
+
+def test_status_before_the_first_run_is_meaningful(widget) -> None:
+    assert widget.status == _base.STATUS_AUTO  # auto_run: the run starts with the view
+    widget.auto_run = False
+    assert widget.status == "ready: press Run"

@@ -24,6 +24,7 @@ See ``js/PROTOCOL.md`` for the messages and traits the front end relies on.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import platform
@@ -261,6 +262,7 @@ class CnnvisWidget(anywidget.AnyWidget):
                 f"valid: {', '.join(valid)}"
             )
         self._cond = threading.Condition(threading.RLock())
+        self._sync_guard = threading.Lock()  # ipywidgets' batching of updates, across threads
         self._pending = False
         self._busy = False
         self._closed = False
@@ -495,6 +497,39 @@ class CnnvisWidget(anywidget.AnyWidget):
         self.error = self._refusal
         if names:
             self.send_state(key=names)
+
+    @contextlib.contextmanager
+    def hold_sync(self) -> Iterator[None]:
+        """ipywidgets' ``hold_sync``, safe across threads: the worker and the kernel's thread
+        both batch updates, and ipywidgets' own set of names to send is not guarded (a name
+        added while it is sent raised "Set changed size during iteration", or was lost)."""
+        guard = self.__dict__.get("_sync_guard")
+        if guard is None:  # before __init__ ran
+            with super().hold_sync():
+                yield
+            return
+        with guard:
+            outer = not self._holding_sync
+            self._holding_sync = True
+        if not outer:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with guard:
+                self._holding_sync = False
+                keys = list(self._states_to_send)
+                self._states_to_send.clear()
+            if keys:
+                self.send_state(keys)
+
+    def _should_send_property(self, key: str, value: Any) -> bool:
+        guard = self.__dict__.get("_sync_guard")
+        if guard is None:
+            return super()._should_send_property(key, value)
+        with guard:
+            return super()._should_send_property(key, value)
 
     def send_download(self, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
         """Have the browser save ``data`` as file ``name`` (a ``download`` message; nothing is

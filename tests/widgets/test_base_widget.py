@@ -193,3 +193,46 @@ def test_export_paths_keep_dotted_names() -> None:
     png, js = _base.export_paths("out/cat.json", ".png", ".json")
     assert (png.name, js.name) == ("cat.png", "cat.json")
     assert not str(_base.export_paths("~/x", ".png")[0]).startswith("~")
+
+
+def test_hold_sync_from_two_threads_loses_and_breaks_nothing(widget) -> None:
+    """The worker and the kernel's thread both batch trait updates (``hold_sync``); ipywidgets'
+    own batching is not thread-safe ("Set changed size during iteration", lost updates)."""
+    import sys
+
+    sent: list[str] = []
+    errors: list[BaseException] = []
+    original = widget.send_state
+
+    def send_state(key=None):
+        keys = [key] if isinstance(key, str) else list(key or [])
+        sent.extend(keys)
+        return original(key=key)
+
+    widget.send_state = send_state  # type: ignore[method-assign]
+
+    def hammer(names: tuple[str, str], n: int) -> None:
+        try:
+            for i in range(n):
+                with widget.hold_sync():
+                    setattr(widget, names[0], i + 1)
+                    setattr(widget, names[1], i + 1)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [
+            threading.Thread(target=hammer, args=(("step", "total_steps"), 10000)),
+            threading.Thread(target=hammer, args=(("run_id", "seed"), 10000)),
+        ]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert {"step", "total_steps", "run_id", "seed"} <= set(sent)
+    assert widget._states_to_send == set()  # nothing left unsent

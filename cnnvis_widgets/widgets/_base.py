@@ -565,6 +565,8 @@ class CnnvisWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ threads
     def _ensure_worker(self) -> None:
         """Start the worker unless one is on duty (call with ``self._cond`` held)."""
+        if self._worker is not None and not self._worker.is_alive():
+            self._worker = None  # died without saying so: never leave a run request stranded
         if self._worker is None:
             self._retire(self._last_worker)
             self._worker = self._last_worker = threading.Thread(
@@ -589,22 +591,36 @@ class CnnvisWidget(anywidget.AnyWidget):
             thread.join()
 
     def _worker_loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._pending or self._closed:
-                    self._worker = None  # off duty: the next run() starts a new thread
-                    self._cond.notify_all()
-                    return
-                self._pending = False
-                stop_event = threading.Event()
-                self._stop_event = stop_event
-                self._busy = True
-            try:
-                self._execute(stop_event)
-            finally:
+        try:
+            while True:
                 with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                    if not self._pending or self._closed:
+                        self._worker = None  # off duty: the next run() starts a new thread
+                        self._cond.notify_all()
+                        return
+                    self._pending = False
+                    stop_event = threading.Event()
+                    self._stop_event = stop_event
+                    self._busy = True
+                try:
+                    self._execute(stop_event)
+                except Exception as exc:  # noqa: BLE001 - a fault after the run: shown, the loop lives
+                    self._report_fault(exc)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+        finally:
+            with self._cond:  # however it ends, a later run() must find no worker on duty
+                if self._worker is threading.current_thread():
+                    self._worker = None
+                self._cond.notify_all()
+
+    def _report_fault(self, exc: Exception) -> None:
+        with contextlib.suppress(Exception), self.hold_sync():
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.running = False
+            self.status = f"{self._describe()}: stopped by an error"
 
     def _execute(self, stop_event: threading.Event) -> None:
         history: list[float] = []
@@ -653,11 +669,14 @@ class CnnvisWidget(anywidget.AnyWidget):
                 gen.close()  # runs the core's finally blocks: hooks removed, grads restored
         elapsed = time.monotonic() - started
         png = None
-        final = self._frame_pixels(step) if step is not None else None
-        if final is not None:
-            pixels = final.detach().to("cpu", copy=True).float().clamp(0, 1)
-            self._last_pixels = pixels
-            png = encode(pixels, "png")
+        try:
+            final = self._frame_pixels(step) if step is not None else None
+            if final is not None:
+                pixels = final.detach().to("cpu", copy=True).float().clamp(0, 1)
+                self._last_pixels = pixels
+                png = encode(pixels, "png")
+        except Exception as exc:  # noqa: BLE001 - e.g. settings moved under the final picture
+            error = error or f"{type(exc).__name__}: {exc}"
         stopped = stop_event.is_set() and not error
         self._finish_run(step, history)
         with self._cond, self.hold_sync():

@@ -635,14 +635,13 @@ class Dissection(CnnvisWidget):
     def _update_unit_view(self) -> None:
         """Draw the selected unit's top images, details and the static picture."""
         r = self._shown_result()
-        if r is None or self.layer not in r.layers:
+        layer, unit = self.layer, self.unit  # one snapshot: another thread may move them
+        if r is None or layer not in r.layers:
             return
         job = self._job
         probe = job["probe"] if job is not None else self._probe()
         try:
-            ex = nd.unit_examples(
-                self._shown_handle(), r, probe, self.layer, self.unit, k=self.top_k
-            )
+            ex = nd.unit_examples(self._shown_handle(), r, probe, layer, unit, k=self.top_k)
         except Exception as exc:  # noqa: BLE001 - shown in the widget, which stays usable
             self.error = f"{type(exc).__name__}: {exc}"
             return
@@ -653,7 +652,7 @@ class Dissection(CnnvisWidget):
                 grid.unsqueeze(0), scale_factor=factor, mode="nearest"
             )[0]
         self._examples = ex
-        info = r.unit(self.layer, self.unit)
+        info = r.unit(layer, unit)
         verdict = (
             f"interpretable (IoU >= {r.iou_threshold:g})"
             if info["interpretable"]
@@ -662,7 +661,7 @@ class Dissection(CnnvisWidget):
         runner_up = ", ".join(f"{n} {v:.3f}" for n, v in info["top_concepts"][1:5])
         model = self.compare_name if self.view_model == "compare" else self.model_name
         self.details = (
-            f"{model}, {self.layer} unit {self.unit}: {info['concept']} ({info['category']}), "
+            f"{model}, {layer} unit {unit}: {info['concept']} ({info['category']}), "
             f"IoU {info['iou']:.3f}, {verdict}\n"
             f"threshold {info['threshold']:.4g} (error <= {info['threshold_error']:.2g}), "
             f"top probe images {', '.join(str(i) for i in info['top_images'])}\n"

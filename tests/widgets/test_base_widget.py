@@ -236,3 +236,28 @@ def test_hold_sync_from_two_threads_loses_and_breaks_nothing(widget) -> None:
     assert errors == []
     assert {"step", "total_steps", "run_id", "seed"} <= set(sent)
     assert widget._states_to_send == set()  # nothing left unsent
+
+
+def test_a_fault_after_the_steps_is_shown_and_the_next_run_still_starts(widget) -> None:
+    """The final picture is made after the run's steps (outside their error handling): a fault
+    there killed the worker, and with threads started on demand no later run would start."""
+    real = widget._frame_pixels
+    calls = {"n": 0}
+
+    def broken(step):
+        calls["n"] += 1
+        raise KeyError("layer 'conv1' was not dissected")
+
+    widget._frame_pixels = broken  # type: ignore[method-assign]
+    widget.run()
+    assert widget.wait(timeout=120)
+    assert "KeyError" in widget.error and not widget.running and calls["n"] >= 1
+    widget._frame_pixels = real  # type: ignore[method-assign]
+    widget._finish_run = lambda step, history: 1 / 0  # type: ignore[method-assign]
+    widget.run()
+    assert widget.wait(timeout=120)
+    assert "ZeroDivisionError" in widget.error and not widget.running
+    del widget._finish_run
+    widget.run()
+    assert widget.wait(timeout=120) and widget.error == "" and "done" in widget.status
+    assert until_no_threads() == []

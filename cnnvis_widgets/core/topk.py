@@ -813,7 +813,9 @@ def top_k_patches(
     if cache_results:
         ds = as_dataset(dataset)
         if ds is not None:
-            unit_arg = [units] if limits.is_scalar(units) else units
+            unit_arg: Sequence[int] | None = (
+                [units] if limits.is_scalar(units) else units  # type: ignore[list-item,assignment]
+            )
             hit = load_cached_topk(handle, layer, ds.key, k, unit_arg)
             if hit is not None:
                 return hit

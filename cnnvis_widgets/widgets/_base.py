@@ -4,12 +4,16 @@ A subclass declares traits (the controls), says which of them restart a run
 (``_restart_traits``) and which are read live by the running algorithm (``_live_traits``), and
 implements :meth:`CnnvisWidget._steps`, a generator of core ``Step`` s. Everything else lives here:
 
-* one worker thread per widget, started on the first run, that waits for run requests; a request
-  while a run goes on cancels it between two steps and starts over with the newest settings, so
-  a storm of slider moves ends with exactly one run for the final settings;
+* a worker thread per widget while there is work: started by a run request, ended when no run
+  is pending (an idle widget holds no thread); a request while a run goes on cancels it between
+  two steps and starts over with the newest settings, so a storm of slider moves ends with
+  exactly one run for the final settings;
 * frames: at most ~20 per second and at most 4 unacknowledged by the browser; the worker only
-  copies a small tensor to the CPU, a sender thread encodes (JPEG) and sends it as a binary
-  custom message. The optimization never waits for the browser;
+  copies a small tensor to the CPU, a sender thread (alive only while frames come) encodes
+  (JPEG) and sends it as a binary custom message. The optimization never waits for the browser;
+* views are counted by their ``ready`` and ``goodbye`` messages (frames go only to open views);
+* a value the front end sets and the kernel refuses is reported in ``error`` and the control is
+  sent the kernel's value back;
 * the ``image`` (PNG) and ``history`` traits at a low rate and at the end (late views, exports);
 * ``error`` shows what went wrong and the widget stays usable;
 * ``save()``, ``record()``, and an ``image/png`` in ``_repr_mimebundle_`` for static exports.
@@ -20,6 +24,7 @@ See ``js/PROTOCOL.md`` for the messages and traits the front end relies on.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import platform
@@ -37,7 +42,16 @@ from ..core.imaging import encode, make_grid
 from ..core.optimize import Step
 from ..models import ModelHandle, load_model
 
-__all__ = ["CnnvisWidget", "get_handle", "upload_trait"]
+__all__ = [
+    "BoundedFloat",
+    "BoundedInt",
+    "CnnvisWidget",
+    "export_paths",
+    "get_handle",
+    "image_path",
+    "upload_trait",
+    "write_image",
+]
 
 _STATIC = Path(__file__).parent / "static"
 _MISSING_BUNDLE_ESM = """
@@ -53,6 +67,23 @@ FRAME_INTERVAL = 0.05  # seconds between frames (about 20 per second at most)
 MAX_IN_FLIGHT = 4  # frames sent but not yet acknowledged by a view
 ACK_TIMEOUT = 2.0  # an unacknowledged frame older than this is forgotten (closed view)
 TRAIT_INTERVAL = 0.5  # seconds between updates of the `image` and `history` traits
+SENDER_IDLE = 0.5  # seconds without a frame after which the sender thread ends
+
+#: file suffixes ``save()`` writes (anything else, e.g. ``"_blocks.8_unit3"``, gets ``.png`` added)
+IMAGE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".pdf": "PDF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+#: status of a widget before its first run
+STATUS_AUTO = "starting: the first run begins when the widget is shown"
+STATUS_MANUAL = "ready: press Run"
+STATUS_CHANGED = "settings changed: press Run"
 
 _HANDLES: dict[tuple, ModelHandle] = {}
 _HANDLES_LOCK = threading.Lock()
@@ -103,10 +134,98 @@ def upload_trait(help: str = "Bytes of a file chosen in the browser.") -> t.Byte
     return t.Bytes(b"", help=help).tag(sync=True, from_json=_bytes_from_json)
 
 
-def _bundle(name: str) -> Path | str:
+def image_path(path: str | Path) -> tuple[Path, str]:
+    """``(path, PIL format)`` for :meth:`CnnvisWidget.save`: ``~`` expanded; a known image
+    suffix (:data:`IMAGE_FORMATS`) is kept, anything else gets ``.png`` appended (so that
+    ``"_blocks.8_unit3"`` becomes ``_blocks.8_unit3.png``, not ``_blocks.png``)."""
+    path = Path(path).expanduser()
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        path = path.with_name(path.name + ".png")
+        fmt = "PNG"
+    return path, fmt
+
+
+def export_paths(path: str | Path, *suffixes: str) -> list[Path]:
+    """``<path><suffix>`` for each suffix, for exports of several files: ``~`` expanded, a
+    trailing ``.png``/``.json`` dropped, other dots kept (``"out/_blocks.8"`` ->
+    ``out/_blocks.8.png``, ``out/_blocks.8.json``)."""
+    stem = Path(path).expanduser()
+    if stem.suffix.lower() in (".png", ".json"):
+        stem = stem.with_suffix("")
+    return [stem.with_name(stem.name + s) for s in suffixes]
+
+
+def write_image(picture: torch.Tensor | Any, path: str | Path) -> Path:
+    """Write a pixel tensor ``(C, H, W)`` in [0, 1] or a PIL image to ``path`` (format from the
+    suffix, see :func:`image_path`); creates the folder; returns the path written."""
+    from ..core.imaging import to_pil
+
+    path, fmt = image_path(path)
+    img = to_pil(picture) if isinstance(picture, torch.Tensor) else picture
+    if fmt in ("JPEG", "PDF") and img.mode != "RGB":
+        img = img.convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+class _Bounded:
+    """Mixin of :class:`BoundedInt` / :class:`BoundedFloat`: the range lives in the trait
+    declaration, the validator names it, and the front end's control takes it from there."""
+
+    low: float
+    high: float
+
+    def _check(self, obj: Any, value: Any) -> Any:
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (finite and self.low <= value <= self.high):  # NaN fails every comparison
+            name = self.name  # type: ignore[attr-defined]
+            raise t.TraitError(
+                f"{name} must be between {self.low:g} and {self.high:g}, got {value}"
+            )
+        return value
+
+
+class BoundedInt(_Bounded, t.Int):
+    """An ``Int`` trait with a range: ``BoundedInt(12, 0, 64, help=...)``."""
+
+    def __init__(self, default_value: int, low: int, high: int, **kwargs: Any) -> None:
+        self.low, self.high = low, high
+        super().__init__(default_value, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> int:
+        if hasattr(value, "item") and not isinstance(value, (int, float)):
+            value = value.item()  # numpy / torch scalars
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(obj, value)
+        return self._check(obj, int(value))
+
+
+class BoundedFloat(_Bounded, t.Float):
+    """A ``Float`` trait with a range (NaN and infinities refused): ``BoundedFloat(0.1, 0, 1)``."""
+
+    def __init__(self, default_value: float, low: float, high: float, **kwargs: Any) -> None:
+        self.low, self.high = float(low), float(high)
+        super().__init__(default_value, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float:
+        if hasattr(value, "item") and not isinstance(value, (int, float)):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.error(obj, value)
+        return self._check(obj, float(value))
+
+
+def _bundle(name: str) -> str:
+    """The text of a bundle file. Text, not a ``Path``: anywidget turns a path into a class-wide
+    ``FileContents`` whose change signal keeps a reference to every widget ever made (a closed,
+    dropped widget could never be collected)."""
     path = _STATIC / name
     if path.exists():
-        return path
+        return path.read_text(encoding="utf-8")
     return _MISSING_BUNDLE_ESM if name.endswith(".js") else ""
 
 
@@ -141,7 +260,7 @@ class CnnvisWidget(anywidget.AnyWidget):
     step = t.Int(0, help="Index of the last completed step of the current run.").tag(sync=True)
     total_steps = t.Int(0, help="Number of steps of the current run.").tag(sync=True)
     error = t.Unicode("", help="Empty when fine, else what went wrong.").tag(sync=True)
-    status = t.Unicode("", help="One line of status text.").tag(sync=True)
+    status = t.Unicode(STATUS_AUTO, help="One line of status text.").tag(sync=True)
     image = t.Bytes(b"", help="PNG of the latest image (low rate, for late views).").tag(sync=True)
     history = t.List(t.Float(), help="Loss per step of the current run.").tag(sync=True)
     run_id = t.Int(0, help="Increments each time a run starts.").tag(sync=True)
@@ -167,12 +286,15 @@ class CnnvisWidget(anywidget.AnyWidget):
                 f"valid: {', '.join(valid)}"
             )
         self._cond = threading.Condition(threading.RLock())
+        self._sync_guard = threading.Lock()  # ipywidgets' batching of updates, across threads
         self._pending = False
         self._busy = False
         self._closed = False
         self._stop_event = threading.Event()
         self._worker: threading.Thread | None = None
         self._sender: threading.Thread | None = None
+        self._last_worker: threading.Thread | None = None  # the last one started (may be done)
+        self._last_sender: threading.Thread | None = None
         self._frame_slot: dict[str, Any] | None = None
         self._frame_ready = threading.Event()
         self._in_flight: dict[int, float] = {}
@@ -182,7 +304,10 @@ class CnnvisWidget(anywidget.AnyWidget):
         self._completed_runs = 0
         self._finished_run_id = -1
         self._last_record: dict[str, Any] = {}
+        self._refusal = ""  # the error text of the last refused front-end value
         super().__init__(**kwargs)
+        self._initial_status()
+        self.observe(lambda change: self._initial_status(), names=["auto_run"])
         self.on_msg(self._on_front_msg)
         if self._restart_traits:
             self.observe(self._on_restart_trait, names=list(self._restart_traits))
@@ -239,7 +364,25 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _on_live_trait(self, change: dict) -> None:
         """Forward a live setting to the running algorithm (subclasses)."""
 
+    def _applies_at_once(self, name: str) -> bool:
+        """True when a change of restart trait ``name`` is cheap now (e.g. computed from a cached
+        pass): it then re-runs after a first run even with ``auto_run=False`` (subclasses)."""
+        return False
+
     # ------------------------------------------------------------------ validation helpers
+    @t.validate("controls")
+    def _controls_from_traits(self, proposal: dict) -> list[dict]:
+        """A numeric control's ``min``/``max`` are its trait's declared range (one source)."""
+        out = []
+        for spec in proposal["value"]:
+            trait = self.traits().get(spec.get("trait", "")) if isinstance(spec, dict) else None
+            if isinstance(trait, _Bounded) and spec.get("kind") in ("slider", "int", "float"):
+                spec = dict(spec, min=trait.low, max=trait.high)
+                if spec.get("log") and spec["min"] <= 0:
+                    raise ValueError(f"log slider {spec['trait']!r} needs a range above 0")
+            out.append(spec)
+        return out
+
     def _layer_info(self, name: str) -> Any:
         """``handle.layer(name)`` for a trait validator: a ``TraitError`` listing the nearest
         valid names instead of a ``KeyError``."""
@@ -263,7 +406,7 @@ class CnnvisWidget(anywidget.AnyWidget):
                 raise RuntimeError("this widget was closed")
             self._pending = True
             self._stop_event.set()
-            self._ensure_threads()
+            self._ensure_worker()
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -294,21 +437,21 @@ class CnnvisWidget(anywidget.AnyWidget):
             self._stop_event.set()
             self._cond.notify_all()
         self._frame_ready.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=30)
+        for thread in (self._worker, self._sender):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)
         super().close()
 
     def save(self, path: str | Path) -> Path:
-        """Write the current image as a PNG file; returns the path."""
+        """Write the current image to ``path``; returns the path written.
+
+        The format follows a known image suffix (``.png``, ``.jpg``, ``.pdf``, ...); any other
+        name gets ``.png`` appended (``"_blocks.8_unit3"`` -> ``_blocks.8_unit3.png``). ``~`` is
+        expanded.
+        """
         if self._last_pixels is None:
             raise RuntimeError("nothing to save yet: run() the widget first")
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode(self._last_pixels, "png"))
-        return path
+        return write_image(self._last_pixels.float().clamp(0, 1), path)
 
     def record(self) -> dict[str, Any]:
         """A JSON-able dict of every setting, the seed, the model and library versions."""
@@ -334,11 +477,88 @@ class CnnvisWidget(anywidget.AnyWidget):
         return data
 
     # ------------------------------------------------------------------ observers
+    def _initial_status(self) -> None:
+        if (
+            self.run_id == 0
+            and not self._pending
+            and self.status in ("", STATUS_AUTO, STATUS_MANUAL)
+        ):
+            self.status = STATUS_AUTO if self.auto_run else STATUS_MANUAL
+
     def _on_restart_trait(self, change: dict) -> None:
         if self._closed:
             return
         if self.running or self._pending or (self.auto_run and self._views > 0):
             self.run()
+        elif self.run_id > 0:  # the shown result is of other settings now
+            if self._views > 0 and self._applies_at_once(change["name"]):
+                self.run()
+            elif not self.error:
+                self.status = STATUS_CHANGED
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply a state update from the front end; a value the kernel refuses is reported in
+        ``error`` (naming the setting) and the kernel's value is sent back to the control."""
+        names = [n for n in sync_data if n in self.keys]
+        try:
+            super().set_state(sync_data)
+        except (t.TraitError, ValueError, TypeError) as exc:
+            self._refuse(names, sync_data, exc)
+            return
+        if self._refusal and self.error == self._refusal and names:
+            self.error = ""  # an accepted value replaces the message about a refused one
+            self._refusal = ""
+
+    def _refuse(self, names: list[str], sync_data: dict, exc: Exception) -> None:
+        labels = {c.get("trait"): c.get("label") for c in self.controls if isinstance(c, dict)}
+        shown = []
+        for n in names:
+            value = sync_data[n]
+            value = f"{len(value)} bytes" if isinstance(value, (bytes, memoryview)) else repr(value)
+            shown.append(f"{labels.get(n) or n} = {value}")
+        text = str(exc) or type(exc).__name__
+        self._refusal = f"{', '.join(shown)} refused: {text}"
+        self.error = self._refusal
+        if names:
+            self.send_state(key=names)
+
+    @contextlib.contextmanager
+    def hold_sync(self) -> Iterator[None]:
+        """ipywidgets' ``hold_sync``, safe across threads: the worker and the kernel's thread
+        both batch updates, and ipywidgets' own set of names to send is not guarded (a name
+        added while it is sent raised "Set changed size during iteration", or was lost)."""
+        guard = self.__dict__.get("_sync_guard")
+        if guard is None:  # before __init__ ran
+            with super().hold_sync():
+                yield
+            return
+        with guard:
+            outer = not self._holding_sync
+            self._holding_sync = True
+        if not outer:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with guard:
+                self._holding_sync = False
+                keys = list(self._states_to_send)
+                self._states_to_send.clear()
+            if keys:
+                self.send_state(keys)
+
+    def _should_send_property(self, key: str, value: Any) -> bool:
+        guard = self.__dict__.get("_sync_guard")
+        if guard is None:
+            return super()._should_send_property(key, value)
+        with guard:
+            return super()._should_send_property(key, value)
+
+    def send_download(self, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
+        """Have the browser save ``data`` as file ``name`` (a ``download`` message; nothing is
+        written on the kernel's machine)."""
+        self.send({"type": "download", "name": name, "mime": mime}, buffers=[bytes(data)])
 
     def _on_front_msg(self, widget: Any, content: Any, buffers: Any) -> None:
         if not isinstance(content, dict):
@@ -348,9 +568,15 @@ class CnnvisWidget(anywidget.AnyWidget):
             with self._cond:
                 self._in_flight.pop(int(content.get("seq", -1)), None)
         elif kind == "ready":
-            self._views += 1
+            with self._cond:
+                self._views += 1
             if self.auto_run and not self._busy and not self._pending and self._completed_runs == 0:
                 self.run()
+        elif kind == "goodbye":
+            with self._cond:
+                self._views = max(0, self._views - 1)
+                if self._views == 0:
+                    self._in_flight.clear()
         elif kind == "run":
             self.run()
         elif kind == "stop":
@@ -361,35 +587,64 @@ class CnnvisWidget(anywidget.AnyWidget):
             self._on_action(str(content.get("action", "")), content)
 
     # ------------------------------------------------------------------ threads
-    def _ensure_threads(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(
+    def _ensure_worker(self) -> None:
+        """Start the worker unless one is on duty (call with ``self._cond`` held)."""
+        if self._worker is not None and not self._worker.is_alive():
+            self._worker = None  # died without saying so: never leave a run request stranded
+        if self._worker is None:
+            self._retire(self._last_worker)
+            self._worker = self._last_worker = threading.Thread(
                 target=self._worker_loop, name=f"cnnvis-{type(self).__name__}", daemon=True
             )
             self._worker.start()
-        if self._sender is None or not self._sender.is_alive():
-            self._sender = threading.Thread(
+
+    def _ensure_sender(self) -> None:
+        """Start the sender unless one is on duty (call with ``self._cond`` held)."""
+        if self._sender is None and not self._closed:
+            self._retire(self._last_sender)
+            self._sender = self._last_sender = threading.Thread(
                 target=self._sender_loop, name=f"cnnvis-send-{type(self).__name__}", daemon=True
             )
             self._sender.start()
 
+    @staticmethod
+    def _retire(thread: threading.Thread | None) -> None:
+        """Wait for a thread that went off duty to return (it already released the lock and
+        only returns): never two workers (or senders) of one widget alive at once."""
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
     def _worker_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                self._pending = False
-                stop_event = threading.Event()
-                self._stop_event = stop_event
-                self._busy = True
-            try:
-                self._execute(stop_event)
-            finally:
+        try:
+            while True:
                 with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                    if not self._pending or self._closed:
+                        self._worker = None  # off duty: the next run() starts a new thread
+                        self._cond.notify_all()
+                        return
+                    self._pending = False
+                    stop_event = threading.Event()
+                    self._stop_event = stop_event
+                    self._busy = True
+                try:
+                    self._execute(stop_event)
+                except Exception as exc:  # noqa: BLE001 - a fault after the run: shown, the loop lives
+                    self._report_fault(exc)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+        finally:
+            with self._cond:  # however it ends, a later run() must find no worker on duty
+                if self._worker is threading.current_thread():
+                    self._worker = None
+                self._cond.notify_all()
+
+    def _report_fault(self, exc: Exception) -> None:
+        with contextlib.suppress(Exception), self.hold_sync():
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.running = False
+            self.status = f"{self._describe()}: stopped by an error"
 
     def _execute(self, stop_event: threading.Event) -> None:
         history: list[float] = []
@@ -438,11 +693,14 @@ class CnnvisWidget(anywidget.AnyWidget):
                 gen.close()  # runs the core's finally blocks: hooks removed, grads restored
         elapsed = time.monotonic() - started
         png = None
-        final = self._frame_pixels(step) if step is not None else None
-        if final is not None:
-            pixels = final.detach().to("cpu", copy=True).float().clamp(0, 1)
-            self._last_pixels = pixels
-            png = encode(pixels, "png")
+        try:
+            final = self._frame_pixels(step) if step is not None else None
+            if final is not None:
+                pixels = final.detach().to("cpu", copy=True).float().clamp(0, 1)
+                self._last_pixels = pixels
+                png = encode(pixels, "png")
+        except Exception as exc:  # noqa: BLE001 - e.g. settings moved under the final picture
+            error = error or f"{type(exc).__name__}: {exc}"
         stopped = stop_event.is_set() and not error
         self._finish_run(step, history)
         with self._cond, self.hold_sync():
@@ -462,8 +720,7 @@ class CnnvisWidget(anywidget.AnyWidget):
                 self.status = f"{self._describe()}: stopped at step {n_steps}"
             else:
                 self.status = (
-                    f"{self._describe()}: done, {n_steps} steps in {elapsed:.1f} s"
-                    + self._result_text()
+                    f"{self._describe()}: {self._done_text(n_steps, elapsed)}" + self._result_text()
                 )
         if not error and not stopped:
             self._completed_runs += 1
@@ -476,14 +733,23 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _result_text(self) -> str:
         return ""
 
+    def _done_text(self, n_steps: int, elapsed: float) -> str:
+        """The status after a completed run, after the description (subclasses: name the
+        phases when a run has several)."""
+        return f"done, {n_steps} steps in {elapsed:.1f} s"
+
+    def _progress_text(self, step: Step, history: list[float]) -> str:
+        """The status during a run, after the description."""
+        loss = "" if not history else f", {self._loss_label} {history[-1]:.4g}"
+        return f"step {step.index + 1}/{step.total}{loss}"
+
     def _sync_progress(self, step: Step, history: list[float]) -> None:
         with self.hold_sync():
             self.step = step.index
             self.total_steps = step.total
             if history:
                 self.history = list(history)
-            loss = "" if not history else f", {self._loss_label} {history[-1]:.4g}"
-            self.status = f"{self._describe()}: step {step.index + 1}/{step.total}{loss}"
+            self.status = f"{self._describe()}: {self._progress_text(step, history)}"
             self._sync_extra(step)
 
     def _can_send(self, now: float) -> bool:
@@ -518,14 +784,18 @@ class CnnvisWidget(anywidget.AnyWidget):
             if old is not None and old["send"] and not slot["send"]:
                 slot["send"], slot["content"] = True, old["content"]
             self._frame_slot = slot
+            self._ensure_sender()
         self._frame_ready.set()
 
     def _sender_loop(self) -> None:
-        while not self._closed:
-            self._frame_ready.wait()
+        while True:
+            self._frame_ready.wait(SENDER_IDLE)
             self._frame_ready.clear()
             with self._cond:
                 slot, self._frame_slot = self._frame_slot, None
+                if slot is None and (self._closed or not (self._busy or self._pending)):
+                    self._sender = None  # idle: the next frame starts a new thread
+                    return
             if slot is None:
                 continue
             try:

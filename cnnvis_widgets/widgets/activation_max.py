@@ -15,7 +15,7 @@ from ..core import objectives as O
 from ..core.layers import default_layer
 from ..core.optimize import Step
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle
 
 __all__ = ["ActivationMaximization"]
 
@@ -73,30 +73,40 @@ class ActivationMaximization(CnnvisWidget):
         sync=True
     )
     class_options = t.List(help="[label, index] of every class (read-only).").tag(sync=True)
-    grid = t.Int(1, help="Number of units optimized together as one batch (grid mode).").tag(
-        sync=True
-    )
+    grid = BoundedInt(
+        1, 1, 64, help="Number of units optimized together as one batch (grid mode)."
+    ).tag(sync=True)
     preset = t.Enum(
         list(am.PRESETS), "lucid", help="Recipe from the literature; sets the sliders below."
     ).tag(sync=True)
-    steps = t.Int(512, help="Number of optimization steps.").tag(sync=True)
-    lr = t.Float(0.05, help="Learning rate.").tag(sync=True)
-    size = t.Int(128, help="Side of the optimized image in pixels.").tag(sync=True)
-    seed = t.Int(0, help="Random seed: the same seed repeats the run.").tag(sync=True)
-    l2_decay = t.Float(0.0, help="L2 decay towards grey per step.").tag(sync=True)
-    blur_sigma = t.Float(0.0, help="Gaussian blur width (pixels).").tag(sync=True)
-    blur_every = t.Int(4, help="Blur every this many steps.").tag(sync=True)
-    clip_norm_pct = t.Float(0.0, help="Reset pixels of small norm (percentile).").tag(sync=True)
-    clip_contrib_pct = t.Float(0.0, help="Reset pixels of small contribution (percentile).").tag(
+    steps = BoundedInt(512, 1, 100_000, help="Number of optimization steps.").tag(sync=True)
+    lr = BoundedFloat(0.05, 0.0001, 10.0, help="Learning rate.").tag(sync=True)
+    size = BoundedInt(128, 16, 1024, help="Side of the optimized image in pixels.").tag(sync=True)
+    seed = BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run.").tag(
         sync=True
     )
-    tv_weight = t.Float(0.0, help="Total-variation weight.").tag(sync=True)
-    l2_weight = t.Float(0.0, help="L2 penalty weight (Simonyan).").tag(sync=True)
-    pad = t.Int(12, help="Padding before the random transforms (pixels).").tag(sync=True)
-    jitter = t.Int(8, help="Random shift (pixels).").tag(sync=True)
-    scale = t.Float(0.1, help="Random scale range, +-.").tag(sync=True)
-    rotate = t.Float(10.0, help="Random rotation range, +- degrees.").tag(sync=True)
-    diversity = t.Float(0.0, help="Diversity weight across the grid's images.").tag(sync=True)
+    l2_decay = BoundedFloat(0.0, 0.0, 0.1, help="L2 decay towards grey per step.").tag(sync=True)
+    blur_sigma = BoundedFloat(0.0, 0.0, 8.0, help="Gaussian blur width (pixels).").tag(sync=True)
+    blur_every = BoundedInt(4, 1, 64, help="Blur every this many steps.").tag(sync=True)
+    clip_norm_pct = BoundedFloat(
+        0.0, 0.0, 99.0, help="Reset pixels of small norm (percentile)."
+    ).tag(sync=True)
+    clip_contrib_pct = BoundedFloat(
+        0.0, 0.0, 99.0, help="Reset pixels of small contribution (percentile)."
+    ).tag(sync=True)
+    tv_weight = BoundedFloat(0.0, 0.0, 10.0, help="Total-variation weight.").tag(sync=True)
+    l2_weight = BoundedFloat(0.0, 0.0, 0.1, help="L2 penalty weight (Simonyan).").tag(sync=True)
+    pad = BoundedInt(12, 0, 64, help="Padding before the random transforms (pixels).").tag(
+        sync=True
+    )
+    jitter = BoundedInt(8, 0, 64, help="Random shift (pixels).").tag(sync=True)
+    scale = BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-.").tag(sync=True)
+    rotate = BoundedFloat(10.0, 0.0, 180.0, help="Random rotation range, +- degrees.").tag(
+        sync=True
+    )
+    diversity = BoundedFloat(
+        0.0, 0.0, 100.0, help="Diversity weight across the grid's images."
+    ).tag(sync=True)
     fed_size = t.Enum(
         list(am.FED_SIZES),
         "model",
@@ -199,35 +209,13 @@ class ActivationMaximization(CnnvisWidget):
 
     @t.validate("grid")
     def _valid_grid(self, proposal: dict) -> int:
-        g = int(proposal["value"])
-        if not 1 <= g <= 64:
-            raise t.TraitError(f"grid must be between 1 and 64 units, got {g}")
+        g = int(proposal["value"])  # 1..64: the trait's range
         if self.layer and self.unit + g > self.handle.layer(self.layer).channels:
             raise t.TraitError(
                 f"a grid of {g} units from unit {self.unit} does not fit layer {self.layer!r} "
                 f"({self.handle.layer(self.layer).channels} channels)"
             )
         return g
-
-    @t.validate("steps", "size", "blur_every", "lr", "seed")
-    def _valid_positive(self, proposal: dict) -> Any:
-        name, v = proposal["trait"].name, proposal["value"]
-        low = {"steps": 1, "size": 16, "blur_every": 1, "lr": 1e-8, "seed": 0}[name]
-        high = {"steps": 100_000, "size": 1024, "blur_every": 1000, "lr": 1e3, "seed": 2**31}[name]
-        if not low <= v <= high:
-            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
-        return v
-
-    @t.validate(
-        "l2_decay", "blur_sigma", "clip_norm_pct", "clip_contrib_pct", "tv_weight", "l2_weight"
-    )
-    def _valid_nonneg(self, proposal: dict) -> float:
-        v = float(proposal["value"])
-        name = proposal["trait"].name
-        high = 100.0 if name.endswith("pct") else 1e6
-        if not (0.0 <= v <= high):  # also rejects NaN
-            raise t.TraitError(f"{name} must be between 0 and {high:g}, got {v}")
-        return v
 
     # ------------------------------------------------------------------ observers
     def _on_layer(self, change: dict) -> None:
@@ -302,8 +290,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Grid (units)",
                 "group": "Objective",
-                "min": 1,
-                "max": 36,
                 "step": 1,
             },
             {
@@ -322,20 +308,17 @@ class ActivationMaximization(CnnvisWidget):
             },
             {
                 "trait": "steps",
+                "log": True,
                 "kind": "slider",
                 "label": "Iterations",
                 "group": "Run",
-                "min": 8,
-                "max": 2048,
-                "step": 8,
+                "step": 1,
             },
             {
                 "trait": "lr",
                 "kind": "slider",
                 "label": "Learning rate",
                 "group": "Run",
-                "min": 0.001,
-                "max": 1.0,
                 "log": True,
             },
             {
@@ -343,18 +326,15 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Size (px)",
                 "group": "Run",
-                "min": 32,
-                "max": 320,
                 "step": 16,
             },
             {"trait": "seed", "kind": "int", "label": "Seed", "group": "Run"},
             {
                 "trait": "l2_decay",
+                "collapsed": True,
                 "kind": "slider",
                 "label": "L2 decay",
                 "group": "Regularizers",
-                "min": 0.0,
-                "max": 0.05,
                 "step": 0.0001,
             },
             {
@@ -362,8 +342,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Blur sigma",
                 "group": "Regularizers",
-                "min": 0.0,
-                "max": 3.0,
                 "step": 0.05,
             },
             {
@@ -371,8 +349,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Blur every",
                 "group": "Regularizers",
-                "min": 1,
-                "max": 16,
                 "step": 1,
             },
             {
@@ -380,8 +356,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Clip small norm %",
                 "group": "Regularizers",
-                "min": 0,
-                "max": 95,
                 "step": 1,
             },
             {
@@ -389,8 +363,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Clip small contribution %",
                 "group": "Regularizers",
-                "min": 0,
-                "max": 95,
                 "step": 1,
             },
             {
@@ -398,8 +370,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Total variation",
                 "group": "Regularizers",
-                "min": 0.0,
-                "max": 2.0,
                 "step": 0.01,
             },
             {
@@ -407,17 +377,14 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "L2 penalty",
                 "group": "Regularizers",
-                "min": 0.0,
-                "max": 0.01,
                 "step": 0.0001,
             },
             {
                 "trait": "pad",
+                "collapsed": True,
                 "kind": "slider",
                 "label": "Pad",
                 "group": "Transforms",
-                "min": 0,
-                "max": 32,
                 "step": 1,
             },
             {
@@ -425,8 +392,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Jitter",
                 "group": "Transforms",
-                "min": 0,
-                "max": 32,
                 "step": 1,
             },
             {
@@ -434,8 +399,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Scale +-",
                 "group": "Transforms",
-                "min": 0.0,
-                "max": 0.5,
                 "step": 0.01,
             },
             {
@@ -443,8 +406,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Rotate +- deg",
                 "group": "Transforms",
-                "min": 0,
-                "max": 45,
                 "step": 1,
             },
             {
@@ -452,8 +413,6 @@ class ActivationMaximization(CnnvisWidget):
                 "kind": "slider",
                 "label": "Diversity",
                 "group": "Transforms",
-                "min": 0.0,
-                "max": 10.0,
                 "step": 0.1,
             },
         ]

@@ -27,7 +27,15 @@ from ..core.imaging import colorize, encode, make_grid, overlay, pil_to_tensor, 
 from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle, upload_trait
+from ._base import (
+    BoundedFloat,
+    BoundedInt,
+    CnnvisWidget,
+    export_paths,
+    get_handle,
+    upload_trait,
+    write_image,
+)
 from ._photos import UPLOAD_TRAITS, SampleUploadMixin, pixel_tensor
 from .activation_max import default_layer
 
@@ -197,26 +205,28 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
     epsilon_max = t.Float(LINF_MAX, help="Largest epsilon of the slider (read-only).").tag(
         sync=True
     )
-    steps = t.Int(10, help="PGD steps (FGSM makes one).").tag(sync=True)
-    step_size = t.Float(0.0, help="Size of one PGD step; 0 means 2.5 * epsilon / steps.").tag(
-        sync=True
-    )
+    steps = BoundedInt(10, 1, 10_000, help="PGD steps (FGSM makes one).").tag(sync=True)
+    step_size = BoundedFloat(
+        0.0, 0.0, 100.0, help="Size of one PGD step; 0 means 2.5 * epsilon / steps."
+    ).tag(sync=True)
     random_start = t.Bool(True, help="Start PGD at a random point of the epsilon-ball.").tag(
         sync=True
     )
-    seed = t.Int(0, help="Seed of the random start: the same seed repeats the attack.").tag(
-        sync=True
-    )
+    seed = BoundedInt(
+        0, 0, 2**31 - 1, help="Seed of the random start: the same seed repeats the attack."
+    ).tag(sync=True)
     target = t.Int(-1, help="Class to reach (targeted attack); -1: untargeted.").tag(sync=True)
     class_options = t.List(help="[label, index] of 'untargeted' and every class (read-only).").tag(
         sync=True
     )
-    size = t.Int(224, help="Side of the image the network sees, in pixels.").tag(sync=True)
+    size = BoundedInt(224, 16, 1024, help="Side of the image the network sees, in pixels.").tag(
+        sync=True
+    )
     layer = t.Unicode("", help="Layer whose most changed units are listed.").tag(sync=True)
     layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
         sync=True
     )
-    n_units = t.Int(6, help="Number of most changed units shown.").tag(sync=True)
+    n_units = BoundedInt(6, 1, 32, help="Number of most changed units shown.").tag(sync=True)
     attribution = t.Enum(
         list(A.ATTRIBUTION_METHODS),
         "grad_cam",
@@ -227,8 +237,10 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
     show_units = t.Bool(
         True, help="Synthesize what the most changed units look for (activation maximization)."
     ).tag(sync=True)
-    am_steps = t.Int(48, help="Activation-maximization steps per unit image.").tag(sync=True)
-    am_size = t.Int(64, help="Side of the unit images in pixels.").tag(sync=True)
+    am_steps = BoundedInt(48, 1, 4096, help="Activation-maximization steps per unit image.").tag(
+        sync=True
+    )
+    am_size = BoundedInt(64, 16, 512, help="Side of the unit images in pixels.").tag(sync=True)
     # results (read-only)
     original = t.Bytes(b"", help="PNG of the clean image (read-only).").tag(sync=True)
     perturbation = t.Bytes(b"", help="PNG of the amplified perturbation (read-only).").tag(
@@ -439,31 +451,14 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             raise t.TraitError(f"Grad-CAM needs a layer with a spatial output; {name!r} has none")
         return name
 
-    @t.validate("steps", "size", "n_units", "am_steps", "am_size", "seed")
-    def _valid_range(self, proposal: dict) -> int:
-        name, v = proposal["trait"].name, int(proposal["value"])
-        low, high = {
-            "steps": (1, 10_000),
-            "size": (16, 1024),
-            "n_units": (1, 32),
-            "am_steps": (1, 4096),
-            "am_size": (16, 512),
-            "seed": (0, 2**31),
-        }[name]
-        if not low <= v <= high:
-            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
-        if name == "n_units" and self.layer and v > self.handle.layer(self.layer).channels:
+    @t.validate("n_units")
+    def _valid_n_units(self, proposal: dict) -> int:
+        v = int(proposal["value"])  # the trait's range first, then the layer's channels
+        if self.layer and v > self.handle.layer(self.layer).channels:
             raise t.TraitError(
                 f"n_units={v} is more than the {self.handle.layer(self.layer).channels} "
                 f"channels of layer {self.layer!r}"
             )
-        return v
-
-    @t.validate("step_size")
-    def _valid_step_size(self, proposal: dict) -> float:
-        v = float(proposal["value"])
-        if not 0.0 <= v <= 100.0:
-            raise t.TraitError(f"step_size must be between 0 (automatic) and 100, got {v}")
         return v
 
     # ------------------------------------------------------------------ observers
@@ -516,17 +511,17 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
                 "min": 0.0,
                 "max_trait": "epsilon_max",
                 "step": 1 / 255 if linf else 0.05,
+                **({"format": "fraction255"} if linf else {}),
                 "help": "pixel units: 1/255 = one grey level"
                 if linf
                 else "L2 norm of the whole perturbation, pixel units",
             },
             {
                 "trait": "steps",
+                "log": True,
                 "kind": "slider",
                 "label": "Steps",
                 "group": "Attack",
-                "min": 1,
-                "max": 100,
                 "step": 1,
                 "visible_when": {"trait": "method", "in": ["pgd-linf", "pgd-l2"]},
             },
@@ -548,6 +543,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             {"trait": "seed", "kind": "int", "label": "Seed", "group": "Attack"},
             {
                 "trait": "attribution",
+                "collapsed": True,
                 "kind": "toggle",
                 "label": "Attribution",
                 "group": "Inside the network",
@@ -577,8 +573,6 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "Units shown",
                 "group": "Inside the network",
-                "min": 1,
-                "max": 12,
                 "step": 1,
             },
             {
@@ -680,6 +674,29 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
 
     def _frame_pixels(self, step: Step) -> torch.Tensor | None:
         return None  # no frame stream: every picture is a bytes trait
+
+    def _attack_steps_of(self, cfg: dict[str, Any]) -> int:
+        return 1 if cfg["method"] == "fgsm" else int(cfg["steps"])
+
+    def _progress_text(self, step: Step, history: list[float]) -> str:
+        # a run is two phases: the attack's steps (the Steps slider), then the unit pictures
+        n = self._attack_steps_of(self._cfg)
+        if step.metrics.get("phase") == "units":
+            return f"unit pictures, step {step.index - n + 1}/{step.total - n}"
+        loss = "" if not history else f", {self._loss_label} {history[-1]:.4g}"
+        return f"attack step {min(step.index + 1, n)}/{n}{loss}"
+
+    def _done_text(self, n_steps: int, elapsed: float) -> str:
+        n = self._attack_steps_of(self._cfg)
+        info = getattr(self, "_run_info", {})
+        attack = f"attack reused ({n} steps)" if info.get("attack_reused") else f"{n} attack steps"
+        if not self.show_units:
+            units = ""
+        elif info.get("units_reused"):
+            units = ", unit pictures reused"
+        else:
+            units = f" + {int(self.am_steps)} steps of unit pictures"
+        return f"done, {attack}{units} in {elapsed:.1f} s"
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
         h = self.handle
@@ -972,12 +989,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         """Write the result picture (images, maps, units) as a PNG file; returns the path."""
         if self._report is None:
             raise RuntimeError("nothing to save yet: run() the widget first")
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._report.save(path, format="PNG")
-        return path
+        return write_image(self._report, path)  # format from a known suffix, else .png added
 
     def export(self, path: str | Path) -> dict[str, Path]:
         """Write ``<path>.png`` (the result picture) and ``<path>.json`` (:meth:`record`).
@@ -987,11 +999,8 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         >>> w.export("results/cat_pgd")          # doctest: +SKIP
         {'png': PosixPath('results/cat_pgd.png'), 'json': PosixPath('results/cat_pgd.json')}
         """
-        stem = Path(path)
-        if stem.suffix.lower() in (".png", ".json"):
-            stem = stem.with_suffix("")
-        png = self.save(stem.with_suffix(".png"))
-        js = stem.with_suffix(".json")
+        png_path, js = export_paths(path, ".png", ".json")
+        png = self.save(png_path)
         js.write_text(json.dumps(self.record(), indent=2))
         return {"png": png, "json": js}
 

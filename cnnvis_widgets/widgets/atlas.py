@@ -29,7 +29,7 @@ from ..core import atlas as A
 from ..core.imaging import encode
 from ..core.optimize import Step
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle
+from ._base import BoundedInt, CnnvisWidget, get_handle
 
 __all__ = ["Atlas"]
 
@@ -80,24 +80,28 @@ class Atlas(CnnvisWidget):
     preset = t.Enum(list(am.PRESETS), "lucid", help="AM recipe of the grid and the card.").tag(
         sync=True
     )
-    steps = t.Int(128, help="Optimization steps per batch of units.").tag(sync=True)
-    size = t.Int(64, help="Side of every AM image in pixels.").tag(sync=True)
-    batch = t.Int(32, help="Units optimized together (one batch through the network).").tag(
+    steps = BoundedInt(128, 1, 100_000, help="Optimization steps per batch of units.").tag(
         sync=True
     )
-    seed = t.Int(0, help="Random seed of the AM runs.").tag(sync=True)
-    variants = t.Int(4, help="Diversity variants on the unit card.").tag(sync=True)
+    size = BoundedInt(64, 16, 512, help="Side of every AM image in pixels.").tag(sync=True)
+    batch = BoundedInt(
+        32, 1, 1024, help="Units optimized together (one batch through the network)."
+    ).tag(sync=True)
+    seed = BoundedInt(0, 0, 2**31 - 1, help="Random seed of the AM runs.").tag(sync=True)
+    variants = BoundedInt(4, 1, 16, help="Diversity variants on the unit card.").tag(sync=True)
     sort = t.Enum(
         _SORTS, "unit", help="Order of the layer grid: unit, activation, iou, label."
     ).tag(sync=True)
     filter = t.Unicode("", help="Keep only units whose label contains this text.").tag(sync=True)
-    probe_images = t.Int(64, help="Probe images of the network view's dissection (0: none).").tag(
+    probe_images = BoundedInt(
+        64, 0, 100_000, help="Probe images of the network view's dissection (0: none)."
+    ).tag(sync=True)
+    inversion_steps = BoundedInt(
+        64, 0, 100_000, help="Steps of the network view's inversion (0: none)."
+    ).tag(sync=True)
+    n_images = BoundedInt(64, 1, 100_000, help="Images of the top-9 dataset of the unit card.").tag(
         sync=True
     )
-    inversion_steps = t.Int(64, help="Steps of the network view's inversion (0: none).").tag(
-        sync=True
-    )
-    n_images = t.Int(64, help="Images of the top-9 dataset of the unit card.").tag(sync=True)
     network_rows = t.List(t.Dict(), help="Network view table rows (read-only).").tag(sync=True)
     strips = t.Bytes(b"", help="PNG: one thumbnail strip per layer (read-only).").tag(sync=True)
     grid_image = t.Bytes(b"", help="PNG: the layer's AM grid (read-only).").tag(sync=True)
@@ -194,27 +198,6 @@ class Atlas(CnnvisWidget):
     def _valid_unit(self, proposal: dict) -> int:
         return self._unit_in_range(int(proposal["value"]), self.layer)
 
-    @t.validate("steps", "size", "batch", "variants", "seed")
-    def _valid_ranges(self, proposal: dict) -> int:
-        name, v = proposal["trait"].name, int(proposal["value"])
-        low, high = {
-            "steps": (1, 100_000),
-            "size": (16, 512),
-            "batch": (1, 1024),
-            "variants": (1, 16),
-            "seed": (0, 2**31),
-        }[name]
-        if not low <= v <= high:
-            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
-        return v
-
-    @t.validate("probe_images", "inversion_steps", "n_images")
-    def _valid_counts(self, proposal: dict) -> int:
-        name, v = proposal["trait"].name, int(proposal["value"])
-        if not 0 <= v <= 100_000 or (name == "n_images" and v < 1):
-            raise t.TraitError(f"{name} must be between {int(name == 'n_images')} and 100000")
-        return v
-
     # ------------------------------------------------------------------ navigation
     def show_network(self) -> None:
         """Open the network view."""
@@ -268,6 +251,11 @@ class Atlas(CnnvisWidget):
                 n_images=max(16, self.probe_images),
             )
         raise ValueError(f"unknown method {kind!r}: use 'am', 'deconvnet' or 'dissection'")
+
+    def _applies_at_once(self, name: str) -> bool:
+        # navigation (a click on a row, a cell or the view toggle) opens what was asked for;
+        # AM settings wait for Run (they recompute every image of a layer)
+        return name in ("view", "layer", "unit")
 
     def _on_nav(self, change: dict) -> None:
         if change["name"] == "layer":
@@ -336,6 +324,7 @@ class Atlas(CnnvisWidget):
             },
             {
                 "trait": "preset",
+                "collapsed": True,
                 "kind": "select",
                 "label": "AM preset",
                 "group": "Settings",
@@ -343,20 +332,17 @@ class Atlas(CnnvisWidget):
             },
             {
                 "trait": "steps",
+                "log": True,
                 "kind": "slider",
                 "label": "Steps",
                 "group": "Settings",
-                "min": 8,
-                "max": 1024,
-                "step": 8,
+                "step": 1,
             },
             {
                 "trait": "size",
                 "kind": "slider",
                 "label": "Size (px)",
                 "group": "Settings",
-                "min": 32,
-                "max": 224,
                 "step": 16,
             },
             *[

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +24,49 @@ from ..core import imaging as I
 from ..core.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle, upload_trait
+from ._base import BoundedFloat, CnnvisWidget, get_handle, upload_trait
 from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data
 
 __all__ = ["Attribution"]
 
 #: methods whose map is shown as a signed image (grey is zero) rather than a heat map
 _SIGNED = ("deconvnet", "guided_backprop", "guided_grad_cam")
+MAX_MAPS = 96  # attribution maps kept per widget (a run makes one per method) ...
+MAX_MAP_BYTES = 64 * 2**20  # ... and at most this many bytes of them
+
+
+class MapCache:
+    """Least-recently-used maps, bounded by count and by bytes (dict-like: ``get``, ``in``,
+    ``[]=``); the newest entry is always kept."""
+
+    def __init__(self, max_items: int = MAX_MAPS, max_bytes: int = MAX_MAP_BYTES) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def get(self, key: tuple, default: Any = None) -> Any:
+        value = self._items.get(key, default)
+        if key in self._items:
+            self._items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: tuple, value: torch.Tensor) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.nbytes -= old.nelement() * old.element_size()
+        self._items[key] = value
+        self.nbytes += value.nelement() * value.element_size()
+        while len(self._items) > 1 and (
+            len(self._items) > self.max_items or self.nbytes > self.max_bytes
+        ):
+            _, dropped = self._items.popitem(last=False)
+            self.nbytes -= dropped.nelement() * dropped.element_size()
 
 
 def _label_strip(pictures: list[torch.Tensor], labels: list[str], size: int = 128):
@@ -92,7 +129,9 @@ class Attribution(CnnvisWidget):
     ).tag(sync=True)
     cam_layer = t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM.").tag(sync=True)
     cam_layer_options = t.List(help="[label, name] of the layers Grad-CAM can use.").tag(sync=True)
-    opacity = t.Float(0.5, help="Opacity of the map over the photo (0: photo only).").tag(sync=True)
+    opacity = BoundedFloat(
+        0.5, 0.0, 1.0, help="Opacity of the map over the photo (0: photo only)."
+    ).tag(sync=True)
     original = t.Bytes(b"", help="PNG: the photo as the model sees it (read-only).").tag(sync=True)
     heatmap = t.Bytes(b"", help="PNG: the chosen method's map (read-only).").tag(sync=True)
     overlay = t.Bytes(b"", help="PNG: the map over the photo (read-only).").tag(sync=True)
@@ -111,7 +150,7 @@ class Attribution(CnnvisWidget):
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         self._lock = threading.RLock()
-        self._maps: dict[tuple, torch.Tensor] = {}  # (image key, class, method, layer) -> map
+        self._maps = MapCache()  # (image key, class, method, layer) -> map, bounded
         self._preds: dict[str, tuple[list[int], list[float]]] = {}
         self._upload_img: Image.Image | None = None
         self._upload_key = ""
@@ -247,7 +286,7 @@ class Attribution(CnnvisWidget):
         c = int(proposal["value"])
         if not -1 <= c < self.handle.num_outputs:
             raise t.TraitError(
-                f"class {c} is out of range: valid 0..{self.handle.num_outputs - 1} "
+                f"target class {c} is out of range: valid 0..{self.handle.num_outputs - 1} "
                 "(or -1 for the top-1 prediction)"
             )
         return c
@@ -265,13 +304,6 @@ class Attribution(CnnvisWidget):
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
         return A.canonical_method(proposal["value"])
-
-    @t.validate("opacity")
-    def _valid_opacity(self, proposal: dict) -> float:
-        v = float(proposal["value"])
-        if not 0.0 <= v <= 1.0:
-            raise t.TraitError(f"opacity must be between 0 and 1, got {v}")
-        return v
 
     def _class_options(self, top: list[int], probs: list[float] | None = None) -> list:
         h = self.handle
@@ -328,8 +360,6 @@ class Attribution(CnnvisWidget):
                 "kind": "slider",
                 "label": "Overlay opacity",
                 "group": "Display",
-                "min": 0.0,
-                "max": 1.0,
                 "step": 0.05,
             },
         ]

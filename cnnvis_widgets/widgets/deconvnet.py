@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import traitlets as t
 
+from ..core import attribution as A
 from ..core import imaging as I
 from ..core import projections as P
 from ..core import topk as T
@@ -24,7 +25,7 @@ from ..core.layers import default_deconv_layer
 from ..core.optimize import Step
 from ..data.datasets import ImageDataset, augmented_samples, image_folder, sample_photos
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle
 
 __all__ = ["DeconvNet", "default_deconv_layer"]
 
@@ -34,6 +35,20 @@ GAP = 2  # grey frame inside each cell
 _MEMO: OrderedDict[tuple, T.TopK] = OrderedDict()  # recent passes of every widget in the kernel
 _MEMO_LOCK = threading.Lock()
 _MEMO_SIZE = 12
+
+
+def has_max_pooling(handle: ModelHandle) -> bool:
+    """True when the model has a max-pooling module: DeconvNet's switches (where each maximum
+    was) are what make its projections depend on the image."""
+    pools = (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d, torch.nn.AdaptiveMaxPool2d)
+    return any(isinstance(m, pools) for m in handle.model.modules())
+
+
+NO_POOL_NOTE = (
+    "This model has no max-pooling, so DeconvNet has no switches: its projections are nearly the "
+    "same pattern for every image (correct, not a bug). Guided backprop, shown by default here, "
+    "depends on the image."
+)
 
 
 def _cells(pictures: list[torch.Tensor], fill: float = 0.93) -> torch.Tensor:
@@ -90,17 +105,24 @@ class DeconvNet(CnnvisWidget):
         ["augmented", "photos", "folder"],
         "augmented",
         help="augmented: the sample photos plus deterministic crops, flips and colour jitter; "
-        "photos: the sample photos only; folder: every image under `folder`.",
+        "photos: the sample photos only; folder: every image under `w.folder` (set in Python).",
     ).tag(sync=True)
-    folder = t.Unicode("", help="Folder of your images (dataset 'folder').").tag(sync=True)
-    n_images = t.Int(256, help="Number of images of the augmented dataset.").tag(sync=True)
+    # not synced: the browser never names a location on the kernel's machine (rule 8)
+    folder = t.Unicode("", help="Where your images are (dataset 'folder'); set it in Python.")
+    n_images = BoundedInt(256, 1, 100_000, help="Number of images of the augmented dataset.").tag(
+        sync=True
+    )
     method = t.Enum(
         ["deconvnet", "guided_backprop", "guided"],  # "guided": old spelling, deprecated
         "deconvnet",
         help="Projection: deconvnet (Zeiler & Fergus) or guided_backprop (Springenberg et al.).",
     ).tag(sync=True)
-    opacity = t.Float(0.7, help="Opacity of the projection over the selected image.").tag(sync=True)
-    selected = t.Int(-1, help="Rank (0-8) of the patch shown whole, -1 for none.").tag(sync=True)
+    opacity = BoundedFloat(
+        0.7, 0.0, 1.0, help="Opacity of the projection over the selected image."
+    ).tag(sync=True)
+    selected = BoundedInt(
+        -1, -1, K - 1, help="Rank (0-8) of the patch shown whole, -1 for none."
+    ).tag(sync=True)
     patches = t.Bytes(b"", help="PNG: 3x3 grid of the top patches (read-only).").tag(sync=True)
     projections = t.Bytes(b"", help="PNG: 3x3 grid of their projections (read-only).").tag(
         sync=True
@@ -109,6 +131,9 @@ class DeconvNet(CnnvisWidget):
         sync=True
     )
     details = t.Unicode("", help="Text: the top images, values and positions (read-only).").tag(
+        sync=True
+    )
+    note = t.Unicode("", help="A remark about this model and method, or empty (read-only).").tag(
         sync=True
     )
 
@@ -126,6 +151,7 @@ class DeconvNet(CnnvisWidget):
         self._lock = threading.RLock()
         self._current: dict[str, Any] | None = None
         self._top: T.TopK | None = None
+        self._pass_settings: tuple | None = None  # dataset settings of the last completed pass
         layer = kwargs.pop("layer", None) or default_deconv_layer(h)
         info = h.layer(layer)  # KeyError listing the nearest names
         if not info.spatial:
@@ -144,13 +170,17 @@ class DeconvNet(CnnvisWidget):
             layer=layer,
             unit_max=info.channels - 1,
         )
+        if not has_max_pooling(h):
+            self.note = NO_POOL_NOTE
+            self.method = "guided_backprop"  # an explicit method= below still wins
         with self.hold_trait_notifications():
             for k, v in kwargs.items():
                 setattr(self, k, v)
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_selected, names=["selected", "opacity"])
         self.controls = self._control_specs()
-        self.panels = [
+        note = [{"kind": "text", "trait": "note", "label": "Note"}] if self.note else []
+        self.panels = note + [
             {"kind": "image", "trait": "patches", "label": "Top-9 dataset patches", "grid": [3, 3]},
             {
                 "kind": "image",
@@ -176,30 +206,9 @@ class DeconvNet(CnnvisWidget):
     def _valid_unit(self, proposal: dict) -> int:
         return self._unit_in_range(int(proposal["value"]), self.layer)
 
-    @t.validate("n_images")
-    def _valid_n(self, proposal: dict) -> int:
-        n = int(proposal["value"])
-        if not 1 <= n <= 100_000:
-            raise t.TraitError(f"n_images must be between 1 and 100000, got {n}")
-        return n
-
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
         return A.canonical_method(proposal["value"])
-
-    @t.validate("opacity")
-    def _valid_opacity(self, proposal: dict) -> float:
-        v = float(proposal["value"])
-        if not 0.0 <= v <= 1.0:
-            raise t.TraitError(f"opacity must be between 0 and 1, got {v}")
-        return v
-
-    @t.validate("selected")
-    def _valid_selected(self, proposal: dict) -> int:
-        v = int(proposal["value"])
-        if not -1 <= v < K:
-            raise t.TraitError(f"selected must be -1 (none) or a rank 0..{K - 1}, got {v}")
-        return v
 
     def _control_specs(self) -> list[dict]:
         return [
@@ -229,40 +238,30 @@ class DeconvNet(CnnvisWidget):
             },
             {
                 "trait": "dataset",
+                "collapsed": True,
                 "kind": "select",
                 "label": "Dataset",
                 "group": "Dataset",
                 "options": [
                     ["sample photos + augmentations", "augmented"],
                     ["sample photos only", "photos"],
-                    ["a folder of mine", "folder"],
+                    ["my images (w.folder, set in Python)", "folder"],
                 ],
             },
             {
                 "trait": "n_images",
+                "log": True,
                 "kind": "slider",
                 "label": "Images",
                 "group": "Dataset",
-                "min": 16,
-                "max": 1024,
-                "step": 16,
+                "step": 1,
                 "visible_when": {"trait": "dataset", "in": ["augmented"]},
-            },
-            {
-                "trait": "folder",
-                "kind": "text",
-                "label": "Folder",
-                "group": "Dataset",
-                "help": "path on the machine running the kernel",
-                "visible_when": {"trait": "dataset", "in": ["folder"]},
             },
             {
                 "trait": "opacity",
                 "kind": "slider",
                 "label": "Overlay opacity",
                 "group": "Display",
-                "min": 0.0,
-                "max": 1.0,
                 "step": 0.05,
             },
         ]
@@ -297,6 +296,13 @@ class DeconvNet(CnnvisWidget):
         else:
             self.selected = rank
 
+    def _data_settings(self) -> tuple:
+        return (self.layer, self.dataset, self.folder, self.n_images)
+
+    def _applies_at_once(self, name: str) -> bool:
+        # unit and projection reuse the cached pass: only nine images are projected
+        return name in ("unit", "method") and self._pass_settings == self._data_settings()
+
     # ------------------------------------------------------------------ the run
     def make_dataset(self) -> ImageDataset:
         """The dataset the current traits name."""
@@ -306,7 +312,9 @@ class DeconvNet(CnnvisWidget):
         if self.dataset == "photos":
             return sample_photos(size=size)
         if not self.folder.strip():
-            raise ValueError("dataset 'folder' needs a folder: type its path in the Folder box")
+            raise ValueError(
+                "dataset 'folder' needs a folder: set it in Python, e.g. w.folder = 'my_images'"
+            )
         return image_folder(self.folder.strip())
 
     def _describe(self) -> str:
@@ -315,6 +323,7 @@ class DeconvNet(CnnvisWidget):
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
         h = self.handle
         layer, unit, method = self.layer, self.unit, self.method
+        settings = self._data_settings()
         ds = self.make_dataset()
         fingerprint = h.fingerprint()
         key = (fingerprint, layer, ds.key)
@@ -341,6 +350,7 @@ class DeconvNet(CnnvisWidget):
             while len(_MEMO) > _MEMO_SIZE:
                 _MEMO.popitem(last=False)
         self._top = top
+        self._pass_settings = settings
         if stop_event.is_set():
             return
         rule = "deconvnet" if method == "deconvnet" else "guided_backprop"
@@ -456,6 +466,8 @@ class DeconvNet(CnnvisWidget):
 
     def _settings(self) -> dict[str, Any]:
         out = super()._settings()
-        for name in ("details", "model_name", "unit_max"):
+        for name in ("details", "model_name", "unit_max", "note"):
             out.pop(name, None)
+        if self.dataset == "folder":
+            out["folder"] = self.folder  # not synced, still part of what was computed
         return out

@@ -26,7 +26,7 @@ from ..core.imaging import encode, pil_to_tensor, to_pil
 from ..core.optimize import Step
 from ..data.concepts import Probe, probe_set
 from ..models import ModelHandle, load_model
-from ._base import CnnvisWidget, get_handle
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle
 
 __all__ = ["Dissection", "default_layers", "summary_figure", "comparison_figure"]
 
@@ -115,17 +115,24 @@ class Dissection(CnnvisWidget):
     view_model = t.Enum(
         ["model", "compare"], "model", help="Which model's units the table shows."
     ).tag(sync=True)
-    n_images = t.Int(256, help="Images of the generated probe set.").tag(sync=True)
-    image_size = t.Int(224, help="Side of the probe images in pixels.").tag(sync=True)
-    seed = t.Int(0, help="Seed of the generated probe set.").tag(sync=True)
-    quantile = t.Float(
-        0.005, help="Fraction of each unit's activations above its threshold (top 0.5 %)."
+    n_images = BoundedInt(256, 1, 1_000_000, help="Images of the generated probe set.").tag(
+        sync=True
+    )
+    image_size = BoundedInt(224, 32, 1024, help="Side of the probe images in pixels.").tag(
+        sync=True
+    )
+    seed = BoundedInt(0, 0, 2**31 - 1, help="Seed of the generated probe set.").tag(sync=True)
+    quantile = BoundedFloat(
+        0.005,
+        0.0001,
+        0.5,
+        help="Fraction of each unit's activations above its threshold (top 0.5 %).",
     ).tag(sync=True)
-    iou_threshold = t.Float(
-        0.04, help="A unit is interpretable when its best IoU is at least this."
+    iou_threshold = BoundedFloat(
+        0.04, 0.0, 1.0, help="A unit is interpretable when its best IoU is at least this."
     ).tag(sync=True)
-    batch_size = t.Int(32, help="Probe images per forward pass.").tag(sync=True)
-    top_k = t.Int(8, help="Top probe images shown per unit.").tag(sync=True)
+    batch_size = BoundedInt(32, 1, 4096, help="Probe images per forward pass.").tag(sync=True)
+    top_k = BoundedInt(8, 1, 64, help="Top probe images shown per unit.").tag(sync=True)
     stage = t.Unicode("", help="Current stage: quantile, iou or done (read-only).").tag(sync=True)
     rows = t.List(t.Dict(), help="Table rows: unit, concept, category, iou (read-only).").tag(
         sync=True
@@ -138,9 +145,6 @@ class Dissection(CnnvisWidget):
         help="Rows [layer, unique detectors per category...] of the shown model (read-only)."
     ).tag(sync=True)
     compare_bars = t.List(help="Rows [layer, interpretable units of each model] (read-only).").tag(
-        sync=True
-    )
-    export_dir = t.Unicode("dissection-export", help="Folder the export buttons write to.").tag(
         sync=True
     )
 
@@ -272,32 +276,6 @@ class Dissection(CnnvisWidget):
             raise t.TraitError("no comparison model: create the widget with compare=...")
         return proposal["value"]
 
-    @t.validate("quantile", "iou_threshold")
-    def _valid_fraction(self, proposal: dict) -> float:
-        name, v = proposal["trait"].name, float(proposal["value"])
-        if name == "quantile":
-            ok, high = 0.0 < v < 0.5, 0.5
-        else:
-            ok, high = 0.0 <= v <= 1.0, 1.0
-        if not ok:  # also rejects NaN
-            raise t.TraitError(f"{name} must be between 0 and {high:g}, got {v}")
-        return v
-
-    @t.validate("n_images", "image_size", "batch_size", "top_k", "seed")
-    def _valid_int(self, proposal: dict) -> int:
-        name, v = proposal["trait"].name, int(proposal["value"])
-        low = {"n_images": 1, "image_size": 32, "batch_size": 1, "top_k": 1, "seed": 0}[name]
-        high = {
-            "n_images": 1_000_000,
-            "image_size": 1024,
-            "batch_size": 4096,
-            "top_k": 64,
-            "seed": 2**31,
-        }[name]
-        if not low <= v <= high:
-            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
-        return v
-
     # ------------------------------------------------------------------ specs
     def _update_controls(self) -> None:
         controls: list[dict[str, Any]] = []
@@ -305,12 +283,12 @@ class Dissection(CnnvisWidget):
             controls += [
                 {
                     "trait": "n_images",
+                    "collapsed": True,
+                    "log": True,
                     "kind": "slider",
                     "label": "Probe images",
                     "group": "Probe set",
-                    "min": 32,
-                    "max": 4096,
-                    "step": 32,
+                    "step": 1,
                 },
                 {
                     "trait": "image_size",
@@ -327,8 +305,6 @@ class Dissection(CnnvisWidget):
                 "kind": "slider",
                 "label": "Top quantile",
                 "group": "Dissection",
-                "min": 0.001,
-                "max": 0.05,
                 "log": True,
                 "help": "fraction of each unit's activations above its threshold",
             },
@@ -337,8 +313,6 @@ class Dissection(CnnvisWidget):
                 "kind": "slider",
                 "label": "IoU threshold",
                 "group": "Dissection",
-                "min": 0.01,
-                "max": 0.2,
                 "step": 0.005,
                 "help": "interpretable when the best IoU reaches this",
             },
@@ -372,6 +346,12 @@ class Dissection(CnnvisWidget):
             {"kind": "button", "label": "Export CSV", "action": "export_csv", "group": "Export"},
             {"kind": "button", "label": "Export JSON", "action": "export_json", "group": "Export"},
             {"kind": "button", "label": "Export PNG", "action": "export_png", "group": "Export"},
+            {
+                "kind": "button",
+                "label": "Export all (zip)",
+                "action": "export_zip",
+                "group": "Export",
+            },
         ]
         self.controls = controls
 
@@ -655,14 +635,13 @@ class Dissection(CnnvisWidget):
     def _update_unit_view(self) -> None:
         """Draw the selected unit's top images, details and the static picture."""
         r = self._shown_result()
-        if r is None or self.layer not in r.layers:
+        layer, unit = self.layer, self.unit  # one snapshot: another thread may move them
+        if r is None or layer not in r.layers:
             return
         job = self._job
         probe = job["probe"] if job is not None else self._probe()
         try:
-            ex = nd.unit_examples(
-                self._shown_handle(), r, probe, self.layer, self.unit, k=self.top_k
-            )
+            ex = nd.unit_examples(self._shown_handle(), r, probe, layer, unit, k=self.top_k)
         except Exception as exc:  # noqa: BLE001 - shown in the widget, which stays usable
             self.error = f"{type(exc).__name__}: {exc}"
             return
@@ -673,7 +652,7 @@ class Dissection(CnnvisWidget):
                 grid.unsqueeze(0), scale_factor=factor, mode="nearest"
             )[0]
         self._examples = ex
-        info = r.unit(self.layer, self.unit)
+        info = r.unit(layer, unit)
         verdict = (
             f"interpretable (IoU >= {r.iou_threshold:g})"
             if info["interpretable"]
@@ -682,7 +661,7 @@ class Dissection(CnnvisWidget):
         runner_up = ", ".join(f"{n} {v:.3f}" for n, v in info["top_concepts"][1:5])
         model = self.compare_name if self.view_model == "compare" else self.model_name
         self.details = (
-            f"{model}, {self.layer} unit {self.unit}: {info['concept']} ({info['category']}), "
+            f"{model}, {layer} unit {unit}: {info['concept']} ({info['category']}), "
             f"IoU {info['iou']:.3f}, {verdict}\n"
             f"threshold {info['threshold']:.4g} (error <= {info['threshold_error']:.2g}), "
             f"top probe images {', '.join(str(i) for i in info['top_images'])}\n"
@@ -761,16 +740,45 @@ class Dissection(CnnvisWidget):
             self._show_results()
 
     def _on_action(self, name: str, content: dict) -> None:
-        kinds = {"export_csv": "csv", "export_json": "json", "export_png": "png"}
+        kinds = {
+            "export_csv": ("csv",),
+            "export_json": ("json",),
+            "export_png": ("png",),
+            "export_zip": ("csv", "json", "png"),
+        }
         if name not in kinds:
             return
         try:
-            paths = self.export(self.export_dir, kinds=(kinds[name],))
+            file_name, mime, data = self.export_bytes(kinds[name])
         except Exception as exc:  # noqa: BLE001 - shown in the widget
             self.error = f"{type(exc).__name__}: {exc}"
             return
         self.error = ""
-        self.status = "exported " + ", ".join(str(p) for p in paths.values())
+        self.send_download(file_name, data, mime)  # the browser saves it: no path on the kernel
+        self.status = f"exported {file_name} ({len(data):,} bytes) to your browser's downloads"
+
+    def export_bytes(self, kinds: Sequence[str] = ("csv", "json", "png")) -> tuple[str, str, bytes]:
+        """``(file name, mime type, bytes)`` of an export: one file as it is (``dissection.csv``,
+        ``dissection.png``), several (JSON + arrays, or every kind) as one zip. What the export
+        buttons send to the browser; nothing stays on disk."""
+        import io
+        import tempfile
+        import zipfile
+
+        self._require()
+        with tempfile.TemporaryDirectory(prefix="cnnvis-export-") as tmp:
+            self.export(tmp, kinds=kinds)
+            files = sorted(p for p in Path(tmp).iterdir() if p.is_file())
+            if len(files) == 1:
+                f = files[0]
+                mime = {".csv": "text/csv", ".png": "image/png", ".json": "application/json"}
+                return f.name, mime.get(f.suffix, "application/octet-stream"), f.read_bytes()
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in files:
+                    z.write(f, f.name)
+        name = "dissection.zip" if len(kinds) > 1 else f"dissection-{kinds[0]}.zip"
+        return name, "application/zip", buf.getvalue()
 
     # ------------------------------------------------------------------ export
     def _require(self) -> nd.Dissection:
@@ -802,7 +810,7 @@ class Dissection(CnnvisWidget):
         """Write ``dissection.csv``, ``dissection.json`` + ``.npz`` (and ``compare.json`` + npz)
         and ``dissection.png`` (the static picture) into ``folder``; returns the paths."""
         r = self._require()
-        folder = Path(folder)
+        folder = Path(folder).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         out: dict[str, Path] = {}
         if "csv" in kinds:

@@ -26,7 +26,14 @@ from ..core.imaging import encode, make_grid, to_pil
 from ..core.optimize import Step
 from ..data import load_image, sample_images
 from ..models import ModelHandle
-from ._base import CnnvisWidget, get_handle, upload_trait
+from ._base import (
+    BoundedFloat,
+    BoundedInt,
+    CnnvisWidget,
+    export_paths,
+    get_handle,
+    upload_trait,
+)
 from ._photos import UPLOAD_TRAITS, SampleUploadMixin, pixel_tensor
 
 __all__ = ["Inversion", "default_layers"]
@@ -126,24 +133,49 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
         "mahendran",
         help="Recipe from the literature; sets the sliders below.",
     ).tag(sync=True)
-    steps = t.Int(200, help="Number of optimization steps (live).").tag(sync=True)
-    lr = t.Float(0.02, help="Initial learning rate, decayed along a cosine (live).").tag(sync=True)
-    lr_end = t.Float(0.001, help="Learning rate at the last step (live).").tag(sync=True)
-    alpha = t.Float(6.0, help="Exponent of the alpha-norm prior (live).").tag(sync=True)
-    alpha_weight = t.Float(1e-3, help="Weight of the alpha-norm prior (live).").tag(sync=True)
-    tv_beta = t.Float(2.0, help="Exponent of the total-variation prior (live).").tag(sync=True)
-    tv_weight = t.Float(3.0, help="Weight of the total-variation prior (live).").tag(sync=True)
-    jitter = t.Int(2, help="Random shift in pixels, during the first steps (live).").tag(sync=True)
-    jitter_until = t.Float(
-        0.75, help="Fraction of the steps with jitter; the rest run without (live)."
+    steps = BoundedInt(200, 1, 100_000, help="Number of optimization steps (live).").tag(sync=True)
+    lr = BoundedFloat(
+        0.02, 1e-06, 10.0, help="Initial learning rate, decayed along a cosine (live)."
     ).tag(sync=True)
-    size = t.Int(128, help="Side of the image in pixels.").tag(sync=True)
-    seed = t.Int(0, help="Random seed: the same seed repeats the run.").tag(sync=True)
-    train_steps = t.Int(500, help="Decoder training: total updates (live; resumes).").tag(sync=True)
-    train_lr = t.Float(1e-3, help="Decoder training: Adam learning rate (live).").tag(sync=True)
-    train_batch = t.Int(8, help="Decoder training: images per update (live).").tag(sync=True)
-    feature_weight = t.Float(
-        0.0, help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only)."
+    lr_end = BoundedFloat(0.001, 0.0, 10.0, help="Learning rate at the last step (live).").tag(
+        sync=True
+    )
+    alpha = BoundedFloat(6.0, 1.0, 20.0, help="Exponent of the alpha-norm prior (live).").tag(
+        sync=True
+    )
+    alpha_weight = BoundedFloat(1e-3, 0.0, 10.0, help="Weight of the alpha-norm prior (live).").tag(
+        sync=True
+    )
+    tv_beta = BoundedFloat(2.0, 1.0, 4.0, help="Exponent of the total-variation prior (live).").tag(
+        sync=True
+    )
+    tv_weight = BoundedFloat(
+        3.0, 0.0, 100.0, help="Weight of the total-variation prior (live)."
+    ).tag(sync=True)
+    jitter = BoundedInt(
+        2, 0, 64, help="Random shift in pixels, during the first steps (live)."
+    ).tag(sync=True)
+    jitter_until = BoundedFloat(
+        0.75, 0.0, 1.0, help="Fraction of the steps with jitter; the rest run without (live)."
+    ).tag(sync=True)
+    size = BoundedInt(128, 16, 1024, help="Side of the image in pixels.").tag(sync=True)
+    seed = BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run.").tag(
+        sync=True
+    )
+    train_steps = BoundedInt(
+        500, 1, 1_000_000, help="Decoder training: total updates (live; resumes)."
+    ).tag(sync=True)
+    train_lr = BoundedFloat(
+        1e-3, 1e-07, 1.0, help="Decoder training: Adam learning rate (live)."
+    ).tag(sync=True)
+    train_batch = BoundedInt(8, 1, 512, help="Decoder training: images per update (live).").tag(
+        sync=True
+    )
+    feature_weight = BoundedFloat(
+        0.0,
+        0.0,
+        10.0,
+        help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only).",
     ).tag(sync=True)
     feature_error = t.Float(
         -1.0,
@@ -314,33 +346,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
     @staticmethod
     def _parse_layers(text: str) -> list[str]:
         return [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-
-    @t.validate("steps", "size", "lr", "seed", "train_steps", "train_batch", "train_lr", "jitter")
-    def _valid_range(self, proposal: dict) -> Any:
-        name, v = proposal["trait"].name, proposal["value"]
-        low, high = {
-            "steps": (1, 100_000),
-            "size": (16, 1024),
-            "lr": (1e-6, 10.0),
-            "seed": (0, 2**31),
-            "train_steps": (1, 1_000_000),
-            "train_batch": (1, 512),
-            "train_lr": (1e-7, 1.0),
-            "jitter": (0, 64),
-        }[name]
-        if not low <= v <= high:  # also rejects NaN
-            raise t.TraitError(f"{name} must be between {low} and {high}, got {v}")
-        return v
-
-    @t.validate(
-        "lr_end", "alpha", "alpha_weight", "tv_beta", "tv_weight", "jitter_until", "feature_weight"
-    )
-    def _valid_nonneg(self, proposal: dict) -> float:
-        name, v = proposal["trait"].name, float(proposal["value"])
-        high = {"jitter_until": 1.0, "alpha": 20.0, "tv_beta": 4.0}.get(name, 1e6)
-        if not 0.0 <= v <= high:  # also rejects NaN
-            raise t.TraitError(f"{name} must be between 0 and {high:g}, got {v}")
-        return v
 
     # ------------------------------------------------------------------ observers
     def _preset_values(self, name: str) -> dict[str, Any]:
@@ -614,10 +619,8 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
         (:meth:`record`: every setting, the seed, the model, versions and the result)."""
         if not self._composite:
             raise RuntimeError("nothing to export yet: run() the widget first")
-        path = Path(path)
-        stem = path.with_suffix("") if path.suffix.lower() in (".png", ".json") else path
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        png, js = stem.with_suffix(".png"), stem.with_suffix(".json")
+        png, js = export_paths(path, ".png", ".json")
+        png.parent.mkdir(parents=True, exist_ok=True)
         png.write_bytes(self._composite)
         js.write_text(json.dumps(self.record(), indent=1))
         return png, js
@@ -668,8 +671,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "Size (px)",
                 "group": "Image",
-                "min": 32,
-                "max": 320,
                 "step": 16,
             },
             {
@@ -706,12 +707,11 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
             },
             {
                 "trait": "steps",
+                "log": True,
                 "kind": "slider",
                 "label": "Iterations",
                 "group": "Optimization",
-                "min": 10,
-                "max": 1000,
-                "step": 10,
+                "step": 1,
                 "visible_when": reg,
             },
             {
@@ -719,18 +719,15 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "Learning rate",
                 "group": "Optimization",
-                "min": 0.001,
-                "max": 0.5,
                 "log": True,
                 "visible_when": reg,
             },
             {
                 "trait": "alpha_weight",
+                "collapsed": True,
                 "kind": "slider",
                 "label": "Alpha-norm weight",
                 "group": "Priors",
-                "min": 0.0,
-                "max": 1.0,
                 "step": 0.001,
                 "visible_when": reg,
             },
@@ -739,8 +736,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "Alpha",
                 "group": "Priors",
-                "min": 1.0,
-                "max": 12.0,
                 "step": 0.5,
                 "visible_when": reg,
             },
@@ -749,8 +744,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "TV weight",
                 "group": "Priors",
-                "min": 0.0,
-                "max": 20.0,
                 "step": 0.1,
                 "visible_when": reg,
             },
@@ -759,8 +752,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "TV beta",
                 "group": "Priors",
-                "min": 1.0,
-                "max": 3.0,
                 "step": 0.1,
                 "visible_when": reg,
             },
@@ -769,29 +760,25 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "Jitter (px)",
                 "group": "Priors",
-                "min": 0,
-                "max": 8,
                 "step": 1,
                 "visible_when": reg,
             },
             {"trait": "seed", "kind": "int", "label": "Seed", "group": "Optimization"},
             {
                 "trait": "train_steps",
+                "log": True,
                 "kind": "slider",
                 "label": "Training steps",
                 "group": "Decoder",
-                "min": 50,
-                "max": 5000,
-                "step": 50,
+                "step": 1,
                 "visible_when": dec,
             },
             {
                 "trait": "train_batch",
+                "log": True,
                 "kind": "slider",
                 "label": "Batch",
                 "group": "Decoder",
-                "min": 1,
-                "max": 64,
                 "step": 1,
                 "visible_when": dec,
             },
@@ -800,8 +787,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 "kind": "slider",
                 "label": "Feature loss weight",
                 "group": "Decoder",
-                "min": 0.0,
-                "max": 1.0,
                 "step": 0.01,
                 "visible_when": dec,
             },

@@ -328,3 +328,32 @@ def test_grey_model_and_guided_backprop() -> None:
         assert png_size(w.attribution_adversarial_new) == (32, 32)
     finally:
         w.close()
+
+
+def test_status_counts_the_attack_steps_the_slider_shows(tiny_handle) -> None:
+    """The Steps slider said 10 while the status said 58 steps: the status counted the unit
+    pictures' activation-maximization steps too. Each phase is now named with its own count."""
+    w = small(tiny_handle, steps=3, am_steps=5)
+    seen: list[str] = []
+    w.observe(lambda c: seen.append(c["new"]), names=["status"])
+    try:
+        w.run()
+        assert w.wait(timeout=120) and w.error == ""
+        assert "3 attack steps" in w.status and "5 steps of unit pictures" in w.status
+        assert "8 steps" not in w.status
+        assert not [s for s in seen if "/8" in s], seen  # progress: x/3, then x/5
+        assert any("attack step 1/3" in s for s in seen), seen
+        w.n_units = 2  # attack reused: it says so and keeps the slider's count
+        assert w.wait(timeout=120)
+        w.run()
+        assert w.wait(timeout=120) and "attack reused (3 steps)" in w.status
+    finally:
+        w.close()
+
+
+def test_epsilon_reads_as_a_fraction_of_255_under_linf(widget) -> None:
+    spec = next(c for c in widget.controls if c["trait"] == "epsilon")
+    assert spec["format"] == "fraction255"
+    widget.method = "pgd-l2"
+    spec = next(c for c in widget.controls if c["trait"] == "epsilon")
+    assert "format" not in spec  # L2 epsilons are not grey levels

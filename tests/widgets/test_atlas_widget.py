@@ -157,3 +157,36 @@ def test_open_buttons_show_the_method_widget_below_the_atlas(atlas):
     finally:
         for w in atlas.opened:
             w.close()
+
+
+def test_manual_atlas_follows_clicks_and_says_press_run_for_settings(
+    tiny_handle, tmp_path, monkeypatch
+):
+    """auto_run=False (the tour): after the first run, a click opens the layer it names (its
+    grid is computed), while an AM setting says "settings changed: press Run"."""
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    w = Atlas(
+        tiny_handle,
+        steps=4,
+        size=32,
+        batch=8,
+        probe_images=16,
+        inversion_steps=4,
+        n_images=16,
+        variants=2,
+        auto_run=False,
+    )
+    try:
+        w.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+        w._on_front_msg(w, {"type": "ready"}, [])
+        assert w.run_id == 0 and w.status == "ready: press Run"
+        _run(w)
+        w.pick_layer = "relu2"  # a click on a network-view row
+        assert w.wait(timeout=120) and w.error == ""
+        assert w.view == "layer" and w.record()["result"]["view"] == "layer"
+        assert w.grid_image[:4] == b"\x89PNG" and w.filled == 16
+        runs = w.run_id
+        w.steps = 8
+        assert w.run_id == runs and w.status == "settings changed: press Run"
+    finally:
+        w.close()

@@ -224,3 +224,37 @@ def test_a_second_upload_with_the_same_name_gets_its_own_maps(widget, tiny_handl
     with torch.no_grad():
         probs = tiny_handle.net(x).softmax(1)[0]
     assert widget.predictions[0][1] == round(float(probs.max()), 4)
+
+
+def test_the_map_cache_is_bounded_by_count_and_bytes(widget, monkeypatch) -> None:
+    """Every class x photo adds one map per method: the cache keeps the most recent ones only
+    (it grew without bound: 305 maps, +194 MB after 60 classes)."""
+    from cnnvis_widgets.widgets import attribution as W
+
+    per_run = len(A.METHODS)
+    widget._maps.max_items = 2 * per_run
+    sizes = []
+    for image in ("cat", "camera", "cat"):
+        for target in range(5):
+            widget.image_name = image
+            widget.target = target
+            widget.run()
+            assert widget.wait(timeout=120) and widget.error == ""
+            sizes.append(len(widget._maps))
+    assert max(sizes) <= 2 * per_run and len(widget._maps) == 2 * per_run
+    kept = widget._maps._items.values()
+    assert widget._maps.nbytes == sum(m.nelement() * m.element_size() for m in kept)
+    widget.method = next(
+        m for m in A.METHODS if m != widget.method
+    )  # the last run's maps are still there: no new pass
+    assert widget.heatmap and widget.error == ""
+    # bytes bound: a cache of 3 maps' worth keeps 3, and always the newest one
+    cache = W.MapCache(max_items=100, max_bytes=3 * 4 * 100)
+    for i in range(10):
+        cache[(i,)] = torch.zeros(100)
+        cache.get((0,))  # recently used: survives
+    assert len(cache) == 3 and (0,) in cache and (9,) in cache and cache.nbytes == 1200
+    tiny = W.MapCache(max_items=5, max_bytes=1)
+    tiny[("big",)] = torch.zeros(1000)
+    assert ("big",) in tiny  # the newest map is kept even when it alone is over the limit
+    assert W.MAX_MAPS >= 2 * per_run

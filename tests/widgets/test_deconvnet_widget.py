@@ -55,7 +55,7 @@ def test_validation_and_unknown_arguments(widget, tiny_handle) -> None:
         widget.layer = "fc"
     with pytest.raises(traitlets.TraitError, match="between 0 and 1"):
         widget.opacity = 1.5
-    with pytest.raises(traitlets.TraitError, match="rank 0..8"):
+    with pytest.raises(traitlets.TraitError, match="selected must be between -1 and 8"):
         widget.selected = 9
     with pytest.raises(traitlets.TraitError, match="n_images"):
         widget.n_images = 0
@@ -206,7 +206,7 @@ def test_folder_errors_are_shown_and_a_folder_works(widget, tmp_path) -> None:
     widget.dataset = "folder"
     widget.run()
     assert widget.wait(timeout=60)
-    assert "Folder box" in widget.error
+    assert "set it in Python" in widget.error
     widget.folder = str(tmp_path / "nowhere")
     widget.run()
     assert widget.wait(timeout=60)
@@ -221,6 +221,8 @@ def test_folder_errors_are_shown_and_a_folder_works(widget, tmp_path) -> None:
     assert widget.wait(timeout=120)
     assert widget.error == ""
     assert widget.record()["result"]["top"][0]["image"].endswith(".png")
+    assert widget.record()["settings"]["folder"] == str(tmp_path)
+    assert "folder" not in widget.trait_names(sync=True)
 
 
 def test_nan_weights_show_an_error() -> None:
@@ -248,5 +250,58 @@ def test_a_grey_model_works() -> None:
         assert w.error == "" and png(w.patches).shape == (288, 288, 3)
         w.selected = 0
         assert png(w.detail).shape == (32, 32, 3)
+    finally:
+        w.close()
+
+
+def open_view(w) -> None:
+    w.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+    w._on_front_msg(w, {"type": "ready"}, [])
+
+
+def test_manual_widget_applies_unit_and_method_from_the_cached_pass(tiny_handle, monkeypatch):
+    """auto_run=False (the tour): after the first run, moving the unit or switching the
+    projection shows the new result at once (the pass is cached); a new dataset says so."""
+    w = DeconvNet(tiny_handle, layer="conv2", unit=5, n_images=N, auto_run=False)
+    try:
+        open_view(w)
+        assert w.run_id == 0 and w.status == "ready: press Run"
+        w.run()
+        assert w.wait(timeout=120) and w.error == ""
+        monkeypatch.setattr(T, "top_k_steps", no_pass)
+        unit5 = w.patches
+        w.unit = 9
+        assert w.wait(timeout=120) and w.error == ""
+        assert w.record()["result"]["unit"] == 9 and w.patches != unit5
+        proj = w.projections
+        w.method = "guided"
+        assert w.wait(timeout=120) and w.error == ""
+        assert w.record()["result"]["method"] == "guided" and w.projections != proj
+        runs = w.run_id
+        w.n_images = N + 8  # another dataset: a new pass, only on Run
+        assert w.run_id == runs and w.status == "settings changed: press Run"
+    finally:
+        w.close()
+
+
+def test_without_max_pooling_the_widget_starts_on_guided_backprop_and_says_why(lite0) -> None:
+    w = DeconvNet(lite0, n_images=16)
+    try:
+        assert not D.has_max_pooling(lite0)
+        assert w.method == "guided" and "max-pooling" in w.note and "switches" in w.note
+        assert w.panels[0] == {"kind": "text", "trait": "note", "label": "Note"}
+        explicit = DeconvNet(lite0, method="deconvnet")  # an explicit choice wins
+        assert explicit.method == "deconvnet"
+        explicit.close()
+    finally:
+        w.close()
+
+
+def test_with_max_pooling_the_widget_stays_on_deconvnet(tiny_handle) -> None:
+    w = DeconvNet(tiny_handle, layer="conv2", n_images=N)
+    try:
+        assert D.has_max_pooling(tiny_handle)
+        assert w.method == "deconvnet" and w.note == ""
+        assert all(p.get("trait") != "note" for p in w.panels)
     finally:
         w.close()

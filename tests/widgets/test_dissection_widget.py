@@ -52,7 +52,7 @@ def test_controls_panels_and_validation(widget, tiny_handle) -> None:
     traits = [c.get("trait") for c in widget.controls]
     assert {"n_images", "quantile", "iou_threshold", "layer", "unit"} <= set(traits)
     actions = [c.get("action") for c in widget.controls if c.get("kind") == "button"]
-    assert actions == ["export_csv", "export_json", "export_png"]
+    assert actions == ["export_csv", "export_json", "export_png", "export_zip"]
     kinds = [p["kind"] for p in widget.panels]
     assert kinds == ["progress", "table", "image", "text", "bars"]
     table = widget.panels[1]
@@ -215,20 +215,68 @@ def test_compare_with_random_weights(tiny_handle, tmp_path) -> None:
         w.close()
 
 
-def test_export_buttons_write_files(widget, tmp_path) -> None:
-    widget.export_dir = str(tmp_path / "exports")
+def test_export_buttons_send_downloads_and_write_nothing(widget, tmp_path, monkeypatch) -> None:
+    """The browser's export buttons send the files to the browser (a ``download`` message):
+    no trait names a folder on the kernel's machine; ``export(path)`` is Python's."""
+    import zipfile
+
+    monkeypatch.chdir(tmp_path)
+    view = FakeView(widget)
+    buffers: list[bytes] = []
+    view.send = lambda content, buffers_=None: (  # type: ignore[method-assign]
+        view.sent.append(content),
+        buffers.append(bytes(buffers_[0]) if buffers_ else b""),
+    )
+    widget.send = lambda content, buffers=None: view.send(content, buffers)  # type: ignore
+    assert "export_dir" not in widget.trait_names()
     widget._on_front_msg(widget, {"type": "action", "action": "export_csv"}, [])
-    assert "run() the widget" in widget.error  # nothing to export yet: said, not raised
+    assert "run() the widget" in widget.error and view.sent == []  # nothing to export yet
     widget.run()
     assert widget.wait(timeout=120)
-    for action in ("export_csv", "export_json", "export_png"):
+    view.sent.clear()
+    buffers.clear()
+    for action in ("export_csv", "export_json", "export_png", "export_zip"):
         widget._on_front_msg(widget, {"type": "action", "action": action}, [])
         assert widget.error == ""
-    out = tmp_path / "exports"
-    assert (out / "dissection.csv").read_text().startswith("layer,unit,concept")
-    assert json.loads((out / "dissection.json").read_text())["layers"] == ["conv1", "relu2"]
-    assert _png((out / "dissection.png").read_bytes()).size[0] >= 480
-    assert "exported" in widget.status
+    downloads = [(c, b) for c, b in zip(view.sent, buffers) if c.get("type") == "download"]
+    assert [(c["name"], c["mime"]) for c, _ in downloads] == [
+        ("dissection.csv", "text/csv"),
+        ("dissection-json.zip", "application/zip"),
+        ("dissection.png", "image/png"),
+        ("dissection.zip", "application/zip"),
+    ]
+    csv, js, pic, everything = (b for _, b in downloads)
+    assert csv.decode() == widget.to_csv() and csv.startswith(b"layer,unit,concept")
+    with zipfile.ZipFile(io.BytesIO(js)) as z:
+        assert json.loads(z.read("dissection.json"))["layers"] == ["conv1", "relu2"]
+        assert "dissection.npz" in z.namelist()
+    assert _png(pic).size[0] >= 480
+    with zipfile.ZipFile(io.BytesIO(everything)) as z:
+        assert {"dissection.csv", "dissection.json", "dissection.png"} <= set(z.namelist())
+    assert "downloads" in widget.status
+    assert list(tmp_path.iterdir()) == []  # nothing written on the kernel's side
+    paths = widget.export(tmp_path / "mine")  # Python still takes a path
+    assert (tmp_path / "mine" / "dissection.csv").read_bytes() == csv and "png" in paths
+
+
+def test_manual_widget_says_press_run_for_a_new_pass_and_applies_the_view(tiny_handle) -> None:
+    w = Dissection(tiny_handle, layers=["conv1", "relu2"], auto_run=False, **SMALL)
+    try:
+        FakeView(w)
+        w._on_front_msg(w, {"type": "ready"}, [])
+        assert w.run_id == 0 and w.status == "ready: press Run"
+        w.run()
+        assert w.wait(timeout=120) and w.error == ""
+        rows = w.rows
+        w.iou_threshold = 0.0  # applied from the results at once
+        assert all(r["ok"] for r in w.rows) and w.rows != rows
+        w.unit = 3
+        assert "unit 3" in w.details
+        runs = w.run_id
+        w.n_images = 64  # needs a new pass: said, not silently ignored
+        assert w.run_id == runs and w.status == "settings changed: press Run"
+    finally:
+        w.close()
 
 
 def test_view_ready_starts_a_run_and_nan_shows_an_error() -> None:

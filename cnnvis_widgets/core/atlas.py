@@ -359,8 +359,32 @@ def layer_grid(handle: ModelHandle, layer: str, **kwargs: Any) -> LayerGrid:
     return grid
 
 
+def _wrap_label(text: str, width_px: int, measure) -> list[str]:
+    """``text`` broken into lines no wider than ``width_px`` (at spaces; a word that alone is too
+    wide is broken inside), so nothing burnt into a cell is cut."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if measure(candidate) <= width_px:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for ch in word:  # hard break of a word wider than the cell
+            if measure(line + ch) > width_px and line:
+                lines.append(line)
+                line = ""
+            line += ch
+    if line:
+        lines.append(line)
+    return lines
+
+
 def _label_cells(cells: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
-    """Draw a short label at the bottom of every cell (white text on a dark band)."""
+    """Draw each cell's label at its bottom (white text on a dark band), wrapped onto as many
+    lines as it needs: a label is never cut (the band grows, up to the whole cell)."""
     from PIL import ImageDraw
 
     out = []
@@ -369,9 +393,12 @@ def _label_cells(cells: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
         if text:
             d = ImageDraw.Draw(pil)
             w, h = pil.size
-            band = 11
+            lines = _wrap_label(text, w - 4, d.textlength)
+            line_h = 10
+            band = min(h, line_h * len(lines) + 1)
             d.rectangle([0, h - band, w, h], fill=(0, 0, 0))
-            d.text((2, h - band), text[: max(4, w // 6)], fill=(255, 255, 255))
+            for i, line in enumerate(lines):
+                d.text((2, h - band + i * line_h), line, fill=(255, 255, 255))
         out.append(pil_to_tensor(pil)[0])
     return torch.stack(out)
 

@@ -615,12 +615,16 @@ class CnnvisWidget(anywidget.AnyWidget):
             thread.join()
 
     def _worker_loop(self) -> None:
+        off_duty = False
         try:
             while True:
                 with self._cond:
                     if not self._pending or self._closed:
                         self._worker = None  # off duty: the next run() starts a new thread
                         self._cond.notify_all()
+                        # from here on the thread must not take the lock again: run() may hold
+                        # it while it joins this thread (_retire), which would deadlock
+                        off_duty = True
                         return
                     self._pending = False
                     stop_event = threading.Event()
@@ -635,9 +639,10 @@ class CnnvisWidget(anywidget.AnyWidget):
                         self._busy = False
                         self._cond.notify_all()
         finally:
-            with self._cond:  # however it ends, a later run() must find no worker on duty
-                if self._worker is threading.current_thread():
-                    self._worker = None
+            if not off_duty:
+                with self._cond:  # however it ends, a later run() must find no worker on duty
+                    if self._worker is threading.current_thread():
+                        self._worker = None
                 self._cond.notify_all()
 
     def _report_fault(self, exc: Exception) -> None:

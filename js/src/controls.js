@@ -332,9 +332,9 @@ function buildNumber(model, spec, d, id) {
       return;
     }
     if (isInt) v = Math.round(v);
-    const { min, max } = bounds(model, spec);
-    if (min !== undefined) v = Math.max(v, min);
-    if (max !== undefined) v = Math.min(v, max);
+    // No clamping to min/max here: the kernel is the one judge of a typed value. A value it
+    // refuses comes back as its message in the error line and the kernel's value in the box,
+    // instead of being silently replaced by the nearest bound.
     input.value = format ? formatValue(v, format) : String(v);
     if (!sameValue(v, model.get(trait)) || typeof model.get(trait) !== "number") write(model, trait, v);
   };

@@ -171,3 +171,22 @@ def test_am_widget_shows_the_atlas_image_without_recomputing(tiny_handle, cache_
         assert counter.n >= 9 and len(w.history) == 9
     finally:
         w.close()
+
+
+def test_grid_labels_are_wrapped_never_cut() -> None:
+    """Labels burnt into the atlas grid were cut to w // 6 characters ('3 spiralle'): every
+    character is drawn now, on as many lines as it needs."""
+    from PIL import Image, ImageDraw
+
+    from cnnvis_widgets.core import atlas as AT
+
+    d = ImageDraw.Draw(Image.new("RGB", (64, 64)))
+    for text in ("3 spiralled", "117 honeycombed", "5 a-very-long-concept-name-without-spaces"):
+        lines = AT._wrap_label(text, 60, d.textlength)
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+        assert all(d.textlength(line) <= 60 for line in lines)
+    cells = torch.full((2, 3, 64, 64), 0.5)
+    drawn = AT._label_cells(cells, ["3 spiralled", "117 honeycombed"])
+    # both lines of a two-line label are drawn: the band covers two text lines
+    assert drawn.shape == cells.shape
+    assert (drawn[1, :, 64 - 21 : 64 - 12] != 0.5).any()

@@ -130,7 +130,7 @@ def test_unit_slider_shows_a_new_3x3_grid(
         "new projections",
     )
     assert (proj_after["w"], proj_after["h"]) == (288, 288)
-    details = root.locator('[data-cv="text"]').text_content() or ""
+    details = root.locator('[data-cv="text"][data-trait="details"]').text_content() or ""
     assert details.startswith("_blocks.4 unit 8: top 9 of 32 images")
 
     # 4. Clicking a patch (middle cell = rank 5) shows its whole image with the projection.

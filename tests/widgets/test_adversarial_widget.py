@@ -76,7 +76,7 @@ def test_validation_and_unknown_arguments(widget, tiny_handle) -> None:
         Adversarial(tiny_handle, predictions=[])  # a result, not a setting
     with pytest.raises(KeyError, match="packaged photos: cat"):
         Adversarial(tiny_handle, image="dog")
-    with pytest.raises(ValueError, match="pixel space"):
+    with pytest.raises(ValueError, match=r"pixel values in \[0, 1\].*/ 255"):
         Adversarial(tiny_handle, image=torch.full((3, 8, 8), 2.0))
     assert widget.target == -1 and widget.class_options[0] == ["untargeted", -1]
     assert widget.original and png_size(widget.original) == (32, 32)  # shown before any run

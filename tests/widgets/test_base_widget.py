@@ -195,10 +195,18 @@ def test_export_paths_keep_dotted_names() -> None:
     assert not str(_base.export_paths("~/x", ".png")[0]).startswith("~")
 
 
-def test_hold_sync_from_two_threads_loses_and_breaks_nothing(widget) -> None:
+def test_hold_sync_from_two_threads_loses_and_breaks_nothing(tiny_handle, monkeypatch) -> None:
     """The worker and the kernel's thread both batch trait updates (``hold_sync``); ipywidgets'
     own batching is not thread-safe ("Set changed size during iteration", lost updates)."""
     import sys
+
+    import comm
+
+    # a comm that sends: once another test imported ipykernel, new comms have no kernel and
+    # ipywidgets would skip sending (and this test would check nothing)
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: comm.DummyComm(*a, **k))
+    widget = ActivationMaximization(tiny_handle, layer="conv2", steps=6, size=32)
+    assert getattr(widget.comm, "kernel", True) is not None
 
     sent: list[str] = []
     errors: list[BaseException] = []
@@ -236,6 +244,7 @@ def test_hold_sync_from_two_threads_loses_and_breaks_nothing(widget) -> None:
     assert errors == []
     assert {"step", "total_steps", "run_id", "seed"} <= set(sent)
     assert widget._states_to_send == set()  # nothing left unsent
+    widget.close()
 
 
 def test_a_fault_after_the_steps_is_shown_and_the_next_run_still_starts(widget) -> None:

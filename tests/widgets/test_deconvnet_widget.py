@@ -274,9 +274,9 @@ def test_manual_widget_applies_unit_and_method_from_the_cached_pass(tiny_handle,
         assert w.wait(timeout=120) and w.error == ""
         assert w.record()["result"]["unit"] == 9 and w.patches != unit5
         proj = w.projections
-        w.method = "guided"
+        w.method = "guided_backprop"
         assert w.wait(timeout=120) and w.error == ""
-        assert w.record()["result"]["method"] == "guided" and w.projections != proj
+        assert w.record()["result"]["method"] == "guided_backprop" and w.projections != proj
         runs = w.run_id
         w.n_images = N + 8  # another dataset: a new pass, only on Run
         assert w.run_id == runs and w.status == "settings changed: press Run"
@@ -288,7 +288,7 @@ def test_without_max_pooling_the_widget_starts_on_guided_backprop_and_says_why(l
     w = DeconvNet(lite0, n_images=16)
     try:
         assert not D.has_max_pooling(lite0)
-        assert w.method == "guided" and "max-pooling" in w.note and "switches" in w.note
+        assert w.method == "guided_backprop" and "max-pooling" in w.note and "switches" in w.note
         assert w.panels[0] == {"kind": "text", "trait": "note", "label": "Note"}
         explicit = DeconvNet(lite0, method="deconvnet")  # an explicit choice wins
         assert explicit.method == "deconvnet"

@@ -533,7 +533,7 @@ class CnnvisWidget(anywidget.AnyWidget):
                 yield
             return
         with guard:
-            outer = not self._holding_sync
+            outer = not getattr(self, "_holding_sync", False)
             self._holding_sync = True
         if not outer:
             yield

@@ -34,8 +34,9 @@ lint:
 test-js:
 	cd js && npm test
 
+# CNNVIS_FULL_FINDINGS=1: the AM finding also at the lucid preset's own 512 steps (about 7 min)
 test-py:
-	$(PY) -m pytest -p no:cacheprovider -ra
+	CNNVIS_FULL_FINDINGS=1 $(PY) -m pytest -p no:cacheprovider -ra
 
 ## Every test: lint, JS unit tests, Python unit tests, executed notebooks, real-browser tests.
 test: setup lint test-js test-py

@@ -77,8 +77,9 @@ def test_am_class_images_are_recognized_as_their_class(lite0) -> None:
 @pytest.mark.skipif(
     not (torch.cuda.is_available() or os.environ.get("CNNVIS_FULL_FINDINGS") == "1"),
     reason="512 steps of 12 images at 224 px take about 7 minutes on one idle CPU thread (30 on "
-    "a loaded one): set CNNVIS_FULL_FINDINGS=1 (runs by itself on a CUDA machine)",
+    "a loaded one): set CNNVIS_FULL_FINDINGS=1 (`make test` does; runs by itself on CUDA)",
 )
+@pytest.mark.timeout(2400)
 def test_am_class_images_are_recognized_at_the_default_steps(lite0) -> None:
     """The same finding with the ``lucid`` preset's own 512 steps (measured: 12 of 12 pairs;
     fed at the image's own size, ``fed_size="param"``, 7 of 12)."""

@@ -156,6 +156,7 @@ def test_frames_are_binary_jpeg_and_flow_controlled(widget, monkeypatch) -> None
 
     monkeypatch.setattr(_base, "ACK_TIMEOUT", 1e9)
     monkeypatch.setattr(_base, "FRAME_INTERVAL", 0.0)
+    view.ack = False  # the first view stops acknowledging too: its acks would free slots
     silent = FakeView(widget, ack=False)  # a view that never acknowledges
     widget.steps = 200
     widget.run()

@@ -8,16 +8,19 @@ import traitlets
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets.atlas import Atlas
 
-# the settings of a quick atlas on the tiny model, shared by the tests
-SMALL = dict(steps=4, size=32, batch=8, probe_images=16, inversion_steps=4, n_images=16, variants=2)
-
 
 @pytest.fixture
 def atlas(tiny_handle, tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
     w = Atlas(
         tiny_handle,
-        **SMALL,
+        steps=4,
+        size=32,
+        batch=8,
+        probe_images=16,
+        inversion_steps=4,
+        n_images=16,
+        variants=2,
     )
     yield w
     w.close()
@@ -164,7 +167,13 @@ def test_manual_atlas_follows_clicks_and_says_press_run_for_settings(
     monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
     w = Atlas(
         tiny_handle,
-        **SMALL,
+        steps=4,
+        size=32,
+        batch=8,
+        probe_images=16,
+        inversion_steps=4,
+        n_images=16,
+        variants=2,
         auto_run=False,
     )
     try:

@@ -25,35 +25,13 @@ import argparse
 import statistics
 import time
 
+import timing
 import torch
+from timing import floor_step
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import activation_max as am
 from cnnvis_widgets.core import objectives as O
-from cnnvis_widgets.core.hooks import capture, forward_to
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def floor_step(handle, layer: str | None, batch: int, size: int):
-    """One bare forward (to `layer`, or the whole network) + backward to the input."""
-    x0 = torch.rand(batch, handle.in_channels, size, size, device=handle.device)
-
-    def run() -> None:
-        x = x0.clone().requires_grad_(True)
-        with handle.frozen():  # gradients to the input only, like ours: no weight gradients
-            if layer is None:
-                out = handle.net(x)
-            else:
-                with capture(handle, [layer], stop_early=True) as acts:
-                    forward_to(handle, x, acts, needs_logits=False)
-                out = acts[layer]
-            out.float().mean().backward()
-
-    return run
 
 
 def ours_steps(handle, objective, batch: int, size: int, settings: am.AMSettings):
@@ -69,13 +47,7 @@ _CLOCK = {"fn": time.perf_counter}
 
 
 def timeit(fn, device, n: int) -> float:
-    clock = _CLOCK["fn"]
-    _sync(device)
-    t = clock()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return (clock() - t) / n
+    return timing.timeit(fn, device, n, clock=_CLOCK["fn"])
 
 
 def widget_step_time(handle, layer, unit, size, steps: int) -> float:
@@ -148,8 +120,8 @@ def main() -> None:
                     s.update(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
                 # what the network sees (on average, for the transformed param size)
                 fed = model_side if fed_size == "model" else size + (12 if transforms else 0)
-                floor = floor_step(h, layer, args.batch, fed)
-                full = floor_step(h, None, args.batch, fed)
+                floor = floor_step(h, layer, args.batch, fed, frozen=True)
+                full = floor_step(h, None, args.batch, fed, frozen=True)
                 ours = ours_steps(h, obj, args.batch, size, s)
                 for fn in (floor, full, ours):
                     timeit(fn, dev, 3)  # warm-up

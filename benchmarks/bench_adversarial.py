@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import timeit
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import adversarial as A
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def floor_step(handle, x_pixels: torch.Tensor, labels: torch.Tensor):
@@ -51,15 +46,6 @@ def ours_step(handle, x_pixels: torch.Tensor, norm: str, targeted: bool):
         handle, x_pixels, eps, steps=10**9, norm=norm, target=281 if targeted else None, seed=0
     )
     return lambda: next(gen)
-
-
-def timeit(fn, device, n: int) -> float:
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t) / n
 
 
 def main() -> None:

@@ -23,22 +23,18 @@ import tempfile
 import time
 
 import torch
+from timing import sync
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import atlas as A
 from cnnvis_widgets.core.hooks import capture, forward_to
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def floor_fill(handle, layer: str | None, chunks: list[int], steps: int, seen: int) -> float:
     """Bare forward (to ``layer``, or the whole network) + backward to the input, ``steps`` times
     per chunk of units; returns seconds."""
     xs = [torch.rand(n, handle.in_channels, seen, seen, device=handle.device) for n in chunks]
-    _sync(handle.device)
+    sync(handle.device)
     t = time.perf_counter()
     with handle.frozen():
         for x0 in xs:
@@ -51,15 +47,15 @@ def floor_fill(handle, layer: str | None, chunks: list[int], steps: int, seen: i
                         forward_to(handle, handle.normalize(x), acts, needs_logits=False)
                     out = acts[layer]
                 out.float().mean().backward()
-    _sync(handle.device)
+    sync(handle.device)
     return time.perf_counter() - t
 
 
 def ours_fill(handle, layer: str, steps: int, size: int, batch: int) -> float:
-    _sync(handle.device)
+    sync(handle.device)
     t = time.perf_counter()
     A.layer_grid(handle, layer, steps=steps, size=size, batch=batch, use_cache=False)
-    _sync(handle.device)
+    sync(handle.device)
     return time.perf_counter() - t
 
 

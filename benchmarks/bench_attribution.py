@@ -29,6 +29,7 @@ import statistics
 import time
 
 import torch
+from timing import sync
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import attribution as A
@@ -36,11 +37,6 @@ from cnnvis_widgets.core import topk as T
 from cnnvis_widgets.core.hooks import StopForward, capture
 from cnnvis_widgets.data import sample_image
 from cnnvis_widgets.data.datasets import augmented_samples
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure(fns: dict, device: torch.device, rounds: int) -> dict[str, tuple[float, float]]:
@@ -56,10 +52,10 @@ def measure(fns: dict, device: torch.device, rounds: int) -> dict[str, tuple[flo
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            _sync(device)
+            sync(device)
             c0, w0 = time.thread_time(), time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.thread_time() - c0)
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}

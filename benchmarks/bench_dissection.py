@@ -32,6 +32,7 @@ import threading
 import time
 
 import torch
+from timing import sync
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core.dissection import Dissector
@@ -62,14 +63,9 @@ class CachedProbe:
         return self.probe.describe()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def forward_time(handle, layers, cached: CachedProbe, stop_early: bool = True) -> float:
     """Seconds for one bare forward pass over every cached batch."""
-    _sync(handle.device)
+    sync(handle.device)
     t = time.perf_counter()
     with torch.inference_mode():
         for b in cached.batches.values():
@@ -79,7 +75,7 @@ def forward_time(handle, layers, cached: CachedProbe, stop_early: bool = True) -
                     forward_to(handle, x, acts, needs_logits=False)
             else:
                 handle.net(x)
-    _sync(handle.device)
+    sync(handle.device)
     return time.perf_counter() - t
 
 
@@ -87,10 +83,10 @@ def stage_times(handle, layers, probe, batch_size: int) -> dict[str, float]:
     """Seconds spent in each stage of one dissection (per-step wall time, grouped by stage)."""
     d = Dissector(handle, layers, probe, batch_size=batch_size, distributed=False)
     out: dict[str, float] = {}
-    _sync(handle.device)
+    sync(handle.device)
     t = time.perf_counter()
     for step in d.steps():
-        _sync(handle.device)
+        sync(handle.device)
         now = time.perf_counter()
         stage = step.metrics["stage"]
         out[stage] = out.get(stage, 0.0) + now - t

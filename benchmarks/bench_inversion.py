@@ -25,43 +25,12 @@ import statistics
 import time
 
 import torch
+from timing import floor_step, sync, timeit
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import inversion as inv
 from cnnvis_widgets.core import upconv
-from cnnvis_widgets.core.hooks import capture, forward_to
 from cnnvis_widgets.data import sample_image
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def floor_step(handle, layer: str | None, batch: int, size: int):
-    """One bare forward (to `layer`, or the whole network) + backward to the input."""
-    x0 = torch.rand(batch, handle.in_channels, size, size, device=handle.device)
-
-    def run() -> None:
-        x = x0.clone().requires_grad_(True)
-        if layer is None:
-            out = handle.net(x)
-        else:
-            with capture(handle, [layer], stop_early=True) as acts:
-                forward_to(handle, x, acts, needs_logits=False)
-            out = acts[layer]
-        out.float().mean().backward()
-
-    return run
-
-
-def timeit(fn, device, n: int) -> float:
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t) / n
 
 
 def _rss_mb() -> float:
@@ -77,8 +46,8 @@ def inversion_table(h, args) -> None:
     ]
     for size in [int(s) for s in args.sizes.split(",")]:
         for layer in args.layers.split(","):
-            floor = floor_step(h, layer, 1, size)
-            full = floor_step(h, None, 1, size)
+            floor = floor_step(h, layer, 1, size, frozen=False)
+            full = floor_step(h, None, 1, size, frozen=False)
             gens = []
             for _, over in configs:
                 settings = inv.InversionSettings(steps=10**9).update(**over)
@@ -161,11 +130,11 @@ def decoder_table(h, args) -> None:
     )
     for _ in range(3):
         next(gen)  # warm-up
-    _sync(dev)
+    sync(dev)
     t = time.perf_counter()
     for _ in range(args.train_steps):
         next(gen)
-    _sync(dev)
+    sync(dev)
     train_s = (time.perf_counter() - t) / args.train_steps
     gen.close()
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mb() - rss0

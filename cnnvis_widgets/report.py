@@ -8,7 +8,7 @@ Examples
 --------
 >>> from cnnvis_widgets.report import Report
 >>> r = Report("Lab 3: what does unit 12 see?")
->>> r.add_text("We maximized unit 12 of _blocks.8.")
+>>> r = r.add_text("We maximized unit 12 of _blocks.8.")  # each add_* returns the report
 >>> html = r.to_html()
 >>> "<h1>Lab 3: what does unit 12 see?</h1>" in html
 True
@@ -73,7 +73,7 @@ def _png_bytes(image: Any) -> bytes:
         import torch
 
         if isinstance(image, torch.Tensor):
-            from .core.imaging import encode, make_grid
+            from .imaging import encode, make_grid
 
             t = image.detach().float().cpu()
             if t.dim() == 4 and t.shape[0] > 1:
@@ -161,9 +161,9 @@ class Report:
             parts.append(self._render(item))
         head_js = ""
         if needs_plotly:
-            from plotly.offline import get_plotlyjs
+            from .figures import plotly_js
 
-            head_js = f"<script>{get_plotlyjs()}</script>"
+            head_js = f"<script>{plotly_js()}</script>"
         meta = time.strftime("%Y-%m-%d %H:%M")
         author = f" &middot; {_esc(self.author)}" if self.author else ""
         return (
@@ -208,7 +208,9 @@ class Report:
             cap = f"<caption>{_esc(item.caption)}</caption>" if item.caption else ""
             return f"<table class='cv'>{cap}<tr>{head}</tr>{body}</table>"
         if item.kind == "figure":
-            fig_html = item.payload.to_html(full_html=False, include_plotlyjs=False)
+            from .figures import figure_html
+
+            fig_html = figure_html(item.payload)
             cap = f"<figcaption>{_esc(item.caption)}</figcaption>" if item.caption else ""
             return f"<figure>{fig_html}{cap}</figure>"
         raise ValueError(f"unknown report item {item.kind!r}")  # pragma: no cover

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .core.imaging import make_grid
+from .imaging import make_grid
 from .models import ModelHandle
 
 __all__ = ["Context", "SECTIONS"]
@@ -34,12 +34,12 @@ class Context:
         return 64 if self.quick else 128
 
     def middle_layer(self) -> str:
-        from .core.layers import default_layer
+        from .models.layers import default_layer
 
         return default_layer(self.handle)
 
     def deconv_layer(self) -> str:
-        from .core.layers import default_deconv_layer
+        from .models.layers import default_deconv_layer
 
         return default_deconv_layer(self.handle)
 
@@ -70,7 +70,7 @@ def model_section(ctx: Context, report: Any) -> None:
 
 def activation_max_section(ctx: Context, report: Any) -> None:
     from .core import activation_max as am
-    from .core import objectives as O
+    from .core.blocks import objectives as O
 
     layer = ctx.middle_layer()
     n = min(8, ctx.handle.layer(layer).channels)
@@ -109,7 +109,7 @@ def _photo(ctx: Context) -> tuple[str, torch.Tensor]:
 
 def attribution_section(ctx: Context, report: Any) -> None:
     from .core import attribution as A
-    from .core.imaging import heatmap, overlay
+    from .imaging import heatmap, overlay
 
     h = ctx.handle
     name, x = _photo(ctx)

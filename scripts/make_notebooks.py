@@ -278,10 +278,14 @@ def main() -> None:
         }
         nbformat.write(nb, HERE / name)
         print("wrote", HERE / name)
-    # the method notebooks have their own generators, one per notebook
+    # the method notebooks have their own generators, one per notebook (they import nbgen from
+    # their folder, which is on sys.path when one runs alone)
     import importlib.util
+    import sys
 
-    for script in sorted((Path(__file__).parent / "notebooks").glob("nb_*.py")):
+    generators = Path(__file__).parent / "notebooks"
+    sys.path.insert(0, str(generators))
+    for script in sorted(generators.glob("nb_*.py")):
         spec = importlib.util.spec_from_file_location(script.stem, script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cnnvis_widgets.report import Report, find_chromium
+from tests.helpers import run_without
 
 
 def build() -> Report:
@@ -147,14 +148,6 @@ def test_every_report_section_builds_without_widget_packages(tmp_path) -> None:
     """The whole report (DeconvNet's patches and projections included) with anywidget, ipywidgets
     and traitlets blocked: no section says "not available", none fails."""
     code = r"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in BLOCKED:
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
-import torch
-torch.set_num_threads(1)
 from tests.conftest import make_tiny
 from cnnvis_widgets import load_model, report_sections
 from cnnvis_widgets.cli import _section
@@ -170,26 +163,9 @@ print('failures', failures)
 print('images', html.count("src='data:image/png"))
 print('widgets', sorted(m for m in sys.modules if m.startswith('cnnvis_widgets.widgets')
       or m.split('.')[0] in BLOCKED))
-""".replace("BLOCKED", repr(_WIDGET_PACKAGES))
-    import os
-    import subprocess
-    import sys
-
+"""
     out_html = tmp_path / "report.html"
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(out_html)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=root,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_without(code, str(out_html), blocked=_WIDGET_PACKAGES, timeout=600)
     assert "failures []" in out.stdout, out.stdout
     assert "widgets []" in out.stdout, out.stdout
     html = out_html.read_text()

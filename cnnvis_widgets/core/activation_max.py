@@ -29,11 +29,11 @@ import torch
 from .. import limits
 from ..models.handle import ModelHandle
 from . import regularizers as R
-from .hooks import capture, forward_to
-from .objectives import LOGITS, Objective, as_objective, diversity
-from .optimize import Step, optimize_steps
-from .params import ImageParam
-from .transforms import random_affine
+from .blocks.hooks import capture, forward_to
+from .blocks.objectives import LOGITS, Objective, as_objective, diversity
+from .blocks.optimize import Step, optimize_steps
+from .blocks.params import ImageParam
+from .blocks.transforms import random_affine
 
 __all__ = [
     "AMSettings",

@@ -53,8 +53,8 @@ import torch.nn.functional as F
 
 from .. import limits
 from ..models.handle import ModelHandle
-from .hooks import capture
-from .optimize import NonFiniteLossError, Step
+from .blocks.hooks import capture
+from .blocks.optimize import NonFiniteLossError, Step
 
 __all__ = [
     "fgsm",
@@ -166,10 +166,7 @@ def _labels(
 
 
 def _logits(handle: ModelHandle, pixels: torch.Tensor) -> torch.Tensor:
-    out = handle.net(handle.normalize(pixels))
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.float().flatten(1)
+    return handle.logits(handle.normalize(pixels)).float().flatten(1)
 
 
 # --------------------------------------------------------------------------------- projection
@@ -553,7 +550,7 @@ def unit_changes(
     >>> unit_changes(handle, x, adv, "_blocks.8", k=3)[0][0]["unit"]  # doctest: +SKIP
     17
     """
-    from .hooks import forward_to
+    from .blocks.hooks import forward_to
 
     info = handle.layer(layer)
     c = _check_images(handle, clean)
@@ -591,7 +588,7 @@ def unit_changes(
 def _as_map(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Any attribution output -> a non-negative map ``(B, 1, H, W)`` in [0, 1] for display:
     channels reduced by their largest magnitude, scaled per map by its 99.5th percentile."""
-    from .imaging import normalize_map, reduce_channels
+    from ..imaging import normalize_map, reduce_channels
 
     m = t.detach().float()
     if m.dim() == 3:

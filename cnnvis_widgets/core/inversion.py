@@ -44,10 +44,10 @@ from PIL import Image
 from .. import limits
 from ..models.handle import ModelHandle
 from . import regularizers as R
-from .hooks import capture, forward_to
-from .optimize import Step, optimize_steps
-from .params import ImageParam
-from .transforms import compose, jitter, pad
+from .blocks.hooks import capture, forward_to
+from .blocks.optimize import Step, optimize_steps
+from .blocks.params import ImageParam
+from .blocks.transforms import compose, jitter, pad
 
 __all__ = [
     "InversionSettings",
@@ -218,7 +218,7 @@ def target_pixels(
     if size is not None:
         size = limits.check_side(size)
     if isinstance(image, torch.Tensor):
-        t = image if image.dim() == 4 else image.unsqueeze(0)
+        t = handle.to_pixels(image)  # batched, on the device, float32
         if t.dim() != 4 or t.shape[0] != 1:
             raise ValueError(
                 f"image must be one pixel-space image (C, H, W) or (1, C, H, W), got shape "
@@ -229,7 +229,6 @@ def target_pixels(
                 f"image has {t.shape[1]} channels but model {handle.name!r} takes "
                 f"{handle.in_channels}"
             )
-        t = t.to(handle.device, torch.float32)
         if not torch.isfinite(t).all():
             raise ValueError(
                 "image contains NaN or infinite values; clean it first (pixels in [0, 1], e.g. "

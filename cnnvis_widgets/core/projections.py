@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
+from ..imaging import signed_to_pixels
 from ..models import ModelHandle
 from . import attribution as A
-from .imaging import signed_to_pixels
 from .topk import Entry, TopK
 
 __all__ = ["METHODS", "UnitProjections", "crop_patches", "project_unit", "unit_projections"]

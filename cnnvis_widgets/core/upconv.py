@@ -48,11 +48,11 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from .. import cache, limits
+from ..imaging import pil_to_tensor
 from ..models.handle import ModelHandle
-from .hooks import capture, forward_to
-from .imaging import pil_to_tensor
+from .blocks.hooks import capture, forward_to
+from .blocks.optimize import NonFiniteLossError, Step
 from .inversion import layer_features, target_pixels
-from .optimize import NonFiniteLossError, Step
 
 __all__ = [
     "UpconvDecoder",
@@ -246,11 +246,6 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 # ------------------------------------------------------------------------------- the cache
-def _fingerprint(handle: ModelHandle) -> str:
-    """The model's content fingerprint (:meth:`ModelHandle.fingerprint`)."""
-    return handle.fingerprint()
-
-
 def decoder_path(
     handle: ModelHandle,
     layer: str,

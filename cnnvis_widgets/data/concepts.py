@@ -838,7 +838,7 @@ class ProbeSet:
     def preview(self, indices: Iterable[int] = range(8), layer: int = 0) -> torch.Tensor:
         """Images and one mask layer (0 colour, 1 texture, 2 merged texture, 3 shape) as two rows
         of a grid, pixel space ``(3, H, W)``: a quick look at what the probe set contains."""
-        from ..core.imaging import make_grid
+        from ..imaging import make_grid
 
         batch = self.batch(indices)
         assert batch.masks is not None

@@ -9,9 +9,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .convert import first_output, pixel_tensor
 from .handle import LayerInfo, ModelHandle, check_input_size
 
-__all__ = ["LayerInfo", "ModelHandle", "load_model", "available_models", "default_device"]
+__all__ = [
+    "LayerInfo",
+    "ModelHandle",
+    "load_model",
+    "available_models",
+    "default_device",
+    "first_output",
+    "pixel_tensor",
+]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 _threads_configured = False

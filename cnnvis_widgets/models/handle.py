@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .convert import first_output
+
 __all__ = ["LayerInfo", "ModelHandle", "check_input_size", "MIN_INPUT_SIZE", "MAX_INPUT_SIZE"]
 
 _KIND_BY_TYPE: list[tuple[tuple[type, ...], str]] = [
@@ -290,8 +292,7 @@ class ModelHandle:
         finally:
             for hook in handles:
                 hook.remove()
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        out = first_output(out)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"model {self.name!r} must return a tensor, got {type(out).__name__}")
         self._num_outputs = int(out.shape[1]) if out.dim() >= 2 else int(out.numel())
@@ -349,6 +350,12 @@ class ModelHandle:
         the user's module of that name."""
         self.layer(name)
         return self._current()[1][name]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits for a model-input batch ``x``: :attr:`net` run on it, through
+        :func:`first_output` (gradients flow; wrap in ``torch.no_grad()`` when none are needed).
+        """
+        return first_output(self.net(x))
 
     # ----------------------------------------------------------------------------- the twin
     @property
@@ -555,7 +562,7 @@ class ModelHandle:
 
     def deprocess(self, x: torch.Tensor) -> Image.Image | list[Image.Image]:
         """Model-input tensor -> PIL image (a list of images for a batch of more than one)."""
-        from ..core.imaging import to_pil
+        from ..imaging import to_pil
 
         pixels = self.denormalize(x.detach())
         if pixels.dim() == 4 and pixels.shape[0] > 1:

@@ -1,8 +1,10 @@
 """The base class of every widget: worker thread, cancellation, restarts, frame streaming.
 
-A subclass declares traits (the controls), says which of them restart a run
-(``_restart_traits``) and which are read live by the running algorithm (``_live_traits``), and
-implements :meth:`CnnvisWidget._steps`, a generator of core ``Step`` s. Everything else lives here:
+A subclass declares each setting once, with :func:`setting` (the trait with its range and help,
+its control in the front end and whether a change restarts the run or is read live by the
+running algorithm), and implements :meth:`CnnvisWidget._steps`, a generator of core ``Step`` s.
+The controls list, the live and restart sets, ``record()``'s settings and the check of unknown
+keyword arguments are derived from the declarations here. Everything else lives here too:
 
 * a worker thread per widget while there is work: started by a run request, ended when no run
   is pending (an idle widget holds no thread); a request while a run goes on cancels it between
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import math
 import platform
@@ -38,8 +41,8 @@ import anywidget
 import torch
 import traitlets as t
 
+from ..core.blocks.optimize import Step
 from ..core.imaging import encode, make_grid
-from ..core.optimize import Step
 from ..models import ModelHandle, load_model
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "export_paths",
     "get_handle",
     "image_path",
+    "setting",
     "upload_trait",
     "write_image",
 ]
@@ -219,6 +223,69 @@ class BoundedFloat(_Bounded, t.Float):
         return self._check(obj, float(value))
 
 
+_ORDER = itertools.count()  # declaration order of settings: the order of the controls
+
+
+def setting(
+    trait: t.TraitType,
+    kind: str | None = None,
+    label: str | None = None,
+    group: str | None = None,
+    *,
+    live: bool = False,
+    restart: bool = False,
+    sync: bool = True,
+    record: bool = True,
+    **control: Any,
+) -> t.TraitType:
+    """Declare a widget setting once: the trait (its range and help), its control and its effect.
+
+    Parameters
+    ----------
+    trait : TraitType
+        The trait, with its default, range (:class:`BoundedInt`, :class:`BoundedFloat`) and help.
+    kind : str, optional
+        The front end's control: ``slider``, ``int``, ``float``, ``select``, ``search``,
+        ``toggle``, ``checkbox``, ``text``, ``upload``, ``button``... None: a setting without a
+        control (still synced, recorded and checked).
+    label, group : str, optional
+        The control's label and the group (section) it is drawn in.
+    live : bool
+        The running algorithm reads the value at every step (no restart).
+    restart : bool
+        A change cancels the current run and starts a new one.
+    sync : bool
+        False for a setting the browser must not set (a path on the kernel's machine, rule 8).
+    record : bool
+        False leaves it out of ``record()["settings"]`` (a widget may add it when it counts).
+    **control
+        Further keys of the control spec, as the front end reads them: ``step``, ``log``,
+        ``format`` (e.g. ``"fraction255"``), ``collapsed``, ``visible_when``, ``options``,
+        ``options_trait``, ``max_trait``, ``help``... A numeric control's ``min``/``max`` come
+        from the trait's range.
+
+    Returns
+    -------
+    TraitType
+        The trait, tagged ``sync=True`` with the declaration in its metadata.
+
+    Examples
+    --------
+    >>> steps = setting(BoundedInt(512, 1, 100_000, help="Number of steps."), "slider",
+    ...                 "Iterations", "Run", live=True, log=True, step=1)
+    >>> steps.metadata["control"]["label"], steps.metadata["live"]
+    ('Iterations', True)
+    """
+    spec: dict[str, Any] | None = None
+    if kind is not None:
+        spec = {"kind": kind, "label": label}
+        if group is not None:
+            spec["group"] = group
+        spec.update(control)
+    meta = {"setting": next(_ORDER), "control": spec, "live": live, "restart": restart}
+    return trait.tag(**meta, record=record, **({"sync": True} if sync else {}))
+
+
 def _bundle(name: str) -> str:
     """The text of a bundle file. Text, not a ``Path``: anywidget turns a path into a class-wide
     ``FileContents`` whose change signal keeps a reference to every widget ever made (a closed,
@@ -277,14 +344,45 @@ class CnnvisWidget(anywidget.AnyWidget):
     #: traits that hold results or read-only facts: left out of ``record()["settings"]``
     _result_traits: tuple[str, ...] = ()
 
-    def __init__(self, **kwargs: Any) -> None:
-        unknown = [k for k in kwargs if not self.has_trait(k) and not k.startswith("_")]
+    #: names of the settings declared with :func:`setting`, in declaration order (derived)
+    _declared: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: dict[str, t.TraitType] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, t.TraitType) and "setting" in value.metadata:
+                    found[name] = value
+        cls._declared = tuple(sorted(found, key=lambda n: found[n].metadata["setting"]))
+        for attr, key in (("_restart_traits", "restart"), ("_live_traits", "live")):
+            names = tuple(n for n in cls._declared if found[n].metadata.get(key))
+            if names:
+                setattr(cls, attr, names)
+
+    @classmethod
+    def _check_arguments(cls, kwargs: dict[str, Any], *, settings_only: bool = False) -> None:
+        """A ``TypeError`` naming the keyword arguments that are no trait (and the valid ones).
+
+        ``settings_only`` (a widget checking its user's arguments): a trait of the widget that
+        is no declared :func:`setting` (a result or a read-only fact) is refused too."""
+        traits = cls.class_traits()
+        if settings_only and cls._declared:
+            own = set(traits) - set(CnnvisWidget.class_traits())
+            traits = {n: v for n, v in traits.items() if n not in own or n in cls._declared}
+        unknown = [k for k in kwargs if k not in traits and not k.startswith("_")]
         if unknown:
-            valid = sorted(n for n in self.trait_names() if not n.startswith("_"))
+            valid = sorted(
+                n for n, v in traits.items() if v.metadata.get("sync") or n in cls._declared
+            )
+            valid = [n for n in valid if not n.startswith("_")]
             raise TypeError(
-                f"{type(self).__name__}() got unknown argument(s) {', '.join(unknown)}; "
+                f"{cls.__name__}() got unknown argument(s) {', '.join(map(repr, unknown))}; "
                 f"valid: {', '.join(valid)}"
             )
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._check_arguments(kwargs)
         self._cond = threading.Condition(threading.RLock())
         self._sync_guard = threading.Lock()  # ipywidgets' batching of updates, across threads
         self._pending = False
@@ -306,6 +404,8 @@ class CnnvisWidget(anywidget.AnyWidget):
         self._last_record: dict[str, Any] = {}
         self._refusal = ""  # the error text of the last refused front-end value
         super().__init__(**kwargs)
+        if self._declared:
+            self.controls = self._control_specs()
         self._initial_status()
         self.observe(lambda change: self._initial_status(), names=["auto_run"])
         self.on_msg(self._on_front_msg)
@@ -348,8 +448,35 @@ class CnnvisWidget(anywidget.AnyWidget):
     def _on_action(self, name: str, content: dict) -> None:
         """A ``button`` control was pressed (its ``action`` name)."""
 
+    def _control_specs(self) -> list[dict]:
+        """The controls, in declaration order, from the :func:`setting` declarations (each
+        passed through :meth:`_control_spec` for what only the instance knows)."""
+        out = []
+        traits = self.traits()
+        for name in self._declared:
+            control = traits[name].metadata.get("control")
+            if control is not None:
+                spec = self._control_spec({"trait": name, **control})
+                if spec is not None:
+                    out.append(spec)
+        return out
+
+    def _update_controls(self) -> None:
+        """Send the controls again (after what :meth:`_control_spec` reads has changed)."""
+        self.controls = self._control_specs()
+
+    def _control_spec(self, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Hook: a declared control with what only the instance knows (e.g. options from the
+        model); None leaves the control out."""
+        return spec
+
     def _settings(self) -> dict[str, Any]:
-        """Every setting trait, for :meth:`record`."""
+        """Every setting trait, for :meth:`record` (the declared ones, when declared)."""
+        if self._declared:
+            traits = self.traits()
+            names = sorted(n for n in self._declared if traits[n].metadata.get("record", True))
+            values = {n: getattr(self, n) for n in names}
+            return {n: v for n, v in values.items() if isinstance(v, (int, float, str, bool))}
         skip = set(CnnvisWidget.class_trait_names()) | set(self._result_traits)
         skip |= {"layer_options", "class_options"}
         out = {}

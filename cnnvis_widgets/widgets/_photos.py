@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from PIL import Image
 
-from .. import limits
 from ..data import load_image
+from ..models.convert import pixel_tensor
 
 __all__ = ["UPLOAD", "UPLOAD_TRAITS", "decode_upload", "upload_data", "pixel_tensor"]
 __all__ += ["SampleUploadMixin"]
@@ -51,28 +50,6 @@ def decode_upload(widget: Any, data: bytes, name: str) -> Image.Image | None:
             "JPEG file"
         )
         return None
-
-
-def pixel_tensor(image: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """A pixel-space photo tensor checked and batched: ``(1, C, H, W)`` float on the CPU.
-
-    ``ValueError`` for other shapes, channel counts the model cannot take, NaN or infinity.
-    """
-    px = image.detach().float().cpu()
-    px = px.unsqueeze(0) if px.dim() == 3 else px
-    if px.dim() != 4 or px.shape[0] != 1:
-        raise ValueError(
-            f"image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
-        )
-    if px.shape[1] not in (1, 3, in_channels):
-        raise ValueError(
-            f"image tensor has {px.shape[1]} channels; the model takes {in_channels} "
-            "(1 or 3 are converted)"
-        )
-    if not bool(torch.isfinite(px).all()):
-        raise ValueError("image tensor contains NaN or infinite values; pass pixels in [0, 1]")
-    limits.check_pixel_range(px, "image tensor")  # a 0-255 tensor is not clamped to white
-    return px
 
 
 class SampleUploadMixin:

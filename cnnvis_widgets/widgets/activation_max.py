@@ -11,11 +11,11 @@ import torch
 import traitlets as t
 
 from ..core import activation_max as am
-from ..core import objectives as O
-from ..core.layers import default_layer
-from ..core.optimize import Step
+from ..core.blocks import objectives as O
+from ..core.blocks.optimize import Step
 from ..models import ModelHandle
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle
+from ..models.layers import default_layer
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, setting
 
 __all__ = ["ActivationMaximization"]
 
@@ -57,76 +57,128 @@ class ActivationMaximization(CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    layer = t.Unicode("", help="Dotted name of the layer whose unit is maximized.").tag(sync=True)
     layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
         sync=True
     )
-    objective = t.Enum(
-        ["channel", "neuron", "class", "dream"],
-        "channel",
-        help="channel: mean of a feature map; neuron: its centre position; class: a logit; "
-        "dream: the whole layer (DeepDream).",
-    ).tag(sync=True)
-    unit = t.Int(0, help="Channel of the layer (first unit in grid mode).").tag(sync=True)
     unit_max = t.Int(0, help="Largest valid unit of the layer (read-only).").tag(sync=True)
-    class_index = t.Int(0, help="Class whose logit is maximized (objective 'class').").tag(
-        sync=True
-    )
     class_options = t.List(help="[label, index] of every class (read-only).").tag(sync=True)
-    grid = BoundedInt(
-        1, 1, 64, help="Number of units optimized together as one batch (grid mode)."
-    ).tag(sync=True)
-    preset = t.Enum(
-        list(am.PRESETS), "lucid", help="Recipe from the literature; sets the sliders below."
-    ).tag(sync=True)
-    steps = BoundedInt(512, 1, 100_000, help="Number of optimization steps.").tag(sync=True)
-    lr = BoundedFloat(0.05, 0.0001, 10.0, help="Learning rate.").tag(sync=True)
-    size = BoundedInt(128, 16, 1024, help="Side of the optimized image in pixels.").tag(sync=True)
-    seed = BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run.").tag(
-        sync=True
-    )
-    l2_decay = BoundedFloat(0.0, 0.0, 0.1, help="L2 decay towards grey per step.").tag(sync=True)
-    blur_sigma = BoundedFloat(0.0, 0.0, 8.0, help="Gaussian blur width (pixels).").tag(sync=True)
-    blur_every = BoundedInt(4, 1, 64, help="Blur every this many steps.").tag(sync=True)
-    clip_norm_pct = BoundedFloat(
-        0.0, 0.0, 99.0, help="Reset pixels of small norm (percentile)."
-    ).tag(sync=True)
-    clip_contrib_pct = BoundedFloat(
-        0.0, 0.0, 99.0, help="Reset pixels of small contribution (percentile)."
-    ).tag(sync=True)
-    tv_weight = BoundedFloat(0.0, 0.0, 10.0, help="Total-variation weight.").tag(sync=True)
-    l2_weight = BoundedFloat(0.0, 0.0, 0.1, help="L2 penalty weight (Simonyan).").tag(sync=True)
-    pad = BoundedInt(12, 0, 64, help="Padding before the random transforms (pixels).").tag(
-        sync=True
-    )
-    jitter = BoundedInt(8, 0, 64, help="Random shift (pixels).").tag(sync=True)
-    scale = BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-.").tag(sync=True)
-    rotate = BoundedFloat(10.0, 0.0, 180.0, help="Random rotation range, +- degrees.").tag(
-        sync=True
-    )
-    diversity = BoundedFloat(
-        0.0, 0.0, 100.0, help="Diversity weight across the grid's images."
-    ).tag(sync=True)
-    fed_size = t.Enum(
-        list(am.FED_SIZES),
-        "model",
-        help="Size the network sees: 'model' resamples the transformed image to the model's "
-        "input size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays "
-        "at 'size'.",
-    ).tag(sync=True)
 
-    _restart_traits = (
-        "layer",
-        "objective",
-        "unit",
-        "class_index",
-        "grid",
-        "preset",
-        "size",
-        "seed",
-    )
-    _live_traits = ("steps", "lr") + _REG_TRAITS
-    _result_traits = ("unit_max", "model_name")
+    # the settings, in the order of their controls ------------------------- Objective
+    layer = setting(
+        t.Unicode("", help="Dotted name of the layer whose unit is maximized."),
+        "select", "Layer", "Objective", restart=True,
+        options_trait="layer_options", help="conv-like layers, with channels",
+    )  # fmt: skip
+    objective = setting(
+        t.Enum(
+            ["channel", "neuron", "class", "dream"],
+            "channel",
+            help="channel: mean of a feature map; neuron: its centre position; class: a logit; "
+            "dream: the whole layer (DeepDream).",
+        ),
+        "toggle", "Maximize", "Objective", restart=True,
+        options=[["channel", "channel"], ["neuron", "neuron"], ["class logit", "class"],
+                 ["DeepDream", "dream"]],
+    )  # fmt: skip
+    unit = setting(
+        t.Int(0, help="Channel of the layer (first unit in grid mode)."),
+        "slider", "Unit", "Objective", restart=True,
+        min=0, max_trait="unit_max", step=1,
+        visible_when={"trait": "objective", "in": ["channel", "neuron"]},
+    )  # fmt: skip
+    class_index = setting(
+        t.Int(0, help="Class whose logit is maximized (objective 'class')."),
+        "search", "Class", "Objective", restart=True,
+        options_trait="class_options", visible_when={"trait": "objective", "in": ["class"]},
+    )  # fmt: skip
+    grid = setting(
+        BoundedInt(1, 1, 64, help="Number of units optimized together as one batch (grid mode)."),
+        "slider", "Grid (units)", "Objective", restart=True, step=1,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Run
+    preset = setting(
+        t.Enum(
+            list(am.PRESETS), "lucid", help="Recipe from the literature; sets the sliders below."
+        ),
+        "select", "Preset", "Run", restart=True, options=[[k, k] for k in am.PRESETS],
+    )  # fmt: skip
+    fed_size = setting(
+        t.Enum(
+            list(am.FED_SIZES),
+            "model",
+            help="Size the network sees: 'model' resamples the transformed image to the model's "
+            "input size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays "
+            "at 'size'.",
+        ),
+        "select", "Network sees", "Run", live=True,
+        options=[["model's input size", "model"], ["image size", "param"]],
+    )  # fmt: skip
+    steps = setting(
+        BoundedInt(512, 1, 100_000, help="Number of optimization steps."),
+        "slider", "Iterations", "Run", live=True, log=True, step=1,
+    )  # fmt: skip
+    lr = setting(
+        BoundedFloat(0.05, 0.0001, 10.0, help="Learning rate."),
+        "slider", "Learning rate", "Run", live=True, log=True,
+    )  # fmt: skip
+    size = setting(
+        BoundedInt(128, 16, 1024, help="Side of the optimized image in pixels."),
+        "slider", "Size (px)", "Run", restart=True, step=16,
+    )  # fmt: skip
+    seed = setting(
+        BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run."),
+        "int", "Seed", "Run", restart=True,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Regularizers
+    l2_decay = setting(
+        BoundedFloat(0.0, 0.0, 0.1, help="L2 decay towards grey per step."),
+        "slider", "L2 decay", "Regularizers", live=True, step=0.0001, collapsed=True,
+    )  # fmt: skip
+    blur_sigma = setting(
+        BoundedFloat(0.0, 0.0, 8.0, help="Gaussian blur width (pixels)."),
+        "slider", "Blur sigma", "Regularizers", live=True, step=0.05,
+    )  # fmt: skip
+    blur_every = setting(
+        BoundedInt(4, 1, 64, help="Blur every this many steps."),
+        "slider", "Blur every", "Regularizers", live=True, step=1,
+    )  # fmt: skip
+    clip_norm_pct = setting(
+        BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small norm (percentile)."),
+        "slider", "Clip small norm %", "Regularizers", live=True, step=1,
+    )  # fmt: skip
+    clip_contrib_pct = setting(
+        BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small contribution (percentile)."),
+        "slider", "Clip small contribution %", "Regularizers", live=True, step=1,
+    )  # fmt: skip
+    tv_weight = setting(
+        BoundedFloat(0.0, 0.0, 10.0, help="Total-variation weight."),
+        "slider", "Total variation", "Regularizers", live=True, step=0.01,
+    )  # fmt: skip
+    l2_weight = setting(
+        BoundedFloat(0.0, 0.0, 0.1, help="L2 penalty weight (Simonyan)."),
+        "slider", "L2 penalty", "Regularizers", live=True, step=0.0001,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Transforms
+    pad = setting(
+        BoundedInt(12, 0, 64, help="Padding before the random transforms (pixels)."),
+        "slider", "Pad", "Transforms", live=True, step=1, collapsed=True,
+    )  # fmt: skip
+    jitter = setting(
+        BoundedInt(8, 0, 64, help="Random shift (pixels)."),
+        "slider", "Jitter", "Transforms", live=True, step=1,
+    )  # fmt: skip
+    scale = setting(
+        BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-."),
+        "slider", "Scale +-", "Transforms", live=True, step=0.01,
+    )  # fmt: skip
+    rotate = setting(
+        BoundedFloat(10.0, 0.0, 180.0, help="Random rotation range, +- degrees."),
+        "slider", "Rotate +- deg", "Transforms", live=True, step=1,
+    )  # fmt: skip
+    diversity = setting(
+        BoundedFloat(0.0, 0.0, 100.0, help="Diversity weight across the grid's images."),
+        "slider", "Diversity", "Transforms", live=True, step=0.1,
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -135,6 +187,7 @@ class ActivationMaximization(CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         self._live: am.AMSettings | None = None
         self._applying_preset = False
@@ -156,16 +209,9 @@ class ActivationMaximization(CnnvisWidget):
             preset=preset,
             **self._preset_values(preset),
         )
-        self._update_controls()
         if kwargs:
             with self.hold_trait_notifications():
                 for k, v in kwargs.items():
-                    if not self.has_trait(k) or k.startswith("_"):
-                        valid = sorted(n for n in self.trait_names(sync=True) if n[0] != "_")
-                        raise TypeError(
-                            f"ActivationMaximization() got an unknown argument {k!r}; valid: "
-                            f"{', '.join(valid)}"
-                        )
                     setattr(self, k, v)
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_preset, names=["preset"])
@@ -243,179 +289,6 @@ class ActivationMaximization(CnnvisWidget):
         live = self._live
         if live is not None:
             setattr(live, change["name"], change["new"])
-
-    def _update_controls(self) -> None:
-        unit_when = {"trait": "objective", "in": ["channel", "neuron"]}
-        self.controls = [
-            {
-                "trait": "layer",
-                "kind": "select",
-                "label": "Layer",
-                "group": "Objective",
-                "options_trait": "layer_options",
-                "help": "conv-like layers, with channels",
-            },
-            {
-                "trait": "objective",
-                "kind": "toggle",
-                "label": "Maximize",
-                "group": "Objective",
-                "options": [
-                    ["channel", "channel"],
-                    ["neuron", "neuron"],
-                    ["class logit", "class"],
-                    ["DeepDream", "dream"],
-                ],
-            },
-            {
-                "trait": "unit",
-                "kind": "slider",
-                "label": "Unit",
-                "group": "Objective",
-                "min": 0,
-                "max_trait": "unit_max",
-                "step": 1,
-                "visible_when": unit_when,
-            },
-            {
-                "trait": "class_index",
-                "kind": "search",
-                "label": "Class",
-                "group": "Objective",
-                "options_trait": "class_options",
-                "visible_when": {"trait": "objective", "in": ["class"]},
-            },
-            {
-                "trait": "grid",
-                "kind": "slider",
-                "label": "Grid (units)",
-                "group": "Objective",
-                "step": 1,
-            },
-            {
-                "trait": "preset",
-                "kind": "select",
-                "label": "Preset",
-                "group": "Run",
-                "options": [[f"{k}", k] for k in am.PRESETS],
-            },
-            {
-                "trait": "fed_size",
-                "kind": "select",
-                "label": "Network sees",
-                "group": "Run",
-                "options": [["model's input size", "model"], ["image size", "param"]],
-            },
-            {
-                "trait": "steps",
-                "log": True,
-                "kind": "slider",
-                "label": "Iterations",
-                "group": "Run",
-                "step": 1,
-            },
-            {
-                "trait": "lr",
-                "kind": "slider",
-                "label": "Learning rate",
-                "group": "Run",
-                "log": True,
-            },
-            {
-                "trait": "size",
-                "kind": "slider",
-                "label": "Size (px)",
-                "group": "Run",
-                "step": 16,
-            },
-            {"trait": "seed", "kind": "int", "label": "Seed", "group": "Run"},
-            {
-                "trait": "l2_decay",
-                "collapsed": True,
-                "kind": "slider",
-                "label": "L2 decay",
-                "group": "Regularizers",
-                "step": 0.0001,
-            },
-            {
-                "trait": "blur_sigma",
-                "kind": "slider",
-                "label": "Blur sigma",
-                "group": "Regularizers",
-                "step": 0.05,
-            },
-            {
-                "trait": "blur_every",
-                "kind": "slider",
-                "label": "Blur every",
-                "group": "Regularizers",
-                "step": 1,
-            },
-            {
-                "trait": "clip_norm_pct",
-                "kind": "slider",
-                "label": "Clip small norm %",
-                "group": "Regularizers",
-                "step": 1,
-            },
-            {
-                "trait": "clip_contrib_pct",
-                "kind": "slider",
-                "label": "Clip small contribution %",
-                "group": "Regularizers",
-                "step": 1,
-            },
-            {
-                "trait": "tv_weight",
-                "kind": "slider",
-                "label": "Total variation",
-                "group": "Regularizers",
-                "step": 0.01,
-            },
-            {
-                "trait": "l2_weight",
-                "kind": "slider",
-                "label": "L2 penalty",
-                "group": "Regularizers",
-                "step": 0.0001,
-            },
-            {
-                "trait": "pad",
-                "collapsed": True,
-                "kind": "slider",
-                "label": "Pad",
-                "group": "Transforms",
-                "step": 1,
-            },
-            {
-                "trait": "jitter",
-                "kind": "slider",
-                "label": "Jitter",
-                "group": "Transforms",
-                "step": 1,
-            },
-            {
-                "trait": "scale",
-                "kind": "slider",
-                "label": "Scale +-",
-                "group": "Transforms",
-                "step": 0.01,
-            },
-            {
-                "trait": "rotate",
-                "kind": "slider",
-                "label": "Rotate +- deg",
-                "group": "Transforms",
-                "step": 1,
-            },
-            {
-                "trait": "diversity",
-                "kind": "slider",
-                "label": "Diversity",
-                "group": "Transforms",
-                "step": 0.1,
-            },
-        ]
 
     # ------------------------------------------------------------------ the run
     def make_objective(self) -> O.Objective:

@@ -18,14 +18,13 @@ from typing import Any
 
 import torch
 import traitlets as t
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from ..core import activation_max as am
 from ..core import adversarial as A
-from ..core import objectives as O
-from ..core.imaging import colorize, encode, make_grid, overlay, pil_to_tensor, to_pil
-from ..core.optimize import Step
+from ..core import adversarial_pipeline as P
+from ..core.blocks.optimize import Step
 from ..data import load_image, sample_image, sample_images
+from ..imaging import encode, pil_to_tensor
 from ..models import ModelHandle
 from ._base import (
     BoundedFloat,
@@ -33,6 +32,7 @@ from ._base import (
     CnnvisWidget,
     export_paths,
     get_handle,
+    setting,
     upload_trait,
     write_image,
 )
@@ -41,117 +41,23 @@ from .activation_max import default_layer
 
 __all__ = ["Adversarial"]
 
-METHODS = ("fgsm", "pgd-linf", "pgd-l2")
+METHODS = P.METHODS
 CUSTOM = "custom"
 LINF_MAX = 16 / 255
 L2_MAX = 8.0
 _DEFAULT_EPS = {"linf": 4 / 255, "l2": 1.0}
-#: traits that change the attack (a change restarts the run and recomputes the attack)
-_ATTACK_TRAITS = (
-    "sample",
-    "method",
-    "epsilon",
-    "steps",
-    "step_size",
-    "random_start",
-    "seed",
-    "target",
-    "size",
-)
-#: traits that change only the analyses (a change restarts the run; the attack is reused)
-_ANALYSIS_TRAITS = (
-    "layer",
-    "n_units",
-    "attribution",
-    "cam_layer",
-    "show_units",
-    "am_steps",
-    "am_size",
-)
 _MAP_PANELS = (
     ("clean", "original", "Map: clean image, original class"),
     ("clean", "new", "Map: clean image, new class"),
     ("adversarial", "original", "Map: adversarial image, original class"),
     ("adversarial", "new", "Map: adversarial image, new class"),
 )
-_UNIT_COLS = 3
-_RESULT_TRAITS = {
-    "original",
-    "perturbation",
-    "adversarial",
-    "predictions",
-    "attribution_clean_original",
-    "attribution_clean_new",
-    "attribution_adversarial_original",
-    "attribution_adversarial_new",
-    "selected_unit",
-    "unit_rows",
-    "units_image",
-    "details",
-    "clean_label",
-    "adversarial_label",
-    "upload",
-    "upload_name",
-    "model_name",
-    "epsilon_max",
-    "sample_options",
-    "layer_options",
-    "cam_layer_options",
-}
+_PGD = {"trait": "method", "in": ["pgd-linf", "pgd-l2"]}  # controls of the PGD methods only
 
 
-def _norm_of(method: str) -> str:
-    return "l2" if method == "pgd-l2" else "linf"
-
-
-def _eps_text(eps: float, norm: str) -> str:
-    if norm == "linf":
-        return f"{eps * 255:.3g}/255 ({eps:.4g})"
-    return f"{eps:.4g}"
-
-
-def _font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _labelled_row(
-    tiles: list[torch.Tensor], captions: list[str], tile: int, title: str = ""
-) -> Image.Image:
-    """Tiles ``(3, h, w)`` side by side, each scaled to ``tile`` px, with a caption under each."""
-    font = _font(12)
-    pad, cap_h = 4, 30
-    title_h = 18 if title else 0
-    width = pad + len(tiles) * (tile + pad)
-    canvas = Image.new("RGB", (width, title_h + tile + cap_h + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 2), title, fill=(20, 20, 20), font=font)
-    for i, (img, cap) in enumerate(zip(tiles, captions)):
-        pil = to_pil(img).convert("RGB")
-        if pil.size != (tile, tile):
-            pil = pil.resize((tile, tile), Image.BILINEAR)
-        x = pad + i * (tile + pad)
-        canvas.paste(pil, (x, title_h))
-        lines = cap.split("\n")[:2]
-        for j, line in enumerate(lines):
-            text = line
-            while text and draw.textlength(text, font=font) > tile:
-                text = text[:-2] + "…" if len(text) > 2 else ""
-            draw.text((x, title_h + tile + 2 + 13 * j), text, fill=(40, 40, 40), font=font)
-    return canvas
-
-
-def _stack(rows: list[Image.Image]) -> Image.Image:
-    width = max(r.width for r in rows)
-    out = Image.new("RGB", (width, sum(r.height for r in rows)), "white")
-    y = 0
-    for r in rows:
-        out.paste(r, (0, y))
-        y += r.height
-    return out
+_norm_of = P.norm_of
+_eps_text = P.eps_text
+_UNIT_COLS = P.UNIT_COLS
 
 
 def _png(img: Image.Image | torch.Tensor) -> bytes:
@@ -183,64 +89,120 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    sample = t.Unicode(
-        "cat", help="The photo attacked: a packaged photo's name, 'upload' or 'custom'."
-    ).tag(sync=True)
     sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
         sync=True
     )
-    upload = upload_trait("Bytes of an image file chosen in the browser (JS sets).")
     upload_name = t.Unicode("", help="File name of the uploaded image (JS sets).").tag(sync=True)
-    method = t.Enum(
-        list(METHODS),
-        "pgd-linf",
-        help="fgsm: one signed step of size epsilon; pgd-linf / pgd-l2: projected gradient "
-        "ascent in the L-infinity / L2 ball.",
-    ).tag(sync=True)
-    epsilon = t.Float(
-        4 / 255,
-        help="Size of the perturbation in pixel units (L-infinity: 4/255 = four grey levels; "
-        "L2: norm of the whole perturbation).",
-    ).tag(sync=True)
     epsilon_max = t.Float(LINF_MAX, help="Largest epsilon of the slider (read-only).").tag(
         sync=True
     )
-    steps = BoundedInt(10, 1, 10_000, help="PGD steps (FGSM makes one).").tag(sync=True)
-    step_size = BoundedFloat(
-        0.0, 0.0, 100.0, help="Size of one PGD step; 0 means 2.5 * epsilon / steps."
-    ).tag(sync=True)
-    random_start = t.Bool(True, help="Start PGD at a random point of the epsilon-ball.").tag(
-        sync=True
-    )
-    seed = BoundedInt(
-        0, 0, 2**31 - 1, help="Seed of the random start: the same seed repeats the attack."
-    ).tag(sync=True)
-    target = t.Int(-1, help="Class to reach (targeted attack); -1: untargeted.").tag(sync=True)
     class_options = t.List(help="[label, index] of 'untargeted' and every class (read-only).").tag(
         sync=True
     )
-    size = BoundedInt(224, 16, 1024, help="Side of the image the network sees, in pixels.").tag(
-        sync=True
-    )
-    layer = t.Unicode("", help="Layer whose most changed units are listed.").tag(sync=True)
     layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
         sync=True
     )
-    n_units = BoundedInt(6, 1, 32, help="Number of most changed units shown.").tag(sync=True)
-    attribution = t.Enum(
-        list(A.ATTRIBUTION_METHODS),
-        "grad_cam",
-        help="Attribution method of the maps: saliency, guided_backprop or grad_cam.",
-    ).tag(sync=True)
-    cam_layer = t.Unicode("", help="Grad-CAM layer (empty: the last spatial block).").tag(sync=True)
     cam_layer_options = t.List(help="[label, name] of Grad-CAM layers (read-only).").tag(sync=True)
-    show_units = t.Bool(
-        True, help="Synthesize what the most changed units look for (activation maximization)."
-    ).tag(sync=True)
-    am_steps = BoundedInt(48, 1, 4096, help="Activation-maximization steps per unit image.").tag(
-        sync=True
+
+    # the settings, in the order of their controls. Those of the attack (Image, Attack, size
+    # and step_size) recompute it; those "Inside the network" only the analyses (the attack is
+    # reused). ------------------------------------------------------------ Image
+    sample = setting(
+        t.Unicode("cat", help="The photo attacked: a packaged photo's name, 'upload' or 'custom'."),
+        "select", "Image", "Image", restart=True, options_trait="sample_options",
+    )  # fmt: skip
+    upload = setting(
+        upload_trait("Bytes of an image file chosen in the browser (JS sets)."),
+        "upload", "Your image", "Image", record=False,
+        accept="image/*", name_trait="upload_name", help="stays on this machine",
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Attack
+    method = setting(
+        t.Enum(
+            list(METHODS),
+            "pgd-linf",
+            help="fgsm: one signed step of size epsilon; pgd-linf / pgd-l2: projected gradient "
+            "ascent in the L-infinity / L2 ball.",
+        ),
+        "toggle", "Method", "Attack", restart=True,
+        options=[["FGSM", "fgsm"], ["PGD L-inf", "pgd-linf"], ["PGD L2", "pgd-l2"]],
+    )  # fmt: skip
+    epsilon = setting(  # label, step, format and help follow the norm: see _control_spec
+        t.Float(
+            4 / 255,
+            help="Size of the perturbation in pixel units (L-infinity: 4/255 = four grey levels; "
+            "L2: norm of the whole perturbation).",
+        ),
+        "slider", "Epsilon", "Attack", restart=True, min=0.0, max_trait="epsilon_max",
+    )  # fmt: skip
+    steps = setting(
+        BoundedInt(10, 1, 10_000, help="PGD steps (FGSM makes one)."),
+        "slider", "Steps", "Attack", restart=True, log=True, step=1, visible_when=_PGD,
+    )  # fmt: skip
+    target = setting(
+        t.Int(-1, help="Class to reach (targeted attack); -1: untargeted."),
+        "search", "Target class", "Attack", restart=True, options_trait="class_options",
+        help="type to filter; 'untargeted' moves away from the clean class",
+    )  # fmt: skip
+    random_start = setting(
+        t.Bool(True, help="Start PGD at a random point of the epsilon-ball."),
+        "checkbox", "Random start", "Attack", restart=True, visible_when=_PGD,
+    )  # fmt: skip
+    seed = setting(
+        BoundedInt(
+            0, 0, 2**31 - 1, help="Seed of the random start: the same seed repeats the attack."
+        ),
+        "int", "Seed", "Attack", restart=True,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Inside the network
+    attribution = setting(
+        t.Enum(
+            list(A.ATTRIBUTION_METHODS),
+            "grad_cam",
+            help="Attribution method of the maps: saliency, guided_backprop or grad_cam.",
+        ),
+        "toggle", "Attribution", "Inside the network", restart=True, collapsed=True,
+        options=[["saliency", "saliency"], ["guided BP", "guided_backprop"],
+                 ["Grad-CAM", "grad_cam"]],
+    )  # fmt: skip
+    cam_layer = setting(
+        t.Unicode("", help="Grad-CAM layer (empty: the last spatial block)."),
+        "select", "CAM layer", "Inside the network", restart=True,
+        options_trait="cam_layer_options",
+        visible_when={"trait": "attribution", "in": ["grad_cam"]},
+    )  # fmt: skip
+    layer = setting(
+        t.Unicode("", help="Layer whose most changed units are listed."),
+        "select", "Units of layer", "Inside the network", restart=True,
+        options_trait="layer_options",
+    )  # fmt: skip
+    n_units = setting(
+        BoundedInt(6, 1, 32, help="Number of most changed units shown."),
+        "slider", "Units shown", "Inside the network", restart=True, step=1,
+    )  # fmt: skip
+    show_units = setting(
+        t.Bool(
+            True, help="Synthesize what the most changed units look for (activation maximization)."
+        ),
+        "checkbox", "Unit images", "Inside the network", restart=True,
+        help="activation maximization of the units in the table",
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- without a control
+    step_size = setting(
+        BoundedFloat(0.0, 0.0, 100.0, help="Size of one PGD step; 0 means 2.5 * epsilon / steps."),
+        restart=True,
     )
-    am_size = BoundedInt(64, 16, 512, help="Side of the unit images in pixels.").tag(sync=True)
+    size = setting(
+        BoundedInt(224, 16, 1024, help="Side of the image the network sees, in pixels."),
+        restart=True,
+    )
+    am_steps = setting(
+        BoundedInt(48, 1, 4096, help="Activation-maximization steps per unit image."),
+        restart=True,
+    )
+    am_size = setting(
+        BoundedInt(64, 16, 512, help="Side of the unit images in pixels."), restart=True
+    )
     # results (read-only)
     original = t.Bytes(b"", help="PNG of the clean image (read-only).").tag(sync=True)
     perturbation = t.Bytes(b"", help="PNG of the amplified perturbation (read-only).").tag(
@@ -277,8 +239,6 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         sync=True
     )
 
-    _restart_traits = _ATTACK_TRAITS + _ANALYSIS_TRAITS
-
     def __init__(
         self,
         model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
@@ -287,6 +247,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         self._photos: dict[str, Image.Image | torch.Tensor] = {}
@@ -330,16 +291,6 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         if kwargs:
             with self.hold_trait_notifications():
                 for k, v in kwargs.items():
-                    if not self.has_trait(k) or k.startswith("_") or k in _RESULT_TRAITS:
-                        valid = sorted(
-                            n
-                            for n in self.trait_names(sync=True)
-                            if n[0] != "_" and n not in _RESULT_TRAITS
-                        )
-                        raise TypeError(
-                            f"Adversarial() got an unknown argument {k!r}; valid: "
-                            f"{', '.join(valid)}"
-                        )
                     setattr(self, k, v)
         self._eps_by_norm[_norm_of(self.method)] = self.epsilon
         self.observe(self._on_method, names=["method"])
@@ -347,7 +298,7 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_sample, names=["sample"])
         self.observe(self._on_n_units, names=["n_units"])
-        self._update_controls()
+        self._update_controls()  # the epsilon control follows the method given
         self.panels = self._panel_specs()
         self._show_original()
 
@@ -477,112 +428,14 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         self._show_original()
 
     # ------------------------------------------------------------------ controls and panels
-    def _update_controls(self) -> None:
-        linf = _norm_of(self.method) == "linf"
-        self.controls = [
-            {
-                "trait": "sample",
-                "kind": "select",
-                "label": "Image",
-                "group": "Image",
-                "options_trait": "sample_options",
-            },
-            {
-                "trait": "upload",
-                "kind": "upload",
-                "label": "Your image",
-                "group": "Image",
-                "accept": "image/*",
-                "name_trait": "upload_name",
-                "help": "stays on this machine",
-            },
-            {
-                "trait": "method",
-                "kind": "toggle",
-                "label": "Method",
-                "group": "Attack",
-                "options": [["FGSM", "fgsm"], ["PGD L-inf", "pgd-linf"], ["PGD L2", "pgd-l2"]],
-            },
-            {
-                "trait": "epsilon",
-                "kind": "slider",
-                "label": "Epsilon" if linf else "Epsilon (L2)",
-                "group": "Attack",
-                "min": 0.0,
-                "max_trait": "epsilon_max",
-                "step": 1 / 255 if linf else 0.05,
-                **({"format": "fraction255"} if linf else {}),
-                "help": "pixel units: 1/255 = one grey level"
-                if linf
-                else "L2 norm of the whole perturbation, pixel units",
-            },
-            {
-                "trait": "steps",
-                "log": True,
-                "kind": "slider",
-                "label": "Steps",
-                "group": "Attack",
-                "step": 1,
-                "visible_when": {"trait": "method", "in": ["pgd-linf", "pgd-l2"]},
-            },
-            {
-                "trait": "target",
-                "kind": "search",
-                "label": "Target class",
-                "group": "Attack",
-                "options_trait": "class_options",
-                "help": "type to filter; 'untargeted' moves away from the clean class",
-            },
-            {
-                "trait": "random_start",
-                "kind": "checkbox",
-                "label": "Random start",
-                "group": "Attack",
-                "visible_when": {"trait": "method", "in": ["pgd-linf", "pgd-l2"]},
-            },
-            {"trait": "seed", "kind": "int", "label": "Seed", "group": "Attack"},
-            {
-                "trait": "attribution",
-                "collapsed": True,
-                "kind": "toggle",
-                "label": "Attribution",
-                "group": "Inside the network",
-                "options": [
-                    ["saliency", "saliency"],
-                    ["guided BP", "guided_backprop"],
-                    ["Grad-CAM", "grad_cam"],
-                ],
-            },
-            {
-                "trait": "cam_layer",
-                "kind": "select",
-                "label": "CAM layer",
-                "group": "Inside the network",
-                "options_trait": "cam_layer_options",
-                "visible_when": {"trait": "attribution", "in": ["grad_cam"]},
-            },
-            {
-                "trait": "layer",
-                "kind": "select",
-                "label": "Units of layer",
-                "group": "Inside the network",
-                "options_trait": "layer_options",
-            },
-            {
-                "trait": "n_units",
-                "kind": "slider",
-                "label": "Units shown",
-                "group": "Inside the network",
-                "step": 1,
-            },
-            {
-                "trait": "show_units",
-                "kind": "checkbox",
-                "label": "Unit images",
-                "help": "activation maximization of the units in the table",
-                "group": "Inside the network",
-            },
-        ]
+    def _control_spec(self, spec: dict[str, Any]) -> dict[str, Any] | None:
+        if spec["trait"] != "epsilon":
+            return spec
+        if _norm_of(self.method) == "linf":
+            help = "pixel units: 1/255 = one grey level"
+            return dict(spec, step=1 / 255, format="fraction255", help=help)
+        help = "L2 norm of the whole perturbation, pixel units"
+        return dict(spec, label="Epsilon (L2)", step=0.05, help=help)
 
     def _panel_specs(self) -> list[dict[str, Any]]:
         return [
@@ -643,24 +496,18 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         )
 
     def _attack_args(self) -> dict[str, Any]:
-        eps = float(self.epsilon)
-        if self.method == "fgsm":
-            return dict(eps=eps, steps=1, step_size=eps, norm="linf", random_start=False)
-        return dict(
-            eps=eps,
-            steps=int(self.steps),
-            step_size=float(self.step_size) or None,
-            norm=_norm_of(self.method),
-            random_start=bool(self.random_start),
-            seed=int(self.seed),
+        return P.attack_args(
+            self.method,
+            float(self.epsilon),
+            int(self.steps),
+            float(self.step_size),
+            bool(self.random_start),
+            int(self.seed),
         )
 
     def _describe(self, cfg: dict[str, Any] | None = None) -> str:
         c = cfg or self._snapshot()
-        norm = _norm_of(c["method"])
-        target = c["target"]
-        tgt = "untargeted" if target < 0 else f"target {self.handle.class_name(target)}"
-        return f"{c['method']} eps {_eps_text(c['epsilon'], norm)}, {tgt}"
+        return P.describe(c["method"], c["epsilon"], c["target"], self.handle.class_name)
 
     def _snapshot(self) -> dict[str, Any]:
         """The settings a run computes with (traits may change while it runs)."""
@@ -710,26 +557,19 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         am_steps = int(self.am_steps) if self.show_units else 0
         total = n_attack + am_steps
         key = self._attack_key()
-        self._run_info = {"attack_reused": False, "units_reused": False}
         self._analysis = None
         cached = self._attack_cache
-        if cached is not None and cached[0] == key:
-            adv = cached[1].to(h.device)
-            self._run_info["attack_reused"] = True
-            yield Step(n_attack - 1, cached[2][-1] if cached[2] else None, adv, {}, total)
-        else:
-            last: Step | None = None
-            losses: list[float] = []
-            for s in A.pgd_steps(h, clean, target=target, stop_event=stop_event, **args):
-                last = s
-                if s.loss is not None:
-                    losses.append(s.loss)
-                yield Step(s.index, s.loss, s.image, s.metrics, total)
-            if last is None or last.image is None or stop_event.is_set():
-                return
-            adv = last.image.detach().clone()
+        reuse = cached[1:] if cached is not None and cached[0] == key else None
+        self._run_info = {"attack_reused": reuse is not None, "units_reused": False}
+        attack = yield from P.attack_steps(
+            h, clean, target=target, total=total, reuse=reuse, stop_event=stop_event, **args
+        )
+        if attack is None:
+            return
+        adv, losses = attack
+        if reuse is None:
             self._attack_cache = (key, adv.cpu(), losses)
-        analysis = A.analyze(
+        analysis, self._attribution_error = P.analyze_pair(
             h,
             clean,
             adv,
@@ -737,21 +577,9 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             eps=args["eps"] if args["norm"] == "linf" else None,
             layer=layer,
             units=n_units,
-            attribution=None,
+            attribution=self.attribution,
+            cam_layer=self.cam_layer or None,
         )
-        self._attribution_error = ""
-        try:
-            analysis.attribution = A.attribution_maps(
-                h,
-                clean,
-                adv,
-                analysis.original_class,
-                analysis.new_class,
-                self.attribution,
-                self.cam_layer or None,
-            )
-        except Exception as exc:  # noqa: BLE001 - e.g. guided backprop on an unsupported model
-            self._attribution_error = f"{type(exc).__name__}: {exc}"
         if stop_event.is_set():  # settings changed meanwhile: the next run publishes
             return
         self._analysis = analysis
@@ -759,33 +587,21 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         self._publish(analysis)
         if not self.show_units or stop_event.is_set():
             return
-        units = [r["unit"] for r in analysis.units[0]]
-        am_key = (layer, am_steps, int(self.am_size), int(self.seed))
-        if len(self._am_cache) > 1024:  # about 50 MB of 64 px pictures
-            self._am_cache.clear()
-        missing = [u for u in units if (*am_key, u) not in self._am_cache]
-        if missing:
-            last_am: Step | None = None
-            for s in am.maximize_steps(
-                h,
-                O.channel(layer, missing),
-                batch=len(missing),
-                steps=am_steps,
-                size=int(self.am_size),
-                seed=int(self.seed),
-                stop_event=stop_event,
-            ):
-                last_am = s
-                yield Step(n_attack + s.index, None, None, {"phase": "units"}, total)
-            if last_am is None or last_am.image is None or stop_event.is_set():
-                return
-            images = last_am.image.detach().clamp(0, 1).cpu()
-            for u, img in zip(missing, images):
-                self._am_cache[(*am_key, u)] = img
-        else:
-            self._run_info["units_reused"] = True
-            yield Step(total - 1, None, None, {"phase": "units"}, total)
-        self._units_pixels = torch.stack([self._am_cache[(*am_key, u)] for u in units])
+        pictures = yield from P.unit_pictures_steps(
+            h,
+            layer,
+            [r["unit"] for r in analysis.units[0]],
+            steps=am_steps,
+            size=int(self.am_size),
+            seed=int(self.seed),
+            cache=self._am_cache,
+            offset=n_attack,
+            total=total,
+            stop_event=stop_event,
+        )
+        if pictures is None:
+            return
+        self._units_pixels, self._run_info["units_reused"] = pictures
         self._publish_units(analysis)
 
     # ------------------------------------------------------------------ results -> traits
@@ -802,36 +618,19 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
         self.adversarial = _png(img[0].clamp(0, 1))
         self.perturbation = _png(A.amplify(d, eps)[0])
 
-    def _label(self, top: dict[str, Any]) -> str:
-        return f"{top['name']} ({top['index']}), p={top['prob']:.3f}"
-
     def _publish(self, r: A.PairAnalysis) -> None:
         """Traits of the attack's results; called on the worker right after the analyses."""
-        h = self.handle
         cfg = self._cfg
-        method, eps, norm = cfg["method"], cfg["epsilon"], _norm_of(cfg["method"])
         ct, at = r.clean_top[0][0], r.adversarial_top[0][0]
-        orig, new = r.original_class[0], r.new_class[0]
-        targeted = cfg["target"] >= 0
-        verdict = (
-            ("reached the target" if r.success[0] else "did not reach the target")
-            if targeted
-            else ("changed the top-1 class" if r.success[0] else "did not change the top-1 class")
+        lines = P.summary_lines(
+            r,
+            method=cfg["method"],
+            eps=cfg["epsilon"],
+            steps=cfg["steps"],
+            target=cfg["target"],
+            class_name=self.handle.class_name,
+            attribution_error=self._attribution_error,
         )
-        lines = [
-            f"{method}, epsilon {_eps_text(eps, norm)}"
-            + ("" if method == "fgsm" else f", {cfg['steps']} steps")
-            + (f", target {h.class_name(cfg['target'])} ({cfg['target']})" if targeted else ""),
-            f"clean:       {self._label(ct)}",
-            f"adversarial: {self._label(at)}",
-            f"the attack {verdict}",
-            f"perturbation: L-inf {r.linf[0] * 255:.3g}/255, L2 {r.l2[0]:.4g}",
-            f"maps: {r.attribution.get('method', '')}"
-            + (f" at {r.attribution['layer']}" if r.attribution.get("layer") else "")
-            + f"; classes {h.class_name(orig)} ({orig}) and {h.class_name(new)} ({new})",
-        ]
-        if self._attribution_error:
-            lines.append(f"no attribution maps: {self._attribution_error}")
         maps = self._attribution_pngs(r)
         rows = [
             {k: (round(v, 6) if isinstance(v, float) else v) for k, v in u.items()}
@@ -846,8 +645,8 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             self.predictions = [
                 [label, round(pc, 6), round(pa, 6)] for label, pc, pa in r.prediction_rows(0)
             ]
-            self.clean_label = self._label(ct)
-            self.adversarial_label = self._label(at)
+            self.clean_label = P.top1_label(ct)
+            self.adversarial_label = P.top1_label(at)
             self.details = "\n".join(lines)
             for name, data in maps.items():
                 setattr(self, name, data)
@@ -857,39 +656,15 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             self._last_pixels = report_px
             self.image = _png(self._report)
 
-    def _attribution_tiles(self, r: A.PairAnalysis) -> tuple[list[torch.Tensor], list[str]]:
-        h = self.handle
-        orig, new = r.original_class[0], r.new_class[0]
-        tiles, caps = [], []
-        for img_key, img in (("clean", r.clean), ("adversarial", r.adversarial)):
-            for cls_key, cls in (("original", orig), ("new", new)):
-                m = r.attribution[f"{img_key}/{cls_key}"][0:1]
-                heat = colorize(m, "inferno")
-                tiles.append(overlay(img[0:1], heat, 0.6, weight=m)[0])
-                caps.append(f"{img_key} image\n{cls_key}: {h.class_name(cls)}")
-        return tiles, caps
-
     def _attribution_pngs(self, r: A.PairAnalysis) -> dict[str, bytes]:
         names = [f"attribution_{img}_{cls}" for img, cls, _ in _MAP_PANELS]
         if not r.attribution:
             return dict.fromkeys(names, b"")
-        tiles, _ = self._attribution_tiles(r)
+        tiles, _ = P.attribution_tiles(r, self.handle.class_name)
         return {name: _png(tile) for name, tile in zip(names, tiles)}
 
     def _unit_grid_rows(self) -> int:
         return max(1, -(-int(self.n_units) // _UNIT_COLS))
-
-    def _units_grid(self) -> bytes:
-        """The unit pictures in table order, 3 per row, blank cells to fill the last row (the
-        panel's ``grid`` matches, so a click maps to a unit)."""
-        px = self._units_pixels
-        if px is None:
-            return b""
-        px = px if px.shape[1] == 3 else px.repeat(1, 3, 1, 1)
-        rows = max(1, -(-px.shape[0] // _UNIT_COLS))
-        cells = px.new_ones((rows * _UNIT_COLS, *px.shape[1:]))
-        cells[: px.shape[0]] = px
-        return _png(make_grid(cells, ncol=_UNIT_COLS, pad=2))
 
     def _on_click(self, content: dict) -> None:
         """A click on the unit pictures selects that unit (the table highlights its row)."""
@@ -910,50 +685,28 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
     def _on_n_units(self, change: dict) -> None:
         self.panels = self._panel_specs()
 
-    def _units_row(self, r: A.PairAnalysis) -> Image.Image | None:
+    def _publish_units(self, r: A.PairAnalysis) -> None:
         px = self._units_pixels
         if px is None or not r.units:
-            return None
-        caps = [f"unit {u['unit']}\nchange {u['change']:.3g}" for u in r.units[0]]
-        tiles = [p if p.shape[0] == 3 else p.repeat(3, 1, 1) for p in px]
-        return _labelled_row(tiles, caps, 96, title=f"most changed units of {r.layer}")
-
-    def _publish_units(self, r: A.PairAnalysis) -> None:
-        row = self._units_row(r)
-        if row is None:
             return
         self._report = self._report_image(r)
         report_px = pil_to_tensor(self._report)[0]
         with self.hold_sync():
-            self.units_image = self._units_grid()
+            self.units_image = _png(P.units_grid(px, _UNIT_COLS))
             self._last_pixels = report_px
             self.image = _png(self._report)
 
     def _report_image(self, r: A.PairAnalysis) -> Image.Image:
         """One picture of the whole result: images, maps, units (static export, save())."""
-        side = max(96, min(224, int(r.clean.shape[-1])))
-        ct, at = r.clean_top[0][0], r.adversarial_top[0][0]
         cfg = self._cfg
-        norm = _norm_of(cfg["method"])
-        top = _labelled_row(
-            [r.clean[0], r.amplified[0], r.adversarial[0]],
-            [
-                f"clean: {ct['name']}\np={ct['prob']:.3f}",
-                f"perturbation x{0.5 / max(r.linf[0], 1e-12):.0f}\n"
-                f"eps {_eps_text(cfg['epsilon'], norm)}",
-                f"adversarial: {at['name']}\np={at['prob']:.3f}",
-            ],
-            side,
+        return P.report_image(
+            r,
             title=f"{self.title}: {self._describe(cfg)}",
+            eps=cfg["epsilon"],
+            norm=_norm_of(cfg["method"]),
+            class_name=self.handle.class_name,
+            units_pixels=self._units_pixels,
         )
-        rows = [top]
-        if r.attribution:
-            tiles, caps = self._attribution_tiles(r)
-            rows.append(_labelled_row(tiles, caps, side, title=str(r.attribution["method"])))
-        units = self._units_row(r)
-        if units is not None:
-            rows.append(units)
-        return _stack(rows)
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         r = self._analysis
@@ -979,10 +732,6 @@ class Adversarial(SampleUploadMixin, CnnvisWidget):
             return ""
         at = r.adversarial_top[0][0]
         return f"; now {at['name']} ({at['prob']:.2f})"
-
-    def _settings(self) -> dict[str, Any]:
-        out = super()._settings()
-        return {k: v for k, v in out.items() if k not in _RESULT_TRAITS}
 
     # ------------------------------------------------------------------ export
     def save(self, path: str | Path) -> Path:

@@ -26,10 +26,10 @@ import traitlets as t
 
 from ..core import activation_max as am
 from ..core import atlas as A
+from ..core.blocks.optimize import Step
 from ..core.imaging import encode
-from ..core.optimize import Step
 from ..models import ModelHandle
-from ._base import BoundedInt, CnnvisWidget, get_handle
+from ._base import BoundedInt, CnnvisWidget, get_handle, setting
 
 __all__ = ["Atlas"]
 
@@ -68,39 +68,62 @@ class Atlas(CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    view = t.Enum(
-        ["network", "layer", "unit"], "network", help="What is shown: network, layer or unit."
-    ).tag(sync=True)
     layers = t.List(t.Unicode(), help="Layers of the network view (dotted names).").tag(sync=True)
-    layer = t.Unicode("", help="The layer of the layer view and the unit card.").tag(sync=True)
     pick_layer = t.Unicode(
         "", help="Set by a click on a network-view row: opens that layer, then resets to ''."
     ).tag(sync=True)
-    unit = t.Int(0, help="The unit of the unit card.").tag(sync=True)
-    preset = t.Enum(list(am.PRESETS), "lucid", help="AM recipe of the grid and the card.").tag(
-        sync=True
+
+    # the settings, in the order of their controls ------------------------- Atlas
+    view = setting(
+        t.Enum(
+            ["network", "layer", "unit"], "network", help="What is shown: network, layer or unit."
+        ),
+        "toggle", "View", "Atlas", restart=True,
+        options=[["network", "network"], ["layer", "layer"], ["unit", "unit"]],
+    )  # fmt: skip
+    sort = setting(
+        t.Enum(_SORTS, "unit", help="Order of the layer grid: unit, activation, iou, label."),
+        "select", "Sort by", "Atlas", visible_when={"trait": "view", "in": ["layer"]},
+        options=[["unit", "unit"], ["activation", "activation"], ["IoU", "iou"],
+                 ["label", "label"]],
+    )  # fmt: skip
+    filter = setting(
+        t.Unicode("", help="Keep only units whose label contains this text."),
+        "text", "Label contains", "Atlas", visible_when={"trait": "view", "in": ["layer"]},
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Settings
+    preset = setting(
+        t.Enum(list(am.PRESETS), "lucid", help="AM recipe of the grid and the card."),
+        "select", "AM preset", "Settings", restart=True, collapsed=True,
+        options=[[k, k] for k in am.PRESETS],
+    )  # fmt: skip
+    steps = setting(
+        BoundedInt(128, 1, 100_000, help="Optimization steps per batch of units."),
+        "slider", "Steps", "Settings", restart=True, log=True, step=1,
+    )  # fmt: skip
+    size = setting(
+        BoundedInt(64, 16, 512, help="Side of every AM image in pixels."),
+        "slider", "Size (px)", "Settings", restart=True, step=16,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- without a control
+    layer = setting(
+        t.Unicode("", help="The layer of the layer view and the unit card."), restart=True
     )
-    steps = BoundedInt(128, 1, 100_000, help="Optimization steps per batch of units.").tag(
-        sync=True
+    unit = setting(t.Int(0, help="The unit of the unit card."), restart=True)
+    batch = setting(
+        BoundedInt(32, 1, 1024, help="Units optimized together (one batch through the network)."),
+        restart=True,
     )
-    size = BoundedInt(64, 16, 512, help="Side of every AM image in pixels.").tag(sync=True)
-    batch = BoundedInt(
-        32, 1, 1024, help="Units optimized together (one batch through the network)."
-    ).tag(sync=True)
-    seed = BoundedInt(0, 0, 2**31 - 1, help="Random seed of the AM runs.").tag(sync=True)
-    variants = BoundedInt(4, 1, 16, help="Diversity variants on the unit card.").tag(sync=True)
-    sort = t.Enum(
-        _SORTS, "unit", help="Order of the layer grid: unit, activation, iou, label."
-    ).tag(sync=True)
-    filter = t.Unicode("", help="Keep only units whose label contains this text.").tag(sync=True)
-    probe_images = BoundedInt(
-        64, 0, 100_000, help="Probe images of the network view's dissection (0: none)."
-    ).tag(sync=True)
-    inversion_steps = BoundedInt(
-        64, 0, 100_000, help="Steps of the network view's inversion (0: none)."
-    ).tag(sync=True)
-    n_images = BoundedInt(64, 1, 100_000, help="Images of the top-9 dataset of the unit card.").tag(
-        sync=True
+    seed = setting(BoundedInt(0, 0, 2**31 - 1, help="Random seed of the AM runs."), restart=True)
+    variants = setting(BoundedInt(4, 1, 16, help="Diversity variants on the unit card."))
+    probe_images = setting(
+        BoundedInt(64, 0, 100_000, help="Probe images of the network view's dissection (0: none).")
+    )
+    inversion_steps = setting(
+        BoundedInt(64, 0, 100_000, help="Steps of the network view's inversion (0: none).")
+    )
+    n_images = setting(
+        BoundedInt(64, 1, 100_000, help="Images of the top-9 dataset of the unit card.")
     )
     network_rows = t.List(t.Dict(), help="Network view table rows (read-only).").tag(sync=True)
     strips = t.Bytes(b"", help="PNG: one thumbnail strip per layer (read-only).").tag(sync=True)
@@ -122,26 +145,6 @@ class Atlas(CnnvisWidget):
         sync=True
     )
 
-    _restart_traits = ("view", "layer", "unit", "preset", "steps", "size", "seed", "batch")
-    _result_traits = (
-        "model_name",
-        "network_rows",
-        "strips",
-        "grid_image",
-        "grid_units",
-        "grid_shape",
-        "filled",
-        "layer_text",
-        "card_am",
-        "card_patches",
-        "card_projections",
-        "card_probe",
-        "card_text",
-        "card_classes",
-        "layers",
-        "pick_layer",
-    )
-
     def __init__(
         self,
         model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
@@ -151,18 +154,13 @@ class Atlas(CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         names = list(layers) if layers is not None else A.default_atlas_layers(h)
         for n in names:
             if not h.layer(n).spatial:  # KeyError with the nearest names for unknown layers
                 raise ValueError(f"layer {n!r} has no spatial output; choose conv-like layers")
-        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
-        if unknown:
-            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
-            raise TypeError(
-                f"Atlas() got unknown argument(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
-            )
         self._reference = reference
         self._lock = threading.RLock()
         self._summary: A.NetworkSummary | None = None
@@ -182,7 +180,6 @@ class Atlas(CnnvisWidget):
         self._output: Any = None
         self._app: Any = None
         self.opened: list[CnnvisWidget] = []
-        self.controls = self._control_specs()
         self._update_panels()
 
     # ------------------------------------------------------------------ validation
@@ -297,65 +294,12 @@ class Atlas(CnnvisWidget):
 
     # ------------------------------------------------------------------ specs
     def _control_specs(self) -> list[dict]:
-        layer_view = {"trait": "view", "in": ["layer"]}
-        return [
-            {
-                "trait": "view",
-                "kind": "toggle",
-                "label": "View",
-                "group": "Atlas",
-                "options": [["network", "network"], ["layer", "layer"], ["unit", "unit"]],
-            },
-            {
-                "trait": "sort",
-                "kind": "select",
-                "label": "Sort by",
-                "group": "Atlas",
-                "options": [["unit", "unit"], ["activation", "activation"], ["IoU", "iou"]]
-                + [["label", "label"]],
-                "visible_when": layer_view,
-            },
-            {
-                "trait": "filter",
-                "kind": "text",
-                "label": "Label contains",
-                "group": "Atlas",
-                "visible_when": layer_view,
-            },
-            {
-                "trait": "preset",
-                "collapsed": True,
-                "kind": "select",
-                "label": "AM preset",
-                "group": "Settings",
-                "options": [[k, k] for k in am.PRESETS],
-            },
-            {
-                "trait": "steps",
-                "log": True,
-                "kind": "slider",
-                "label": "Steps",
-                "group": "Settings",
-                "step": 1,
-            },
-            {
-                "trait": "size",
-                "kind": "slider",
-                "label": "Size (px)",
-                "group": "Settings",
-                "step": 16,
-            },
-            *[
-                {
-                    "kind": "button",
-                    "label": label,
-                    "action": f"open_{kind}",
-                    "group": "Open this unit in",
-                    "visible_when": {"trait": "view", "in": ["unit"]},
-                }
-                for kind, label in _OPENERS.items()
-            ],
+        opener = {"group": "Open this unit in", "visible_when": {"trait": "view", "in": ["unit"]}}
+        buttons = [
+            {"kind": "button", "label": label, "action": f"open_{kind}", **opener}
+            for kind, label in _OPENERS.items()
         ]
+        return super()._control_specs() + buttons
 
     # ------------------------------------------------------------------ opening a method
     @property

@@ -19,18 +19,18 @@ import torch
 import traitlets as t
 from PIL import Image
 
+from .. import imaging as I
 from ..core import attribution as A
-from ..core import imaging as I
-from ..core.optimize import Step
+from ..core import attribution_pictures as AP
+from ..core import predictions as P
+from ..core.blocks.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
-from ._base import BoundedFloat, CnnvisWidget, get_handle, upload_trait
+from ._base import BoundedFloat, CnnvisWidget, get_handle, setting, upload_trait
 from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data
 
 __all__ = ["Attribution"]
 
-#: methods whose map is shown as a signed image (grey is zero) rather than a heat map
-_SIGNED = ("deconvnet", "guided_backprop", "guided_grad_cam")
 MAX_MAPS = 96  # attribution maps kept per widget (a run makes one per method) ...
 MAX_MAP_BYTES = 64 * 2**20  # ... and at most this many bytes of them
 
@@ -69,21 +69,6 @@ class MapCache:
             self.nbytes -= dropped.nelement() * dropped.element_size()
 
 
-def _label_strip(pictures: list[torch.Tensor], labels: list[str], size: int = 128):
-    """Pictures side by side, each letterboxed to ``size`` with its label drawn above."""
-    from PIL import ImageDraw
-
-    row = torch.cat(
-        [torch.cat([I.letterbox(p, size), torch.ones(3, size, 4)], dim=2) for p in pictures],
-        dim=2,
-    )
-    head = Image.new("RGB", (row.shape[2], 16), (255, 255, 255))
-    draw = ImageDraw.Draw(head)
-    for i, text in enumerate(labels):
-        draw.text((i * (size + 4) + 3, 2), text, fill=(30, 30, 30))
-    return torch.cat([I.pil_to_tensor(head)[0], row], dim=1)
-
-
 class Attribution(CnnvisWidget):
     """Saliency, DeconvNet, guided backprop, Grad-CAM and guided Grad-CAM for one photo.
 
@@ -107,37 +92,56 @@ class Attribution(CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    image_name = t.Unicode(
-        "cat", help="A packaged photo by name, or 'upload' for the uploaded picture."
-    ).tag(sync=True)
     image_options = t.List(help="[label, name] of the choosable pictures (read-only).").tag(
-        sync=True
-    )
-    upload = upload_trait("Bytes of a picture chosen in the browser (PNG, JPEG...).")
-    upload_name = t.Unicode("", help="File name of the uploaded picture.").tag(sync=True)
-    target = t.Int(-1, help="Class whose score is attributed; -1: the top-1 prediction.").tag(
         sync=True
     )
     class_options = t.List(help="[label, index]: the top-5 predictions first (read-only).").tag(
         sync=True
     )
     predictions = t.List(help="[class label, probability] of the top-5 (read-only).").tag(sync=True)
-    method = t.Enum(
-        [*A.METHODS, *A.DEPRECATED_METHODS],  # old spellings: a DeprecationWarning, then the new
-        "guided_backprop",
-        help="Map shown large: " + ", ".join(A.METHODS) + ".",
-    ).tag(sync=True)
-    cam_layer = t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM.").tag(sync=True)
     cam_layer_options = t.List(help="[label, name] of the layers Grad-CAM can use.").tag(sync=True)
-    opacity = BoundedFloat(
-        0.5, 0.0, 1.0, help="Opacity of the map over the photo (0: photo only)."
-    ).tag(sync=True)
+
+    # the settings, in the order of their controls ------------------------- Image
+    image_name = setting(
+        t.Unicode("cat", help="A packaged photo by name, or 'upload' for the uploaded picture."),
+        "select", "Photo", "Image", restart=True, options_trait="image_options",
+    )  # fmt: skip
+    upload = setting(
+        upload_trait("Bytes of a picture chosen in the browser (PNG, JPEG...)."),
+        "upload", "Your picture", "Image", record=False,
+        accept="image/*", name_trait="upload_name",
+    )  # fmt: skip
+    upload_name = setting(t.Unicode("", help="File name of the uploaded picture."))
+    # ---------------------------------------------------------------------- Target
+    target = setting(
+        t.Int(-1, help="Class whose score is attributed; -1: the top-1 prediction."),
+        "search", "Class", "Target", restart=True,
+        options_trait="class_options", help="the top-5 predictions come first",
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Method
+    method = setting(
+        t.Enum(
+            [*A.METHODS, *A.DEPRECATED_METHODS],  # old spellings: a DeprecationWarning, then new
+            "guided_backprop",
+            help="Map shown large: " + ", ".join(A.METHODS) + ".",
+        ),
+        "select", "Method", "Method",
+        options=[[label, key] for key, (label, _, _) in A.METHODS.items()],
+    )  # fmt: skip
+    cam_layer = setting(
+        t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM."),
+        "select", "Grad-CAM layer", "Method", restart=True, options_trait="cam_layer_options",
+        visible_when={"trait": "method", "in": ["grad_cam", "guided_grad_cam"]},
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Display
+    opacity = setting(
+        BoundedFloat(0.5, 0.0, 1.0, help="Opacity of the map over the photo (0: photo only)."),
+        "slider", "Overlay opacity", "Display", step=0.05,
+    )  # fmt: skip
     original = t.Bytes(b"", help="PNG: the photo as the model sees it (read-only).").tag(sync=True)
     heatmap = t.Bytes(b"", help="PNG: the chosen method's map (read-only).").tag(sync=True)
     overlay = t.Bytes(b"", help="PNG: the map over the photo (read-only).").tag(sync=True)
     all_maps = t.Bytes(b"", help="PNG: every method's map side by side (read-only).").tag(sync=True)
-
-    _restart_traits = ("image_name", "target", "cam_layer")
 
     def __init__(
         self,
@@ -147,6 +151,7 @@ class Attribution(CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         self._lock = threading.RLock()
@@ -157,13 +162,6 @@ class Attribution(CnnvisWidget):
         self._shown: dict[str, Any] | None = None
         self._restarting_ok = True
         self._unsupported: dict[str, str] = {}  # method -> why it cannot run on this model
-        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
-        if unknown:
-            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
-            raise TypeError(
-                f"Attribution() got unknown argument(s) {', '.join(unknown)}; valid: "
-                f"{', '.join(valid)}"
-            )
         cam_layers = [li for li in h.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
         if not cam_layers:
             raise ValueError(f"model {h.name!r} has no layer with a spatial output")
@@ -185,7 +183,6 @@ class Attribution(CnnvisWidget):
         self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_display, names=["method", "opacity"])
         self.observe(self._on_image_change, names=["image_name"])
-        self.controls = self._control_specs()
         self.panels = [
             {"kind": "image", "trait": "original", "label": "Photo"},
             {"kind": "image", "trait": "heatmap", "label": "Map"},
@@ -306,63 +303,7 @@ class Attribution(CnnvisWidget):
         return A.canonical_method(proposal["value"])
 
     def _class_options(self, top: list[int], probs: list[float] | None = None) -> list:
-        h = self.handle
-        names = h.class_names or [f"class {i}" for i in range(h.num_outputs)]
-        first = [[f"top-1 prediction ({h.class_name(top[0])})" if top else "top-1 prediction", -1]]
-        for rank, c in enumerate(top):
-            p = f" {probs[rank]:.1%}" if probs else ""
-            first.append([f"#{rank + 1}{p}: {c} {names[c]}", c])
-        rest = [[f"{i}: {n}", i] for i, n in enumerate(names)]
-        return first + rest
-
-    def _control_specs(self) -> list[dict]:
-        return [
-            {
-                "trait": "image_name",
-                "kind": "select",
-                "label": "Photo",
-                "group": "Image",
-                "options_trait": "image_options",
-            },
-            {
-                "trait": "upload",
-                "kind": "upload",
-                "label": "Your picture",
-                "group": "Image",
-                "accept": "image/*",
-                "name_trait": "upload_name",
-            },
-            {
-                "trait": "target",
-                "kind": "search",
-                "label": "Class",
-                "group": "Target",
-                "options_trait": "class_options",
-                "help": "the top-5 predictions come first",
-            },
-            {
-                "trait": "method",
-                "kind": "select",
-                "label": "Method",
-                "group": "Method",
-                "options": [[label, key] for key, (label, _, _) in A.METHODS.items()],
-            },
-            {
-                "trait": "cam_layer",
-                "kind": "select",
-                "label": "Grad-CAM layer",
-                "group": "Method",
-                "options_trait": "cam_layer_options",
-                "visible_when": {"trait": "method", "in": ["grad_cam", "guided_grad_cam"]},
-            },
-            {
-                "trait": "opacity",
-                "kind": "slider",
-                "label": "Overlay opacity",
-                "group": "Display",
-                "step": 0.05,
-            },
-        ]
+        return P.class_options(self.handle, top, probs)
 
     # ------------------------------------------------------------------ the run
     def _describe(self) -> str:
@@ -377,8 +318,7 @@ class Attribution(CnnvisWidget):
     def _predict(self, key: str, x: torch.Tensor) -> tuple[list[int], list[float]]:
         if key not in self._preds:
             with torch.no_grad():
-                out = self.handle.net(x)
-            out = out[0] if isinstance(out, (tuple, list)) else out
+                out = self.handle.logits(x)
             if not torch.isfinite(out).all():
                 raise FloatingPointError(
                     "the model's output is NaN or infinite for this picture; check its weights"
@@ -387,6 +327,7 @@ class Attribution(CnnvisWidget):
             k = min(5, probs.numel())
             p, idx = probs.topk(k)
             self._preds[key] = ([int(i) for i in idx], [float(v) for v in p])
+            self._preds[key] = P.top_predictions(self.handle, x, k=5)
         return self._preds[key]
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
@@ -398,7 +339,7 @@ class Attribution(CnnvisWidget):
         target = top[0] if self.target == -1 else self.target
         layer = self.cam_layer
         with self.hold_sync():
-            self.predictions = [[f"{c} {h.class_name(c)}", round(p, 4)] for c, p in zip(top, probs)]
+            self.predictions = P.prediction_rows(h, top, probs)
             self.class_options = self._class_options(top, probs)
         pixels = h.denormalize(x)[0].clamp(0, 1).cpu()
         if pixels.shape[0] == 1:  # a grey model: show its input as RGB
@@ -431,11 +372,6 @@ class Attribution(CnnvisWidget):
     def _map_key(key: str, target: int, method: str, layer: str) -> tuple:
         return (key, target, method, layer if A.METHODS[method][2] else "")
 
-    def _display(self, method: str, attr: torch.Tensor) -> torch.Tensor:
-        """The picture of one method's map (signed image or heat map), pixel space."""
-        out = I.signed_to_pixels(attr) if method in _SIGNED else I.heatmap(attr)
-        return out.expand(3, -1, -1) if out.shape[0] == 1 else out  # grey models
-
     def _compose(self) -> torch.Tensor | None:
         """Set the picture traits from the cached maps; returns the composite (photo | map |
         overlay) for ``image`` / ``save()``, or None when the chosen map is not ready."""
@@ -452,20 +388,18 @@ class Attribution(CnnvisWidget):
             ]
         if attr is None:
             return None
-        pixels = shown["pixels"]
-        shown_map = self._display(method, attr)
-        magnitude = I.normalize_map(I.reduce_channels(attr))
-        over = I.overlay(pixels, I.colorize(magnitude), opacity, weight=magnitude)
-        maps = [(m, a) for m, a in ready if a is not None]
-        strip = _label_strip(
-            [self._display(m, a) for m, a in maps], [A.METHODS[m][0] for m, _ in maps]
+        pics = AP.attribution_pictures(
+            shown["pixels"],
+            attr,
+            method,
+            opacity,
+            [(m, A.METHODS[m][0], a) for m, a in ready if a is not None],
         )
         with self.hold_sync():
-            self.heatmap = I.encode(shown_map, "png")
-            self.overlay = I.encode(over, "png")
-            self.all_maps = I.encode(strip, "png")
-        gap = torch.ones(3, pixels.shape[1], 6)
-        return torch.cat([pixels, gap, shown_map, gap, over], dim=2).unsqueeze(0)
+            self.heatmap = I.encode(pics["map"], "png")
+            self.overlay = I.encode(pics["overlay"], "png")
+            self.all_maps = I.encode(pics["strip"], "png")
+        return pics["composite"]
 
     def _on_display(self, change: dict) -> None:
         """Method or opacity changed: re-composite from the cached maps (no new pass)."""
@@ -489,10 +423,7 @@ class Attribution(CnnvisWidget):
             "image": self.image_name if self.image_name != UPLOAD else self.upload_name,
             "target": shown["target"],
             "target_name": self.handle.class_name(shown["target"]),
-            "top5": [
-                {"class": c, "name": self.handle.class_name(c), "probability": round(p, 6)}
-                for c, p in zip(top, probs)
-            ],
+            "top5": P.prediction_record(self.handle, top, probs),
             "method": self.method,
             "cam_layer": shown["layer"],
             "unsupported": dict(self._unsupported),
@@ -508,9 +439,3 @@ class Attribution(CnnvisWidget):
             names = ", ".join(A.METHODS[m][0] for m in rec["unsupported"])
             text += f"; not available for this model's activations: {names}"
         return text
-
-    def _settings(self) -> dict[str, Any]:
-        out = super()._settings()
-        out.pop("model_name", None)
-        out.pop("upload", None)
-        return out

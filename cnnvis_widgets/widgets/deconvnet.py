@@ -21,17 +21,16 @@ from ..core import attribution as A
 from ..core import imaging as I
 from ..core import projections as P
 from ..core import topk as T
-from ..core.layers import default_deconv_layer
-from ..core.optimize import Step
+from ..core import unit_grids as G
+from ..core.blocks.optimize import Step
 from ..data.datasets import ImageDataset, augmented_samples, image_folder, sample_photos
 from ..models import ModelHandle
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle
+from ..models.layers import default_deconv_layer
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, setting
 
 __all__ = ["DeconvNet", "default_deconv_layer"]
 
-K = 9  # a 3x3 grid, as in Zeiler & Fergus
-CELL = 96  # pixels per grid cell
-GAP = 2  # grey frame inside each cell
+K, CELL, GAP = G.K, G.CELL, G.GAP
 _MEMO: OrderedDict[tuple, T.TopK] = OrderedDict()  # recent passes of every widget in the kernel
 _MEMO_LOCK = threading.Lock()
 _MEMO_SIZE = 12
@@ -49,25 +48,6 @@ NO_POOL_NOTE = (
     "same pattern for every image (correct, not a bug). Guided backprop, shown by default here, "
     "depends on the image."
 )
-
-
-def _cells(pictures: list[torch.Tensor], fill: float = 0.93) -> torch.Tensor:
-    """A 3x3 grid of equal square cells (a picture per cell, letterboxed) -> ``(3, 3C, 3C)``."""
-    out = torch.full((3, 3 * CELL, 3 * CELL), fill)
-    inner = CELL - 2 * GAP
-    for i, pic in enumerate(pictures[:K]):
-        r, c = divmod(i, 3)
-        y, x = r * CELL + GAP, c * CELL + GAP
-        out[:, y : y + inner, x : x + inner] = pic
-    return out
-
-
-def _align(box: tuple[int, int, int, int], size: tuple[int, int]) -> str:
-    """Where a patch cut by the image border sits in its square: against the side it came from."""
-    top, left, bottom, right = box
-    v = "bottom" if top == 0 and bottom < size[0] else ("top" if bottom == size[0] else "")
-    h = "right" if left == 0 and right < size[1] else ("left" if right == size[1] else "")
-    return f"{v}-{h}" if v or h else "center"
 
 
 class DeconvNet(CnnvisWidget):
@@ -95,34 +75,65 @@ class DeconvNet(CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    layer = t.Unicode("", help="Dotted name of the layer whose units are ranked.").tag(sync=True)
     layer_options = t.List(help="[label, name] of every layer with a spatial output.").tag(
         sync=True
     )
-    unit = t.Int(0, help="Channel of the layer whose top patches are shown.").tag(sync=True)
     unit_max = t.Int(0, help="Largest valid unit of the layer (read-only).").tag(sync=True)
-    dataset = t.Enum(
-        ["augmented", "photos", "folder"],
-        "augmented",
-        help="augmented: the sample photos plus deterministic crops, flips and colour jitter; "
-        "photos: the sample photos only; folder: every image under `w.folder` (set in Python).",
-    ).tag(sync=True)
-    # not synced: the browser never names a location on the kernel's machine (rule 8)
-    folder = t.Unicode("", help="Where your images are (dataset 'folder'); set it in Python.")
-    n_images = BoundedInt(256, 1, 100_000, help="Number of images of the augmented dataset.").tag(
-        sync=True
+
+    # the settings, in the order of their controls ------------------------- Unit
+    layer = setting(
+        t.Unicode("", help="Dotted name of the layer whose units are ranked."),
+        "select", "Layer", "Unit", restart=True, options_trait="layer_options",
+        help="a pass over the dataset ranks every unit of the layer",
+    )  # fmt: skip
+    unit = setting(
+        t.Int(0, help="Channel of the layer whose top patches are shown."),
+        "slider", "Unit", "Unit", restart=True, min=0, max_trait="unit_max", step=1,
+    )  # fmt: skip
+    method = setting(
+        t.Enum(
+            ["deconvnet", "guided_backprop", "guided"],  # "guided": old spelling, deprecated
+            "deconvnet",
+            help="Projection: deconvnet (Zeiler & Fergus) or guided_backprop "
+            "(Springenberg et al.).",
+        ),
+        "toggle", "Projection", "Unit", restart=True,
+        options=[["DeconvNet", "deconvnet"], ["guided backprop", "guided_backprop"]],
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Dataset
+    dataset = setting(
+        t.Enum(
+            ["augmented", "photos", "folder"],
+            "augmented",
+            help="augmented: the sample photos plus deterministic crops, flips and colour jitter; "
+            "photos: the sample photos only; folder: every image under `w.folder` (set in Python).",
+        ),
+        "select", "Dataset", "Dataset", restart=True, collapsed=True,
+        options=[
+            ["sample photos + augmentations", "augmented"],
+            ["sample photos only", "photos"],
+            ["my images (w.folder, set in Python)", "folder"],
+        ],
+    )  # fmt: skip
+    # not synced: the browser never names a location on the kernel's machine (rule 8); recorded
+    # only when it is used (see _settings)
+    folder = setting(
+        t.Unicode("", help="Where your images are (dataset 'folder'); set it in Python."),
+        restart=True, sync=False, record=False,
+    )  # fmt: skip
+    n_images = setting(
+        BoundedInt(256, 1, 100_000, help="Number of images of the augmented dataset."),
+        "slider", "Images", "Dataset", restart=True, log=True, step=1,
+        visible_when={"trait": "dataset", "in": ["augmented"]},
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Display
+    opacity = setting(
+        BoundedFloat(0.7, 0.0, 1.0, help="Opacity of the projection over the selected image."),
+        "slider", "Overlay opacity", "Display", step=0.05,
+    )  # fmt: skip
+    selected = setting(
+        BoundedInt(-1, -1, K - 1, help="Rank (0-8) of the patch shown whole, -1 for none.")
     )
-    method = t.Enum(
-        ["deconvnet", "guided_backprop", "guided"],  # "guided": old spelling, deprecated
-        "deconvnet",
-        help="Projection: deconvnet (Zeiler & Fergus) or guided_backprop (Springenberg et al.).",
-    ).tag(sync=True)
-    opacity = BoundedFloat(
-        0.7, 0.0, 1.0, help="Opacity of the projection over the selected image."
-    ).tag(sync=True)
-    selected = BoundedInt(
-        -1, -1, K - 1, help="Rank (0-8) of the patch shown whole, -1 for none."
-    ).tag(sync=True)
     patches = t.Bytes(b"", help="PNG: 3x3 grid of the top patches (read-only).").tag(sync=True)
     projections = t.Bytes(b"", help="PNG: 3x3 grid of their projections (read-only).").tag(
         sync=True
@@ -137,8 +148,6 @@ class DeconvNet(CnnvisWidget):
         sync=True
     )
 
-    _restart_traits = ("layer", "unit", "dataset", "folder", "n_images", "method")
-
     def __init__(
         self,
         model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
@@ -146,6 +155,7 @@ class DeconvNet(CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         self._lock = threading.RLock()
@@ -156,13 +166,6 @@ class DeconvNet(CnnvisWidget):
         info = h.layer(layer)  # KeyError listing the nearest names
         if not info.spatial:
             raise ValueError(f"layer {layer!r} has no spatial output; choose a conv-like layer")
-        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
-        if unknown:
-            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
-            raise TypeError(
-                f"DeconvNet() got unknown argument(s) {', '.join(unknown)}; valid: "
-                f"{', '.join(valid)}"
-            )
         super().__init__(
             title="DeconvNet: top-9 patches and projections",
             model_name=h.name,
@@ -178,7 +181,6 @@ class DeconvNet(CnnvisWidget):
                 setattr(self, k, v)
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_selected, names=["selected", "opacity"])
-        self.controls = self._control_specs()
         note = [{"kind": "text", "trait": "note", "label": "Note"}] if self.note else []
         self.panels = note + [
             {"kind": "image", "trait": "patches", "label": "Top-9 dataset patches", "grid": [3, 3]},
@@ -209,62 +211,6 @@ class DeconvNet(CnnvisWidget):
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
         return A.canonical_method(proposal["value"])
-
-    def _control_specs(self) -> list[dict]:
-        return [
-            {
-                "trait": "layer",
-                "kind": "select",
-                "label": "Layer",
-                "group": "Unit",
-                "options_trait": "layer_options",
-                "help": "a pass over the dataset ranks every unit of the layer",
-            },
-            {
-                "trait": "unit",
-                "kind": "slider",
-                "label": "Unit",
-                "group": "Unit",
-                "min": 0,
-                "max_trait": "unit_max",
-                "step": 1,
-            },
-            {
-                "trait": "method",
-                "kind": "toggle",
-                "label": "Projection",
-                "group": "Unit",
-                "options": [["DeconvNet", "deconvnet"], ["guided backprop", "guided_backprop"]],
-            },
-            {
-                "trait": "dataset",
-                "collapsed": True,
-                "kind": "select",
-                "label": "Dataset",
-                "group": "Dataset",
-                "options": [
-                    ["sample photos + augmentations", "augmented"],
-                    ["sample photos only", "photos"],
-                    ["my images (w.folder, set in Python)", "folder"],
-                ],
-            },
-            {
-                "trait": "n_images",
-                "log": True,
-                "kind": "slider",
-                "label": "Images",
-                "group": "Dataset",
-                "step": 1,
-                "visible_when": {"trait": "dataset", "in": ["augmented"]},
-            },
-            {
-                "trait": "opacity",
-                "kind": "slider",
-                "label": "Overlay opacity",
-                "group": "Display",
-                "step": 0.05,
-            },
-        ]
 
     # ------------------------------------------------------------------ observers
     def _on_layer(self, change: dict) -> None:
@@ -356,22 +302,13 @@ class DeconvNet(CnnvisWidget):
         rule = "deconvnet" if method == "deconvnet" else "guided_backprop"
         up = P.unit_projections(h, top, unit, ds, rule, project=False)
         entries, imgs, size = up.entries, up.images, top.input_size
-        patch_pics = [
-            I.letterbox(p, CELL - 2 * GAP, align=_align(e.box, size))
-            for e, p in zip(entries, up.patches)
-        ]
-        grid_p = _cells(patch_pics)
+        grid_p = G.patch_grid(entries, up.patches, size)
         self.patches = I.encode(grid_p, "png")
-        self.details = self._details_text(top, unit, entries)
+        self.details = G.details_text(top, unit, entries)
         if stop_event.is_set():
             return
         proj = P.project_unit(h, layer, unit, imgs, entries, rule)
-        shown = I.signed_to_pixels(proj)
-        proj_pics = [
-            I.letterbox(p, CELL - 2 * GAP, align=_align(e.box, size))
-            for e, p in zip(entries, P.crop_patches(shown, entries))
-        ]
-        grid_q = _cells(proj_pics)
+        grid_q = G.projection_grid(entries, proj, size)
         with self._lock:
             self._current = {
                 "entries": entries,
@@ -392,21 +329,6 @@ class DeconvNet(CnnvisWidget):
         composite = torch.cat([grid_p, gap, grid_q], dim=2).unsqueeze(0)
         yield Step(index, None, composite, {"images": top.count}, index + 1)
 
-    def _details_text(self, top: T.TopK, unit: int, entries: list[T.Entry]) -> str:
-        rf = top.field
-        lines = [
-            f"{top.layer} unit {unit}: top {len(entries)} of "
-            f"{top.count} images; receptive field {rf.size[0]}x{rf.size[1]} px, stride "
-            f"{rf.stride[0]}"
-        ]
-        for e in entries:
-            t0, l0, b0, r0 = e.box
-            lines.append(
-                f"{e.rank + 1}. {e.name}: max {e.value:.3g} at ({e.y}, {e.x}), field rows "
-                f"{t0}-{b0 - 1}, cols {l0}-{r0 - 1}"
-            )
-        return "\n".join(lines)
-
     def _compose_detail(self) -> None:
         with self._lock:
             cur = self._current
@@ -419,10 +341,7 @@ class DeconvNet(CnnvisWidget):
         e = cur["entries"][rank]
         photo = cur["images"][rank]
         proj = cur["projections"][rank : rank + 1]
-        magnitude = I.normalize_map(I.reduce_channels(proj))
-        heat = I.colorize(magnitude)
-        pic = I.overlay(photo, heat[0], opacity, weight=magnitude[0])
-        pic = I.draw_box(pic, e.box, width=2)
+        pic = G.detail_picture(photo, proj, e.box, opacity)
         self.detail = I.encode(pic, "png")
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
@@ -436,18 +355,7 @@ class DeconvNet(CnnvisWidget):
             "method": cur["method"],
             "dataset": cur["dataset"],
             "images_ranked": cur["count"],
-            "top": [
-                {
-                    "rank": e.rank,
-                    "image": e.name,
-                    "index": e.image,
-                    "value": round(e.value, 6),
-                    "y": e.y,
-                    "x": e.x,
-                    "box": list(e.box),
-                }
-                for e in cur["entries"]
-            ],
+            "top": G.entry_records(cur["entries"]),
         }
 
     def _result_text(self) -> str:
@@ -466,8 +374,6 @@ class DeconvNet(CnnvisWidget):
 
     def _settings(self) -> dict[str, Any]:
         out = super()._settings()
-        for name in ("details", "model_name", "unit_max", "note"):
-            out.pop(name, None)
         if self.dataset == "folder":
             out["folder"] = self.folder  # not synced, still part of what was computed
         return out

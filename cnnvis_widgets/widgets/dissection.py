@@ -19,55 +19,19 @@ from typing import Any
 
 import torch
 import traitlets as t
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..core import dissection as nd
-from ..core.imaging import encode, pil_to_tensor, to_pil
-from ..core.optimize import Step
+from ..core.blocks.optimize import Step
 from ..data.concepts import Probe, probe_set
+from ..figures import comparison_figure, summary_figure
+from ..imaging import bar_chart as _bars_image
+from ..imaging import encode, pil_to_tensor, to_pil
 from ..models import ModelHandle, load_model
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle
+from ..models.layers import dissection_layers as default_layers
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, setting
 
 __all__ = ["Dissection", "default_layers", "summary_figure", "comparison_figure"]
-
-
-def default_layers(handle: ModelHandle, n: int = 4) -> list[str]:
-    """About ``n`` blocks spread from early to late (conv-like layers when there are no blocks)."""
-    layers = handle.conv_layers()
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to dissect"
-        )
-    for kind in ("block", "act", "conv"):
-        picks = [li for li in layers if li.kind == kind and "." not in li.name.split(".", 1)[-1]]
-        picks = picks or [li for li in layers if li.kind == kind]
-        if picks:
-            break
-    else:
-        picks = layers
-    if len(picks) <= n:
-        return [li.name for li in picks]
-    # skip the very first block (mostly colour), end with the last one
-    first = 1 if len(picks) > n + 1 else 0
-    span = len(picks) - 1 - first
-    return [picks[first + round(i * span / (n - 1))].name for i in range(n)]
-
-
-def _random_twin(handle: ModelHandle, seed: int = 0) -> ModelHandle:
-    """The same architecture with random weights (seeded)."""
-    if handle.name == "efficientnet_lite0" or handle.name.startswith("torchvision:"):
-        return load_model(handle.name, weights=None, seed=seed, device=handle.device)
-    return load_model(
-        handle.model,
-        weights=None,
-        seed=seed,
-        device=handle.device,
-        input_size=handle.input_size,
-        mean=handle.mean,
-        std=handle.std,
-        class_names=handle.class_names,
-    )
 
 
 def _model_label(handle: ModelHandle) -> str:
@@ -107,32 +71,63 @@ class Dissection(CnnvisWidget):
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
     compare_name = t.Unicode("", help="Name of the comparison model, '' for none.").tag(sync=True)
-    layers = t.List(t.Unicode(), help="Layers dissected in a run (dotted names).").tag(sync=True)
-    layer = t.Unicode("", help="The layer whose units the table shows.").tag(sync=True)
     layer_options = t.List(help="[label, name] of the dissected layers (read-only).").tag(sync=True)
-    unit = t.Int(0, help="The selected unit (a row of the table).").tag(sync=True)
     unit_max = t.Int(0, help="Largest unit of the shown layer (read-only).").tag(sync=True)
-    view_model = t.Enum(
-        ["model", "compare"], "model", help="Which model's units the table shows."
-    ).tag(sync=True)
-    n_images = BoundedInt(256, 1, 1_000_000, help="Images of the generated probe set.").tag(
-        sync=True
+
+    # the settings, in the order of their controls ------------------------- Probe set
+    # (no probe-set controls with a probe of your own: see _control_spec)
+    n_images = setting(
+        BoundedInt(256, 1, 1_000_000, help="Images of the generated probe set."),
+        "slider", "Probe images", "Probe set", restart=True, collapsed=True, log=True, step=1,
+    )  # fmt: skip
+    image_size = setting(
+        BoundedInt(224, 32, 1024, help="Side of the probe images in pixels."),
+        "select", "Image size", "Probe set", restart=True,
+        options=[["112 px", 112], ["160 px", 160], ["224 px", 224]],
+    )  # fmt: skip
+    seed = setting(
+        BoundedInt(0, 0, 2**31 - 1, help="Seed of the generated probe set."),
+        "int", "Seed", "Probe set", restart=True,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Dissection
+    quantile = setting(
+        BoundedFloat(
+            0.005,
+            0.0001,
+            0.5,
+            help="Fraction of each unit's activations above its threshold (top 0.5 %).",
+        ),
+        "slider", "Top quantile", "Dissection", restart=True, log=True,
+        help="fraction of each unit's activations above its threshold",
+    )  # fmt: skip
+    iou_threshold = setting(
+        BoundedFloat(
+            0.04, 0.0, 1.0, help="A unit is interpretable when its best IoU is at least this."
+        ),
+        "slider", "IoU threshold", "Dissection", step=0.005,
+        help="interpretable when the best IoU reaches this",
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- View
+    layer = setting(
+        t.Unicode("", help="The layer whose units the table shows."),
+        "select", "Layer", "View", options_trait="layer_options",
+    )  # fmt: skip
+    unit = setting(
+        t.Int(0, help="The selected unit (a row of the table)."),
+        "int", "Unit", "View", min=0, max_trait="unit_max",
+    )  # fmt: skip
+    view_model = setting(  # a control only with a comparison model: see _control_spec
+        t.Enum(["model", "compare"], "model", help="Which model's units the table shows."),
+        "toggle", "Table of", "View",
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- without a control
+    layers = setting(
+        t.List(t.Unicode(), help="Layers dissected in a run (dotted names)."), restart=True
     )
-    image_size = BoundedInt(224, 32, 1024, help="Side of the probe images in pixels.").tag(
-        sync=True
+    batch_size = setting(
+        BoundedInt(32, 1, 4096, help="Probe images per forward pass."), restart=True
     )
-    seed = BoundedInt(0, 0, 2**31 - 1, help="Seed of the generated probe set.").tag(sync=True)
-    quantile = BoundedFloat(
-        0.005,
-        0.0001,
-        0.5,
-        help="Fraction of each unit's activations above its threshold (top 0.5 %).",
-    ).tag(sync=True)
-    iou_threshold = BoundedFloat(
-        0.04, 0.0, 1.0, help="A unit is interpretable when its best IoU is at least this."
-    ).tag(sync=True)
-    batch_size = BoundedInt(32, 1, 4096, help="Probe images per forward pass.").tag(sync=True)
-    top_k = BoundedInt(8, 1, 64, help="Top probe images shown per unit.").tag(sync=True)
+    top_k = setting(BoundedInt(8, 1, 64, help="Top probe images shown per unit."))
     stage = t.Unicode("", help="Current stage: quantile, iou or done (read-only).").tag(sync=True)
     rows = t.List(t.Dict(), help="Table rows: unit, concept, category, iou (read-only).").tag(
         sync=True
@@ -148,19 +143,6 @@ class Dissection(CnnvisWidget):
         sync=True
     )
 
-    _restart_traits = ("layers", "n_images", "image_size", "seed", "quantile", "batch_size")
-    _result_traits = (
-        "model_name",
-        "compare_name",
-        "unit_max",
-        "stage",
-        "rows",
-        "unit_image",
-        "details",
-        "summary_bars",
-        "compare_bars",
-    )
-
     def __init__(
         self,
         model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
@@ -171,6 +153,7 @@ class Dissection(CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         names = list(layers) if layers is not None else default_layers(h)
@@ -180,7 +163,7 @@ class Dissection(CnnvisWidget):
         self.compare_handle: ModelHandle | None = None
         if compare is not None:
             if isinstance(compare, str) and compare == "random":
-                self.compare_handle = _random_twin(h)
+                self.compare_handle = load_model(h, weights=None)  # the random twin
             else:
                 self.compare_handle = get_handle(compare, **({"device": device} if device else {}))
             self._check_layers(self.compare_handle, names, which="comparison model")
@@ -192,13 +175,6 @@ class Dissection(CnnvisWidget):
         self._composite: torch.Tensor | None = None
         self._examples: nd.UnitExamples | None = None
         self._shown_for: dict[str, Any] | None = None
-        unknown = [k for k in kwargs if not self.has_trait(k) or k.startswith("_")]
-        if unknown:
-            valid = sorted(n for n in self.trait_names(sync=True) if not n.startswith("_"))
-            raise TypeError(
-                f"Dissection() got unknown argument(s) {', '.join(unknown)}; valid: "
-                f"{', '.join(valid)}"
-            )
         layer = kwargs.pop("layer", None) or names[len(names) // 2]
         if layer not in names:
             raise t.TraitError(f"layer {layer!r} is not dissected; choose one of {names}")
@@ -218,7 +194,6 @@ class Dissection(CnnvisWidget):
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_selection, names=["unit", "view_model"])
         self.observe(self._on_iou_threshold, names=["iou_threshold"])
-        self._update_controls()
         self._update_panels()
 
     # ------------------------------------------------------------------ validation
@@ -277,83 +252,26 @@ class Dissection(CnnvisWidget):
         return proposal["value"]
 
     # ------------------------------------------------------------------ specs
-    def _update_controls(self) -> None:
-        controls: list[dict[str, Any]] = []
-        if self._custom_probe is None:
-            controls += [
-                {
-                    "trait": "n_images",
-                    "collapsed": True,
-                    "log": True,
-                    "kind": "slider",
-                    "label": "Probe images",
-                    "group": "Probe set",
-                    "step": 1,
-                },
-                {
-                    "trait": "image_size",
-                    "kind": "select",
-                    "label": "Image size",
-                    "group": "Probe set",
-                    "options": [["112 px", 112], ["160 px", 160], ["224 px", 224]],
-                },
-                {"trait": "seed", "kind": "int", "label": "Seed", "group": "Probe set"},
-            ]
-        controls += [
-            {
-                "trait": "quantile",
-                "kind": "slider",
-                "label": "Top quantile",
-                "group": "Dissection",
-                "log": True,
-                "help": "fraction of each unit's activations above its threshold",
-            },
-            {
-                "trait": "iou_threshold",
-                "kind": "slider",
-                "label": "IoU threshold",
-                "group": "Dissection",
-                "step": 0.005,
-                "help": "interpretable when the best IoU reaches this",
-            },
-            {
-                "trait": "layer",
-                "kind": "select",
-                "label": "Layer",
-                "group": "View",
-                "options_trait": "layer_options",
-            },
-            {
-                "trait": "unit",
-                "kind": "int",
-                "label": "Unit",
-                "group": "View",
-                "min": 0,
-                "max_trait": "unit_max",
-            },
-        ]
-        if self.compare_handle is not None:
-            controls.append(
-                {
-                    "trait": "view_model",
-                    "kind": "toggle",
-                    "label": "Table of",
-                    "group": "View",
-                    "options": [[self.model_name, "model"], [self.compare_name, "compare"]],
-                }
-            )
-        controls += [
-            {"kind": "button", "label": "Export CSV", "action": "export_csv", "group": "Export"},
-            {"kind": "button", "label": "Export JSON", "action": "export_json", "group": "Export"},
-            {"kind": "button", "label": "Export PNG", "action": "export_png", "group": "Export"},
+    def _control_spec(self, spec: dict[str, Any]) -> dict[str, Any] | None:
+        if spec.get("group") == "Probe set" and self._custom_probe is not None:
+            return None  # a probe of your own: nothing to generate
+        if spec["trait"] == "view_model":
+            if self.compare_handle is None:
+                return None
+            return dict(spec, options=[[self.model_name, "model"], [self.compare_name, "compare"]])
+        return spec
+
+    def _control_specs(self) -> list[dict]:
+        exports = [("CSV", "csv"), ("JSON", "json"), ("PNG", "png"), ("all (zip)", "zip")]
+        return super()._control_specs() + [
             {
                 "kind": "button",
-                "label": "Export all (zip)",
-                "action": "export_zip",
+                "label": f"Export {label}",
+                "action": f"export_{a}",
                 "group": "Export",
-            },
+            }
+            for label, a in exports
         ]
-        self.controls = controls
 
     def _categories(self) -> list[str]:
         return list(self._probe().categories)
@@ -447,19 +365,7 @@ class Dissection(CnnvisWidget):
         return None if r is None else r.with_iou_threshold(self.iou_threshold)
 
     def _settings(self) -> dict[str, Any]:
-        keep = (
-            "layer",
-            "unit",
-            "view_model",
-            "n_images",
-            "image_size",
-            "seed",
-            "quantile",
-            "iou_threshold",
-            "batch_size",
-            "top_k",
-        )
-        out: dict[str, Any] = {k: getattr(self, k) for k in keep}
+        out = super()._settings()
         out["layers"] = list(self.layers)
         out["probe"] = self._probe().describe()
         if self.compare_handle is not None:
@@ -835,93 +741,3 @@ class Dissection(CnnvisWidget):
         return comparison_figure(
             [self._require(), self.compare_result], [self.model_name, self.compare_name]
         )
-
-
-# ------------------------------------------------------------------------------ figures
-
-
-def _plotly() -> Any:
-    try:
-        import plotly.graph_objects as go
-    except ImportError as exc:  # pragma: no cover - plotly is optional
-        raise ImportError(
-            "this figure needs plotly: pip install plotly (the widget itself does not)"
-        ) from exc
-    return go
-
-
-def summary_figure(result: nd.Dissection) -> Any:
-    """Grouped bars (plotly): unique detectors per category for every dissected layer.
-
-    Examples
-    --------
-    >>> summary_figure(dissect(handle, layers, probe)).show()   # doctest: +SKIP
-    """
-    go = _plotly()
-    rows = result.summary()
-    fig = go.Figure()
-    for cat in result.categories:
-        fig.add_bar(name=cat, x=[s["layer"] for s in rows], y=[s["unique"][cat] for s in rows])
-    fig.update_layout(
-        barmode="group",
-        title=f"Unique detectors per category ({result.model.get('name', '')})",
-        xaxis_title="layer",
-        yaxis_title="unique detectors",
-    )
-    return fig
-
-
-def comparison_figure(results: Sequence[nd.Dissection], names: Sequence[str] | None = None) -> Any:
-    """Grouped bars (plotly): interpretable units per layer for several dissections.
-
-    Examples
-    --------
-    >>> comparison_figure([pretrained, random], ["imagenet", "random"])   # doctest: +SKIP
-    """
-    go = _plotly()
-    cmp = nd.compare_dissections(results, names)
-    fig = go.Figure()
-    for m, name in enumerate(cmp.names):
-        fig.add_bar(name=name, x=cmp.layers, y=cmp.interpretable[m])
-    fig.update_layout(
-        barmode="group",
-        title="Interpretable units per layer",
-        xaxis_title="layer",
-        yaxis_title="interpretable units",
-    )
-    return fig
-
-
-_PALETTE = [(66, 133, 244), (219, 68, 55), (244, 180, 0), (15, 157, 88), (171, 71, 188)]
-
-
-def _bars_image(
-    rows: list[list[Any]], series: Sequence[str], title: str, width: int
-) -> Image.Image:
-    """A small horizontal grouped bar chart drawn with PIL (for static pictures)."""
-    n = max(1, len(series))
-    bar_h, gap, label_w, top = 7, 6, 120, 34
-    height = top + len(rows) * (n * bar_h + gap) + 8
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((4, 2), title, fill=(0, 0, 0))
-    x = 4
-    for s, name in enumerate(series):
-        draw.rectangle([x, 18, x + 9, 27], fill=_PALETTE[s % len(_PALETTE)])
-        draw.text((x + 12, 17), str(name)[:40], fill=(0, 0, 0))
-        x += 20 + 7 * len(str(name)[:40])
-    vmax = max([1.0, *(float(v) for row in rows for v in row[1:])])
-    span = width - label_w - 40
-    y = top
-    for row in rows:
-        draw.text((4, y), str(row[0])[:18], fill=(0, 0, 0))
-        for s, v in enumerate(row[1:]):
-            w = int(round(span * float(v) / vmax))
-            yy = y + s * bar_h
-            draw.rectangle(
-                [label_w, yy, label_w + max(w, 1), yy + bar_h - 2],
-                fill=_PALETTE[s % len(_PALETTE)],
-            )
-            draw.text((label_w + w + 3, yy - 2), f"{v:g}", fill=(60, 60, 60))
-        y += n * bar_h + gap
-    return img

@@ -21,17 +21,21 @@ import traitlets as t
 from PIL import Image
 
 from ..core import inversion as inv
+from ..core import inversion_results as R
 from ..core import upconv
-from ..core.imaging import encode, make_grid, to_pil
-from ..core.optimize import Step
+from ..core.blocks.optimize import Step
 from ..data import load_image, sample_images
+from ..imaging import encode, make_grid, to_pil
 from ..models import ModelHandle
+from ..models.layers import default_inversion_layer as _default_layer
+from ..models.layers import inversion_layers as default_layers
 from ._base import (
     BoundedFloat,
     BoundedInt,
     CnnvisWidget,
     export_paths,
     get_handle,
+    setting,
     upload_trait,
 )
 from ._photos import UPLOAD_TRAITS, SampleUploadMixin, pixel_tensor
@@ -40,37 +44,11 @@ __all__ = ["Inversion", "default_layers"]
 
 FE_LABEL = "Feature error ‖φ(x) − φ₀‖² / ‖φ₀‖²"
 CUSTOM = "custom"
+_REG = {"trait": "method", "in": ["regularized"]}  # controls of the regularized method
+_DEC = {"trait": "method", "in": ["decoder"]}  # ... of the decoder
 _SETTING_TRAITS = tuple(f.name for f in dataclasses.fields(inv.InversionSettings))
 _TRAIN_TRAITS = {"train_steps": "steps", "train_lr": "lr", "train_batch": "batch_size"}
 _TRAIN_TRAITS["feature_weight"] = "feature_weight"
-_RESULT_TRAITS = ("feature_error", "pixel_correlation", "details", "decoder_info", "original")
-_RESULT_TRAITS += ("sample_options",)
-
-
-def default_layers(handle: ModelHandle, n: int = 5) -> list[str]:
-    """``n`` layers spread from the first to the last top-level block (or conv-like layer)."""
-    layers = handle.conv_layers()
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to invert"
-        )
-    picks = [li for li in layers if li.kind == "block" and li.name.count(".") <= 1]
-    if len(picks) < n:
-        picks = [li for li in layers if li.kind in ("conv", "block")] or layers
-    if len(picks) <= n:
-        return [li.name for li in picks]
-    idx = sorted({round(i * (len(picks) - 1) / (n - 1)) for i in range(n)})
-    # start one in from the very first block: it is nearly the identity
-    if len(picks) > n + 1:
-        idx = sorted({max(1, i) for i in idx})
-    return [picks[i].name for i in idx]
-
-
-def _default_layer(handle: ModelHandle) -> str:
-    """An early block: a third of the way into the network."""
-    names = default_layers(handle, 7)
-    return names[min(len(names) - 1, 2)]
 
 
 class Inversion(SampleUploadMixin, CnnvisWidget):
@@ -98,85 +76,140 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    sample = t.Unicode(
-        "cat", help="The photo reconstructed: a packaged photo's name, 'upload' or 'custom'."
-    ).tag(sync=True)
     sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
         sync=True
     )
-    upload = upload_trait("Bytes of an image file chosen in the browser (JS sets).")
-    upload_name = t.Unicode("", help="File name of the uploaded image (JS sets).").tag(sync=True)
     original = t.Bytes(b"", help="PNG of the photo as the network sees it (read-only).").tag(
-        sync=True
-    )
-    layer = t.Unicode("", help="Dotted name of the layer whose features are inverted.").tag(
         sync=True
     )
     layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
         sync=True
     )
-    method = t.Enum(
-        ["regularized", "decoder"],
-        "regularized",
-        help="regularized: optimize an image whose features match, with natural-image priors "
-        "(Mahendran & Vedaldi 2015); decoder: one pass of a trained up-convolutional decoder "
-        "(Dosovitskiy & Brox 2016).",
-    ).tag(sync=True)
-    strip = t.Bool(
-        False, help="Reconstruct from every layer of strip_layers, side by side (one batch)."
-    ).tag(sync=True)
-    strip_layers = t.Unicode(
-        "", help="Comma-separated layer names of the strip, shallow to deep."
-    ).tag(sync=True)
-    preset = t.Enum(
-        list(inv.PRESETS),
-        "mahendran",
-        help="Recipe from the literature; sets the sliders below.",
-    ).tag(sync=True)
-    steps = BoundedInt(200, 1, 100_000, help="Number of optimization steps (live).").tag(sync=True)
-    lr = BoundedFloat(
-        0.02, 1e-06, 10.0, help="Initial learning rate, decayed along a cosine (live)."
-    ).tag(sync=True)
-    lr_end = BoundedFloat(0.001, 0.0, 10.0, help="Learning rate at the last step (live).").tag(
-        sync=True
+
+    # the settings, in the order of their controls ------------------------- Image
+    sample = setting(
+        t.Unicode(
+            "cat", help="The photo reconstructed: a packaged photo's name, 'upload' or 'custom'."
+        ),
+        "select", "Photo", "Image", restart=True, options_trait="sample_options",
+    )  # fmt: skip
+    upload = setting(
+        upload_trait("Bytes of an image file chosen in the browser (JS sets)."),
+        "upload", "Your image", "Image", record=False, accept="image/*", name_trait="upload_name",
+    )  # fmt: skip
+    size = setting(
+        BoundedInt(128, 16, 1024, help="Side of the image in pixels."),
+        "slider", "Size (px)", "Image", restart=True, step=16,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Layer
+    layer = setting(
+        t.Unicode("", help="Dotted name of the layer whose features are inverted."),
+        "select", "Layer", "Layer", restart=True, options_trait="layer_options",
+        help="conv-like layers, with channels and size",
+    )  # fmt: skip
+    method = setting(
+        t.Enum(
+            ["regularized", "decoder"],
+            "regularized",
+            help="regularized: optimize an image whose features match, with natural-image priors "
+            "(Mahendran & Vedaldi 2015); decoder: one pass of a trained up-convolutional decoder "
+            "(Dosovitskiy & Brox 2016).",
+        ),
+        "toggle", "Method", "Layer", restart=True,
+        options=[["regularized", "regularized"], ["decoder", "decoder"]],
+    )  # fmt: skip
+    strip = setting(
+        t.Bool(
+            False, help="Reconstruct from every layer of strip_layers, side by side (one batch)."
+        ),
+        "checkbox", "Strip of layers", "Layer", restart=True,
+    )  # fmt: skip
+    strip_layers = setting(
+        t.Unicode("", help="Comma-separated layer names of the strip, shallow to deep."),
+        "text", "Strip layers", "Layer", restart=True, help="comma-separated layer names",
+        visible_when={"trait": "strip", "in": [True]},
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Optimization
+    preset = setting(
+        t.Enum(
+            list(inv.PRESETS),
+            "mahendran",
+            help="Recipe from the literature; sets the sliders below.",
+        ),
+        "select", "Preset", "Optimization", restart=True,
+        options=[[k, k] for k in inv.PRESETS], visible_when=_REG,
+    )  # fmt: skip
+    steps = setting(
+        BoundedInt(200, 1, 100_000, help="Number of optimization steps (live)."),
+        "slider", "Iterations", "Optimization", live=True, log=True, step=1, visible_when=_REG,
+    )  # fmt: skip
+    lr = setting(
+        BoundedFloat(
+            0.02, 1e-06, 10.0, help="Initial learning rate, decayed along a cosine (live)."
+        ),
+        "slider", "Learning rate", "Optimization", live=True, log=True, visible_when=_REG,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Priors
+    alpha_weight = setting(
+        BoundedFloat(1e-3, 0.0, 10.0, help="Weight of the alpha-norm prior (live)."),
+        "slider", "Alpha-norm weight", "Priors", live=True, collapsed=True, step=0.001,
+        visible_when=_REG,
+    )  # fmt: skip
+    alpha = setting(
+        BoundedFloat(6.0, 1.0, 20.0, help="Exponent of the alpha-norm prior (live)."),
+        "slider", "Alpha", "Priors", live=True, step=0.5, visible_when=_REG,
+    )  # fmt: skip
+    tv_weight = setting(
+        BoundedFloat(3.0, 0.0, 100.0, help="Weight of the total-variation prior (live)."),
+        "slider", "TV weight", "Priors", live=True, step=0.1, visible_when=_REG,
+    )  # fmt: skip
+    tv_beta = setting(
+        BoundedFloat(2.0, 1.0, 4.0, help="Exponent of the total-variation prior (live)."),
+        "slider", "TV beta", "Priors", live=True, step=0.1, visible_when=_REG,
+    )  # fmt: skip
+    jitter = setting(
+        BoundedInt(2, 0, 64, help="Random shift in pixels, during the first steps (live)."),
+        "slider", "Jitter (px)", "Priors", live=True, step=1, visible_when=_REG,
+    )  # fmt: skip
+    seed = setting(
+        BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run."),
+        "int", "Seed", "Optimization", restart=True,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- Decoder
+    train_steps = setting(
+        BoundedInt(500, 1, 1_000_000, help="Decoder training: total updates (live; resumes)."),
+        "slider", "Training steps", "Decoder", live=True, log=True, step=1, visible_when=_DEC,
+    )  # fmt: skip
+    train_batch = setting(
+        BoundedInt(8, 1, 512, help="Decoder training: images per update (live)."),
+        "slider", "Batch", "Decoder", live=True, log=True, step=1, visible_when=_DEC,
+    )  # fmt: skip
+    feature_weight = setting(
+        BoundedFloat(
+            0.0,
+            0.0,
+            10.0,
+            help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only).",
+        ),
+        "slider", "Feature loss weight", "Decoder", live=True, step=0.01, visible_when=_DEC,
+    )  # fmt: skip
+    # ---------------------------------------------------------------------- without a control
+    lr_end = setting(
+        BoundedFloat(0.001, 0.0, 10.0, help="Learning rate at the last step (live)."), live=True
     )
-    alpha = BoundedFloat(6.0, 1.0, 20.0, help="Exponent of the alpha-norm prior (live).").tag(
-        sync=True
+    jitter_until = setting(
+        BoundedFloat(
+            0.75, 0.0, 1.0, help="Fraction of the steps with jitter; the rest run without (live)."
+        ),
+        live=True,
     )
-    alpha_weight = BoundedFloat(1e-3, 0.0, 10.0, help="Weight of the alpha-norm prior (live).").tag(
-        sync=True
+    train_lr = setting(
+        BoundedFloat(1e-3, 1e-07, 1.0, help="Decoder training: Adam learning rate (live)."),
+        live=True,
     )
-    tv_beta = BoundedFloat(2.0, 1.0, 4.0, help="Exponent of the total-variation prior (live).").tag(
-        sync=True
+    upload_name = setting(
+        t.Unicode("", help="File name of the uploaded image (JS sets)."), record=False
     )
-    tv_weight = BoundedFloat(
-        3.0, 0.0, 100.0, help="Weight of the total-variation prior (live)."
-    ).tag(sync=True)
-    jitter = BoundedInt(
-        2, 0, 64, help="Random shift in pixels, during the first steps (live)."
-    ).tag(sync=True)
-    jitter_until = BoundedFloat(
-        0.75, 0.0, 1.0, help="Fraction of the steps with jitter; the rest run without (live)."
-    ).tag(sync=True)
-    size = BoundedInt(128, 16, 1024, help="Side of the image in pixels.").tag(sync=True)
-    seed = BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run.").tag(
-        sync=True
-    )
-    train_steps = BoundedInt(
-        500, 1, 1_000_000, help="Decoder training: total updates (live; resumes)."
-    ).tag(sync=True)
-    train_lr = BoundedFloat(
-        1e-3, 1e-07, 1.0, help="Decoder training: Adam learning rate (live)."
-    ).tag(sync=True)
-    train_batch = BoundedInt(8, 1, 512, help="Decoder training: images per update (live).").tag(
-        sync=True
-    )
-    feature_weight = BoundedFloat(
-        0.0,
-        0.0,
-        10.0,
-        help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only).",
-    ).tag(sync=True)
     feature_error = t.Float(
         -1.0,
         help="Normalized feature error ||phi(x)-phi0||^2/||phi0||^2 of the final reconstruction, "
@@ -191,17 +224,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
     )
 
     _loss_label = "feature error"
-    _restart_traits = (
-        "layer",
-        "method",
-        "strip",
-        "strip_layers",
-        "preset",
-        "size",
-        "seed",
-        "sample",
-    )
-    _live_traits = _SETTING_TRAITS + tuple(_TRAIN_TRAITS)
 
     def __init__(
         self,
@@ -211,6 +233,7 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._check_arguments(kwargs, settings_only=True)
         self.handle = get_handle(model, **({"device": device} if device else {}))
         h = self.handle
         self._photos: dict[str, Image.Image | torch.Tensor] = {}
@@ -251,21 +274,11 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
         if kwargs:
             with self.hold_trait_notifications():
                 for k, v in kwargs.items():
-                    if not self.has_trait(k) or k.startswith("_") or k in _RESULT_TRAITS:
-                        valid = sorted(
-                            n
-                            for n in self.trait_names(sync=True)
-                            if n[0] != "_" and n not in _RESULT_TRAITS
-                        )
-                        raise TypeError(
-                            f"Inversion() got an unknown argument {k!r}; valid: {', '.join(valid)}"
-                        )
                     setattr(self, k, v)
         self.observe(self._on_preset, names=["preset"])
         self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_picture, names=["sample", "size"])
         self.observe(self._on_layer, names=["layer"])
-        self._update_controls()
         self.panels = self._panel_specs(FE_LABEL)
         self._show_original()
         self._refresh_decoder_info()
@@ -388,11 +401,9 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
 
     def _refresh_decoder_info(self) -> None:
         try:
-            path = upconv.decoder_path(self.handle, self.layer, size=self.size)
-            dec = self._decoders.get(self.layer)
-            steps = dec.trained_steps if dec is not None else None
-            if steps is None and path.is_file():
-                steps = int(upconv._read(path).get("step", 0))
+            steps = R.trained_steps(
+                self.handle, self.layer, self.size, self._decoders.get(self.layer)
+            )
             if steps:
                 self.decoder_info = f"decoder for {self.layer}: trained {steps} steps"
             else:
@@ -475,27 +486,10 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
             yield step
 
     def _decode_steps(self) -> Iterator[Step]:
-        target = self.target()
-        images, errors, missing = [], [], []
-        for name in self._layers_run:
-            dec = self._decoder(name)
-            if dec is None:
-                missing.append(name)
-                images.append(torch.full_like(target, 0.5))
-                errors.append(float("nan"))
-                continue
-            phi0 = inv.layer_features(self.handle, target, name)[name]
-            rec = dec.decode(phi0, size=target.shape[-2:])
-            images.append(rec)
-            errors.append(float(inv.feature_error(self.handle, rec, name, phi0)[0]))
-        if len(missing) == len(self._layers_run):
-            raise FileNotFoundError(
-                f"no decoder trained for {', '.join(missing)} yet: press 'Train decoder' (it "
-                "trains the decoder of the selected layer) or use the regularized method"
-            )
-        self._missing = missing
-        fe = torch.tensor(errors)
-        yield Step(0, float(fe.nan_to_num(0.0).mean()), torch.cat(images), {"feature_error": fe}, 1)
+        images, fe, self._missing = R.decode_layers(
+            self.handle, self.target(), self._layers_run, self._decoder
+        )
+        yield Step(0, float(fe.nan_to_num(0.0).mean()), images, {"feature_error": fe}, 1)
 
     def _train_steps(self, stop_event: threading.Event) -> Iterator[Step]:
         settings = upconv.DecoderSettings(
@@ -556,34 +550,23 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
                 self._last_record = rec
                 return
             image = step.image.detach().clamp(0, 1)
-            if self.method == "regularized":
-                fe = []
-                for i, name in enumerate(self._layers_run):
-                    phi0 = inv.layer_features(self.handle, target, name)[name]
-                    fe.append(float(inv.feature_error(self.handle, image[i : i + 1], name, phi0)))
-            else:
-                fe = [float(v) for v in step.metrics["feature_error"]]
-            corr = [float(v) for v in inv.pixel_correlation(image, target)]
-            perr = [float(v) for v in inv.pixel_error(image, target)]
-            rec.update(
-                feature_error=[round(v, 6) for v in fe],
-                pixel_correlation=[round(v, 6) for v in corr],
-                pixel_error=[round(v, 6) for v in perr],
+            m = R.reconstruction_metrics(
+                self.handle,
+                target,
+                image,
+                self._layers_run,
+                None if self.method == "regularized" else step.metrics["feature_error"],
             )
+            fe, corr = m["feature_error"], m["pixel_correlation"]
+            rec.update({k: [round(v, 6) for v in vals] for k, vals in m.items()})
             self.feature_error = fe[0] if fe[0] == fe[0] else -1.0
             self.pixel_correlation = corr[0]
-            lines = [
-                f"{name}: feature error {f:.4f}, pixel correlation {c:.3f}, pixel error {p:.3f}"
-                for name, f, c, p in zip(self._layers_run, fe, corr, perr)
-            ]
-            if self.method == "decoder" and self._missing:
-                lines.append(f"no decoder yet (grey): {', '.join(self._missing)}")
-            lines.append(
-                "feature error ‖φ(x) − φ₀‖² / ‖φ₀‖² of the final image, without jitter; "
-                "pixel error = mean squared difference / variance of the original"
+            lines = R.metric_lines(
+                self._layers_run,
+                m,
+                self._missing if self.method == "decoder" else (),
+                (step.index + 1, step.total) if self._stop_event.is_set() else None,
             )
-            if self._stop_event.is_set():
-                lines.insert(0, f"stopped at step {step.index + 1} of {step.total}: partial result")
             self.details = "\n".join(lines)
             both = torch.cat([target.detach(), image])
             self._composite = encode(make_grid(both.cpu(), ncol=both.shape[0]))
@@ -604,10 +587,8 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
         return ", feature errors " + " ".join(f"{v:.3f}" for v in fe)
 
     def _settings(self) -> dict[str, Any]:
-        out = super()._settings()
-        for name in _RESULT_TRAITS + ("upload_name",):
-            out.pop(name, None)
-        return out
+        # the model's name was recorded among the settings before they were declared: kept
+        return {**super()._settings(), "model_name": self.model_name}
 
     # ------------------------------------------------------------------ export
     def composite_png(self) -> bytes:
@@ -647,154 +628,6 @@ class Inversion(SampleUploadMixin, CnnvisWidget):
             {"kind": "progress"},
         ]
 
-    def _update_controls(self) -> None:
-        reg = {"trait": "method", "in": ["regularized"]}
-        dec = {"trait": "method", "in": ["decoder"]}
-        self.controls = [
-            {
-                "trait": "sample",
-                "kind": "select",
-                "label": "Photo",
-                "group": "Image",
-                "options_trait": "sample_options",
-            },
-            {
-                "trait": "upload",
-                "kind": "upload",
-                "label": "Your image",
-                "group": "Image",
-                "accept": "image/*",
-                "name_trait": "upload_name",
-            },
-            {
-                "trait": "size",
-                "kind": "slider",
-                "label": "Size (px)",
-                "group": "Image",
-                "step": 16,
-            },
-            {
-                "trait": "layer",
-                "kind": "select",
-                "label": "Layer",
-                "group": "Layer",
-                "options_trait": "layer_options",
-                "help": "conv-like layers, with channels and size",
-            },
-            {
-                "trait": "method",
-                "kind": "toggle",
-                "label": "Method",
-                "group": "Layer",
-                "options": [["regularized", "regularized"], ["decoder", "decoder"]],
-            },
-            {"trait": "strip", "kind": "checkbox", "label": "Strip of layers", "group": "Layer"},
-            {
-                "trait": "strip_layers",
-                "kind": "text",
-                "label": "Strip layers",
-                "group": "Layer",
-                "help": "comma-separated layer names",
-                "visible_when": {"trait": "strip", "in": [True]},
-            },
-            {
-                "trait": "preset",
-                "kind": "select",
-                "label": "Preset",
-                "group": "Optimization",
-                "options": [[k, k] for k in inv.PRESETS],
-                "visible_when": reg,
-            },
-            {
-                "trait": "steps",
-                "log": True,
-                "kind": "slider",
-                "label": "Iterations",
-                "group": "Optimization",
-                "step": 1,
-                "visible_when": reg,
-            },
-            {
-                "trait": "lr",
-                "kind": "slider",
-                "label": "Learning rate",
-                "group": "Optimization",
-                "log": True,
-                "visible_when": reg,
-            },
-            {
-                "trait": "alpha_weight",
-                "collapsed": True,
-                "kind": "slider",
-                "label": "Alpha-norm weight",
-                "group": "Priors",
-                "step": 0.001,
-                "visible_when": reg,
-            },
-            {
-                "trait": "alpha",
-                "kind": "slider",
-                "label": "Alpha",
-                "group": "Priors",
-                "step": 0.5,
-                "visible_when": reg,
-            },
-            {
-                "trait": "tv_weight",
-                "kind": "slider",
-                "label": "TV weight",
-                "group": "Priors",
-                "step": 0.1,
-                "visible_when": reg,
-            },
-            {
-                "trait": "tv_beta",
-                "kind": "slider",
-                "label": "TV beta",
-                "group": "Priors",
-                "step": 0.1,
-                "visible_when": reg,
-            },
-            {
-                "trait": "jitter",
-                "kind": "slider",
-                "label": "Jitter (px)",
-                "group": "Priors",
-                "step": 1,
-                "visible_when": reg,
-            },
-            {"trait": "seed", "kind": "int", "label": "Seed", "group": "Optimization"},
-            {
-                "trait": "train_steps",
-                "log": True,
-                "kind": "slider",
-                "label": "Training steps",
-                "group": "Decoder",
-                "step": 1,
-                "visible_when": dec,
-            },
-            {
-                "trait": "train_batch",
-                "log": True,
-                "kind": "slider",
-                "label": "Batch",
-                "group": "Decoder",
-                "step": 1,
-                "visible_when": dec,
-            },
-            {
-                "trait": "feature_weight",
-                "kind": "slider",
-                "label": "Feature loss weight",
-                "group": "Decoder",
-                "step": 0.01,
-                "visible_when": dec,
-            },
-            {
-                "kind": "button",
-                "label": "Train decoder",
-                "action": "train",
-                "group": "Decoder",
-                "visible_when": dec,
-            },
-        ]
+    def _control_specs(self) -> list[dict]:
+        train = {"kind": "button", "label": "Train decoder", "action": "train", "group": "Decoder"}
+        return super()._control_specs() + [dict(train, visible_when=_DEC)]

@@ -9,12 +9,8 @@ suite sets it to 32).
 
 from __future__ import annotations
 
-from pathlib import Path
+from nbgen import write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = "02_network_inversion.ipynb"
 
 INTRO = """# Network inversion: what does a layer keep of a photo?
@@ -151,39 +147,9 @@ OUTRO = """## Exercises
   figure."""
 
 
-def notebook() -> nbformat.NotebookNode:
-    """The notebook's cells."""
-    return new_notebook(
-        cells=[
-            new_markdown_cell(INTRO),
-            new_code_cell(SETUP),
-            new_markdown_cell(WIDGET_MD),
-            new_code_cell(WIDGET),
-            new_markdown_cell(CODE_MD),
-            new_code_cell(CODE_ONE),
-            new_markdown_cell(STRIP_MD),
-            new_code_cell(CODE_STRIP),
-            new_markdown_cell(PRIORS_MD),
-            new_code_cell(CODE_PRIORS),
-            new_markdown_cell(DECODER_MD),
-            new_code_cell(CODE_DECODER),
-            new_markdown_cell(OUTRO),
-        ]
-    )
-
-
 def main() -> None:
     """Write the notebook next to the others."""
-    NOTEBOOKS.mkdir(exist_ok=True)
-    nb = notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = NOTEBOOKS / NAME
-    nbformat.write(nb, path)
-    print("wrote", path)
+    write_notebook(NAME, globals())
 
 
 if __name__ == "__main__":

@@ -9,12 +9,8 @@ shortens the loops (here: the number of dataset images; the test suite sets it t
 
 from __future__ import annotations
 
-from pathlib import Path
+from nbgen import write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = "03_deconvnet.ipynb"
 
 INTRO = """# DeconvNet, guided backprop and attribution maps
@@ -145,38 +141,9 @@ EXERCISES = """## Exercises
   `save("figure.png")` to keep the picture."""
 
 
-def notebook() -> nbformat.NotebookNode:
-    """The notebook's cells."""
-    return new_notebook(
-        cells=[
-            new_markdown_cell(INTRO),
-            new_code_cell(SETUP),
-            new_markdown_cell(WIDGET_MD),
-            new_code_cell(WIDGET),
-            new_markdown_cell(CODE_MD),
-            new_code_cell(CODE_RF),
-            new_code_cell(CODE_TOPK),
-            new_code_cell(CODE_PROJ),
-            new_markdown_cell(ATTR_MD),
-            new_code_cell(ATTR),
-            new_code_cell(ATTR_CODE),
-            new_markdown_cell(EXERCISES),
-        ]
-    )
-
-
 def main() -> None:
     """Write the notebook next to the others."""
-    NOTEBOOKS.mkdir(exist_ok=True)
-    nb = notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = NOTEBOOKS / NAME
-    nbformat.write(nb, path)
-    print("wrote", path)
+    write_notebook(NAME, globals())
 
 
 if __name__ == "__main__":

@@ -10,12 +10,8 @@ sets it to 32).
 
 from __future__ import annotations
 
-from pathlib import Path
+from nbgen import write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = "04_network_dissection.ipynb"
 
 INTRO = """# Network Dissection: which concept does each unit detect?
@@ -175,42 +171,9 @@ EXERCISES = """## Exercises
 - Use `w.record()` to note the settings of a figure and `w.export("folder")` to keep the numbers."""
 
 
-def notebook() -> nbformat.NotebookNode:
-    """The notebook's cells."""
-    return new_notebook(
-        cells=[
-            new_markdown_cell(INTRO),
-            new_code_cell(SETUP),
-            new_markdown_cell(PROBE_MD),
-            new_code_cell(PROBE),
-            new_markdown_cell(WIDGET_MD),
-            new_code_cell(WIDGET),
-            new_markdown_cell(CODE_MD),
-            new_code_cell(CODE),
-            new_code_cell(UNIT),
-            new_markdown_cell(COMPARE_MD),
-            new_code_cell(COMPARE),
-            new_code_cell(SUMMARY),
-            new_markdown_cell(SAVE_MD),
-            new_code_cell(SAVE),
-            new_markdown_cell(MORE_MD),
-            new_markdown_cell(EXERCISES),
-        ]
-    )
-
-
 def main() -> None:
     """Write the notebook next to the others."""
-    NOTEBOOKS.mkdir(exist_ok=True)
-    nb = notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = NOTEBOOKS / NAME
-    nbformat.write(nb, path)
-    print("wrote", path)
+    write_notebook(NAME, globals())
 
 
 if __name__ == "__main__":

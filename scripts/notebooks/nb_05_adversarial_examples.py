@@ -9,12 +9,8 @@ suite sets it to 32).
 
 from __future__ import annotations
 
-from pathlib import Path
+from nbgen import write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = "05_adversarial_examples.ipynb"
 
 INTRO = """# Adversarial examples seen through the visualization lenses
@@ -154,39 +150,9 @@ OUTRO = """## Exercises
 - `w.export("attack")` writes the picture and a JSON record of every setting, to cite a figure."""
 
 
-def notebook() -> nbformat.NotebookNode:
-    """The notebook's cells."""
-    return new_notebook(
-        cells=[
-            new_markdown_cell(INTRO),
-            new_code_cell(SETUP),
-            new_markdown_cell(WIDGET_MD),
-            new_code_cell(WIDGET),
-            new_markdown_cell(CODE_MD),
-            new_code_cell(CODE_ATTACK),
-            new_markdown_cell(BATCH_MD),
-            new_code_cell(BATCH),
-            new_markdown_cell(TARGET_MD),
-            new_code_cell(TARGET),
-            new_markdown_cell(UNITS_MD),
-            new_code_cell(UNITS),
-            new_markdown_cell(OUTRO),
-        ]
-    )
-
-
 def main() -> None:
     """Write the notebook next to the others."""
-    NOTEBOOKS.mkdir(exist_ok=True)
-    nb = notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = NOTEBOOKS / NAME
-    nbformat.write(nb, path)
-    print("wrote", path)
+    write_notebook(NAME, globals())
 
 
 if __name__ == "__main__":

@@ -9,12 +9,8 @@ Atlas widget, the same results from code with the core API, exercises, what to l
 
 from __future__ import annotations
 
-from pathlib import Path
+from nbgen import write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = "06_atlas.ipynb"
 
 INTRO = """# A unit atlas: from the whole network down to one unit
@@ -114,36 +110,9 @@ LOOK_FOR = """## What to look for
   feeds every class a little; a unit of the last blocks feeds a few classes a lot."""
 
 
-def notebook() -> nbformat.NotebookNode:
-    """The notebook's cells."""
-    nb = new_notebook()
-    nb.cells = [
-        new_markdown_cell(INTRO),
-        new_code_cell(SETUP),
-        new_markdown_cell(WIDGET_MD),
-        new_code_cell(WIDGET),
-        new_markdown_cell(CODE_MD),
-        new_code_cell(CODE_NET),
-        new_code_cell(CODE_GRID),
-        new_code_cell(CODE_CARD),
-        new_markdown_cell(EXERCISES),
-        new_markdown_cell(LOOK_FOR),
-    ]
-    return nb
-
-
 def main() -> None:
     """Write the notebook next to the others."""
-    NOTEBOOKS.mkdir(exist_ok=True)
-    nb = notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = NOTEBOOKS / NAME
-    nbformat.write(nb, path)
-    print("wrote", path)
+    write_notebook(NAME, globals())
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ early stopping, hooks always removed."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -15,6 +13,7 @@ from cnnvis_widgets.core import activation_max as am
 from cnnvis_widgets.core import objectives as O
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.core.optimize import NonFiniteLossError
+from tests.helpers import run_without
 
 
 def _initial_activation(handle, objective, preset="lucid", size=32, seed=0, batch=1):
@@ -166,22 +165,13 @@ def test_inplace_relu_and_one_channel_small_input() -> None:
 
 def test_core_imports_and_runs_without_widget_packages() -> None:
     code = r"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('anywidget', 'ipywidgets', 'traitlets', 'plotly', 'IPython'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
-import torch
-torch.set_num_threads(1)
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import activation_max, objectives, hooks, params, transforms
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
 r = activation_max.maximize(load_model(net, device='cpu', input_size=16), '1:2', steps=3, size=16)
 print('ok', tuple(r.image.shape))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = run_without(code)
     assert "ok (1, 3, 16, 16)" in out.stdout
 
 

@@ -16,6 +16,7 @@ from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.core.imaging import normalize_map
 from cnnvis_widgets.core.optimize import NonFiniteLossError
 from tests.conftest import make_tiny
+from tests.helpers import run_without
 
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.25, 0.2, 0.3)
@@ -360,18 +361,7 @@ def test_pgd_runs_on_cuda_and_stays_on_the_device() -> None:
 
 
 def test_core_adversarial_runs_without_widget_packages() -> None:
-    import subprocess
-    import sys
-
     code = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('anywidget', 'ipywidgets', 'traitlets', 'plotly', 'IPython'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
-import torch
-torch.set_num_threads(1)
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import adversarial
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -382,6 +372,5 @@ adv = adversarial.pgd(h, x, 4 / 255, steps=2)
 r = adversarial.analyze(h, x, adv, layer='1', units=2, attribution='saliency')
 print('ok', float((adv - x).abs().max()) <= 4 / 255, len(r.units[0]))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = run_without(code)
     assert "ok True 2" in out.stdout

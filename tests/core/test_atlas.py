@@ -106,6 +106,24 @@ def test_class_contributions_equal_weight_times_mean_activation(tiny_handle):
     assert active_hook_count(tiny_handle.model) == 0
 
 
+def test_the_package_keeps_every_name_of_the_old_module():
+    """core/atlas.py became a package and class_contributions moved to core/contributions.py:
+    every public name of the old module is still reachable as ``atlas.<name>``."""
+    from cnnvis_widgets.core import contributions
+
+    old = [
+        "LayerGrid", "LayerSummary", "NetworkSummary", "UnitCard", "am_settings", "settings_key",
+        "grid_cache_path", "cached_unit_image", "layer_grid_steps", "layer_grid",
+        "default_atlas_layers", "network_summary_steps", "network_summary",
+        "class_contributions", "unit_card_steps", "unit_card", "render_grid", "card_images",
+    ]  # fmt: skip
+    missing = [n for n in old if not hasattr(A, n)]
+    assert missing == []
+    assert set(A.__all__) == set(old)
+    assert A.class_contributions is contributions.class_contributions
+    assert A.class_contributions.__module__ == "cnnvis_widgets.core.contributions"
+
+
 def test_network_summary_and_its_cache(tiny_handle, cache_dir):
     kw = dict(probe_images=16, inversion_steps=6, inversion_size=32)
     s = A.network_summary(tiny_handle, ["relu1", "relu2"], **kw)
@@ -178,7 +196,7 @@ def test_grid_labels_are_wrapped_never_cut() -> None:
     character is drawn now, on as many lines as it needs."""
     from PIL import Image, ImageDraw
 
-    from cnnvis_widgets.core import atlas as AT
+    from cnnvis_widgets.core.atlas import grid as AT
 
     d = ImageDraw.Draw(Image.new("RGB", (64, 64)))
     for text in ("3 spiralled", "117 honeycombed", "5 a-very-long-concept-name-without-spaces"):

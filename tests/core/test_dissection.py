@@ -35,6 +35,7 @@ from cnnvis_widgets.core.dissection import (
 from cnnvis_widgets.core.hooks import active_hook_count, capture
 from cnnvis_widgets.data.concepts import Concept, ProbeBatch, probe_set
 from tests.conftest import make_tiny
+from tests.helpers import run_without
 
 # ----------------------------------------------------------------------------- quantile
 
@@ -556,18 +557,7 @@ def test_cuda_dissection_matches_cpu(small_probe) -> None:
 
 
 def test_dissection_core_runs_without_widget_packages() -> None:
-    import subprocess
-    import sys
-
     code = r"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('anywidget', 'ipywidgets', 'traitlets', 'plotly', 'IPython'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
-import torch
-torch.set_num_threads(1)
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core.dissection import dissect
 from cnnvis_widgets.data.concepts import probe_set
@@ -576,6 +566,5 @@ net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
 r = dissect(load_model(net, device='cpu', input_size=16), '1', probe_set(8, size=16), batch_size=4)
 print('ok', len(r.units('1')))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = run_without(code)
     assert "ok 4" in out.stdout

@@ -3,8 +3,6 @@ last quarter, strips run as one shrinking batch, errors are clear and hooks alwa
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -18,6 +16,7 @@ from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.core.optimize import NonFiniteLossError
 from cnnvis_widgets.data import sample_image
 from tests.conftest import make_tiny
+from tests.helpers import run_without
 
 
 @pytest.fixture
@@ -264,14 +263,6 @@ def test_pixel_metrics() -> None:
 
 def test_inversion_and_decoders_run_without_widget_packages() -> None:
     code = r"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('anywidget', 'ipywidgets', 'traitlets', 'plotly', 'IPython'):
-            raise ImportError('blocked ' + name)
-sys.meta_path.insert(0, Block())
-import torch
-torch.set_num_threads(1)
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import inversion, upconv
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
@@ -281,8 +272,7 @@ s = list(upconv.train_decoder_steps(h, '1', torch.rand(4, 3, 16, 16), steps=2, s
                                     save=False))
 print('ok', tuple(r.image.shape), len(s))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = run_without(code)
     assert "ok (1, 3, 16, 16) 2" in out.stdout
 
 

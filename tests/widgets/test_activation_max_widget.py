@@ -8,7 +8,6 @@ import random
 import threading
 
 import pytest
-import torch
 import traitlets
 from PIL import Image
 
@@ -16,6 +15,7 @@ from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets import _base
 from cnnvis_widgets.widgets.activation_max import ActivationMaximization
 from tests.conftest import make_tiny
+from tests.helpers import FakeView, check_nan_then_recovery
 
 
 @pytest.fixture
@@ -23,20 +23,6 @@ def widget(tiny_handle):
     w = ActivationMaximization(tiny_handle, layer="conv2", steps=20, size=32)
     yield w
     w.close()
-
-
-class FakeView:
-    """Stands in for the browser: records frames, acknowledges them when asked."""
-
-    def __init__(self, w, ack: bool = True) -> None:
-        self.w, self.ack, self.frames = w, ack, []
-        w.send = self.send  # type: ignore[method-assign]
-        w._on_front_msg(w, {"type": "ready"}, [])
-
-    def send(self, content, buffers=None) -> None:
-        self.frames.append((content, buffers))
-        if self.ack:
-            self.w._on_front_msg(self.w, {"type": "ack", "seq": content["seq"]}, [])
 
 
 def cnnvis_threads() -> list[threading.Thread]:
@@ -169,17 +155,8 @@ def test_nan_shows_an_error_and_the_widget_stays_usable() -> None:
     net = make_tiny()
     w = ActivationMaximization(net, layer="conv2", steps=10, size=32)
     try:
-        with torch.no_grad():
-            net.conv1.weight.fill_(float("nan"))
-        w.run()
-        assert w.wait(timeout=60)
-        assert "NonFiniteLossError" in w.error and "step 0" in w.error
-        assert not w.running and active_hook_count(net) == 0
-        with torch.no_grad():
-            net.conv1.weight.normal_(0, 0.1)
-        w.run()
-        assert w.wait(timeout=60)
-        assert w.error == "" and len(w.history) == 10
+        check_nan_then_recovery(w, net, net.conv1.weight, "NonFiniteLossError", "step 0")
+        assert len(w.history) == 10
     finally:
         w.close()
 

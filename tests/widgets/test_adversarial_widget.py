@@ -15,6 +15,7 @@ from PIL import Image
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets.adversarial import L2_MAX, Adversarial
 from tests.conftest import make_tiny
+from tests.helpers import FakeView, check_nan_then_recovery
 
 
 def small(handle, **kw):
@@ -30,19 +31,6 @@ def widget(tiny_handle):
     w = small(tiny_handle)
     yield w
     w.close()
-
-
-class FakeView:
-    """Stands in for the browser: announces itself, acknowledges frames."""
-
-    def __init__(self, w) -> None:
-        self.w, self.frames = w, []
-        w.send = self.send  # type: ignore[method-assign]
-        w._on_front_msg(w, {"type": "ready"}, [])
-
-    def send(self, content, buffers=None) -> None:
-        self.frames.append(content)
-        self.w._on_front_msg(self.w, {"type": "ack", "seq": content.get("seq")}, [])
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -146,7 +134,7 @@ def test_moving_epsilon_restarts_and_updates_the_prediction(widget) -> None:
     assert widget.record()["result"]["epsilon"] == 16 / 255
     assert widget.result.linf[0] <= 16 / 255
     assert "16/255" in widget.details
-    assert view.frames == []  # every picture travels as a bytes trait, no frame stream
+    assert view.messages == []  # every picture travels as a bytes trait, no frame stream
 
 
 def test_slider_storm_ends_with_the_final_epsilon(widget) -> None:
@@ -284,18 +272,9 @@ def test_nan_model_shows_an_error_and_stays_usable() -> None:
     h = load_model(net, device="cpu", input_size=32)
     w = small(h, show_units=False)
     try:
-        with torch.no_grad():
-            net.fc.weight.fill_(float("nan"))
         w.target = 1
-        w.run()
-        assert w.wait(timeout=60)
-        assert "NonFiniteLossError" in w.error and "NaN" in w.error
-        assert not w.running and active_hook_count(net) == 0
-        with torch.no_grad():
-            net.fc.weight.normal_(0, 0.1)
-        w.run()
-        assert w.wait(timeout=60)
-        assert w.error == "" and w.result is not None
+        check_nan_then_recovery(w, net, net.fc.weight, "NonFiniteLossError", "NaN")
+        assert w.result is not None
     finally:
         w.close()
 

@@ -8,20 +8,14 @@ import traitlets
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets.atlas import Atlas
 
+# small settings: a whole run on the tiny model takes seconds
+SMALL = dict(steps=4, size=32, batch=8, probe_images=16, inversion_steps=4, n_images=16, variants=2)
+
 
 @pytest.fixture
 def atlas(tiny_handle, tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
-    w = Atlas(
-        tiny_handle,
-        steps=4,
-        size=32,
-        batch=8,
-        probe_images=16,
-        inversion_steps=4,
-        n_images=16,
-        variants=2,
-    )
+    w = Atlas(tiny_handle, **SMALL)
     yield w
     w.close()
 
@@ -165,17 +159,7 @@ def test_manual_atlas_follows_clicks_and_says_press_run_for_settings(
     """auto_run=False (the tour): after the first run, a click opens the layer it names (its
     grid is computed), while an AM setting says "settings changed: press Run"."""
     monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
-    w = Atlas(
-        tiny_handle,
-        steps=4,
-        size=32,
-        batch=8,
-        probe_images=16,
-        inversion_steps=4,
-        n_images=16,
-        variants=2,
-        auto_run=False,
-    )
+    w = Atlas(tiny_handle, **SMALL, auto_run=False)
     try:
         w.send = lambda content, buffers=None: None  # type: ignore[method-assign]
         w._on_front_msg(w, {"type": "ready"}, [])

@@ -18,6 +18,7 @@ from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.data.concepts import probe_set
 from cnnvis_widgets.widgets.dissection import Dissection, default_layers
 from tests.conftest import make_tiny
+from tests.helpers import FakeView, check_nan_then_recovery
 
 SMALL = dict(n_images=32, image_size=32, batch_size=8)
 
@@ -27,19 +28,6 @@ def widget(tiny_handle):
     w = Dissection(tiny_handle, layers=["conv1", "relu2"], **SMALL)
     yield w
     w.close()
-
-
-class FakeView:
-    """Stands in for the browser: records messages, acknowledges frames."""
-
-    def __init__(self, w) -> None:
-        self.w, self.sent = w, []
-        w.send = self.send  # type: ignore[method-assign]
-
-    def send(self, content, buffers=None) -> None:
-        self.sent.append(content)
-        if content.get("type") == "frame":
-            self.w._on_front_msg(self.w, {"type": "ack", "seq": content["seq"]}, [])
 
 
 def _png(data: bytes) -> Image.Image:
@@ -221,24 +209,17 @@ def test_export_buttons_send_downloads_and_write_nothing(widget, tmp_path, monke
     import zipfile
 
     monkeypatch.chdir(tmp_path)
-    view = FakeView(widget)
-    buffers: list[bytes] = []
-    view.send = lambda content, buffers_=None: (  # type: ignore[method-assign]
-        view.sent.append(content),
-        buffers.append(bytes(buffers_[0]) if buffers_ else b""),
-    )
-    widget.send = lambda content, buffers=None: view.send(content, buffers)  # type: ignore
+    view = FakeView(widget, ready=False)
     assert "export_dir" not in widget.trait_names()
     widget._on_front_msg(widget, {"type": "action", "action": "export_csv"}, [])
-    assert "run() the widget" in widget.error and view.sent == []  # nothing to export yet
+    assert "run() the widget" in widget.error and view.messages == []  # nothing to export yet
     widget.run()
     assert widget.wait(timeout=120)
-    view.sent.clear()
-    buffers.clear()
+    view.messages.clear()
     for action in ("export_csv", "export_json", "export_png", "export_zip"):
         widget._on_front_msg(widget, {"type": "action", "action": action}, [])
         assert widget.error == ""
-    downloads = [(c, b) for c, b in zip(view.sent, buffers) if c.get("type") == "download"]
+    downloads = [(c, bytes(b[0])) for c, b in view.messages if c["type"] == "download"]
     assert [(c["name"], c["mime"]) for c, _ in downloads] == [
         ("dissection.csv", "text/csv"),
         ("dissection-json.zip", "application/zip"),
@@ -262,7 +243,7 @@ def test_export_buttons_send_downloads_and_write_nothing(widget, tmp_path, monke
 def test_manual_widget_says_press_run_for_a_new_pass_and_applies_the_view(tiny_handle) -> None:
     w = Dissection(tiny_handle, layers=["conv1", "relu2"], auto_run=False, **SMALL)
     try:
-        FakeView(w)
+        FakeView(w, ready=False)
         w._on_front_msg(w, {"type": "ready"}, [])
         assert w.run_id == 0 and w.status == "ready: press Run"
         w.run()
@@ -283,18 +264,16 @@ def test_view_ready_starts_a_run_and_nan_shows_an_error() -> None:
     net = make_tiny()
     w = Dissection(load_model(net, device="cpu", input_size=32), layers=["conv2"], **SMALL)
     try:
-        FakeView(w)
-        with torch.no_grad():
-            net.conv1.weight.fill_(float("nan"))
-        w._on_front_msg(w, {"type": "ready"}, [])  # auto run, as when the view appears
-        assert w.wait(timeout=60)
-        assert "NonFiniteActivationError" in w.error and "conv2" in w.error
-        assert not w.running and active_hook_count(net) == 0
-        with torch.no_grad():
-            net.conv1.weight.normal_(0, 0.1)
-        w.run()
-        assert w.wait(timeout=60)
-        assert w.error == "" and w.result is not None
+        FakeView(w, ready=False)
+        check_nan_then_recovery(
+            w,
+            net,
+            net.conv1.weight,
+            "NonFiniteActivationError",
+            "conv2",
+            start=lambda: w._on_front_msg(w, {"type": "ready"}, []),  # auto run, as in a view
+        )
+        assert w.result is not None
     finally:
         w.close()
 

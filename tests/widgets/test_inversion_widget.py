@@ -16,6 +16,7 @@ from cnnvis_widgets.core import upconv
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets.inversion import Inversion, default_layers
 from tests.conftest import make_tiny
+from tests.helpers import FakeView
 
 
 @pytest.fixture(autouse=True)
@@ -28,19 +29,6 @@ def widget(tiny_handle):
     w = Inversion(tiny_handle, layer="conv2", steps=20, size=32)
     yield w
     w.close()
-
-
-class FakeView:
-    """Stands in for the browser: records frames and acknowledges them."""
-
-    def __init__(self, w) -> None:
-        self.w, self.frames = w, []
-        w.send = self.send  # type: ignore[method-assign]
-        w._on_front_msg(w, {"type": "ready"}, [])
-
-    def send(self, content, buffers=None) -> None:
-        self.frames.append((content, buffers))
-        self.w._on_front_msg(self.w, {"type": "ack", "seq": content["seq"]}, [])
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

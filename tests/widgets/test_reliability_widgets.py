@@ -45,6 +45,7 @@ from cnnvis_widgets.widgets.deconvnet import DeconvNet
 from cnnvis_widgets.widgets.dissection import Dissection
 from cnnvis_widgets.widgets.inversion import Inversion
 from tests.conftest import make_tiny
+from tests.helpers import FakeView
 
 RSS_MARGIN = 64 * 2**20  # bytes
 SAMPLES = sorted(sample_images())
@@ -72,18 +73,6 @@ def png_bytes(img: Image.Image, **save: Any) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", **save)
     return buf.getvalue()
-
-
-class FakeView:
-    """Stands in for the browser: announces itself, acknowledges every frame."""
-
-    def __init__(self, w) -> None:
-        self.w = w
-        w.send = self.send  # type: ignore[method-assign]
-        w._on_front_msg(w, {"type": "ready"}, [])
-
-    def send(self, content, buffers=None) -> None:
-        self.w._on_front_msg(self.w, {"type": "ack", "seq": content.get("seq")}, [])
 
 
 # ---------------------------------------------------------------------------- the five widgets

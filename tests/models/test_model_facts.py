@@ -1,0 +1,74 @@
+"""models/ owns the model facts: one home for the layer pickers, the logits of a tuple-returning
+model, the tensor-photo check; the old names still work and are the same objects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cnnvis_widgets import load_model
+from cnnvis_widgets.models import first_output, layers, pixel_tensor
+from tests.conftest import make_tiny
+
+
+class _TupleNet(nn.Module):
+    """A classifier that returns ``(logits, auxiliary)`` like Inception."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = make_tiny()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.body(x)
+        return out, out * 0 - 1
+
+
+def test_logits_of_a_tuple_returning_model_are_its_first_output() -> None:
+    torch.manual_seed(0)
+    h = load_model(_TupleNet(), device="cpu", input_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = h.net.body(x)
+        got = h.logits(x)
+    assert torch.equal(got, want)
+    assert first_output([want, 1]) is want and first_output(want) is want
+
+
+def test_old_picker_names_are_the_models_ones() -> None:
+    from cnnvis_widgets.core import atlas, attribution
+    from cnnvis_widgets.core import layers as core_layers
+    from cnnvis_widgets.widgets import dissection, inversion
+
+    assert core_layers.default_layer is layers.default_layer
+    assert core_layers.default_deconv_layer is layers.default_deconv_layer
+    assert attribution.default_cam_layer is layers.default_cam_layer
+    assert atlas.default_atlas_layers is layers.atlas_layers
+    assert dissection.default_layers is layers.dissection_layers
+    assert inversion.default_layers is layers.inversion_layers
+
+
+def test_pickers_on_a_small_network(tiny_handle) -> None:
+    names = {li.name for li in tiny_handle.conv_layers()}
+    for pick in (layers.default_layer, layers.default_deconv_layer, layers.default_cam_layer):
+        assert pick(tiny_handle) in names
+    for many in (layers.inversion_layers, layers.dissection_layers, layers.atlas_layers):
+        got = many(tiny_handle)
+        assert got and set(got) <= names and len(set(got)) == len(got)
+    assert layers.default_inversion_layer(tiny_handle) in layers.inversion_layers(tiny_handle, 7)
+
+
+def test_pixel_tensor_is_the_widgets_check() -> None:
+    from cnnvis_widgets.widgets import _photos
+
+    assert _photos.pixel_tensor is pixel_tensor
+    assert pixel_tensor(torch.rand(3, 4, 4), 3).shape == (1, 3, 4, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_tensor(torch.full((3, 4, 4), float("nan")), 3)
+
+
+def test_core_imaging_is_the_imaging_module() -> None:
+    import cnnvis_widgets.core.imaging as old
+    import cnnvis_widgets.imaging as new
+
+    assert old is new

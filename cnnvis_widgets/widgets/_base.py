@@ -443,7 +443,20 @@ class CnnvisWidget(anywidget.AnyWidget):
 
     def _on_click(self, content: dict) -> None:
         """A click on an image panel: ``content`` has ``panel`` (its index in ``panels``),
-        ``trait`` and ``x``, ``y`` as fractions of the picture's width and height."""
+        ``trait`` and ``x``, ``y`` as fractions of the picture's width and height; on a panel
+        declared with ``"grid": [rows, cols]`` also ``row`` and ``col``, the cell the front end
+        outlined (read them with :meth:`_clicked_cell`)."""
+
+    @staticmethod
+    def _clicked_cell(content: dict, rows: int, cols: int) -> tuple[int, int] | None:
+        """The ``(row, col)`` a grid-panel click names, or None when it names no cell of a
+        ``rows`` x ``cols`` grid (a stale or hand-made message)."""
+        r, c = content.get("row"), content.get("col")
+        if type(r) is not int or type(c) is not int:
+            return None
+        if not (0 <= r < rows and 0 <= c < cols):
+            return None
+        return r, c
 
     def _on_action(self, name: str, content: dict) -> None:
         """A ``button`` control was pressed (its ``action`` name)."""

@@ -31,6 +31,13 @@ export function fraction(v) {
   return Math.min(Math.max(v, 0), BELOW_ONE);
 }
 
+/** The [row, col] of a grid cell under the fractions f = [fx, fy] (both in [0, 1)). */
+export function cellAt(f, grid) {
+  const r = Math.min(grid.rows - 1, Math.floor(f[1] * grid.rows));
+  const c = Math.min(grid.cols - 1, Math.floor(f[0] * grid.cols));
+  return [r, c];
+}
+
 /** Position of a pointer event as fractions [fx, fy] of the element's box, or null when the
  * element has no size (not laid out). */
 export function eventFractions(e, el) {
@@ -181,8 +188,7 @@ export class ImagePanel {
     const f = eventFractions(e, this.img);
     if (!f) return;
     const { rows, cols } = this.grid;
-    const r = Math.floor(f[1] * rows);
-    const c = Math.floor(f[0] * cols);
+    const [r, c] = cellAt(f, this.grid);
     const s = this.cell.style;
     s.left = `${((c / cols) * 100).toFixed(4)}%`;
     s.top = `${((r / rows) * 100).toFixed(4)}%`;
@@ -197,7 +203,9 @@ export class ImagePanel {
     if (!this.model || this.img.hidden || !this.img.getAttribute("src")) return;
     const f = eventFractions(e, this.img);
     if (!f) return;
-    this.model.send({ type: "click", panel: this.index, trait: this.trait, x: f[0], y: f[1] });
+    const msg = { type: "click", panel: this.index, trait: this.trait, x: f[0], y: f[1] };
+    if (this.grid) [msg.row, msg.col] = cellAt(f, this.grid);
+    this.model.send(msg);
   }
 
   dispose() {

@@ -168,6 +168,17 @@ describe("image panels bound to a bytes trait", () => {
     expect(cell.hidden).toBe(true);
   });
 
+  it("grid: a click sends the cell (row, col) the outline shows", () => {
+    const { $, model } = mount({ panels: [{ kind: "image", trait: "original", grid: [3, 4] }], original: new DataView(pngBytes(1).buffer) });
+    const o = boundImg($, "original");
+    rect(o, 0, 0, 400, 300);
+    pointer(o, "click", 390, 150); // x 0.975 -> col 3, y 0.5 -> row 1
+    const sent = clicks(model);
+    expect(sent.length).toBe(1);
+    expect([sent[0].row, sent[0].col]).toEqual([1, 3]);
+    expect(sent[0].trait).toBe("original");
+  });
+
   it("a panel without grid has no hover outline", () => {
     const { $ } = mount({ panels: [{ kind: "image", trait: "original" }], original: new DataView(pngBytes(1).buffer) });
     const o = boundImg($, "original");

@@ -89,6 +89,10 @@ STATUS_AUTO = "starting: the first run begins when the widget is shown"
 STATUS_MANUAL = "ready: press Run"
 STATUS_CHANGED = "settings changed: press Run"
 
+#: what a widget's ``model`` argument may be
+ModelArg = str | torch.nn.Module | ModelHandle
+DEFAULT_MODEL = "efficientnet_lite0"
+
 _HANDLES: dict[tuple, ModelHandle] = {}
 _HANDLES_LOCK = threading.Lock()
 
@@ -381,7 +385,27 @@ class CnnvisWidget(anywidget.AnyWidget):
                 f"valid: {', '.join(valid)}"
             )
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, model: ModelArg | None = None, *, device: str | None = None, **kwargs: Any
+    ) -> None:
+        """Open ``model`` (a name, an ``nn.Module`` or a :class:`ModelHandle`; the default
+        model when omitted) on ``device`` and set the settings given as keywords.
+
+        A widget class fills in :meth:`_initial_traits` (the trait values it starts from, given
+        the model) and :meth:`_ready` (observers and panels, once every setting is set); a
+        subclass with its own ``__init__`` calls ``super().__init__(model, device=device, ...)``.
+        """
+        later: dict[str, Any] = {}
+        opening = model is not None or not hasattr(self, "handle")
+        if opening and type(self)._initial_traits is not CnnvisWidget._initial_traits:
+            self._check_arguments(kwargs, settings_only=True)
+            self.handle = get_handle(
+                DEFAULT_MODEL if model is None else model, **({"device": device} if device else {})
+            )
+            later = dict(kwargs)
+            kwargs = self._initial_traits(self.handle, later)  # pops what it used from later
+        else:
+            opening = False
         self._check_arguments(kwargs)
         self._cond = threading.Condition(threading.RLock())
         self._sync_guard = threading.Lock()  # ipywidgets' batching of updates, across threads
@@ -413,8 +437,23 @@ class CnnvisWidget(anywidget.AnyWidget):
             self.observe(self._on_restart_trait, names=list(self._restart_traits))
         if self._live_traits:
             self.observe(self._on_live_trait, names=list(self._live_traits))
+        if later:
+            with self.hold_trait_notifications():
+                for k, v in later.items():
+                    setattr(self, k, v)
+        if opening:
+            self._ready()
 
     # ------------------------------------------------------------------ subclass interface
+    def _initial_traits(self, handle: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The trait values the widget starts from for ``handle`` (title, options, the
+        layer...); pop from ``kwargs`` the user's settings that are used here, the others are
+        set afterwards, in the order given."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _ready(self) -> None:
+        """Called once every setting is set: observers between settings, ``panels``."""
+
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:  # pragma: no cover
         """Yield core steps for the current settings (subclasses)."""
         raise NotImplementedError

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 import traitlets as t
 
 from ..core import activation_max as am
@@ -15,7 +14,7 @@ from ..core.blocks import objectives as O
 from ..core.blocks.optimize import Step
 from ..models import ModelHandle
 from ..models.layers import default_layer
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, setting
+from ._base import BoundedFloat, BoundedInt, CnnvisWidget, setting
 
 __all__ = ["ActivationMaximization"]
 
@@ -180,39 +179,27 @@ class ActivationMaximization(CnnvisWidget):
         "slider", "Diversity", "Transforms", live=True, step=0.1,
     )  # fmt: skip
 
-    def __init__(
-        self,
-        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
-        *,
-        device: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._check_arguments(kwargs, settings_only=True)
-        self.handle = get_handle(model, **({"device": device} if device else {}))
+    def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._live: am.AMSettings | None = None
         self._applying_preset = False
-        h = self.handle
-        options = [[li.label(), li.name] for li in h.conv_layers()]
         layer = kwargs.pop("layer", None) or default_layer(h)
         h.layer(layer)  # KeyError listing the nearest names
         preset = kwargs.pop("preset", "lucid")
         if preset not in am.PRESETS:
             raise t.TraitError(f"unknown preset {preset!r}; choose one of {', '.join(am.PRESETS)}")
         names = h.class_names or [f"class {i}" for i in range(h.num_outputs)]
-        super().__init__(
+        return dict(
             title="Activation maximization",
             model_name=h.name,
-            layer_options=options,
+            layer_options=[[li.label(), li.name] for li in h.conv_layers()],
             class_options=[[f"{i}: {n}", i] for i, n in enumerate(names)],
             layer=layer,
             unit_max=h.layer(layer).channels - 1,
             preset=preset,
             **self._preset_values(preset),
         )
-        if kwargs:
-            with self.hold_trait_notifications():
-                for k, v in kwargs.items():
-                    setattr(self, k, v)
+
+    def _ready(self) -> None:
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_preset, names=["preset"])
         self.panels = [

@@ -63,7 +63,8 @@ class Settings:
 def from_preset(base: T, **explicit: Any) -> T:
     """A copy of ``base`` (a preset's settings) with ``explicit`` values set on top; ``None``
     values are ignored (an argument left at its default)."""
-    return dataclasses.replace(base).update(**{k: v for k, v in explicit.items() if v is not None})
+    copy: T = dataclasses.replace(base)  # type: ignore[type-var]
+    return copy.update(**{k: v for k, v in explicit.items() if v is not None})
 
 
 def pick_preset(presets: Mapping[str, P], name: str) -> P:

@@ -12,7 +12,10 @@ from torch import nn
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import inversion as inv
 from cnnvis_widgets.core import regularizers as R
+from cnnvis_widgets.core.blocks.runs import finish
 from cnnvis_widgets.core.hooks import active_hook_count
+from cnnvis_widgets.core.inversion import regularized
+from cnnvis_widgets.core.inversion.layer_batch import LayerGroups
 from cnnvis_widgets.core.optimize import NonFiniteLossError
 from cnnvis_widgets.data import sample_image
 from tests.conftest import make_tiny
@@ -57,13 +60,13 @@ def test_reported_error_is_that_of_the_final_image_without_jitter(tiny_handle, p
 
 def test_jitter_runs_for_the_first_three_quarters_only(tiny_handle, photo, monkeypatch) -> None:
     calls: list[int] = []
-    real = inv.jitter
+    real = regularized.jitter  # the module whose loop draws the shifts
 
     def counting(d):
         calls.append(d)
         return real(d)
 
-    monkeypatch.setattr(inv, "jitter", counting)
+    monkeypatch.setattr(regularized, "jitter", counting)
     list(inv.invert_steps(tiny_handle, photo, "conv2", steps=40, jitter=2))
     assert len(calls) == 30 and set(calls) == {4}  # shifts of -2..1 pixels, steps 0..29
     calls.clear()
@@ -72,7 +75,7 @@ def test_jitter_runs_for_the_first_three_quarters_only(tiny_handle, photo, monke
 
 
 def test_learning_rate_decays_along_a_cosine() -> None:
-    lrs = [inv._cosine(i, 100, 0.02, 0.001) for i in range(100)]
+    lrs = [regularized._cosine(i, 100, 0.02, 0.001) for i in range(100)]
     assert lrs[0] == pytest.approx(0.02) and lrs[-1] == pytest.approx(0.001)
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert lrs[50] == pytest.approx(0.0105, rel=0.05)
@@ -145,13 +148,17 @@ def test_strip_is_one_batch_that_sheds_rows_after_their_layer(tiny_handle, photo
         gen = inv.invert_layers_steps(tiny_handle, photo, ["conv2", "conv1", "conv2"], steps=6)
         next(gen)  # set-up passes (targets, the shrink check) and step 0
         sizes["conv1"].clear(), sizes["conv2"].clear()
-        rest = list(gen)
+        rest = [next(gen) for _ in range(5)]
+        during = {n: list(v) for n, v in sizes.items()}
+        result = finish(gen)  # no step left: the generator returns the result
     finally:
         for h in hooks:
             h.remove()
     # each step: 3 rows at conv1, then only the 2 conv2 rows go on
-    assert sizes["conv1"] == [3] * 5 and sizes["conv2"] == [2] * 5
+    assert during["conv1"] == [3] * 5 and during["conv2"] == [2] * 5
     assert rest[-1].image.shape == (3, 3, 32, 32)
+    assert result.layers == ["conv2", "conv1", "conv2"] and len(result.history) == 6
+    assert torch.equal(result.image, rest[-1].image.clamp(0, 1).cpu())
     r = inv.invert_layers(tiny_handle, photo, ["conv2", "conv1", "conv2"], steps=8)
     assert r.layers == ["conv2", "conv1", "conv2"] and r.image.shape == (3, 3, 32, 32)
     # results come back in the order asked for: row 1 is the conv1 reconstruction
@@ -184,13 +191,13 @@ class Residual(nn.Module):
 def test_strip_keeps_the_batch_whole_where_a_skip_crosses_the_cut(photo) -> None:
     torch.manual_seed(0)
     h = load_model(Residual(), device="cpu", input_size=32)
-    groups = inv._Groups(h, ["conv1", "act"])
+    groups = LayerGroups(h, ["conv1", "act"])
     groups.try_shrink(torch.rand(2, 3, 32, 32))
     assert not groups.shrink  # cutting after conv1 would break `+ a`: detected, batch kept
     r = inv.invert_layers(h, photo, ["conv1", "act"], steps=5)
     assert r.image.shape == (2, 3, 32, 32) and torch.isfinite(r.feature_error).all()
     tiny = load_model(make_tiny(), device="cpu", input_size=32)
-    ok = inv._Groups(tiny, ["conv1", "conv2"])
+    ok = LayerGroups(tiny, ["conv1", "conv2"])
     ok.try_shrink(torch.rand(2, 3, 32, 32))
     assert ok.shrink
     assert active_hook_count(h.model) == 0

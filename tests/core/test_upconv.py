@@ -3,6 +3,7 @@ save/load round-trips exactly (weights_only), the cache is keyed by model and la
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from cnnvis_widgets.core import inversion as inv
 from cnnvis_widgets.core import upconv
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.core.optimize import NonFiniteLossError
+from cnnvis_widgets.core.upconv.decoder import autocast
 from cnnvis_widgets.data import sample_image, sample_images
 from tests.conftest import make_tiny
 
@@ -201,9 +203,9 @@ def test_reconstruct_needs_a_trained_decoder(tiny_handle, photos32) -> None:
 
 
 def test_mixed_precision_only_on_cuda() -> None:
-    assert isinstance(upconv._autocast(torch.device("cpu")), type(upconv.contextlib.nullcontext()))
+    assert isinstance(autocast(torch.device("cpu")), type(contextlib.nullcontext()))
     if torch.cuda.is_available():
-        ctx = upconv._autocast(torch.device("cuda"))
+        ctx = autocast(torch.device("cuda"))
         assert isinstance(ctx, torch.autocast)
 
 

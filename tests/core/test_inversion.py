@@ -12,7 +12,7 @@ from torch import nn
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import inversion as inv
 from cnnvis_widgets.core import regularizers as R
-from cnnvis_widgets.core.blocks.runs import finish
+from cnnvis_widgets.core.blocks.runs import Run, finish
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.core.inversion import regularized
 from cnnvis_widgets.core.inversion.layer_batch import LayerGroups
@@ -319,3 +319,36 @@ def test_an_explicit_inversion_setting_wins_over_the_preset(tiny_handle, photo, 
         kw = {f.name: v} if f.name == "steps" else {f.name: v, "steps": 3}
         r = inv.invert(tiny_handle, photo, "conv2", preset=preset, **kw)
         assert getattr(r.settings, f.name) == v, f.name
+
+
+def test_steps_return_the_result_of_their_last_step(tiny_handle, photo) -> None:
+    run = Run(inv.invert_steps(tiny_handle, photo, "conv2", steps=5, jitter=1))
+    losses = []
+    for step in run:
+        losses.append(float(step.loss))
+        last = step.image.clone()
+        step.loss = -1.0  # what a widget does (it charts the feature error): history unaffected
+    r = run.result
+    assert run.finished and isinstance(r, inv.InversionResult)
+    assert r.history == losses and len(r.feature_history) == 5
+    assert torch.equal(r.image, last.clamp(0, 1).cpu())
+    phi0 = inv.layer_features(tiny_handle, photo, "conv2")["conv2"]
+    assert torch.allclose(r.feature_error, inv.feature_error(tiny_handle, r.image, "conv2", phi0))
+    # stopped before the first step: the generator returns None, invert() says so
+    stop = threading.Event()
+    stop.set()
+    empty = Run(inv.invert_steps(tiny_handle, photo, "conv2", steps=5, stop_event=stop))
+    assert list(empty) == [] and empty.finished and empty.result is None
+    with pytest.raises(RuntimeError, match="made no step"):
+        inv.invert(tiny_handle, photo, "conv2", steps=5, stop_event=stop)
+
+
+def test_a_refused_setting_leaves_the_live_settings_as_they_were(tiny_handle, photo) -> None:
+    live = inv.InversionSettings(steps=7)
+    with pytest.raises(ValueError, match="steps"):
+        next(inv.invert_steps(tiny_handle, photo, "conv2", settings=live, steps=0))
+    with pytest.raises(TypeError, match="unknown setting 'stpes'"):
+        next(inv.invert_steps(tiny_handle, photo, "conv2", settings=live, stpes=3))
+    assert live == inv.InversionSettings(steps=7)
+    with pytest.raises(KeyError, match="choose one of mahendran"):
+        next(inv.invert_steps(tiny_handle, photo, "conv2", preset="nope"))

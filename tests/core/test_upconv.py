@@ -12,6 +12,7 @@ import torch
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import inversion as inv
 from cnnvis_widgets.core import upconv
+from cnnvis_widgets.core.blocks.runs import Run
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.core.optimize import NonFiniteLossError
 from cnnvis_widgets.core.upconv.decoder import autocast
@@ -111,13 +112,16 @@ def test_stop_keeps_a_checkpoint_and_a_new_call_resumes(tiny_handle, photos32) -
     stop = threading.Event()
     kw = dict(batch_size=4, size=32, checkpoint_every=1000)
     done = []
-    for s in upconv.train_decoder_steps(
-        tiny_handle, "conv2", photos32, steps=100, stop_event=stop, **kw
-    ):
+    run = Run(
+        upconv.train_decoder_steps(tiny_handle, "conv2", photos32, steps=100, stop_event=stop, **kw)
+    )
+    for s in run:
         done.append(s.index)
         if s.index == 6:
             stop.set()
     assert done == list(range(7))
+    # a stopped run returns the decoder it trained so far
+    assert run.result is s.metrics["decoder"] and run.result.trained_steps == 7
     assert upconv.load_decoder(tiny_handle, "conv2").trained_steps == 7
     resumed = [
         s.index for s in upconv.train_decoder_steps(tiny_handle, "conv2", photos32, steps=12, **kw)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cnnvis_widgets import load_model
+from cnnvis_widgets.core.blocks.runs import Run
 from cnnvis_widgets.core.dissection import (
     Dissection,
     Dissector,
@@ -28,6 +29,7 @@ from cnnvis_widgets.core.dissection import (
     StreamingQuantile,
     compare_dissections,
     dissect,
+    dissect_steps,
     label_counts,
     render_examples,
     unit_examples,
@@ -415,9 +417,12 @@ def test_stop_and_resume_gives_the_uninterrupted_result(tiny_handle, small_probe
     assert active_hook_count(tiny_handle.model) == 0
     partial = d.partial_result()
     assert partial is not None and not partial.complete and partial.n_images == 8
-    rest = list(d.steps())
+    run = Run(d.steps())
+    rest = list(run)
     assert [s.index for s in rest] == list(range(8, 12)) and rest[-1].total == 12
-    resumed = rest[-1].metrics["result"]
+    assert all("result" not in s.metrics for s in rest)  # the run returns it (run protocol)
+    resumed = run.result
+    assert resumed is d.result and resumed is not None
     assert np.array_equal(resumed["conv2"].iou, full["conv2"].iou)
     assert np.array_equal(resumed["conv2"].thresholds, full["conv2"].thresholds)
     # closing the generator mid-run (the widget's stop) also leaves a resumable state
@@ -428,6 +433,18 @@ def test_stop_and_resume_gives_the_uninterrupted_result(tiny_handle, small_probe
     gen.close()
     assert d2.steps_done == 2
     assert np.array_equal(d2.run()["conv2"].iou, full["conv2"].iou)
+
+
+def test_dissect_steps_returns_the_result_and_none_when_stopped(tiny_handle, small_probe) -> None:
+    full = dissect(tiny_handle, ["conv2"], small_probe, batch_size=4)
+    run = Run(dissect_steps(tiny_handle, ["conv2"], small_probe, batch_size=4))
+    stages = [step.metrics["stage"] for step in run]
+    assert stages == ["quantile"] * 6 + ["iou"] * 6
+    assert run.finished and np.array_equal(run.result["conv2"].iou, full["conv2"].iou)
+    stop = threading.Event()
+    stop.set()
+    stopped = Run(dissect_steps(tiny_handle, ["conv2"], small_probe, stop_event=stop))
+    assert list(stopped) == [] and stopped.result is None
 
 
 def test_compare_dissections(tiny_handle, small_probe) -> None:

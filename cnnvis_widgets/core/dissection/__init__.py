@@ -46,6 +46,8 @@ from ..blocks.streaming import (  # noqa: F401
 )
 from .compare import DissectionComparison, compare_dissections
 from .examples import UnitExamples, _outline, render_examples, unit_examples  # noqa: F401
+from .exports import EXPORT_KINDS, combined_csv, export_bytes, export_files
+from .joint import DissectionJob
 from .probing import LUMA, _consume_outputs, probe_channels, to_model_channels  # noqa: F401
 from .results import SAVE_VERSION, Dissection, LayerDissection  # noqa: F401
 from .run import (  # noqa: F401
@@ -53,10 +55,19 @@ from .run import (  # noqa: F401
     _all_gather,
     _dist_info,
     _top_sorted,
+    check_layers,
     dissect,
     dissect_steps,
 )
 from .tallies import IoUTally, _category_of_labels, label_counts  # noqa: F401
+from .views import (
+    comparison_bars,
+    static_picture,
+    summary_bars,
+    table_rows,
+    unit_picture,
+    unit_text,
+)
 
 __all__ = [
     "StreamingQuantile",
@@ -72,4 +83,16 @@ __all__ = [
     "UnitExamples",
     "render_examples",
     "NonFiniteActivationError",
+    "check_layers",
+    "table_rows",
+    "summary_bars",
+    "comparison_bars",
+    "unit_text",
+    "unit_picture",
+    "static_picture",
+    "combined_csv",
+    "export_files",
+    "export_bytes",
+    "EXPORT_KINDS",
+    "DissectionJob",
 ]

@@ -60,6 +60,47 @@ def _dist_info(distributed: bool | None, group: Any) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
+def check_layers(handle: ModelHandle, layers: str | Sequence[str], which: str = "") -> list[str]:
+    """The names of ``layers`` (repeats dropped, order kept), each checked to be a layer of
+    ``handle`` with feature maps.
+
+    Parameters
+    ----------
+    handle : ModelHandle
+    layers : str or sequence of str
+    which : str
+        What ``handle`` is in the messages (``"comparison model"``); empty for the model.
+
+    Raises
+    ------
+    KeyError
+        An unknown layer (the message lists the nearest names).
+    ValueError
+        No layer, or a layer without spatial output (a linear layer, a pooled vector).
+
+    Examples
+    --------
+    >>> check_layers(handle, ["_blocks.4", "_blocks.4", "_blocks.8"])   # doctest: +SKIP
+    ['_blocks.4', '_blocks.8']
+    """
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    if not names:
+        raise ValueError("give at least one layer to dissect")
+    of = f" of the {which}" if which else ""
+    for name in names:
+        try:
+            info = handle.layer(name)
+        except KeyError as exc:
+            raise KeyError(f"{which}: {exc.args[0]}" if which else exc.args[0]) from None
+        if not info.spatial:
+            valid = [li.name for li in handle.conv_layers()][:8]
+            raise ValueError(
+                f"layer {name!r}{of} has no spatial output ({info.kind}, {info.channels} "
+                f"features); dissection needs feature maps, e.g. {', '.join(valid)}"
+            )
+    return names
+
+
 class Dissector:
     """A resumable dissection: holds the tallies between batches, so a stopped run continues.
 
@@ -89,17 +130,7 @@ class Dissector:
         group: Any = None,
         prefetch: bool = True,
     ) -> None:
-        names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-        if not names:
-            raise ValueError("give at least one layer to dissect")
-        for name in names:
-            info = handle.layer(name)  # KeyError listing the nearest names
-            if not info.spatial:
-                valid = [li.name for li in handle.conv_layers()][:8]
-                raise ValueError(
-                    f"layer {name!r} has no spatial output ({info.kind}, {info.channels} "
-                    f"features); dissection needs feature maps, e.g. {', '.join(valid)}"
-                )
+        names = check_layers(handle, layers)
         if device is not None and torch.device(device).type != handle.device.type:
             raise ValueError(
                 f"the model is on {handle.device}, device={device!r} was asked for: load it "

@@ -30,11 +30,32 @@ from ._base import BoundedFloat, BoundedInt, CnnvisWidget, ModelArg, get_handle,
 __all__ = ["Dissection", "default_layers", "summary_figure", "comparison_figure"]
 
 
-#: number columns of the units table
-_COLUMN: dict[str, dict[str, Any]] = {
-    "unit": {"numeric": True},
-    "iou": {"numeric": True, "digits": 3},
+#: the units table: a row per unit of the shown layer; clicking a row selects the unit
+_TABLE = {
+    "kind": "table",
+    "trait": "rows",
+    "label": "Units of the shown layer (click a row)",
+    "columns": [
+        {"key": "unit", "label": "Unit", "numeric": True},
+        {"key": "concept", "label": "Concept"},
+        {"key": "category", "label": "Category"},
+        {"key": "iou", "label": "IoU", "numeric": True, "digits": 3},
+        {"key": "ok", "label": "Interpretable"},
+    ],
+    "sort": "iou",
+    "descending": True,
+    "select_trait": "unit",
+    "select_key": "unit",
+    "max_rows": 2048,
+    "filter": True,
 }
+_UNIT_LABEL = "Top probe images of the unit (yellow: unit above threshold, cyan: concept mask)"
+#: the export buttons: label, action
+_EXPORTS = [("CSV", "csv"), ("JSON", "json"), ("PNG", "png"), ("all (zip)", "zip")]
+
+
+def _bars(trait: str, label: str, series: list[str]) -> dict[str, Any]:
+    return {"kind": "bars", "trait": trait, "label": label, "series": series}
 
 
 def _model_label(handle: ModelHandle) -> str:
@@ -94,19 +115,14 @@ class Dissection(CnnvisWidget):
     )  # fmt: skip
     # ---------------------------------------------------------------------- Dissection
     quantile = setting(
-        BoundedFloat(
-            0.005,
-            0.0001,
-            0.5,
-            help="Fraction of each unit's activations above its threshold (top 0.5 %).",
-        ),
+        BoundedFloat(0.005, 0.0001, 0.5, help="Fraction of each unit's activations above its "
+                     "threshold (top 0.5 %)."),
         "slider", "Top quantile", "Dissection", restart=True, log=True,
         help="fraction of each unit's activations above its threshold",
     )  # fmt: skip
     iou_threshold = setting(
-        BoundedFloat(
-            0.04, 0.0, 1.0, help="A unit is interpretable when its best IoU is at least this."
-        ),
+        BoundedFloat(0.04, 0.0, 1.0, help="A unit is interpretable when its best IoU is at "
+                     "least this."),
         "slider", "IoU threshold", "Dissection", step=0.005,
         help="interpretable when the best IoU reaches this",
     )  # fmt: skip
@@ -244,65 +260,23 @@ class Dissection(CnnvisWidget):
         return spec
 
     def _control_specs(self) -> list[dict]:
-        exports = [("CSV", "csv"), ("JSON", "json"), ("PNG", "png"), ("all (zip)", "zip")]
-        return super()._control_specs() + [
-            {
-                "kind": "button",
-                "label": f"Export {label}",
-                "action": f"export_{a}",
-                "group": "Export",
-            }
-            for label, a in exports
+        buttons = [
+            dict(kind="button", label=f"Export {label}", action=f"export_{a}", group="Export")
+            for label, a in _EXPORTS
         ]
+        return super()._control_specs() + buttons
 
     def _panels(self) -> list[dict[str, Any]]:
-        columns = [
-            ("unit", "Unit"),
-            ("concept", "Concept"),
-            ("category", "Category"),
-            ("iou", "IoU"),
-            ("ok", "Interpretable"),
-        ]
-        panels: list[dict[str, Any]] = [
+        panels = [
             {"kind": "progress"},
-            {
-                "kind": "table",
-                "trait": "rows",
-                "label": "Units of the shown layer (click a row)",
-                "columns": [
-                    {"key": k, "label": label} | _COLUMN.get(k, {}) for k, label in columns
-                ],
-                "sort": "iou",
-                "descending": True,
-                "select_trait": "unit",
-                "select_key": "unit",
-                "max_rows": 2048,
-                "filter": True,
-            },
-            {
-                "kind": "image",
-                "trait": "unit_image",
-                "width": 512,
-                "label": "Top probe images of "
-                "the unit (yellow: unit above threshold, cyan: concept mask)",
-            },
+            _TABLE,
+            {"kind": "image", "trait": "unit_image", "width": 512, "label": _UNIT_LABEL},
             {"kind": "text", "trait": "details", "label": "Unit"},
-            {
-                "kind": "bars",
-                "trait": "summary_bars",
-                "label": "Unique detectors per category",
-                "series": list(self._probe().categories),
-            },
+            _bars("summary_bars", "Unique detectors per category", self._probe().categories),
         ]
         if self.compare_handle is not None:
-            panels.append(
-                {
-                    "kind": "bars",
-                    "trait": "compare_bars",
-                    "label": "Interpretable units per layer",
-                    "series": [self.model_name, self.compare_name],
-                }
-            )
+            series = [self.model_name, self.compare_name]
+            panels.append(_bars("compare_bars", "Interpretable units per layer", series))
         return panels
 
     # ------------------------------------------------------------------ probe and jobs
@@ -431,50 +405,35 @@ class Dissection(CnnvisWidget):
         # called without the base's lock before the final sync: do the heavy drawing here
         return self._composite if self._show_final() else None
 
-    def _shown(self) -> tuple[nd.Dissection | None, ModelHandle, str]:
-        """The result, the model and the name of what the table shows."""
-        if self.view_model == "compare" and self.compare_handle is not None:
-            return self.compare_result, self.compare_handle, self.compare_name
-        return self.result, self.handle, self.model_name
-
-    def _both(self) -> list[nd.Dissection]:
-        return [r for r in (self.result, self.compare_result) if r is not None]
-
-    def _show_results(self, rows: bool = True, bars: bool = True) -> None:
+    def _show_results(self, table: bool = True, bars: bool = True) -> None:
         """Refresh the result traits from the finished results (any thread)."""
-        r = self._shown()[0]
-        if r is None:
-            return
-        with self._view_lock, self.hold_sync():
-            if rows:
-                self.rows = nd.table_rows(r, self.layer)
-            if bars:
-                self.summary_bars = nd.summary_bars(r)
-                both = self._both()
-                self.compare_bars = nd.comparison_bars(both, self._names()) if len(both) > 1 else []
-            self._update_unit_view(r)
-
-    def _update_unit_view(self, r: nd.Dissection) -> None:
-        """Draw the selected unit's top images, details and the static picture."""
-        _, handle, model = self._shown()
-        layer, unit = self.layer, self.unit  # one snapshot: another thread may move them
-        if layer not in r.layers:
-            return
         job = self._job
-        probe = job.probe if job is not None else self._probe()
-        try:
-            ex = nd.unit_examples(handle, r, probe, layer, unit, k=self.top_k)
-        except Exception as exc:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.error = f"{type(exc).__name__}: {exc}"
+        if job is None:
             return
-        grid = nd.unit_picture(ex, ncol=4)
-        self.details = nd.unit_text(r, layer, unit, model)
-        self.unit_image = encode(grid, "png")
-        both = self._both()
-        compare = (both, self._names()) if len(both) > 1 else None
-        self._composite = self._last_pixels = nd.static_picture(grid, r, compare)
-        if job is not None and job.done:
-            self.image = encode(self._composite, "png")
+        handles = [self.handle] + ([self.compare_handle] if self.compare_handle else [])
+        shown = int(self.view_model == "compare")
+        with self._view_lock:
+            results = [self.result, self.compare_result]
+            traits = nd.shown_traits(
+                results,
+                handles,
+                self._names(),
+                job.probe,
+                shown,
+                self.layer,
+                self.unit,
+                self.top_k,
+                table=table,
+                bars=bars,
+            )
+            picture = traits.pop("picture", None)
+            with self.hold_sync():
+                for name, value in traits.items():
+                    setattr(self, name, value)
+            if picture is not None:
+                self._composite = self._last_pixels = picture
+                if job.done:
+                    self.image = encode(picture, "png")
 
     # ------------------------------------------------------------------ observers
     def _on_layers(self, change: dict) -> None:
@@ -494,15 +453,10 @@ class Dissection(CnnvisWidget):
 
     def _on_selection(self, change: dict) -> None:
         view = change["name"] == "view_model"
-        self._show_results(rows=view, bars=view)
+        self._show_results(table=view, bars=view)
 
     def _on_action(self, name: str, content: dict) -> None:
-        kinds = {
-            "export_csv": ("csv",),
-            "export_json": ("json",),
-            "export_png": ("png",),
-            "export_zip": ("csv", "json", "png"),
-        }
+        kinds = {f"export_{k}": (k,) for k in nd.EXPORT_KINDS} | {"export_zip": nd.EXPORT_KINDS}
         if name not in kinds:
             return
         try:
@@ -522,9 +476,10 @@ class Dissection(CnnvisWidget):
         return nd.export_bytes(self._require(), self._names(), self._last_pixels, kinds)
 
     def _require(self) -> list[nd.Dissection]:
-        if self.result is None:
+        r = self.result
+        if r is None:
             raise RuntimeError("nothing to export yet: run() the widget (and wait()) first")
-        return self._both()
+        return [r for r in (r, self.compare_result) if r is not None]
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """All units of all dissected layers as CSV (of both models, with a ``model`` column,

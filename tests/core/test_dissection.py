@@ -40,6 +40,7 @@ from cnnvis_widgets.core.dissection import (
     export_files,
     label_counts,
     render_examples,
+    shown_traits,
     static_picture,
     summary_bars,
     table_rows,
@@ -520,6 +521,23 @@ def test_views_rows_bars_text_and_pictures(tiny_handle, small_probe) -> None:
     assert both.shape[-2] > alone.shape[-2] > picture.shape[-2]
     top = alone[:, : picture.shape[-2], : picture.shape[-1]]
     assert (top - picture).abs().max() <= 1 / 255 + 1e-6  # the unit's picture on top (8 bit)
+
+
+def test_shown_traits_are_what_a_front_end_copies(tiny_handle, small_probe) -> None:
+    a = dissect(tiny_handle, ["relu2"], small_probe, batch_size=8, top_k=3)
+    b = a.with_iou_threshold(1.0)
+    handles, names = [tiny_handle, tiny_handle], ["a", "b"]
+    assert shown_traits([None, None], handles, names, small_probe, 0, "relu2", 0) == {}
+    got = shown_traits([a, b], handles, names, small_probe, 1, "relu2", 2, top_k=3)
+    assert got["rows"] == table_rows(b, "relu2") and got["summary_bars"] == summary_bars(b)
+    assert got["compare_bars"] == comparison_bars([a, b], names)
+    assert got["details"] == unit_text(b, "relu2", 2, "b")
+    assert got["unit_image"][:8] == b"\x89PNG\r\n\x1a\n" and got["picture"].shape[0] == 3
+    only = shown_traits([a, None], handles, names, small_probe, 0, "relu2", 2, table=False)
+    assert "rows" not in only and only["compare_bars"] == []
+    broken = shown_traits([a], [tiny_handle], ["a"], probe_set(2, size=32), 0, "relu2", 2)
+    assert "IndexError" in broken["error"] and "details" not in broken  # probe too short
+    assert broken["rows"] == table_rows(a, "relu2")
 
 
 def test_exports_write_one_csv_and_a_file_per_model(tiny_handle, small_probe, tmp_path) -> None:

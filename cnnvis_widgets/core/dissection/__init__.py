@@ -62,6 +62,7 @@ from .run import (  # noqa: F401
 from .tallies import IoUTally, _category_of_labels, label_counts  # noqa: F401
 from .views import (
     comparison_bars,
+    shown_traits,
     static_picture,
     summary_bars,
     table_rows,
@@ -90,6 +91,7 @@ __all__ = [
     "unit_text",
     "unit_picture",
     "static_picture",
+    "shown_traits",
     "combined_csv",
     "export_files",
     "export_bytes",

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ...imaging import bar_chart, pil_to_tensor, stack_rows, to_pil
+from ...data.concepts import Probe
+from ...imaging import bar_chart, encode, pil_to_tensor, stack_rows, to_pil
+from ...models.handle import ModelHandle
 from .compare import compare_dissections
-from .examples import UnitExamples, render_examples
+from .examples import UnitExamples, render_examples, unit_examples
 from .results import Dissection
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "unit_text",
     "unit_picture",
     "static_picture",
+    "shown_traits",
 ]
 
 
@@ -120,3 +123,46 @@ def static_picture(
         parts.append(bar_chart(rows, list(compare[1]), "Interpretable units per layer", width))
     gap = Image.new("RGB", (width, 6), "white")
     return pil_to_tensor(stack_rows([p for part in parts for p in (part, gap)]))[0]
+
+
+def shown_traits(
+    results: Sequence[Dissection | None],
+    handles: Sequence[ModelHandle],
+    names: Sequence[str],
+    probe: Probe,
+    shown: int,
+    layer: str,
+    unit: int,
+    top_k: int = 8,
+    *,
+    table: bool = True,
+    bars: bool = True,
+) -> dict[str, Any]:
+    """Everything a front end shows of model ``shown`` (``results[i]`` of ``handles[i]``,
+    called ``names[i]``, on ``probe``): ``rows`` (:func:`table_rows` of ``layer``, with
+    ``table``), ``summary_bars`` and ``compare_bars`` (with ``bars``), and about ``unit``:
+    ``details`` (:func:`unit_text`), ``unit_image`` (PNG bytes of :func:`unit_picture`) and
+    ``picture`` (:func:`static_picture`). Nothing when model ``shown`` has no result yet; an
+    ``error`` (text) instead of the unit's entries when its top images cannot be redrawn."""
+    r = results[shown]
+    if r is None:
+        return {}
+    done = [x for x in results if x is not None]
+    compare = (done, list(names)) if len(done) > 1 else None
+    out: dict[str, Any] = {}
+    if table:
+        out["rows"] = table_rows(r, layer)
+    if bars:
+        out["summary_bars"] = summary_bars(r)
+        out["compare_bars"] = comparison_bars(*compare) if compare else []
+    if layer not in r.layers:
+        return out
+    try:
+        ex = unit_examples(handles[shown], r, probe, layer, unit, k=top_k)
+    except Exception as exc:  # noqa: BLE001 - shown by the front end, which stays usable
+        return dict(out, error=f"{type(exc).__name__}: {exc}")
+    grid = unit_picture(ex)
+    out["details"] = unit_text(r, layer, unit, names[shown])
+    out["unit_image"] = encode(grid, "png")
+    out["picture"] = static_picture(grid, r, compare)
+    return out

@@ -311,15 +311,8 @@ class BrodenProbe(ProbeBase):
         ``images/``)."""
         return self._inside(self._rows[limits.as_int(index, "index")]["image"])
 
-    def batch(
-        self,
-        indices: Iterable[int],
-        *,
-        masks: bool = True,
-        device: str | torch.device | None = None,
-    ) -> ProbeBatch:
-        """Read the images at ``indices`` and (optionally) their masks and image-level labels."""
-        idx = self._checked_indices(indices)
+    def _batch(self, idx: list[int], masks: bool, device: str | torch.device | None) -> ProbeBatch:
+        """Read the images ``idx`` and (optionally) their masks and image-level labels."""
         n_labels = len(self.labels)
         images = []
         layers: list[list[np.ndarray]] = []

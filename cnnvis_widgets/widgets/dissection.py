@@ -192,9 +192,7 @@ class Dissection(CnnvisWidget):
         self._view_lock = threading.RLock()
         self._composite: Any = None
         self._shown_for: nd.DissectionJob | None = None
-        layer = kwargs.pop("layer", None) or names[len(names) // 2]
-        if layer not in names:
-            raise t.TraitError(f"layer {layer!r} is not dissected; choose one of {names}")
+        layer = kwargs.pop("layer", None) or names[len(names) // 2]  # checked by _valid_layer
         return dict(
             title="Network dissection",
             model_name=_model_label(h),
@@ -310,10 +308,9 @@ class Dissection(CnnvisWidget):
         ``iou_threshold``."""
         return self._judged(0)
 
-    def _judged(self, model: int) -> nd.Dissection | None:
-        job = self._job
-        r = None if job is None or len(job.results) <= model else job.results[model]
-        return None if r is None else r.with_iou_threshold(self.iou_threshold)
+    def _judged(self, model: int, partial: bool = False) -> nd.Dissection | None:
+        job, thr = self._job, self.iou_threshold
+        return None if job is None else job.result(model, thr, partial=partial)
 
     @property
     def compare_result(self) -> nd.Dissection | None:
@@ -368,19 +365,14 @@ class Dissection(CnnvisWidget):
             self.stage = "done"
             return
         which = step.metrics.get("model", 0)
-        stage, name = step.metrics.get("stage", ""), self._names()[which]
-        self.stage = stage + (f" ({name})" if self.compare_handle is not None else "")
-        stages = {"quantile": "thresholds", "refine": "thresholds (refine)", "iou": "IoU tallies"}
-        images, of = step.metrics.get("images", 0), step.metrics.get("of", 0)
-        self.status = (
-            f"{name}: {stages.get(stage, stage)} {images}/{of} images "
-            f"(step {step.index + 1}/{step.total})"
-        )
+        name = self._names()[which]
+        comparing = self.compare_handle is not None
+        self.stage = step.metrics.get("stage", "") + (f" ({name})" if comparing else "")
+        self.status = nd.progress_text(step, name)
         # partial labels while the IoU tallies fill up: the table fills as the run goes
-        if self._job is not None and which == (self.view_model == "compare"):
-            partial = self._job.partial_result(which)
+        if which == (self.view_model == "compare"):
+            partial = self._judged(which, partial=True)
             if partial is not None:
-                partial = partial.with_iou_threshold(self.iou_threshold)
                 self.rows = nd.table_rows(partial, self.layer)
                 self.summary_bars = nd.summary_bars(partial)
 

@@ -476,7 +476,7 @@ def test_a_job_dissects_several_models_one_after_the_other(tiny_handle, small_pr
     other = load_model(make_tiny(seed=7), device="cpu", input_size=32)
     alone = [dissect(h, ["conv2"], small_probe, batch_size=8) for h in (tiny_handle, other)]
     job = DissectionJob([tiny_handle, other], ["conv2"], small_probe, batch_size=8)
-    assert job.total_steps == 12 and not job.done and job.partial_result(1) is None
+    assert job.total_steps == 12 and not job.done and job.result(1, partial=True) is None
     stop = threading.Event()
     first = Run(job.steps(stop))
     seen = []
@@ -486,6 +486,9 @@ def test_a_job_dissects_several_models_one_after_the_other(tiny_handle, small_pr
             stop.set()
     assert first.result is None and not job.done
     assert job.results[0] is not None and job.results[1] is None
+    assert (
+        job.result(0, 1.0).iou_threshold == 1.0 and job.result(1) is None and job.result(2) is None
+    )
     rest = Run(job.steps())
     seen += [(step.index, step.metrics["model"], step.total) for step in rest]
     assert seen == [(i, int(i >= 6), 12) for i in range(12)]  # one index range, resumed

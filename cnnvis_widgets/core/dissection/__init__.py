@@ -44,9 +44,11 @@ from ..blocks.streaming import (  # noqa: F401
     _all_reduce,
     _pow2,
 )
+from . import exports as _exports
+from . import views as _views
 from .compare import DissectionComparison, compare_dissections
 from .examples import UnitExamples, _outline, render_examples, unit_examples  # noqa: F401
-from .exports import EXPORT_KINDS, combined_csv, export_bytes, export_files
+from .exports import *  # noqa: F403 - the export functions (exports.__all__)
 from .joint import DissectionJob
 from .probing import LUMA, _consume_outputs, probe_channels, to_model_channels  # noqa: F401
 from .results import SAVE_VERSION, Dissection, LayerDissection  # noqa: F401
@@ -60,15 +62,7 @@ from .run import (  # noqa: F401
     dissect_steps,
 )
 from .tallies import IoUTally, _category_of_labels, label_counts  # noqa: F401
-from .views import (
-    comparison_bars,
-    shown_traits,
-    static_picture,
-    summary_bars,
-    table_rows,
-    unit_picture,
-    unit_text,
-)
+from .views import *  # noqa: F403 - the views of a result (views.__all__)
 
 __all__ = [
     "StreamingQuantile",
@@ -85,16 +79,7 @@ __all__ = [
     "render_examples",
     "NonFiniteActivationError",
     "check_layers",
-    "table_rows",
-    "summary_bars",
-    "comparison_bars",
-    "unit_text",
-    "unit_picture",
-    "static_picture",
-    "shown_traits",
-    "combined_csv",
-    "export_files",
-    "export_bytes",
-    "EXPORT_KINDS",
     "DissectionJob",
+    *_views.__all__,
+    *_exports.__all__,
 ]

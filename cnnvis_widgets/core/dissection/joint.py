@@ -57,9 +57,18 @@ class DissectionJob:
         """True once every model's result is complete."""
         return all(r is not None for r in self.results)
 
-    def partial_result(self, model: int) -> Dissection | None:
-        """Model ``model``'s result so far (see :meth:`Dissector.partial_result`)."""
-        return self.dissectors[model].partial_result()
+    def result(
+        self, model: int, iou_threshold: float | None = None, *, partial: bool = False
+    ) -> Dissection | None:
+        """Model ``model``'s result (judged with ``iou_threshold`` when given); None before it
+        is complete, or with ``partial`` the result from the batches tallied so far (see
+        :meth:`Dissector.partial_result`)."""
+        if not 0 <= model < len(self.dissectors):
+            return None
+        r = self.results[model]
+        if r is None and partial:
+            r = self.dissectors[model].partial_result()
+        return r if r is None or iou_threshold is None else r.with_iou_threshold(iou_threshold)
 
     def steps(
         self, stop_event: threading.Event | None = None

@@ -25,6 +25,7 @@ from PIL import Image
 from ...data.concepts import Probe
 from ...imaging import bar_chart, encode, pil_to_tensor, stack_rows, to_pil
 from ...models.handle import ModelHandle
+from ..blocks.optimize import Step
 from .compare import compare_dissections
 from .examples import UnitExamples, render_examples, unit_examples
 from .results import Dissection
@@ -37,7 +38,11 @@ __all__ = [
     "unit_picture",
     "static_picture",
     "shown_traits",
+    "progress_text",
 ]
+
+#: what the stages of a run are called in a status line
+STAGES = {"quantile": "thresholds", "refine": "thresholds (refine)", "iou": "IoU tallies"}
 
 
 def table_rows(result: Dissection, layer: str) -> list[dict[str, Any]]:
@@ -166,3 +171,18 @@ def shown_traits(
     out["unit_image"] = encode(grid, "png")
     out["picture"] = static_picture(grid, r, compare)
     return out
+
+
+def progress_text(step: Step, model: str) -> str:
+    """The status line of a dissection step: the model, the stage, probe images done, the step.
+
+    Examples
+    --------
+    >>> step = Step(3, None, None, {"stage": "iou", "images": 64, "of": 256}, 8)
+    >>> progress_text(step, "lite0")
+    'lite0: IoU tallies 64/256 images (step 4/8)'
+    """
+    stage = step.metrics.get("stage", "")
+    images, of = step.metrics.get("images", 0), step.metrics.get("of", 0)
+    done = f"{images}/{of} images (step {step.index + 1}/{step.total})"
+    return f"{model}: {STAGES.get(stage, stage)} {done}"

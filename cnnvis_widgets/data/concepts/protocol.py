@@ -119,14 +119,20 @@ class Probe(Protocol):
 
 
 class ProbeBase:
-    """The batching a probe set shares: :meth:`batches` over :meth:`batch`, and the index check.
+    """What the probe sets share: :meth:`batch` (the index check), :meth:`batches` over it.
 
-    A subclass has ``size`` and ``__len__`` and implements ``batch(indices, masks=, device=)``.
+    A subclass has ``size`` and ``__len__`` and implements ``_batch(idx, masks, device)``: the
+    batch of the checked indices ``idx`` (a list of ints).
     """
 
     size: int
 
     def __len__(self) -> int:  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+    def _batch(
+        self, idx: list[int], masks: bool, device: str | torch.device | None
+    ) -> ProbeBatch:  # pragma: no cover - subclasses
         raise NotImplementedError
 
     def batch(
@@ -135,8 +141,15 @@ class ProbeBase:
         *,
         masks: bool = True,
         device: str | torch.device | None = None,
-    ) -> ProbeBatch:  # pragma: no cover - subclasses
-        raise NotImplementedError
+    ) -> ProbeBatch:
+        """The images at ``indices`` (any order, repeats allowed) with, when ``masks``, their
+        annotations, on ``device``; ``IndexError`` for an index out of range."""
+        idx = [limits.as_int(i, "probe image index") for i in indices]
+        n = len(self)
+        for i in idx:
+            if not 0 <= i < n:
+                raise IndexError(f"probe image {i} is out of range: valid 0..{n - 1}")
+        return self._batch(idx, masks, device)
 
     def batches(
         self,
@@ -152,12 +165,3 @@ class ProbeBase:
         stop = len(self) if stop is None else min(limits.as_int(stop, "stop"), len(self))
         for lo in range(limits.as_int(start, "start"), stop, bs):
             yield self.batch(range(lo, min(lo + bs, stop)), masks=masks, device=device)
-
-    def _checked_indices(self, indices: Iterable[int]) -> list[int]:
-        """``indices`` as ints, ``IndexError`` for one out of range."""
-        idx = [limits.as_int(i, "probe image index") for i in indices]
-        n = len(self)
-        for i in idx:
-            if not 0 <= i < n:
-                raise IndexError(f"probe image {i} is out of range: valid 0..{n - 1}")
-        return idx

@@ -140,15 +140,8 @@ class ProbeSet(ProbeBase):
         near = difflib.get_close_matches(name, [c.name for c in self.labels], n=5, cutoff=0.3)
         raise KeyError(f"unknown concept {name!r}; nearest: {', '.join(near) or '(none)'}")
 
-    def batch(
-        self,
-        indices: Iterable[int],
-        *,
-        masks: bool = True,
-        device: str | torch.device | None = None,
-    ) -> ProbeBatch:
-        """Draw the images at ``indices`` (any order, repeats allowed) and, optionally, masks."""
-        idx = self._checked_indices(indices)
+    def _batch(self, idx: list[int], masks: bool, device: str | torch.device | None) -> ProbeBatch:
+        """Draw the images ``idx`` and, optionally, their masks."""
         dev = torch.device(device) if device is not None else self.device
         images, maps = [], []
         for lo in range(0, len(idx), _CHUNK):

@@ -188,7 +188,6 @@ class Dissection(CnnvisWidget):
             nd.check_layers(self.compare_handle, names, which="comparison model")
         self._probe_cache: tuple[Any, Probe] | None = None
         self._job: nd.DissectionJob | None = None
-        self._job_for: dict[str, Any] = {}  # the settings of the job
         self._view_lock = threading.RLock()
         self._composite: Any = None
         self._shown_for: nd.DissectionJob | None = None
@@ -223,13 +222,10 @@ class Dissection(CnnvisWidget):
 
     @t.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
-        name = proposal["value"]
-        if self.layers and name not in self.layers:
-            dissected = ", ".join(self.layers)
-            raise t.TraitError(
-                f"layer {name!r} is not dissected; choose one of {dissected} (or add it to .layers)"
-            )
-        return name
+        if self.layers and proposal["value"] not in self.layers:
+            choose = f"choose one of {', '.join(self.layers)} (or add it to .layers)"
+            raise t.TraitError(f"layer {proposal['value']!r} is not dissected; {choose}")
+        return proposal["value"]
 
     @t.validate("unit")
     def _valid_unit(self, proposal: dict) -> int:
@@ -292,16 +288,6 @@ class Dissection(CnnvisWidget):
         """The probe set of the next (or current) run."""
         return self._probe()
 
-    def _job_settings(self) -> dict[str, Any]:
-        """What a run computes: the same settings resume a stopped run."""
-        return dict(
-            layers=list(self.layers),
-            probe=self._probe().describe(),
-            quantile=self.quantile,
-            batch_size=self.batch_size,
-            top_k=self.top_k,
-        )
-
     @property
     def result(self) -> nd.Dissection | None:
         """The dissection of the model (None until a run finished), judged with the current
@@ -333,21 +319,14 @@ class Dissection(CnnvisWidget):
         return f"{models}, {len(self.layers)} layers, {len(self._probe())} probe images"
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
-        settings = self._job_settings()
-        if self._job is None or self._job_for != settings or self._job.done:
-            handles = [self.handle] + ([self.compare_handle] if self.compare_handle else [])
-            self._job = nd.DissectionJob(
-                handles,
-                self.layers,
-                self._probe(),
-                quantile=self.quantile,
-                iou_threshold=self.iou_threshold,
-                batch_size=self.batch_size,
-                top_k=self.top_k,
-                distributed=False,
-            )
-            self._job_for = settings
-        yield from self._job.steps(stop_event)
+        handles = [self.handle] + ([self.compare_handle] if self.compare_handle else [])
+        args = (handles, self.layers, self._probe())
+        opts = dict(quantile=self.quantile, iou_threshold=self.iou_threshold,
+                    batch_size=self.batch_size, top_k=self.top_k, distributed=False)  # fmt: skip
+        job = self._job
+        if job is None or job.done or not job.matches(*args, **opts):  # else: resume it
+            self._job = job = nd.DissectionJob(*args, names=self._names(), **opts)
+        yield from job.steps(stop_event)
 
     # ------------------------------------------------------------------ syncing results
     def _show_final(self) -> bool:
@@ -399,25 +378,12 @@ class Dissection(CnnvisWidget):
 
     def _show_results(self, table: bool = True, bars: bool = True) -> None:
         """Refresh the result traits from the finished results (any thread)."""
-        job = self._job
+        job, shown = self._job, int(self.view_model == "compare")
         if job is None:
             return
-        handles = [self.handle] + ([self.compare_handle] if self.compare_handle else [])
-        shown = int(self.view_model == "compare")
         with self._view_lock:
-            results = [self.result, self.compare_result]
-            traits = nd.shown_traits(
-                results,
-                handles,
-                self._names(),
-                job.probe,
-                shown,
-                self.layer,
-                self.unit,
-                self.top_k,
-                table=table,
-                bars=bars,
-            )
+            traits = job.shown(shown, self.layer, self.unit, self.iou_threshold,
+                               top_k=self.top_k, table=table, bars=bars)  # fmt: skip
             picture = traits.pop("picture", None)
             with self.hold_sync():
                 for name, value in traits.items():

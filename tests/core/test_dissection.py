@@ -477,6 +477,11 @@ def test_a_job_dissects_several_models_one_after_the_other(tiny_handle, small_pr
     alone = [dissect(h, ["conv2"], small_probe, batch_size=8) for h in (tiny_handle, other)]
     job = DissectionJob([tiny_handle, other], ["conv2"], small_probe, batch_size=8)
     assert job.total_steps == 12 and not job.done and job.result(1, partial=True) is None
+    assert job.names == [tiny_handle.name, other.name] and job.layers == ["conv2"]
+    same = ([tiny_handle, other], "conv2", small_probe)
+    assert job.matches(*same, batch_size=8) and job.matches(*same, batch_size=8, iou_threshold=0.3)
+    assert not job.matches(*same, batch_size=4) and not job.matches([other, tiny_handle], *same[1:])
+    assert not job.matches(*same[:2], probe_set(24, size=32, seed=2), batch_size=8)
     stop = threading.Event()
     first = Run(job.steps(stop))
     seen = []
@@ -495,6 +500,9 @@ def test_a_job_dissects_several_models_one_after_the_other(tiny_handle, small_pr
     assert job.done and rest.result is not None and len(rest.result) == 2
     for got, want in zip(rest.result, alone):
         assert np.array_equal(got["conv2"].iou, want["conv2"].iou)
+    shown = job.shown(1, "conv2", 0, 1.0, top_k=2)
+    assert shown["rows"] == table_rows(alone[1].with_iou_threshold(1.0), "conv2")
+    assert shown["details"].startswith(f"{other.name}, conv2 unit 0:")
 
 
 def test_views_rows_bars_text_and_pictures(tiny_handle, small_probe) -> None:

@@ -13,6 +13,7 @@ from ..blocks.optimize import Step
 from ..blocks.runs import Run
 from .results import Dissection
 from .run import Dissector
+from .views import shown_traits
 
 
 class DissectionJob:
@@ -27,6 +28,8 @@ class DissectionJob:
     handles : sequence of ModelHandle
     layers : str or sequence of str
     probe : ProbeSet or BrodenProbe
+    names : sequence of str, optional
+        What the models are called in views (default: their names).
     **settings
         The settings of :class:`Dissector` (``quantile``, ``batch_size``...), for every model.
 
@@ -41,11 +44,40 @@ class DissectionJob:
         handles: Sequence[ModelHandle],
         layers: str | Sequence[str],
         probe: Probe,
+        names: Sequence[str] | None = None,
         **settings: Any,
     ) -> None:
+        self.handles = list(handles)
         self.probe = probe
-        self.dissectors = [Dissector(h, layers, probe, **settings) for h in handles]
+        self.names = list(names) if names is not None else [h.name for h in self.handles]
+        self.settings = dict(settings)
+        self.dissectors = [Dissector(h, layers, probe, **settings) for h in self.handles]
+        self.layers = self.dissectors[0].layers if self.dissectors else []
         self.results: list[Dissection | None] = [None] * len(self.dissectors)
+
+    def matches(
+        self,
+        handles: Sequence[ModelHandle],
+        layers: str | Sequence[str],
+        probe: Probe,
+        **settings: Any,
+    ) -> bool:
+        """True when a job of these arguments would compute what this one computes (the same
+        models, layers, probe images and settings; ``iou_threshold`` only judges the result)."""
+
+        def tallied(s: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in s.items() if k != "iou_threshold"}
+
+        same_models = len(handles) == len(self.handles) and all(
+            a is b for a, b in zip(handles, self.handles)
+        )
+        names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+        return (
+            same_models
+            and names == self.layers
+            and probe.describe() == self.probe.describe()
+            and tallied(settings) == tallied(self.settings)
+        )
 
     @property
     def total_steps(self) -> int:
@@ -69,6 +101,15 @@ class DissectionJob:
         if r is None and partial:
             r = self.dissectors[model].partial_result()
         return r if r is None or iou_threshold is None else r.with_iou_threshold(iou_threshold)
+
+    def shown(
+        self, model: int, layer: str, unit: int, iou_threshold: float, **options: Any
+    ) -> dict[str, Any]:
+        """:func:`~.views.shown_traits` of model ``model``'s result judged with
+        ``iou_threshold`` (``options``: ``top_k``, ``table``, ``bars``)."""
+        results = [self.result(i, iou_threshold) for i in range(len(self.dissectors))]
+        args = (self.handles, self.names, self.probe, model, layer, unit)
+        return shown_traits(results, *args, **options)
 
     def steps(
         self, stop_event: threading.Event | None = None

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from .. import limits
-from .concepts import Concept, ProbeBatch
+from .concepts import Concept, ProbeBase, ProbeBatch
 
 __all__ = ["BrodenProbe", "broden_probe", "export_broden", "decode_mask", "encode_mask"]
 
@@ -83,7 +83,7 @@ def _num(value: str | None, default: float = 0.0) -> float:
         return default
 
 
-class BrodenProbe:
+class BrodenProbe(ProbeBase):
     """A Broden-format folder as a probe set for :func:`cnnvis_widgets.core.dissection.dissect`.
 
     Parameters
@@ -311,33 +311,8 @@ class BrodenProbe:
         ``images/``)."""
         return self._inside(self._rows[limits.as_int(index, "index")]["image"])
 
-    def batches(
-        self,
-        batch_size: int = 32,
-        start: int = 0,
-        stop: int | None = None,
-        *,
-        masks: bool = True,
-        device: str | torch.device | None = None,
-    ):
-        """Images ``start..stop`` in batches, read lazily one batch at a time."""
-        bs = limits.check_batch(batch_size, self.size, self.size, name="batch_size")
-        stop = len(self) if stop is None else min(limits.as_int(stop, "stop"), len(self))
-        for lo in range(limits.as_int(start, "start"), stop, bs):
-            yield self.batch(range(lo, min(lo + bs, stop)), masks=masks, device=device)
-
-    def batch(
-        self,
-        indices: Iterable[int],
-        *,
-        masks: bool = True,
-        device: str | torch.device | None = None,
-    ) -> ProbeBatch:
-        """Read the images at ``indices`` and (optionally) their masks and image-level labels."""
-        idx = [limits.as_int(i, "probe image index") for i in indices]
-        for i in idx:
-            if not 0 <= i < len(self):
-                raise IndexError(f"probe image {i} is out of range: valid 0..{len(self) - 1}")
+    def _batch(self, idx: list[int], masks: bool, device: str | torch.device | None) -> ProbeBatch:
+        """Read the images ``idx`` and (optionally) their masks and image-level labels."""
         n_labels = len(self.labels)
         images = []
         layers: list[list[np.ndarray]] = []

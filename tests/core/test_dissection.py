@@ -10,6 +10,7 @@ import math
 import os
 import socket
 import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,20 +18,35 @@ import torch
 import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from torch import nn
 
 from cnnvis_widgets import load_model
+from cnnvis_widgets.core.blocks.runs import Run
 from cnnvis_widgets.core.dissection import (
     Dissection,
+    DissectionJob,
     Dissector,
     IoUTally,
     NonFiniteActivationError,
     StreamingQuantile,
+    check_layers,
+    combined_csv,
     compare_dissections,
+    comparison_bars,
     dissect,
+    dissect_steps,
+    export_bytes,
+    export_files,
     label_counts,
     render_examples,
+    shown_traits,
+    static_picture,
+    summary_bars,
+    table_rows,
     unit_examples,
+    unit_picture,
+    unit_text,
 )
 from cnnvis_widgets.core.hooks import active_hook_count, capture
 from cnnvis_widgets.data.concepts import Concept, ProbeBatch, probe_set
@@ -415,9 +431,12 @@ def test_stop_and_resume_gives_the_uninterrupted_result(tiny_handle, small_probe
     assert active_hook_count(tiny_handle.model) == 0
     partial = d.partial_result()
     assert partial is not None and not partial.complete and partial.n_images == 8
-    rest = list(d.steps())
+    run = Run(d.steps())
+    rest = list(run)
     assert [s.index for s in rest] == list(range(8, 12)) and rest[-1].total == 12
-    resumed = rest[-1].metrics["result"]
+    assert all("result" not in s.metrics for s in rest)  # the run returns it (run protocol)
+    resumed = run.result
+    assert resumed is d.result and resumed is not None
     assert np.array_equal(resumed["conv2"].iou, full["conv2"].iou)
     assert np.array_equal(resumed["conv2"].thresholds, full["conv2"].thresholds)
     # closing the generator mid-run (the widget's stop) also leaves a resumable state
@@ -428,6 +447,130 @@ def test_stop_and_resume_gives_the_uninterrupted_result(tiny_handle, small_probe
     gen.close()
     assert d2.steps_done == 2
     assert np.array_equal(d2.run()["conv2"].iou, full["conv2"].iou)
+
+
+def test_dissect_steps_returns_the_result_and_none_when_stopped(tiny_handle, small_probe) -> None:
+    full = dissect(tiny_handle, ["conv2"], small_probe, batch_size=4)
+    run = Run(dissect_steps(tiny_handle, ["conv2"], small_probe, batch_size=4))
+    stages = [step.metrics["stage"] for step in run]
+    assert stages == ["quantile"] * 6 + ["iou"] * 6
+    assert run.finished and np.array_equal(run.result["conv2"].iou, full["conv2"].iou)
+    stop = threading.Event()
+    stop.set()
+    stopped = Run(dissect_steps(tiny_handle, ["conv2"], small_probe, stop_event=stop))
+    assert list(stopped) == [] and stopped.result is None
+
+
+def test_check_layers_names_the_model_and_the_problem(tiny_handle) -> None:
+    assert check_layers(tiny_handle, ["conv1", "relu2", "conv1"]) == ["conv1", "relu2"]
+    assert check_layers(tiny_handle, "conv1") == ["conv1"]
+    with pytest.raises(KeyError, match="^.comparison model: .*nearest valid names"):
+        check_layers(tiny_handle, ["conv9"], which="comparison model")
+    with pytest.raises(ValueError, match="'fc' of the comparison model has no spatial output"):
+        check_layers(tiny_handle, ["fc"], which="comparison model")
+    with pytest.raises(ValueError, match="at least one layer"):
+        check_layers(tiny_handle, [])
+
+
+def test_a_job_dissects_several_models_one_after_the_other(tiny_handle, small_probe) -> None:
+    other = load_model(make_tiny(seed=7), device="cpu", input_size=32)
+    alone = [dissect(h, ["conv2"], small_probe, batch_size=8) for h in (tiny_handle, other)]
+    job = DissectionJob([tiny_handle, other], ["conv2"], small_probe, batch_size=8)
+    assert job.total_steps == 12 and not job.done and job.result(1, partial=True) is None
+    assert job.names == [tiny_handle.name, other.name] and job.layers == ["conv2"]
+    same = ([tiny_handle, other], "conv2", small_probe)
+    assert job.matches(*same, batch_size=8) and job.matches(*same, batch_size=8, iou_threshold=0.3)
+    assert not job.matches(*same, batch_size=4) and not job.matches([other, tiny_handle], *same[1:])
+    assert not job.matches(*same[:2], probe_set(24, size=32, seed=2), batch_size=8)
+    stop = threading.Event()
+    first = Run(job.steps(stop))
+    seen = []
+    for step in first:
+        seen.append((step.index, step.metrics["model"], step.total))
+        if len(seen) == 8:  # in the second model's quantile stage
+            stop.set()
+    assert first.result is None and not job.done
+    assert job.results[0] is not None and job.results[1] is None
+    assert (
+        job.result(0, 1.0).iou_threshold == 1.0 and job.result(1) is None and job.result(2) is None
+    )
+    rest = Run(job.steps())
+    seen += [(step.index, step.metrics["model"], step.total) for step in rest]
+    assert seen == [(i, int(i >= 6), 12) for i in range(12)]  # one index range, resumed
+    assert job.done and rest.result is not None and len(rest.result) == 2
+    for got, want in zip(rest.result, alone):
+        assert np.array_equal(got["conv2"].iou, want["conv2"].iou)
+    shown = job.shown(1, "conv2", 0, 1.0, top_k=2)
+    assert shown["rows"] == table_rows(alone[1].with_iou_threshold(1.0), "conv2")
+    assert shown["details"].startswith(f"{other.name}, conv2 unit 0:")
+
+
+def test_views_rows_bars_text_and_pictures(tiny_handle, small_probe) -> None:
+    result = dissect(tiny_handle, ["conv1", "relu2"], small_probe, batch_size=8, top_k=3)
+    rows = table_rows(result, "relu2")
+    assert len(rows) == 16 and table_rows(result, "conv9") == []
+    units = result.units("relu2")
+    assert [r["unit"] for r in rows] == list(range(16))
+    assert [r["ok"] == "yes" for r in rows] == [u["interpretable"] for u in units]
+    bars = summary_bars(result)
+    assert [b[0] for b in bars] == ["conv1", "relu2"]
+    assert bars[1][1:] == [result.summary()[1]["unique"][c] for c in result.categories]
+    other = result.with_iou_threshold(1.0)  # nothing interpretable at IoU 1
+    assert comparison_bars([result, other], ["a", "b"]) == [
+        [s["layer"], s["interpretable"], 0] for s in result.summary()
+    ]
+    info = result.unit("relu2", 3)
+    text = unit_text(result, "relu2", 3, "tiny")
+    assert text.startswith(f"tiny, relu2 unit 3: {info['concept']} ({info['category']})")
+    ex = unit_examples(tiny_handle, result, small_probe, "relu2", 3, k=3)
+    picture = unit_picture(ex, ncol=4)
+    assert picture.shape[-2] >= 128  # 32 px probe images shown 4 times bigger
+    assert torch.equal(unit_picture(ex, min_side=1), render_examples(ex, ncol=4))
+    alone = static_picture(picture, result)
+    both = static_picture(picture, result, ([result, other], ["a", "b"]))
+    assert alone.shape[0] == 3 and alone.shape[-1] == max(480, picture.shape[-1])
+    assert both.shape[-2] > alone.shape[-2] > picture.shape[-2]
+    top = alone[:, : picture.shape[-2], : picture.shape[-1]]
+    assert (top - picture).abs().max() <= 1 / 255 + 1e-6  # the unit's picture on top (8 bit)
+
+
+def test_shown_traits_are_what_a_front_end_copies(tiny_handle, small_probe) -> None:
+    a = dissect(tiny_handle, ["relu2"], small_probe, batch_size=8, top_k=3)
+    b = a.with_iou_threshold(1.0)
+    handles, names = [tiny_handle, tiny_handle], ["a", "b"]
+    assert shown_traits([None, None], handles, names, small_probe, 0, "relu2", 0) == {}
+    got = shown_traits([a, b], handles, names, small_probe, 1, "relu2", 2, top_k=3)
+    assert got["rows"] == table_rows(b, "relu2") and got["summary_bars"] == summary_bars(b)
+    assert got["compare_bars"] == comparison_bars([a, b], names)
+    assert got["details"] == unit_text(b, "relu2", 2, "b")
+    assert got["unit_image"][:8] == b"\x89PNG\r\n\x1a\n" and got["picture"].shape[0] == 3
+    only = shown_traits([a, None], handles, names, small_probe, 0, "relu2", 2, table=False)
+    assert "rows" not in only and only["compare_bars"] == []
+    broken = shown_traits([a], [tiny_handle], ["a"], probe_set(2, size=32), 0, "relu2", 2)
+    assert "IndexError" in broken["error"] and "details" not in broken  # probe too short
+    assert broken["rows"] == table_rows(a, "relu2")
+
+
+def test_exports_write_one_csv_and_a_file_per_model(tiny_handle, small_probe, tmp_path) -> None:
+    a = dissect(tiny_handle, ["conv1"], small_probe, batch_size=8)
+    b = a.with_iou_threshold(1.0)
+    assert combined_csv([a], ["x"]) == a.to_csv()
+    both = combined_csv([a, b], ["x", "y"]).splitlines()
+    assert both[0] == "model," + a.to_csv().splitlines()[0] and len(both) == 1 + 2 * 8
+    assert both[1].startswith("x,conv1,0,") and both[9].startswith("y,conv1,0,")
+    picture = torch.rand(3, 20, 30)
+    paths = export_files(tmp_path / "out", [a, b], ["x", "y"], picture)
+    assert set(paths) == {"csv", "json", "compare_json", "png"}
+    assert Dissection.load(paths["compare_json"]).iou_threshold == 1.0
+    assert Image.open(paths["png"]).size == (30, 20)
+    name, mime, data = export_bytes([a], ["x"], picture, ["csv"])
+    assert (name, mime, data.decode()) == ("dissection.csv", "text/csv", a.to_csv())
+    name, mime, data = export_bytes([a, b], ["x", "y"], picture)
+    assert (name, mime) == ("dissection.zip", "application/zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert "compare.npz" in z.namelist() and "dissection.png" in z.namelist()
+    with pytest.raises(RuntimeError, match="no picture"):
+        export_files(tmp_path / "none", [a], ["x"], None, ["png"])
 
 
 def test_compare_dissections(tiny_handle, small_probe) -> None:

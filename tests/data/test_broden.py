@@ -103,37 +103,16 @@ def broden_dir(tmp_path) -> tuple[Path, dict]:
         ["number", "name", "category", "frequency", "coverage", "syns"],
         [[n, name, cat, 1, 0.1, ""] for n, name, cat in LABELS],
     )
+    codes = {  # per category: number, name, frequency, coverage (code 0 is "-")
+        "color": [[1, "red", 2, 0.3], [2, "blue", 2, 0.4]],
+        "object": [[3, "car", 2, 0.4], [4, "wheel", 1, 0.05], [300, "rare", 1, 0.01]],
+        "part": [[4, "wheel", 2, 0.2], [5, "door", 1, 0.1], [6, "window", 1, 0.1]],
+        "scene": [[7, "street", 2, 2.0], [8, "park", 1, 1.0]],
+    }
     header = ["code", "number", "name", "frequency", "coverage"]
-    _write_csv(
-        root / "c_color.csv",
-        header,
-        [[0, 0, "-", 0, 0], [1, 1, "red", 2, 0.3], [2, 2, "blue", 2, 0.4]],
-    )
-    _write_csv(
-        root / "c_object.csv",
-        header,
-        [
-            [0, 0, "-", 0, 0],
-            [1, 3, "car", 2, 0.4],
-            [2, 4, "wheel", 1, 0.05],
-            [3, 300, "rare", 1, 0.01],
-        ],
-    )
-    _write_csv(
-        root / "c_part.csv",
-        header,
-        [
-            [0, 0, "-", 0, 0],
-            [1, 4, "wheel", 2, 0.2],
-            [2, 5, "door", 1, 0.1],
-            [3, 6, "window", 1, 0.1],
-        ],
-    )
-    _write_csv(
-        root / "c_scene.csv",
-        header,
-        [[0, 0, "-", 0, 0], [1, 7, "street", 2, 2.0], [2, 8, "park", 1, 1.0]],
-    )
+    for cat, rows in codes.items():
+        coded = [[0, 0, "-", 0, 0]] + [[code, *row] for code, row in enumerate(rows, 1)]
+        _write_csv(root / f"c_{cat}.csv", header, coded)
     return root, {"images": arrays, "masks": masks}
 
 

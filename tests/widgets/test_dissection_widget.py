@@ -146,14 +146,14 @@ def test_stop_keeps_the_tallies_and_run_resumes(tiny_handle) -> None:
         w.run()
         assert w.wait(timeout=120)
         assert "stopped" in w.status and w.result is None
-        dissector = w._job["dissectors"][0]
+        dissector = w._job.dissectors[0]
         done = dissector.steps_done
         assert 16 < done < 32 and dissector.stage == "iou"
         assert len(w.rows) == 16  # partial labels shown while tallying
         w._on_step = lambda step: None  # type: ignore[method-assign]
         w.run()
         assert w.wait(timeout=120)
-        assert w._job["dissectors"][0] is dissector  # resumed, not restarted
+        assert w._job.dissectors[0] is dissector  # resumed, not restarted
         assert w.result is not None and "done" in w.status
         fresh = dissect(tiny_handle, ["relu2"], probe_set(64, size=32), batch_size=4)
         assert np.array_equal(w.result["relu2"].iou, fresh["relu2"].iou)
@@ -161,7 +161,7 @@ def test_stop_keeps_the_tallies_and_run_resumes(tiny_handle) -> None:
         w.seed = 1
         w.run()
         assert w.wait(timeout=120)
-        assert w._job["dissectors"][0] is not dissector
+        assert w._job.dissectors[0] is not dissector
     finally:
         w.close()
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ... import cache
 from ...models.handle import ModelHandle
 from ...models.layers import atlas_layers as default_atlas_layers
+from ..blocks.runs import Run
 from ..hooks import capture, forward_to
 from ..imaging import colorize
 from ..optimize import Step
@@ -177,12 +178,12 @@ def network_summary_steps(
             path = cache.entry_path("atlas-dissection", key, "")
             result = cache.read_entry(path, nd.Dissection.load)
         if result is None:
-            for st in nd.dissect_steps(
-                handle, spatial, probe, stop_event=stop_event, batch_size=16
-            ):
-                if "result" in st.metrics and st.metrics["result"] is not None:
-                    result = st.metrics["result"]
+            run = Run(
+                nd.dissect_steps(handle, spatial, probe, stop_event=stop_event, batch_size=16)
+            )
+            for _ in run:
                 yield Step(index, None, None, {"stage": "dissection"}, total)
+            result = run.result
             if stop_event is not None and stop_event.is_set():
                 return
             if result is None or not getattr(result, "complete", True):

@@ -44,8 +44,12 @@ from ..blocks.streaming import (  # noqa: F401
     _all_reduce,
     _pow2,
 )
+from . import exports as _exports
+from . import views as _views
 from .compare import DissectionComparison, compare_dissections
 from .examples import UnitExamples, _outline, render_examples, unit_examples  # noqa: F401
+from .exports import *  # noqa: F403 - the export functions (exports.__all__)
+from .joint import DissectionJob
 from .probing import LUMA, _consume_outputs, probe_channels, to_model_channels  # noqa: F401
 from .results import SAVE_VERSION, Dissection, LayerDissection  # noqa: F401
 from .run import (  # noqa: F401
@@ -53,10 +57,12 @@ from .run import (  # noqa: F401
     _all_gather,
     _dist_info,
     _top_sorted,
+    check_layers,
     dissect,
     dissect_steps,
 )
 from .tallies import IoUTally, _category_of_labels, label_counts  # noqa: F401
+from .views import *  # noqa: F403 - the views of a result (views.__all__)
 
 __all__ = [
     "StreamingQuantile",
@@ -72,4 +78,8 @@ __all__ = [
     "UnitExamples",
     "render_examples",
     "NonFiniteActivationError",
+    "check_layers",
+    "DissectionJob",
+    *_views.__all__,
+    *_exports.__all__,
 ]

@@ -3,6 +3,7 @@ summaries, CSV export and save / load (JSON + npz)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from collections.abc import Sequence
@@ -144,19 +145,11 @@ class Dissection:
         return self.labels[int(index)].name
 
     def with_iou_threshold(self, iou_threshold: float) -> Dissection:
-        """The same result judged with another interpretability threshold (no recomputation)."""
-        return Dissection(
-            self._layers,
-            self.labels,
-            self.categories,
-            quantile=self.quantile,
-            iou_threshold=iou_threshold,
-            n_images=self.n_images,
-            model=self.model,
-            probe=self.probe,
-            complete=self.complete,
-            meta=self.meta,
-        )
+        """The same result judged with another interpretability threshold (no recomputation;
+        the copy shares the arrays, which a result never changes)."""
+        judged = copy.copy(self)
+        judged.iou_threshold = float(iou_threshold)
+        return judged
 
     def unit(self, layer: str, unit: int, top: int = 5) -> dict[str, Any]:
         """Everything about one unit: its label, IoU, threshold, top images and runner-up

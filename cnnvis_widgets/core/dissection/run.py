@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from ...data.concepts import Probe, ProbeBatch
 from ...models.handle import ModelHandle
 from ..blocks.hooks import StopForward
 from ..blocks.optimize import Step
+from ..blocks.runs import finish
 from ..blocks.streaming import NonFiniteActivationError, StreamingQuantile, _all_reduce
 from .probing import _consume_outputs, probe_channels, to_model_channels
 from .results import Dissection, LayerDissection
@@ -59,13 +60,55 @@ def _dist_info(distributed: bool | None, group: Any) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
+def check_layers(handle: ModelHandle, layers: str | Sequence[str], which: str = "") -> list[str]:
+    """The names of ``layers`` (repeats dropped, order kept), each checked to be a layer of
+    ``handle`` with feature maps.
+
+    Parameters
+    ----------
+    handle : ModelHandle
+    layers : str or sequence of str
+    which : str
+        What ``handle`` is in the messages (``"comparison model"``); empty for the model.
+
+    Raises
+    ------
+    KeyError
+        An unknown layer (the message lists the nearest names).
+    ValueError
+        No layer, or a layer without spatial output (a linear layer, a pooled vector).
+
+    Examples
+    --------
+    >>> check_layers(handle, ["_blocks.4", "_blocks.4", "_blocks.8"])   # doctest: +SKIP
+    ['_blocks.4', '_blocks.8']
+    """
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    if not names:
+        raise ValueError("give at least one layer to dissect")
+    of = f" of the {which}" if which else ""
+    for name in names:
+        try:
+            info = handle.layer(name)
+        except KeyError as exc:
+            raise KeyError(f"{which}: {exc.args[0]}" if which else exc.args[0]) from None
+        if not info.spatial:
+            valid = [li.name for li in handle.conv_layers()][:8]
+            raise ValueError(
+                f"layer {name!r}{of} has no spatial output ({info.kind}, {info.channels} "
+                f"features); dissection needs feature maps, e.g. {', '.join(valid)}"
+            )
+    return names
+
+
 class Dissector:
     """A resumable dissection: holds the tallies between batches, so a stopped run continues.
 
-    :meth:`steps` yields one :class:`~cnnvis_widgets.core.optimize.Step` per probe batch and
-    stage (``image`` and ``loss`` are None; ``metrics`` has ``stage``, ``images``, ``of``) and
-    the last step's ``metrics["result"]`` is the :class:`Dissection`. Stop it between steps
-    (``stop_event`` or closing the generator) and call :meth:`steps` again to resume.
+    :meth:`steps` yields one :class:`~cnnvis_widgets.core.blocks.optimize.Step` per probe batch
+    and stage (``image`` and ``loss`` are None; ``metrics`` has ``stage``, ``images``, ``of``)
+    and returns the :class:`Dissection` (None when stopped; see
+    :mod:`~cnnvis_widgets.core.blocks.runs`). Stop it between steps (``stop_event`` or closing
+    the generator) and call :meth:`steps` again to resume.
 
     Parameters are those of :func:`dissect`.
     """
@@ -87,17 +130,7 @@ class Dissector:
         group: Any = None,
         prefetch: bool = True,
     ) -> None:
-        names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-        if not names:
-            raise ValueError("give at least one layer to dissect")
-        for name in names:
-            info = handle.layer(name)  # KeyError listing the nearest names
-            if not info.spatial:
-                valid = [li.name for li in handle.conv_layers()][:8]
-                raise ValueError(
-                    f"layer {name!r} has no spatial output ({info.kind}, {info.channels} "
-                    f"features); dissection needs feature maps, e.g. {', '.join(valid)}"
-                )
+        names = check_layers(handle, layers)
         if device is not None and torch.device(device).type != handle.device.type:
             raise ValueError(
                 f"the model is on {handle.device}, device={device!r} was asked for: load it "
@@ -184,8 +217,11 @@ class Dissector:
         return self.stages[self.stage_index] if self.stage_index < len(self.stages) else "done"
 
     # ----------------------------------------------------------------------------- the run
-    def steps(self, stop_event: threading.Event | None = None) -> Iterator[Step]:
-        """Run (or resume) the dissection, yielding a step after every batch.
+    def steps(
+        self, stop_event: threading.Event | None = None
+    ) -> Generator[Step, None, Dissection | None]:
+        """Run (or resume) the dissection, yielding a step after every batch; returns the
+        :class:`Dissection`, or None when ``stop_event`` stopped it first.
 
         With ``prefetch`` the next probe batch is drawn (or read) on a helper thread while the
         network runs on the current one."""
@@ -204,7 +240,7 @@ class Dissector:
                 ahead: Future | None = None
                 while self.cursor < len(self.batches):
                     if stop_event is not None and stop_event.is_set():
-                        return
+                        return None
                     t0 = time.perf_counter()
                     lo, hi = self.batches[self.cursor]
                     if ahead is not None:
@@ -226,8 +262,6 @@ class Dissector:
                     last = self.cursor == len(self.batches)
                     if last:
                         self._finish_stage(stage)  # merges, thresholds or the result; next stage
-                        if self.result is not None:
-                            metrics["result"] = self.result
                     self.elapsed += time.perf_counter() - t0
                     yield Step(
                         index=self.steps_done - 1 if self.result is None else total - 1,
@@ -241,6 +275,7 @@ class Dissector:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        return self.result
 
     def _load(self, stage: str, cursor: int) -> ProbeBatch:
         lo, hi = self.batches[cursor]
@@ -248,11 +283,10 @@ class Dissector:
 
     def run(self, stop_event: threading.Event | None = None) -> Dissection:
         """Run to the end (or resume) and return the result."""
-        for _ in self.steps(stop_event):
-            pass
-        if self.result is None:
+        result = finish(self.steps(stop_event))
+        if result is None:
             raise RuntimeError("the dissection was stopped before it finished; call run() again")
-        return self.result
+        return result
 
     def _finish_stage(self, stage: str) -> None:
         if stage in ("quantile", "refine"):
@@ -378,11 +412,19 @@ def dissect_steps(
     probe: Probe,
     *,
     stop_event: threading.Event | None = None,
-    **kwargs: Any,
-) -> Iterator[Step]:
-    """Generator form of :func:`dissect`: yields progress steps; the last one carries the
-    :class:`Dissection` in ``metrics["result"]``."""
-    yield from Dissector(handle, layers, probe, **kwargs).steps(stop_event)
+    **settings: Any,
+) -> Generator[Step, None, Dissection | None]:
+    """Generator form of :func:`dissect` (without its cache): yields progress steps and returns
+    the :class:`Dissection` (None when ``stop_event`` stopped it).
+
+    Examples
+    --------
+    >>> result = yield from dissect_steps(handle, "_blocks.4", probe)   # doctest: +SKIP
+    >>> run = Run(dissect_steps(handle, "_blocks.4", probe))          # doctest: +SKIP
+    >>> for step in run: print(step.metrics["stage"], step.metrics["images"])  # doctest: +SKIP
+    >>> run.result.summary()                                          # doctest: +SKIP
+    """
+    return (yield from Dissector(handle, layers, probe, **settings).steps(stop_event))
 
 
 def dissect(
@@ -390,17 +432,8 @@ def dissect(
     layers: str | Sequence[str],
     probe: Probe,
     *,
-    quantile: float = 0.005,
-    iou_threshold: float = 0.04,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    top_k: int = 8,
-    bins: int = 2048,
-    refine: bool = False,
-    distributed: bool | None = None,
-    group: Any = None,
     cache: bool = False,
-    prefetch: bool = True,
+    **settings: Any,
 ) -> Dissection:
     """Dissect ``layers`` of a network on a probe set (Bau et al. 2017).
 
@@ -413,6 +446,11 @@ def dissect(
     probe : ProbeSet or BrodenProbe
         :func:`cnnvis_widgets.data.concepts.probe_set` or
         :func:`cnnvis_widgets.data.broden.broden_probe`.
+    cache : bool
+        Load the result from / save it to the results cache (``cnnvis_widgets.cache``), keyed by
+        the model's fingerprint (its weights), layers, probe and settings.
+    **settings
+        The settings of :class:`Dissector`, with these defaults:
     quantile : float
         Fraction of the activations above each unit's threshold (0.005 = top 0.5 %).
     iou_threshold : float
@@ -435,10 +473,6 @@ def dissect(
         The process group (default: the world).
     prefetch : bool
         Draw (or read) the next probe batch on a helper thread while the network runs.
-    cache : bool
-        Load the result from / save it to the results cache (``cnnvis_widgets.cache``), keyed by
-        the model description, layers, probe and settings. Only safe when the model's name and
-        weights label identify its weights (named models).
 
     Returns
     -------
@@ -453,51 +487,33 @@ def dissect(
     >>> random = dissect(load_model(weights=None), "_blocks.4", probe)  # doctest: +SKIP
     >>> compare_dissections([pretrained, random])                     # doctest: +SKIP
     """
-    kwargs = dict(
-        quantile=quantile,
-        iou_threshold=iou_threshold,
-        batch_size=batch_size,
-        device=device,
-        top_k=top_k,
-        bins=bins,
-        refine=refine,
-        distributed=distributed,
-        group=group,
-        prefetch=prefetch,
+    d = Dissector(handle, layers, probe, **settings)  # checks the settings, hit or miss
+    if not cache:
+        return d.run()
+    from ...cache import cache_key, cached
+
+    key = cache_key(
+        "dissection",
+        model=handle.fingerprint(),
+        layers=[layers] if isinstance(layers, str) else list(layers),
+        probe=probe.describe(),
+        quantile=d.quantile,
+        bins=d.bins,
+        refine=d.refine,
+        top_k=d.top_k,
+        batch_size=d.batch_size,
     )
-    path = None
-    if cache:
-        from ...cache import cache_key, entry_path, read_entry
 
-        names = [layers] if isinstance(layers, str) else list(layers)
-        key = cache_key(
-            "dissection",
-            model=handle.fingerprint(),
-            layers=names,
-            probe=probe.describe(),
-            quantile=quantile,
-            bins=bins,
-            refine=refine,
-            top_k=top_k,
-            batch_size=batch_size,
-        )
-        path = entry_path("dissection", key, "")  # None: no usable cache folder (warned)
+    def load_checked(p: Path) -> Dissection:
+        r = Dissection.load(p)
+        for name in r.layers:  # a garbled entry can load: its arrays must agree
+            ld = r[name]
+            if ld.iou.shape[1:] != (len(r.labels),) or len(ld.thresholds) != ld.iou.shape[0]:
+                raise ValueError(f"layer {name!r}: arrays of inconsistent shapes")
+        return r.with_iou_threshold(d.iou_threshold)
 
-        def load_checked(p: Path) -> Dissection:
-            d = Dissection.load(p)
-            for name in d.layers:  # a garbled entry can load: its arrays must agree
-                ld = d[name]
-                n = ld.iou.shape[0]
-                if ld.iou.shape[1:] != (len(d.labels),) or len(ld.thresholds) != n:
-                    raise ValueError(f"layer {name!r}: arrays of inconsistent shapes")
-            return d.with_iou_threshold(iou_threshold)
+    def save(p: Path, r: Dissection) -> None:
+        if d.rank == 0:  # one writer when sharded over processes
+            r.save(p)
 
-        hit = read_entry(path, load_checked)  # a damaged entry is a miss (warned)
-        if hit is not None:
-            return hit
-    result = Dissector(handle, layers, probe, **kwargs).run()  # type: ignore[arg-type]
-    if path is not None and _dist_info(distributed, group)[0] == 0:
-        from ...cache import write_entry
-
-        write_entry(path, result.save)
-    return result
+    return cached("dissection", key, d.run, suffix="", load=load_checked, save=save)

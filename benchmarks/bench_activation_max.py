@@ -115,7 +115,7 @@ def main() -> None:
                 ),
                 ("class logit, no transforms", O.class_logit([281] * args.batch), None, False),
             ]:
-                s = am.AMSettings(steps=10**9, lr=0.05, fed_size=fed_size)
+                s = am.AMSettings(steps=100_000, lr=0.05, fed_size=fed_size)
                 if not transforms:
                     s.update(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
                 # what the network sees (on average, for the transformed param size)
@@ -156,7 +156,7 @@ def main() -> None:
             per, nframes = widget_step_time(h, args.layer, 0, size, steps)
             core = statistics.median(
                 timeit(
-                    ours_steps(h, O.channel(args.layer, 0), 1, size, am.AMSettings(steps=10**9)),
+                    ours_steps(h, O.channel(args.layer, 0), 1, size, am.AMSettings(steps=100_000)),
                     dev,
                     args.n,
                 )

@@ -43,7 +43,7 @@ def floor_step(handle, x_pixels: torch.Tensor, labels: torch.Tensor):
 def ours_step(handle, x_pixels: torch.Tensor, norm: str, targeted: bool):
     eps = 4 / 255 if norm == "linf" else 1.0
     gen = A.pgd_steps(
-        handle, x_pixels, eps, steps=10**9, norm=norm, target=281 if targeted else None, seed=0
+        handle, x_pixels, eps, steps=100_000, norm=norm, target=281 if targeted else None, seed=0
     )
     return lambda: next(gen)
 

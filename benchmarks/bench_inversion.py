@@ -50,7 +50,7 @@ def inversion_table(h, args) -> None:
             full = floor_step(h, None, 1, size, frozen=False)
             gens = []
             for _, over in configs:
-                settings = inv.InversionSettings(steps=10**9).update(**over)
+                settings = inv.InversionSettings(steps=100_000).update(**over)
                 gens.append(inv.invert_steps(h, image, layer, size=size, settings=settings))
             fns = [lambda g=g: next(g) for g in gens]
             tf, tfull = [], []
@@ -85,10 +85,10 @@ def inversion_table(h, args) -> None:
     layers = args.layers.split(",")
     with h.frozen():
         batched = inv.invert_layers_steps(
-            h, image, layers, size=size, settings=inv.InversionSettings(steps=10**9)
+            h, image, layers, size=size, settings=inv.InversionSettings(steps=100_000)
         )
         separate = [
-            inv.invert_steps(h, image, n, size=size, settings=inv.InversionSettings(steps=10**9))
+            inv.invert_steps(h, image, n, size=size, settings=inv.InversionSettings(steps=100_000))
             for n in layers
         ]
         one = lambda: next(batched)  # noqa: E731
@@ -121,12 +121,12 @@ def decoder_table(h, args) -> None:
         h,
         layer,
         None,
-        steps=10**9,
+        steps=100_000,
         batch_size=args.batch,
         size=size,
         save=False,
         resume=False,
-        sample_every=10**9,
+        sample_every=100_000,
     )
     for _ in range(3):
         next(gen)  # warm-up

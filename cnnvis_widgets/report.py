@@ -232,6 +232,19 @@ class Report:
         return path
 
 
+#: the command-line flags of a headless Chromium that stays off the network (no sandbox, GPU,
+#: QUIC, first-run page, background networking, component updates or sync)
+CHROMIUM_OFFLINE_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
 def find_chromium() -> str:
     """Path of a Chromium binary (``$CNNVIS_CHROMIUM``, /usr/bin/chromium, or on PATH)."""
     for cand in (os.environ.get("CNNVIS_CHROMIUM"), "/usr/bin/chromium"):
@@ -255,13 +268,7 @@ def print_pdf(html_path: str | Path, pdf_path: str | Path, timeout: float = 120)
         cmd = [
             chromium,
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_OFFLINE_FLAGS,
             "--no-pdf-header-footer",
             f"--user-data-dir={profile}",
             f"--print-to-pdf={pdf_path}",

@@ -3,6 +3,8 @@
 - ``run_without(code, blocked)``: run Python code in a fresh interpreter in which importing any of
   ``blocked`` fails, to show that a layer works without the widget packages.
 - ``FakeView``: stands in for the browser side of a widget's comm.
+- ``assert_refused(widget, trait, {value: message})``: each value is refused with that message.
+- ``check_nan_then_recovery(...)``: a run that meets NaN ends with an error; the next one works.
 """
 
 from __future__ import annotations
@@ -102,3 +104,17 @@ def check_nan_then_recovery(
     w.run()
     assert w.wait(timeout=timeout)
     assert w.error == "", w.error
+
+
+def assert_refused(widget: Any, trait: str, refusals: dict[Any, str]) -> None:
+    """Setting ``widget.<trait>`` to each value of ``refusals`` raises ``traitlets.TraitError``
+    whose message matches (:func:`re.search`) the value's pattern, and loses nothing: the trait
+    keeps the value it had."""
+    import pytest
+    import traitlets
+
+    for value, message in refusals.items():
+        before = getattr(widget, trait)
+        with pytest.raises(traitlets.TraitError, match=message):
+            setattr(widget, trait, value)
+        assert getattr(widget, trait) == before, f"{trait} changed to a refused {value!r}"

@@ -1,8 +1,8 @@
 """The house's layering: arrows point down only (DESIGN.md section 1).
 
-``cli -> report / widgets -> figures -> core -> models / data / imaging``. Every import of the
-package is read with :mod:`ast` (those inside functions and ``TYPE_CHECKING`` blocks too), relative
-imports are resolved, and each module is checked against the layers it may not import.
+``cli -> report / widgets -> figures -> core -> models / data -> imaging / limits``. Every import
+of the package is read with :mod:`ast` (those inside functions and ``TYPE_CHECKING`` blocks too),
+relative imports are resolved, and each module is checked against the layers it may not import.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
         ("imaging",),
         ("core", "models", "data", "figures", *_UPPER),
         "imaging.py is the bottom layer for pictures (torch, numpy, pillow only)",
+    ),
+    (
+        ("limits",),
+        ("core", "models", "data", "figures", *_UPPER),
+        "limits.py (the settings' ranges) is a bottom layer: it imports no core, model or widget",
     ),
     (("core",), ("figures", *_UPPER), "core/ imports no widget, figure, report or CLI module"),
     (("figures",), _UPPER, "figures.py sits below the widgets and the report"),
@@ -112,6 +117,7 @@ def _write(root: Path, rel: str, text: str = "") -> None:
         ("core/atlas/grid.py", "from ...widgets._base import x\n", "core.atlas.grid"),
         ("report.py", "if True:\n    from .widgets.atlas import Atlas\n", "report:2"),
         ("imaging.py", "from .core import hooks\n", "imaging:1"),
+        ("limits.py", "def f():\n    from .core.blocks import settings\n", "limits:2"),
         ("figures.py", "from .cli import main\n", "figures:1"),
     ],
 )

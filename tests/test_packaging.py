@@ -10,6 +10,7 @@ loudly). They need git, npm and a reachable package index.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -19,19 +20,28 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import run_without
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = (
-    "widget.js",
-    "widget.css",
-    "vendor/require.js",
-    "vendor/embed-amd.js",
-    "vendor/anywidget.js",
-)
+
+
+def _hook_constant(name: str) -> Any:
+    """The literal constant ``name`` of the build hook (hatch_build.py), read with :mod:`ast`:
+    importing the hook needs hatchling, which only the build environment has."""
+    for node in ast.parse((ROOT / "hatch_build.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"hatch_build.py has no constant {name}")
+
+
+#: the files of the front-end bundle that every wheel and sdist must carry (the hook's list)
+BUNDLE: tuple[str, ...] = _hook_constant("BUNDLE")
 STATIC = "cnnvis_widgets/widgets/static"
 WIDGET_PACKAGES = ("anywidget", "ipywidgets", "traitlets", "plotly")
 NO_NPM_MESSAGE = "npm was not found on PATH"

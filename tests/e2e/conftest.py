@@ -6,11 +6,14 @@
   request to a host other than 127.0.0.1/localhost/::1 is aborted and recorded in
   ``blocked_requests`` (web sockets too), so a test can assert the page stayed offline. On failure
   the page fixture saves ``test-artifacts/FAILED-<test>.png`` and prints the browser console.
-* ``voila_server(notebook)`` / ``lab_server(root_dir)`` (per test factories): start the server from
+* ``voila_server(notebook)`` / ``lab_server(root_dir)`` / ``marimo_server(app)`` (per test
+  factories, on one ``server_factory`` that stops them all): start the server from
   the test environment's bin folder on a free loopback port, in its own session (process group),
   with temporary Jupyter runtime/config/data dirs and ``CNNVIS_NUM_THREADS=1``; wait until the
   HTTP port answers; at teardown stop the process group *and* every descendant (Jupyter starts
   kernels in sessions of their own), printing the server log when the test failed.
+* ``voila_widget(cell, has=None)`` (per test factory): a one-cell notebook served by Voila and
+  opened in ``page``; returns the root of its widget.
 * ``artifacts_dir`` (session): ``<repo>/test-artifacts`` (git-ignored), for screenshots.
 """
 
@@ -31,24 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from e2e_helpers import is_loopback_url
+from e2e_helpers import REPO, is_loopback_url, write_notebook
+from widget_view import open_widget
 
-REPO = Path(__file__).resolve().parents[2]
+from cnnvis_widgets.report import CHROMIUM_OFFLINE_FLAGS
+
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
-VOILA_TEMPLATES = Path(__file__).resolve().parents[2] / "cnnvis_widgets" / "_jupyter"
+VOILA_TEMPLATES = REPO / "cnnvis_widgets" / "_jupyter"
 # The environment the tests run in (the repo's .venv locally): voila/jupyter come from here.
 BIN = Path(sys.executable).parent
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+# the report's PDF printer's flags (no sandbox, no GPU, no background network) and small /dev/shm
+CHROMIUM_ARGS = [*CHROMIUM_OFFLINE_FLAGS, "--disable-dev-shm-usage"]
 SERVER_START_TIMEOUT = 120.0
 # Matches every URL that is neither loopback http(s)/ws(s) nor a local scheme; only these reach
 # the Python route handler (matching runs in the browser driver, loopback traffic is not slowed).
@@ -269,16 +266,30 @@ class _ServerFactory:
                 print(f"\n===== {server.name} log ({server.log_path}) =====\n{server.log_tail()}")
 
 
+def _existing_file(path: str | os.PathLike) -> Path:
+    found = Path(path).resolve()
+    if not found.is_file():
+        raise FileNotFoundError(found)
+    return found
+
+
 @pytest.fixture
-def voila_server(
+def server_factory(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Server]]:
+) -> Iterator[_ServerFactory]:
+    """The servers a test starts; at teardown all are stopped (their logs printed on failure)."""
+    factory = _ServerFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all(_failed(request))
+
+
+@pytest.fixture
+def voila_server(server_factory: _ServerFactory) -> Callable[..., Server]:
     """Factory: ``voila_server(notebook_path, extra_args=(), env=None, timeout=120) -> Server``.
 
     Voila executes the notebook for each page request (in a new kernel), so ``page.goto`` on
     ``server.url`` takes as long as the notebook runs.
     """
-    factory = _ServerFactory(tmp_path_factory)
 
     def start(
         notebook_path: str | os.PathLike,
@@ -286,9 +297,7 @@ def voila_server(
         env: dict[str, str] | None = None,
         timeout: float = SERVER_START_TIMEOUT,
     ) -> Server:
-        nb = Path(notebook_path).resolve()
-        if not nb.is_file():
-            raise FileNotFoundError(nb)
+        nb = _existing_file(notebook_path)
         port = free_port()
         cmd = [
             str(BIN / "voila"),
@@ -304,24 +313,34 @@ def voila_server(
         ]
         env = {"JUPYTER_PATH": str(VOILA_TEMPLATES), **(env or {})}
         base = f"http://127.0.0.1:{port}/"
-        server = factory._spawn("voila", cmd, nb.parent, port, env, url=base, base_url=base)
+        server = server_factory._spawn("voila", cmd, nb.parent, port, env, url=base, base_url=base)
         # A 404 on a probe path is cheap; GET / would execute the notebook.
         server.wait_ready(base + "cnnvis-e2e-probe", timeout, {})
         return server
 
-    yield start
-    factory.stop_all(_failed(request))
+    return start
 
 
 @pytest.fixture
-def lab_server(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Server]]:
+def voila_widget(voila_server, page, tmp_path: Path) -> Callable[..., object]:
+    """Factory: ``voila_widget(cell, has=None, **server_kw) -> root``: serves a notebook of the
+    one code ``cell`` with ``voila_server``, opens it in ``page`` and returns the root of the
+    widget that contains ``has`` (a CSS selector; see ``widget_view.open_widget``)."""
+
+    def start(cell: str, has: str | None = None, **server_kw) -> object:
+        server = voila_server(write_notebook(tmp_path / "widget.ipynb", [cell]), **server_kw)
+        print(f"voila answered after {server.start_seconds:.1f} s")
+        return open_widget(page, server.url, has=has)
+
+    return start
+
+
+@pytest.fixture
+def lab_server(server_factory: _ServerFactory) -> Callable[..., Server]:
     """Factory: ``lab_server(root_dir, open_path=None, extra_args=(), env=None, timeout=120)``.
 
     ``server.url`` opens ``lab/tree/<open_path>`` (or ``lab``) with the token in the query.
     """
-    factory = _ServerFactory(tmp_path_factory)
 
     def start(
         root_dir: str | os.PathLike,
@@ -350,7 +369,7 @@ def lab_server(
             cmd.append("--allow-root")
         base = f"http://127.0.0.1:{port}/"
         page = f"lab/tree/{open_path}" if open_path else "lab"
-        server = factory._spawn(
+        server = server_factory._spawn(
             "jupyterlab",
             cmd,
             root,
@@ -363,8 +382,7 @@ def lab_server(
         server.wait_ready(base + "api/status", timeout, {"Authorization": f"token {token}"})
         return server
 
-    yield start
-    factory.stop_all(_failed(request))
+    return start
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,8 +487,8 @@ def cnnvis_lab_server(lab_server) -> Callable[..., Server]:
 
 @pytest.fixture
 def marimo_server(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Server]]:
+    server_factory: _ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Server]:
     """Factory: ``marimo_server(app_path, env=None, timeout=120) -> Server``.
 
     Serves a marimo app with ``marimo run APP --headless --no-token`` on a free loopback port,
@@ -481,16 +499,13 @@ def marimo_server(
     exe = BIN / "marimo"
     if not exe.exists():
         pytest.skip("marimo is not installed (pip install marimo)")
-    factory = _ServerFactory(tmp_path_factory)
 
     def start(
         app_path: str | os.PathLike,
         env: dict[str, str] | None = None,
         timeout: float = SERVER_START_TIMEOUT,
     ) -> Server:
-        app = Path(app_path).resolve()
-        if not app.is_file():
-            raise FileNotFoundError(app)
+        app = _existing_file(app_path)
         port = free_port()
         home = tmp_path_factory.mktemp("marimo-user")
         cmd = [
@@ -514,9 +529,10 @@ def marimo_server(
             **(env or {}),
         }
         base = f"http://127.0.0.1:{port}/"
-        server = factory._spawn("marimo", cmd, app.parent, port, extra, url=base, base_url=base)
+        server = server_factory._spawn(
+            "marimo", cmd, app.parent, port, extra, url=base, base_url=base
+        )
         server.wait_ready(base + "health", timeout, {})
         return server
 
-    yield start
-    factory.stop_all(_failed(request))
+    return start

@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[2]
+# Voila runs the notebook (model load included) before the page is complete
+PAGE_TIMEOUT = 300.0
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_SCHEMES = {"data", "blob", "about", "chrome", "chrome-extension", "devtools"}
@@ -87,43 +91,6 @@ ROOT_STATE_JS = """el => ({
 def root_state(root) -> dict[str, int]:
     """``data-frames``, ``data-step`` and ``data-run-id`` of a widget root (missing: 0/-1/-1)."""
     return root.evaluate(ROOT_STATE_JS)
-
-
-# Records every change of the root's frame counters and of the status line's text into
-# el.__cvLog, so a test does not depend on polling fast enough to see short runs.
-RECORDER_JS = """el => {
-    if (el.__cvLog) return;
-    const log = [];
-    el.__cvLog = log;
-    const status = () => {
-        const s = el.querySelector('[data-cv="status"]');
-        return s ? s.textContent : null;
-    };
-    const snap = () => log.push({
-        frames: Number(el.getAttribute('data-frames') || 0),
-        step: Number(el.getAttribute('data-step') || -1),
-        runId: Number(el.getAttribute('data-run-id') || -1),
-        status: status(),
-    });
-    snap();
-    new MutationObserver(snap).observe(el, {
-        attributes: true,
-        attributeFilter: ['data-frames', 'data-step', 'data-run-id'],
-        subtree: false,
-    });
-    const s = el.querySelector('[data-cv="status"]');
-    if (s) new MutationObserver(snap).observe(s, {
-        childList: true, characterData: true, subtree: true,
-    });
-}"""
-
-
-def install_recorder(root) -> None:
-    root.evaluate(RECORDER_JS)
-
-
-def recorded(root) -> list[dict[str, Any]]:
-    return root.evaluate("el => el.__cvLog || []")
 
 
 # Draws the <img> on a canvas and summarises its pixels (same-origin blob:/data: URLs only).

@@ -11,38 +11,19 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
-from e2e_helpers import (
-    image_stats,
-    install_recorder,
-    recorded,
-    root_state,
-    unexpected_requests,
-    wait_until,
-)
+from e2e_helpers import REPO, image_stats, root_state, unexpected_requests, wait_until
+from widget_view import install_recorder, open_widget, run_summary, wait_for_new_run
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 TOUR = REPO / "notebooks" / "00_tour.ipynb"
-SERVER_TIMEOUT = 120.0
-PAGE_TIMEOUT = 300.0  # Voila runs the notebook (model load included) before the page is complete
 FRAMES_TIMEOUT = 180.0
 # The notebooks run fewer optimization steps in their code cells when this is set; the widget's
 # own run is not affected. Voila executes every cell before the kernel handles the view's
 # "ready" message, so this shortens the wait for the first frame.
 NOTEBOOK_ENV = {"CNNVIS_NOTEBOOK_STEPS": "32"}
-
-
-def _new_run_progress(log: list[dict], run_id: int) -> bool:
-    """True once at least two frames of ``run_id`` were drawn with increasing step."""
-    of_run = [e for e in log if e["runId"] == run_id and e["frames"] > 0]
-    if len(of_run) < 2:
-        return False
-    first, last = of_run[0], of_run[-1]
-    return last["frames"] > first["frames"] and last["step"] > first["step"]
 
 
 def test_unit_slider_restarts_the_run_with_the_new_unit(
@@ -51,12 +32,10 @@ def test_unit_slider_restarts_the_run_with_the_new_unit(
     if not TOUR.is_file():
         pytest.fail(f"{TOUR.relative_to(REPO)} does not exist yet")
     t0 = time.monotonic()
-    server = voila_server(TOUR, env=NOTEBOOK_ENV, timeout=SERVER_TIMEOUT)
+    server = voila_server(TOUR, env=NOTEBOOK_ENV)
     print(f"voila answered after {server.start_seconds:.1f} s")
 
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    root = page.locator(".cv-root").filter(has=page.locator('[data-cv-control="unit"]')).first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = open_widget(page, server.url, has='[data-cv-control="unit"]')
     t_view = time.monotonic()
     print(f"widget view visible {t_view - t0:.1f} s after the server start")
 
@@ -91,19 +70,7 @@ def test_unit_slider_restarts_the_run_with_the_new_unit(
     assert int(slider.input_value()) == new_unit
 
     # 3. Python restarted the run and frames of the new run arrive.
-    after = wait_until(
-        lambda: root_state(root),
-        lambda s: s["runId"] > before["runId"],
-        FRAMES_TIMEOUT,
-        f"a run newer than {before['runId']} after moving the unit slider",
-    )
-    new_run = after["runId"]
-    wait_until(
-        lambda: recorded(root),
-        lambda log: _new_run_progress(log, new_run),
-        FRAMES_TIMEOUT,
-        f"frames of run {new_run} with advancing steps",
-    )
+    new_run = wait_for_new_run(root, before["runId"], FRAMES_TIMEOUT, "moving the unit slider")
     now = root_state(root)
     assert now["frames"] > before["frames"]
     assert now["runId"] >= new_run
@@ -131,12 +98,7 @@ def test_unit_slider_restarts_the_run_with_the_new_unit(
         time.sleep(1)
     slider.blur()  # no focus ring in the picture
     root.screenshot(path=str(artifacts_dir / "activation_max.png"))
-    end = root_state(root)
-    print(
-        f"frames drawn: {end['frames']} (before the move {before['frames']}), "
-        f"run {before['runId']} -> {end['runId']}, last step {end['step']}, "
-        f"status {status.text_content()!r}"
-    )
+    print(run_summary(root, before))
 
     # 6. Nothing but loopback traffic (Voila's own template CSS aside, which was aborted).
     assert unexpected_requests(blocked_requests) == []

@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_helpers import image_stats, unexpected_requests, wait_until, write_notebook
+from e2e_helpers import image_stats, unexpected_requests, wait_until
 
 pytestmark = pytest.mark.e2e
 
-PAGE_TIMEOUT = 300.0  # Voila runs the notebook (model load included) before the page is complete
 RESULT_TIMEOUT = 180.0
 
 CELL = """import cnnvis_widgets as cw
@@ -45,14 +44,9 @@ def _decoded(img) -> bool:
 
 
 def test_moving_epsilon_updates_the_prediction(
-    voila_server, page, blocked_requests, browser_log, artifacts_dir, tmp_path
+    voila_widget, page, blocked_requests, browser_log, artifacts_dir
 ):
-    nb = write_notebook(tmp_path / "adversarial.ipynb", [CELL])
-    server = voila_server(nb)
-    print(f"voila answered after {server.start_seconds:.1f} s")
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    root = page.locator(".cv-root").filter(has=page.locator('[data-cv-control="epsilon"]')).first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = voila_widget(CELL, has='[data-cv-control="epsilon"]')
     t_view = time.monotonic()
     handle = root.element_handle()
 

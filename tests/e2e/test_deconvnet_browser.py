@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 import pytest
-from e2e_helpers import image_stats, unexpected_requests, wait_until, write_notebook
+from e2e_helpers import image_stats, unexpected_requests, wait_until
 from PIL import Image
+from widget_view import signature, status_text, trait_img
 
 pytestmark = pytest.mark.e2e
 
-PAGE_TIMEOUT = 300.0  # Voila runs the notebook (model load included) before the page is complete
 RESULT_TIMEOUT = 240.0
 
 DECONV_CELL = """import cnnvis_widgets as cw
@@ -33,27 +33,6 @@ ATTR_CELL = """import cnnvis_widgets as cw
 a = cw.Attribution(image="cat", method="guided_backprop")
 a"""
 
-# A coarse signature of a decoded <img>: 12x12 luminances sampled on a grid.
-SIGNATURE_JS = """img => {
-    if (!img.complete || !img.naturalWidth) return null;
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth; c.height = img.naturalHeight;
-    const ctx = c.getContext('2d');
-    ctx.drawImage(img, 0, 0);
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    const out = [];
-    for (let j = 0; j < 12; j++) for (let i = 0; i < 12; i++) {
-        const x = Math.floor((i + 0.5) * c.width / 12), y = Math.floor((j + 0.5) * c.height / 12);
-        const k = 4 * (y * c.width + x);
-        out.push(Math.round((d[k] * 299 + d[k + 1] * 587 + d[k + 2] * 114) / 1000));
-    }
-    return {w: c.width, h: c.height, sig: out};
-}"""
-
-
-def signature(img) -> dict | None:
-    return img.evaluate(SIGNATURE_JS)
-
 
 def bars(root) -> list:
     return root.evaluate(
@@ -62,22 +41,10 @@ def bars(root) -> list:
     )
 
 
-def trait_img(root, trait: str):
-    return root.locator(f'img[data-cv="image"][data-cv-trait="{trait}"]')
-
-
-def status_text(root) -> str:
-    return root.locator('[data-cv="status"]').text_content() or ""
-
-
 def test_unit_slider_shows_a_new_3x3_grid(
-    voila_server, page, blocked_requests, browser_log, artifacts_dir, tmp_path
+    voila_widget, page, blocked_requests, browser_log, artifacts_dir
 ):
-    nb = write_notebook(tmp_path / "deconvnet.ipynb", [DECONV_CELL])
-    server = voila_server(nb)
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    root = page.locator(".cv-root").filter(has=trait_img(page, "patches")).first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = voila_widget(DECONV_CELL, has='img[data-cv-trait="patches"]')
     t_view = time.monotonic()
 
     # 1. The first run (dataset pass + projections) fills both grids.
@@ -149,13 +116,9 @@ def test_unit_slider_shows_a_new_3x3_grid(
 
 
 def test_attribution_method_select_and_upload(
-    voila_server, page, blocked_requests, browser_log, artifacts_dir, tmp_path
+    voila_widget, page, blocked_requests, browser_log, artifacts_dir, tmp_path
 ):
-    nb = write_notebook(tmp_path / "attribution.ipynb", [ATTR_CELL])
-    server = voila_server(nb)
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    root = page.locator(".cv-root").filter(has=trait_img(page, "heatmap")).first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = voila_widget(ATTR_CELL, has='img[data-cv-trait="heatmap"]')
 
     # 1. The maps of the cat and its top-5 predictions.
     heat = trait_img(root, "heatmap")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_helpers import image_stats, unexpected_requests, wait_until, write_notebook
+from e2e_helpers import image_stats, unexpected_requests, wait_until
+from widget_view import signature, status_text
 
 pytestmark = pytest.mark.e2e
 
-PAGE_TIMEOUT = 300.0  # Voila runs the notebook (model load included) before the page is complete
 RESULT_TIMEOUT = 240.0
 
 CELL = """import cnnvis_widgets as cw
@@ -23,23 +23,6 @@ w = cw.Dissection(
     layers=["_blocks.2", "_blocks.6"], n_images=48, image_size=112, batch_size=16, auto_run=False
 )
 w"""
-
-# A coarse signature of a decoded <img>: 12x12 luminances sampled on a grid.
-SIGNATURE_JS = """img => {
-    if (!img.complete || !img.naturalWidth) return null;
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth; c.height = img.naturalHeight;
-    const ctx = c.getContext('2d');
-    ctx.drawImage(img, 0, 0);
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    const out = [];
-    for (let j = 0; j < 12; j++) for (let i = 0; i < 12; i++) {
-        const x = Math.floor((i + 0.5) * c.width / 12), y = Math.floor((j + 0.5) * c.height / 12);
-        const k = 4 * (y * c.width + x);
-        out.push(Math.round((d[k] * 299 + d[k + 1] * 587 + d[k + 2] * 114) / 1000));
-    }
-    return {w: c.width, h: c.height, sig: out};
-}"""
 
 # Records the row count of the table each time its body changes (the table fills while the IoU
 # pass tallies; a short run could end between two polls).
@@ -53,24 +36,12 @@ ROWS_RECORDER_JS = """table => {
 }"""
 
 
-def signature(img) -> dict | None:
-    return img.evaluate(SIGNATURE_JS)
-
-
-def status_text(root) -> str:
-    return root.locator('[data-cv="status"]').text_content() or ""
-
-
 def test_table_fills_and_a_row_click_shows_that_unit(
-    voila_server, page, blocked_requests, browser_log, artifacts_dir, tmp_path
+    voila_widget, page, blocked_requests, browser_log, artifacts_dir
 ):
-    nb = write_notebook(tmp_path / "dissection.ipynb", [CELL])
-    server = voila_server(nb)
     t0 = time.monotonic()
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    table = page.locator('table[data-cv="table"]').first
-    root = page.locator(".cv-root").filter(has=table).first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = voila_widget(CELL, has='table[data-cv="table"]')
+    table = root.locator('table[data-cv="table"]').first
     table.evaluate(ROWS_RECORDER_JS)
     print(f"view visible {time.monotonic() - t0:.1f} s after the server start")
 

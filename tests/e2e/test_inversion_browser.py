@@ -13,19 +13,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_helpers import (
-    image_stats,
-    install_recorder,
-    recorded,
-    root_state,
-    unexpected_requests,
-    wait_until,
-    write_notebook,
-)
+from e2e_helpers import image_stats, root_state, unexpected_requests, wait_until
+from widget_view import install_recorder, run_summary, wait_for_new_run
 
 pytestmark = pytest.mark.e2e
 
-PAGE_TIMEOUT = 300.0  # Voila runs the notebook (model load included) before the page is complete
 FRAMES_TIMEOUT = 180.0
 
 CELL = """import cnnvis_widgets as cw
@@ -39,24 +31,10 @@ CHART_POINTS_JS = """root => {
 }"""
 
 
-def _new_run_progress(log: list[dict], run_id: int) -> bool:
-    """True once at least two frames of ``run_id`` were drawn with increasing step."""
-    of_run = [e for e in log if e["runId"] == run_id and e["frames"] > 0]
-    if len(of_run) < 2:
-        return False
-    first, last = of_run[0], of_run[-1]
-    return last["frames"] > first["frames"] and last["step"] > first["step"]
-
-
 def test_changing_the_layer_restarts_the_live_reconstruction(
-    voila_server, page, blocked_requests, browser_log, artifacts_dir, tmp_path
+    voila_widget, page, blocked_requests, browser_log, artifacts_dir
 ):
-    nb = write_notebook(tmp_path / "inversion.ipynb", [CELL])
-    server = voila_server(nb)
-    print(f"voila answered after {server.start_seconds:.1f} s")
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    root = page.locator(".cv-root").filter(has=page.locator('[data-cv-control="layer"]')).first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = voila_widget(CELL, has='[data-cv-control="layer"]')
     t_view = time.monotonic()
 
     # 1. The original is shown and the reconstruction streams frames beside it.
@@ -84,19 +62,7 @@ def test_changing_the_layer_restarts_the_live_reconstruction(
     assert select.input_value() == "_blocks.8"
 
     # 3. Python restarted the reconstruction and frames of the new run arrive.
-    after = wait_until(
-        lambda: root_state(root),
-        lambda s: s["runId"] > before["runId"],
-        FRAMES_TIMEOUT,
-        f"a run newer than {before['runId']} after changing the layer",
-    )
-    new_run = after["runId"]
-    wait_until(
-        lambda: recorded(root),
-        lambda log: _new_run_progress(log, new_run),
-        FRAMES_TIMEOUT,
-        f"frames of run {new_run} with advancing steps",
-    )
+    wait_for_new_run(root, before["runId"], FRAMES_TIMEOUT, "changing the layer")
     assert root_state(root)["frames"] > before["frames"]
 
     # 4. The status line (written by Python) names the new layer; no error.
@@ -118,12 +84,7 @@ def test_changing_the_layer_restarts_the_live_reconstruction(
     while time.monotonic() < deadline and root_state(root)["step"] < 120:
         time.sleep(1)
     root.screenshot(path=str(artifacts_dir / "inversion.png"))
-    end = root_state(root)
-    print(
-        f"frames drawn: {end['frames']} (before the change {before['frames']}), run "
-        f"{before['runId']} -> {end['runId']}, last step {end['step']}, "
-        f"status {status.text_content()!r}"
-    )
+    print(run_summary(root, before))
 
     # 6. Nothing but loopback traffic (Voila's own template CSS aside, which was aborted).
     assert unexpected_requests(blocked_requests) == []

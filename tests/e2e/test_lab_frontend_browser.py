@@ -34,21 +34,23 @@ ACTIVE_CELL_JS = """() => {
 }"""
 
 
-def _run_all(page) -> None:
+def _open_and_run_all(page, lab_server, folder, name: str, cells: list[str]):
+    """Write ``cells`` to ``folder/name``, open it in JupyterLab, wait for the idle kernel and
+    press Run > Run All Cells; return the notebook panel."""
+    write_notebook(folder / name, cells)
+    server = lab_server(folder, open_path=name)
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator(".jp-Notebook").first.wait_for(state="visible")
+    page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=120_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
 
 
 def test_arrow_keys_move_the_slider_not_the_cell_and_enter_applies(
     lab_server, page, blocked_requests, tmp_path
 ):
-    write_notebook(tmp_path / "keys.ipynb", CELLS)
-    server = lab_server(tmp_path, open_path="keys.ipynb")
-    page.goto(server.url, wait_until="domcontentloaded")
-    page.locator(".jp-Notebook").first.wait_for(state="visible")
-    page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=120_000)
-    _run_all(page)
-    nb = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    nb = _open_and_run_all(page, lab_server, tmp_path, "keys.ipynb", CELLS)
     slider = nb.locator('input[data-cv-control="unit"]')
     slider.wait_for(state="visible", timeout=180_000)
     nb.locator(".jp-OutputArea-output", has_text="seed is").wait_for(timeout=180_000)
@@ -94,13 +96,7 @@ WAIT_CELLS = [
 def test_a_view_says_it_waits_for_the_kernel_during_run_all(
     lab_server, page, blocked_requests, tmp_path
 ):
-    write_notebook(tmp_path / "wait.ipynb", WAIT_CELLS)
-    server = lab_server(tmp_path, open_path="wait.ipynb")
-    page.goto(server.url, wait_until="domcontentloaded")
-    page.locator(".jp-Notebook").first.wait_for(state="visible")
-    page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=120_000)
-    _run_all(page)
-    nb = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    nb = _open_and_run_all(page, lab_server, tmp_path, "wait.ipynb", WAIT_CELLS)
     root = nb.locator(".cv-root").first
     root.wait_for(state="visible", timeout=180_000)
     waiting = root.locator('[data-cv="waiting"]')

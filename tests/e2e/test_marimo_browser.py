@@ -17,21 +17,13 @@ from __future__ import annotations
 import re
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-from e2e_helpers import (
-    image_stats,
-    install_recorder,
-    recorded,
-    root_state,
-    unexpected_requests,
-    wait_until,
-)
+from e2e_helpers import REPO, image_stats, root_state, unexpected_requests, wait_until
+from widget_view import install_recorder, open_widget, wait_for_new_run
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "notebooks" / "marimo_activation_max.py"
 PAGE_TIMEOUT = 180.0
 FRAMES_TIMEOUT = 180.0
@@ -45,10 +37,8 @@ def test_marimo_app_streams_live_frames_and_takes_slider_changes(
     t0 = time.monotonic()
     server = marimo_server(APP, env=APP_ENV)
     print(f"marimo answered after {server.start_seconds:.1f} s")
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
     # marimo renders anywidgets inside an open shadow root: Playwright's CSS selectors pierce it.
-    root = page.locator(".cv-root").first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = open_widget(page, server.url, timeout=PAGE_TIMEOUT)
     print(f"widget view visible {time.monotonic() - t0:.1f} s after the server start")
 
     first = wait_until(
@@ -76,12 +66,7 @@ def test_marimo_app_streams_live_frames_and_takes_slider_changes(
     slider.focus()
     slider.press("ArrowRight")
     assert int(slider.input_value()) == old_unit + 1
-    wait_until(
-        lambda: recorded(root),
-        lambda log: any(e["runId"] > run_before and e["frames"] > later["frames"] for e in log),
-        FRAMES_TIMEOUT,
-        "frames of the run restarted by the slider",
-    )
+    wait_for_new_run(root, run_before, FRAMES_TIMEOUT, "a step of the unit slider")
     status = root.locator('[data-cv="status"]')
     wait_until(
         lambda: status.text_content() or "",
@@ -128,9 +113,7 @@ def test_marimo_upload_reaches_python_and_png_traits_reach_the_browser(
         picture
     )
     server = marimo_server(app)
-    page.goto(server.url, wait_until="domcontentloaded", timeout=PAGE_TIMEOUT * 1000)
-    root = page.locator(".cv-root").first
-    root.wait_for(state="visible", timeout=PAGE_TIMEOUT * 1000)
+    root = open_widget(page, server.url, timeout=PAGE_TIMEOUT)
 
     root.locator('input[data-cv-control="upload"]').set_input_files(str(picture))
     # Python got the bytes: it adds the upload to the photo choices and selects it.

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import traitlets
 from PIL import Image
 
 from cnnvis_widgets.core import attribution as A
@@ -16,6 +15,7 @@ from cnnvis_widgets.core import imaging as I
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.data import sample_image
 from cnnvis_widgets.widgets.attribution import Attribution
+from tests.helpers import assert_refused
 
 
 @pytest.fixture
@@ -136,18 +136,12 @@ def test_upload_and_image_argument(widget, tiny_handle, tmp_path) -> None:
 
 
 def test_validation(widget, tiny_handle) -> None:
-    with pytest.raises(traitlets.TraitError, match="valid 0..4"):
-        widget.target = 5
-    with pytest.raises(traitlets.TraitError, match="larger than 1x1"):
-        widget.cam_layer = "gap"
-    with pytest.raises(traitlets.TraitError, match="nearest valid names"):
-        widget.cam_layer = "conv7"
-    with pytest.raises(traitlets.TraitError, match="no picture was uploaded"):
-        widget.image_name = "upload"
-    with pytest.raises(traitlets.TraitError, match="unknown picture"):
-        widget.image_name = "kitten"
-    with pytest.raises(traitlets.TraitError, match="between 0 and 1"):
-        widget.opacity = -0.1
+    assert_refused(widget, "target", {5: "valid 0..4"})
+    assert_refused(widget, "cam_layer", {"gap": "larger than 1x1", "conv7": "nearest valid names"})
+    assert_refused(
+        widget, "image_name", {"upload": "no picture was uploaded", "kitten": "unknown picture"}
+    )
+    assert_refused(widget, "opacity", {-0.1: "between 0 and 1"})
     with pytest.raises(TypeError, match="unknown argument"):
         Attribution(tiny_handle, methd="saliency")
 

@@ -2,7 +2,7 @@
 // bound to bytes traits (+ grid hover, click messages), table, bars, text.
 import { describe, it, expect, afterEach, vi } from "vitest";
 import widget from "../src/index.js";
-import { FakeModel, pngBytes, jpegBytes, fire } from "./fake-model.js";
+import { FakeModel, pngBytes, jpegBytes, fire, recordBlobs } from "./fake-model.js";
 import { sortEntries, formatCell } from "../src/datapanels.js";
 import { fraction } from "../src/panels.js";
 
@@ -46,12 +46,7 @@ describe("image panels bound to a bytes trait", () => {
   const boundImg = ($, trait) => $(`img[data-cv="image"][data-cv-trait="${trait}"]`);
 
   it("show their own trait, sniffing PNG vs JPEG from the magic bytes", async () => {
-    const blobs = [];
-    const orig = URL.createObjectURL.bind(URL);
-    vi.spyOn(URL, "createObjectURL").mockImplementation((b) => {
-      blobs.push(b);
-      return orig(b);
-    });
+    const blobs = recordBlobs();
     const { $, $$ } = mount({ panels: PANELS, original: new DataView(pngBytes(1).buffer), heatmap: new DataView(jpegBytes(2).buffer) });
     expect($$('img[data-cv="image"]')).toHaveLength(3);
     const o = boundImg($, "original");

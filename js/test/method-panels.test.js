@@ -407,6 +407,12 @@ describe("bars panel", () => {
     expect(widths($$)).toEqual([90, 10, 5, 60]);
     expect(bars[1].classList.contains("cv-series-1")).toBe(true);
     expect(bars[0].classList.contains("cv-series-0")).toBe(true);
+    // each series is drawn in its colour; the legend's swatches match the bars
+    expect(bars.map((b) => b.style.getPropertyValue("background"))).toEqual(
+      ["0", "1", "0", "1"].map((n) => `var(--cv-series-${n})`),
+    );
+    const swatches = [...legend.querySelectorAll(".cv-swatch")];
+    expect(swatches.map((sw) => sw.style.getPropertyValue("background"))).toEqual(["var(--cv-series-0)", "var(--cv-series-1)"]);
   });
 
   it("follows the trait", () => {

@@ -5,6 +5,7 @@
 - ``FakeView``: stands in for the browser side of a widget's comm.
 - ``assert_refused(widget, trait, {value: message})``: each value is refused with that message.
 - ``check_nan_then_recovery(...)``: a run that meets NaN ends with an error; the next one works.
+- ``cnnvis_threads()`` / ``until_no_threads()``: the widgets' worker and sender threads alive.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,20 @@ class FakeView:
         self.messages.append((content, list(buffers or [])))
         if self.ack and content.get("type") == "frame":
             self.w._on_front_msg(self.w, {"type": "ack", "seq": content["seq"]}, [])
+
+
+def cnnvis_threads() -> list[threading.Thread]:
+    """The widgets' threads alive now (workers ``cnnvis-<class>``, senders ``cnnvis-send-...``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("cnnvis-")]
+
+
+def until_no_threads(limit: float = 30.0) -> list[threading.Thread]:
+    """The cnnvis threads still alive once they had ``limit`` seconds to end (a worker returns
+    just after ``wait()`` does, a sender half a second after its last frame)."""
+    deadline = time.monotonic() + limit
+    for th in cnnvis_threads():
+        th.join(max(0.0, deadline - time.monotonic()))
+    return cnnvis_threads()
 
 
 def check_nan_then_recovery(

@@ -348,6 +348,19 @@ function optionSource(model, spec) {
   return normalizeOptions(spec.options);
 }
 
+/** A function that returns the control's options when they differ (by label and value) from
+ * the ones it returned last, else null: a list is redrawn only when it changed. */
+function newOptions(model, spec) {
+  let key = null;
+  return () => {
+    const next = optionSource(model, spec);
+    const nextKey = JSON.stringify(next.map((o) => [o.label, o.value]));
+    if (nextKey === key) return null;
+    key = nextKey;
+    return next;
+  };
+}
+
 function fillSelect(select, opts) {
   select.replaceChildren(...opts.map((o) => h("option", { value: String(o.value), title: o.label, text: o.label })));
 }
@@ -364,13 +377,11 @@ function buildSelect(model, spec, d, id) {
   const trait = spec.trait;
   const select = h("select", { id, class: "cv-select", "data-cv-control": trait });
   let opts = [];
-  let optsKey = null;
+  const changed = newOptions(model, spec);
   const refresh = () => {
-    const next = optionSource(model, spec);
-    const key = JSON.stringify(next.map((o) => [o.label, o.value]));
-    if (key !== optsKey) {
+    const next = changed();
+    if (next) {
       opts = next;
-      optsKey = key;
       fillSelect(select, opts);
     }
     selectValue(select, opts, model.get(trait));
@@ -400,7 +411,7 @@ function buildSearch(model, spec, d, id) {
   const count = h("span", { class: "cv-count" });
   const current = h("div", { class: "cv-current", "data-cv-current": trait });
   let all = [];
-  let allKey = null;
+  const changed = newOptions(model, spec);
   let shown = [];
   const current_label = () => {
     const v = model.get(trait);
@@ -415,11 +426,9 @@ function buildSearch(model, spec, d, id) {
     select.setAttribute("data-count", String(shown.length));
   };
   const refresh = () => {
-    const next = optionSource(model, spec);
-    const key = JSON.stringify(next.map((o) => [o.label, o.value]));
-    if (key !== allKey) {
+    const next = changed();
+    if (next) {
       all = next;
-      allKey = key;
       renderList();
     } else {
       selectValue(select, shown, model.get(trait));
@@ -458,14 +467,12 @@ function buildToggle(model, spec, d) {
   const trait = spec.trait;
   const group = h("div", { class: "cv-toggle", role: "group", "data-cv-control": trait, "aria-label": spec.label || trait });
   let opts = [];
-  let optsKey = null;
+  const changed = newOptions(model, spec);
   let buttons = [];
   const refresh = () => {
-    const next = optionSource(model, spec);
-    const key = JSON.stringify(next.map((o) => [o.label, o.value]));
-    if (key !== optsKey) {
+    const next = changed();
+    if (next) {
       opts = next;
-      optsKey = key;
       buttons = opts.map((o) => h("button", { type: "button", class: "cv-toggle-btn", "data-value": String(o.value), text: o.label }));
       group.replaceChildren(...buttons);
     }

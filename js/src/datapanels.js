@@ -102,23 +102,40 @@ export function tableColumns(spec, rows) {
 
 // ---------------------------------------------------------------- table
 
+/** What the data panels share: kind, model, spec, the trait they follow and a Disposer. */
+class DataPanel {
+  constructor(kind, spec, model) {
+    this.kind = kind;
+    this.model = model;
+    this.spec = spec;
+    this.trait = typeof spec.trait === "string" ? spec.trait : "";
+    this.d = new Disposer();
+  }
+
+  /** Render now and again on every change of the trait. */
+  follow() {
+    if (this.model && this.trait) this.d.add(listen(this.model, `change:${this.trait}`, () => this.render()));
+    this.render();
+  }
+
+  dispose() {
+    this.d.dispose();
+  }
+}
+
 /**
  * `{"kind": "table", "trait", "label", "columns", "sort", "descending", "select_trait",
  * "select_key", "max_rows", "filter"}`. Element table[data-cv="table"]; rows tr[data-cv-key].
  */
-export class TablePanel {
+export class TablePanel extends DataPanel {
   constructor(spec, { model } = {}) {
-    this.kind = "table";
-    this.model = model;
-    this.spec = spec;
-    this.trait = typeof spec.trait === "string" ? spec.trait : "";
+    super("table", spec, model);
     this.selectTrait = typeof spec.select_trait === "string" && spec.select_trait ? spec.select_trait : "";
     this.sortKey = spec.sort !== undefined && spec.sort !== null && spec.sort !== "" ? String(spec.sort) : null;
     this.descending = Boolean(spec.descending);
     const mr = Number(spec.max_rows);
     this.maxRows = Number.isFinite(mr) && mr >= 1 ? Math.floor(mr) : TABLE_MAX_ROWS;
     this.query = "";
-    this.d = new Disposer();
     this.rows = [];
     this.columns = [];
     this.columnsKey = null;
@@ -172,11 +189,10 @@ export class TablePanel {
         if (e.key === "Enter" || e.key === " ") this.onRowEvent(e);
       }),
     );
-    if (model && this.trait) this.d.add(listen(model, `change:${this.trait}`, () => this.render()));
     if (model && this.selectTrait && this.selectTrait !== this.trait) {
       this.d.add(listen(model, `change:${this.selectTrait}`, () => this.renderSelection()));
     }
-    this.render();
+    this.follow();
   }
 
   /** Which row field is the row's key (data-cv-key, the value written to select_trait). */
@@ -307,13 +323,18 @@ export class TablePanel {
     }
     this.renderSelection();
   }
-
-  dispose() {
-    this.d.dispose();
-  }
 }
 
 // ---------------------------------------------------------------- bars
+
+/** Series `i` in its colour: six colours (--cv-series-0..5 in style.css), then round again;
+ * the class cv-series-<n> names the colour. */
+function paintSeries(el, i) {
+  const n = i % 6;
+  el.classList.add(`cv-series-${n}`);
+  el.style.setProperty("background", `var(--cv-series-${n})`);
+  return el;
+}
 
 /** Bars of a `bars` trait: rows [label, v1, v2, ...] -> {label, values[nSeries]}. */
 export function barRows(value, nSeries) {
@@ -336,14 +357,10 @@ export function barRows(value, nSeries) {
  * row and series, width proportional to value / max (default max: the largest value). Element
  * [data-cv="bars"]; each bar .cv-bar-fill[data-cv="bar"] carries data-series / data-value.
  */
-export class BarsPanel {
+export class BarsPanel extends DataPanel {
   constructor(spec, { model } = {}) {
-    this.kind = "bars";
-    this.model = model;
-    this.spec = spec;
-    this.trait = typeof spec.trait === "string" ? spec.trait : "";
+    super("bars", spec, model);
     this.series = Array.isArray(spec.series) && spec.series.length ? spec.series.map((s) => String(s)) : [""];
-    this.d = new Disposer();
     this.bars = h("div", { class: "cv-bars", "data-cv": "bars", "data-trait": this.trait, "data-rows": "0" });
     this.legend = null;
     if (this.series.length > 1) {
@@ -351,13 +368,12 @@ export class BarsPanel {
         "div",
         { class: "cv-legend", "data-cv": "legend" },
         this.series.map((name, i) =>
-          h("span", { class: "cv-legend-item", "data-series": name }, h("span", { class: `cv-swatch cv-series-${i % 6}` }), name),
+          h("span", { class: "cv-legend-item", "data-series": name }, paintSeries(h("span", { class: "cv-swatch" }), i), name),
         ),
       );
     }
     this.el = h("figure", { class: "cv-panel cv-panel-bars", "data-cv-panel": "bars", "data-cv-trait": this.trait }, caption(spec.label), this.legend, this.bars);
-    if (model && this.trait) this.d.add(listen(model, `change:${this.trait}`, () => this.render()));
-    this.render();
+    this.follow();
   }
 
   scaleMax(rows) {
@@ -385,12 +401,15 @@ export class BarsPanel {
             { class: "cv-bar-set" },
             r.values.map((v, s) => {
               const frac = max > 0 && Number.isFinite(v) ? Math.min(Math.max(v / max, 0), 1) : 0;
-              const fill = h("div", {
-                class: `cv-bar-fill cv-series-${s % 6}`,
-                "data-cv": "bar",
-                "data-series": this.series[s],
-                "data-value": Number.isFinite(v) ? String(v) : "",
-              });
+              const fill = paintSeries(
+                h("div", {
+                  class: "cv-bar-fill",
+                  "data-cv": "bar",
+                  "data-series": this.series[s],
+                  "data-value": Number.isFinite(v) ? String(v) : "",
+                }),
+                s,
+              );
               fill.style.width = `${(frac * 100).toFixed(2)}%`;
               return h(
                 "div",
@@ -403,10 +422,6 @@ export class BarsPanel {
         ),
       ),
     );
-  }
-
-  dispose() {
-    this.d.dispose();
   }
 }
 
@@ -428,24 +443,16 @@ export function textOf(v) {
 }
 
 /** `{"kind": "text", "trait", "label"}`: plain, pre-wrapped text (textContent, never HTML). */
-export class TextPanel {
+export class TextPanel extends DataPanel {
   constructor(spec, { model } = {}) {
-    this.kind = "text";
-    this.model = model;
-    this.trait = typeof spec.trait === "string" ? spec.trait : "";
-    this.d = new Disposer();
+    super("text", spec, model);
     this.box = h("pre", { class: "cv-textbox", "data-cv": "text", "data-trait": this.trait });
     this.el = h("figure", { class: "cv-panel cv-panel-text", "data-cv-panel": "text", "data-cv-trait": this.trait }, caption(spec.label), this.box);
-    if (model && this.trait) this.d.add(listen(model, `change:${this.trait}`, () => this.render()));
-    this.render();
+    this.follow();
   }
 
   render() {
     this.box.textContent = textOf(this.model ? this.model.get(this.trait) : "");
     this.box.classList.toggle("cv-empty-text", !this.box.textContent);
-  }
-
-  dispose() {
-    this.d.dispose();
   }
 }

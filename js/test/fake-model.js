@@ -1,6 +1,8 @@
 // A stand-in for anywidget's model: get/set/on/off/save_changes/send, emitting
 // `change:<trait>` on set (like Backbone) and `msg:custom` via emitCustom().
 
+import { vi } from "vitest";
+
 function same(a, b) {
   if (a === b) return true;
   if (ArrayBuffer.isView(a) || ArrayBuffer.isView(b) || a instanceof ArrayBuffer || b instanceof ArrayBuffer) return false;
@@ -120,4 +122,16 @@ export function pngBytes(tag = 0) {
 
 export function jpegBytes(tag = 0) {
   return new Uint8Array([0xff, 0xd8, 0xff, 0xe0, tag, 1, 2, 3]);
+}
+
+/** Spy on URL.createObjectURL: the returned list collects every Blob it is given (object URLs
+ * are still made). Undone by vi.restoreAllMocks(). */
+export function recordBlobs() {
+  const blobs = [];
+  const orig = URL.createObjectURL.bind(URL);
+  vi.spyOn(URL, "createObjectURL").mockImplementation((b) => {
+    blobs.push(b);
+    return orig(b);
+  });
+  return blobs;
 }

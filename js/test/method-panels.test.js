@@ -2,7 +2,7 @@
 // bound to bytes traits (+ grid hover, click messages), table, bars, text.
 import { describe, it, expect, afterEach, vi } from "vitest";
 import widget from "../src/index.js";
-import { FakeModel, pngBytes, jpegBytes, fire } from "./fake-model.js";
+import { FakeModel, pngBytes, jpegBytes, fire, recordBlobs } from "./fake-model.js";
 import { sortEntries, formatCell } from "../src/datapanels.js";
 import { fraction } from "../src/panels.js";
 
@@ -46,12 +46,7 @@ describe("image panels bound to a bytes trait", () => {
   const boundImg = ($, trait) => $(`img[data-cv="image"][data-cv-trait="${trait}"]`);
 
   it("show their own trait, sniffing PNG vs JPEG from the magic bytes", async () => {
-    const blobs = [];
-    const orig = URL.createObjectURL.bind(URL);
-    vi.spyOn(URL, "createObjectURL").mockImplementation((b) => {
-      blobs.push(b);
-      return orig(b);
-    });
+    const blobs = recordBlobs();
     const { $, $$ } = mount({ panels: PANELS, original: new DataView(pngBytes(1).buffer), heatmap: new DataView(jpegBytes(2).buffer) });
     expect($$('img[data-cv="image"]')).toHaveLength(3);
     const o = boundImg($, "original");
@@ -412,6 +407,12 @@ describe("bars panel", () => {
     expect(widths($$)).toEqual([90, 10, 5, 60]);
     expect(bars[1].classList.contains("cv-series-1")).toBe(true);
     expect(bars[0].classList.contains("cv-series-0")).toBe(true);
+    // each series is drawn in its colour; the legend's swatches match the bars
+    expect(bars.map((b) => b.style.getPropertyValue("background"))).toEqual(
+      ["0", "1", "0", "1"].map((n) => `var(--cv-series-${n})`),
+    );
+    const swatches = [...legend.querySelectorAll(".cv-swatch")];
+    expect(swatches.map((sw) => sw.style.getPropertyValue("background"))).toEqual(["var(--cv-series-0)", "var(--cv-series-1)"]);
   });
 
   it("follows the trait", () => {

@@ -5,7 +5,7 @@ import { describe, it, expect, afterEach, vi } from "vitest";
 import widget from "../src/index.js";
 import { ControlsView, formatValue, parseNumber, THROTTLE_MS } from "../src/controls.js";
 import { toBytes, firstBuffer } from "../src/codecs.js";
-import { FakeModel, fire, dragTo, release, jpegBytes, pngBytes } from "./fake-model.js";
+import { FakeModel, fire, dragTo, release, jpegBytes, pngBytes, recordBlobs } from "./fake-model.js";
 
 const PANELS = [{ kind: "image", label: "Image" }, { kind: "progress" }];
 
@@ -212,12 +212,7 @@ describe("goodbye and download messages", () => {
     const spy = vi.spyOn(HTMLAnchorElement.prototype, "click").mockImplementation(function () {
       clicks.push({ name: this.getAttribute("download"), href: this.getAttribute("href") });
     });
-    const created = [];
-    const origCreate = URL.createObjectURL;
-    vi.spyOn(URL, "createObjectURL").mockImplementation((blob) => {
-      created.push(blob);
-      return origCreate.call(URL, blob);
-    });
+    const created = recordBlobs();
     const bytes = new TextEncoder().encode('{"a": 1}');
     model.emitCustom({ type: "download", name: "run.json", mime: "application/json" }, [bytes]);
     expect(spy).toHaveBeenCalledTimes(1);

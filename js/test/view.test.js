@@ -1,6 +1,6 @@
 import { describe, it, expect, afterEach, vi } from "vitest";
 import widget from "../src/index.js";
-import { FakeModel, pngBytes, jpegBytes } from "./fake-model.js";
+import { FakeModel, pngBytes, jpegBytes, recordBlobs } from "./fake-model.js";
 
 const PANELS = [{ kind: "image", label: "Image" }, { kind: "chart", label: "Loss", trait: "history" }, { kind: "progress" }];
 
@@ -103,12 +103,7 @@ describe("status, error, run/stop", () => {
 
 describe("frames", () => {
   it("draws a frame into the image, counts it and acks its seq after decoding", async () => {
-    const created = [];
-    const orig = URL.createObjectURL.bind(URL);
-    vi.spyOn(URL, "createObjectURL").mockImplementation((b) => {
-      created.push(b);
-      return orig(b);
-    });
+    const created = recordBlobs();
     const { model, root, $ } = mount({ run_id: 1, running: true });
     let release;
     const decoded = new Promise((r) => (release = r));

@@ -12,7 +12,7 @@ import traitlets
 from PIL import Image
 
 from cnnvis_widgets.core.hooks import active_hook_count
-from cnnvis_widgets.widgets import _base
+from cnnvis_widgets.widgets import _base, _frames
 from cnnvis_widgets.widgets.activation_max import ActivationMaximization
 from tests.conftest import make_tiny
 from tests.helpers import FakeView, check_nan_then_recovery
@@ -140,8 +140,8 @@ def test_frames_are_binary_jpeg_and_flow_controlled(widget, monkeypatch) -> None
     assert steps == sorted(set(steps))  # every loss sent once, in order
     assert view.frames[-1][0]["step"] < len(widget.history) == 60  # the trait has every step
 
-    monkeypatch.setattr(_base, "ACK_TIMEOUT", 1e9)
-    monkeypatch.setattr(_base, "FRAME_INTERVAL", 0.0)
+    monkeypatch.setattr(_frames, "ACK_TIMEOUT", 1e9)
+    monkeypatch.setattr(_frames, "FRAME_INTERVAL", 0.0)
     view.ack = False  # the first view stops acknowledging too: its acks would free slots
     silent = FakeView(widget, ack=False)  # a view that never acknowledges
     widget.steps = 200

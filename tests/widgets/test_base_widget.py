@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
 
 import pytest
@@ -15,6 +14,7 @@ from PIL import Image
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets import _base
 from cnnvis_widgets.widgets.activation_max import ActivationMaximization
+from tests.helpers import cnnvis_threads, until_no_threads
 
 
 class Recorder:
@@ -41,18 +41,6 @@ def widget(tiny_handle):
     w = ActivationMaximization(tiny_handle, layer="conv2", steps=6, size=32)
     yield w
     w.close()
-
-
-def cnnvis_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("cnnvis-")]
-
-
-def until_no_threads(limit: float = 30.0) -> list[threading.Thread]:
-    """The cnnvis threads still alive once they had ``limit`` seconds to end."""
-    deadline = time.monotonic() + limit
-    for th in cnnvis_threads():
-        th.join(max(0.0, deadline - time.monotonic()))
-    return cnnvis_threads()
 
 
 # ------------------------------------------------------------------ refused values

@@ -22,6 +22,7 @@ from cnnvis_widgets.core import activation_max as am
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.widgets.activation_max import ActivationMaximization
 from tests.conftest import make_tiny
+from tests.helpers import until_no_threads
 
 RSS_MARGIN = 64 * 2**20  # bytes
 
@@ -105,13 +106,14 @@ def test_two_hundred_runs_without_growth() -> None:
     try:
         w.run()
         w.wait()
+        until_no_threads()  # the warm-up's threads end first
         threads, mem = threading.active_count(), rss()
         for i in range(200):
             w.seed = i
             w.run()
             assert w.wait(timeout=60)
         assert w.run_id == 201 and w.error == ""
-        assert threading.active_count() <= threads
+        assert until_no_threads() == [] and threading.active_count() <= threads
         assert active_hook_count(h.model) == 0
         assert rss() - mem < RSS_MARGIN
     finally:

@@ -45,7 +45,7 @@ from cnnvis_widgets.widgets.deconvnet import DeconvNet
 from cnnvis_widgets.widgets.dissection import Dissection
 from cnnvis_widgets.widgets.inversion import Inversion
 from tests.conftest import make_tiny
-from tests.helpers import FakeView
+from tests.helpers import FakeView, until_no_threads
 
 RSS_MARGIN = 64 * 2**20  # bytes
 SAMPLES = sorted(sample_images())
@@ -238,6 +238,14 @@ def paused_at_step(w, at: int = 1):
     return reached, real
 
 
+@pytest.fixture
+def w(name):
+    """The widget ``name`` (the test's parameter) on a fresh tiny model, closed afterwards."""
+    widget = SPECS[name].make(handle())
+    yield widget
+    widget.close()
+
+
 # ---------------------------------------------------------------------------- slider storms
 @pytest.fixture(scope="module", params=NAMES)
 def storm_widget(request):
@@ -315,29 +323,22 @@ def test_slider_storm_ends_with_one_run_for_the_final_settings(storm_widget, dat
 
 # ---------------------------------------------------------------------------- interrupts
 @pytest.mark.parametrize("name", NAMES)
-def test_stop_mid_run_keeps_the_widget_usable(name) -> None:
-    spec = SPECS[name]
-    w = spec.make(handle())
-    try:
-        reached, real = paused_at_step(w)
-        w.run()
-        assert reached.wait(60) and w.running
-        w.stop()
-        assert w.wait(timeout=60)
-        assert not w.running and w.error == "" and "stopped" in w.status
-        assert active_hook_count(w.handle.model) == 0
-        assert all(p.requires_grad for p in w.handle.model.parameters())
-        w._steps = real
-        w.run()
-        assert w.wait(timeout=120) and w.error == "" and "done" in w.status
-    finally:
-        w.close()
+def test_stop_mid_run_keeps_the_widget_usable(name, w) -> None:
+    reached, real = paused_at_step(w)
+    w.run()
+    assert reached.wait(60) and w.running
+    w.stop()
+    assert w.wait(timeout=60)
+    assert not w.running and w.error == "" and "stopped" in w.status
+    assert active_hook_count(w.handle.model) == 0
+    assert all(p.requires_grad for p in w.handle.model.parameters())
+    w._steps = real
+    w.run()
+    assert w.wait(timeout=120) and w.error == "" and "done" in w.status
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_keyboard_interrupt_in_the_worker_leaves_the_widget_usable(name) -> None:
-    spec = SPECS[name]
-    w = spec.make(handle())
+def test_keyboard_interrupt_in_the_worker_leaves_the_widget_usable(name, w) -> None:
     real = w._steps
 
     def interrupted(stop_event):
@@ -352,32 +353,27 @@ def test_keyboard_interrupt_in_the_worker_leaves_the_widget_usable(name) -> None
                 raise KeyboardInterrupt  # while the core generator is suspended mid-run
             yield step
 
-    try:
-        for wrapper in (interrupted, interrupted_inside):
-            w._steps = wrapper
-            w.run()
-            assert w.wait(timeout=60)
-            if w.run_id and "KeyboardInterrupt" not in w.error:
-                # a widget whose run has a single step never reaches the second
-                assert wrapper is interrupted_inside and w.error == ""
-            assert not w.running
-            assert active_hook_count(w.handle.model) == 0
-            assert all(p.requires_grad for p in w.handle.model.parameters())
-        w._steps = real
+    for wrapper in (interrupted, interrupted_inside):
+        w._steps = wrapper
         w.run()
-        assert w.wait(timeout=120) and w.error == "" and "done" in w.status
-        worker = w._worker  # idle again: the worker ends (a new run starts a new one)
-        if worker is not None:
-            worker.join(30)
-            assert not worker.is_alive()
-    finally:
-        w.close()
+        assert w.wait(timeout=60)
+        if w.run_id and "KeyboardInterrupt" not in w.error:
+            # a widget whose run has a single step never reaches the second
+            assert wrapper is interrupted_inside and w.error == ""
+        assert not w.running
+        assert active_hook_count(w.handle.model) == 0
+        assert all(p.requires_grad for p in w.handle.model.parameters())
+    w._steps = real
+    w.run()
+    assert w.wait(timeout=120) and w.error == "" and "done" in w.status
+    worker = w._worker  # idle again: the worker ends (a new run starts a new one)
+    if worker is not None:
+        worker.join(30)
+        assert not worker.is_alive()
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_close_while_running_ends_the_threads(name) -> None:
-    spec = SPECS[name]
-    w = spec.make(handle())
+def test_close_while_running_ends_the_threads(name, w) -> None:
     FakeView(w)
     reached, _ = paused_at_step(w)
     w.run()
@@ -427,30 +423,27 @@ def test_two_widgets_sharing_one_model_give_the_results_of_separate_runs(name) -
 
 # ---------------------------------------------------------------------------- long use
 @pytest.mark.parametrize("name", NAMES)
-def test_two_hundred_consecutive_runs_without_growth(name) -> None:
+def test_two_hundred_consecutive_runs_without_growth(name, w) -> None:
     spec = SPECS[name]
-    w = spec.make(handle())
     FakeView(w)
-    try:
+    w.run()
+    assert w.wait(timeout=120)
+    for i in range(5):  # warm-up: caches of every setting the loop visits
+        spec.vary(w, i)
         w.run()
         assert w.wait(timeout=120)
-        for i in range(5):  # warm-up: caches of every setting the loop visits
-            spec.vary(w, i)
-            w.run()
-            assert w.wait(timeout=120)
-        threads, mem = threading.active_count(), rss()
-        first = w.run_id
-        for i in range(200):
-            spec.vary(w, i % 5)
-            w.run()
-            assert w.wait(timeout=60)
-            assert w.error == "", w.error
-        assert w.run_id >= first + 200
-        assert threading.active_count() <= threads
-        assert active_hook_count(w.handle.model) == 0
-        assert rss() - mem < RSS_MARGIN
-    finally:
-        w.close()
+    until_no_threads()  # the warm-up's threads end first
+    threads, mem = threading.active_count(), rss()
+    first = w.run_id
+    for i in range(200):
+        spec.vary(w, i % 5)
+        w.run()
+        assert w.wait(timeout=60)
+        assert w.error == "", w.error
+    assert w.run_id >= first + 200
+    assert until_no_threads() == [] and threading.active_count() <= threads
+    assert active_hook_count(w.handle.model) == 0
+    assert rss() - mem < RSS_MARGIN
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -489,31 +482,26 @@ def _sample_trait(w) -> str:
 
 
 @pytest.mark.parametrize("name", UPLOADERS)
-def test_uploads_of_every_kind_through_the_browser_trait(name, pictures) -> None:
-    spec = SPECS[name]
-    w = spec.make(handle())
+def test_uploads_of_every_kind_through_the_browser_trait(name, w, pictures) -> None:
     # the trait is the shared one: it takes the memoryview the browser sends
     assert w.trait_metadata("upload", "from_json") is upload_trait().metadata["from_json"]
-    try:
-        for fname, (data, usable) in pictures.items():
-            w.set_state({"upload_name": fname})
-            w.set_state({"upload": memoryview(data)})
-            if usable:
-                assert w.error == "", f"{fname}: {w.error}"
-                assert getattr(w, _sample_trait(w)) == "upload"
-                w.run()
-                assert w.wait(timeout=120) and w.error == "", f"{fname}: {w.error}"
-                assert "done" in w.status
-                assert w.original, fname
-            else:
-                assert w.error, f"{fname} was accepted"
-                assert fname in w.error and ("image" in w.error or "pixels" in w.error)
-                assert "Traceback" not in w.error
-                w.run()  # still usable: the last good picture is used
-                assert w.wait(timeout=120) and w.error == "", f"after {fname}: {w.error}"
-        assert active_hook_count(w.handle.model) == 0
-    finally:
-        w.close()
+    for fname, (data, usable) in pictures.items():
+        w.set_state({"upload_name": fname})
+        w.set_state({"upload": memoryview(data)})
+        if usable:
+            assert w.error == "", f"{fname}: {w.error}"
+            assert getattr(w, _sample_trait(w)) == "upload"
+            w.run()
+            assert w.wait(timeout=120) and w.error == "", f"{fname}: {w.error}"
+            assert "done" in w.status
+            assert w.original, fname
+        else:
+            assert w.error, f"{fname} was accepted"
+            assert fname in w.error and ("image" in w.error or "pixels" in w.error)
+            assert "Traceback" not in w.error
+            w.run()  # still usable: the last good picture is used
+            assert w.wait(timeout=120) and w.error == "", f"after {fname}: {w.error}"
+    assert active_hook_count(w.handle.model) == 0
 
 
 @pytest.mark.parametrize("name", UPLOADERS)
@@ -578,20 +566,16 @@ def test_deconvnet_folder_with_odd_and_bad_files(tmp_path, pictures) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_settings_out_of_range_are_refused_on_the_trait(name) -> None:
+def test_settings_out_of_range_are_refused_on_the_trait(name, w) -> None:
     spec = SPECS[name]
-    w = spec.make(handle())
-    try:
-        before = {n: getattr(w, n) for n, _ in spec.bad_settings}
-        for trait, value in spec.bad_settings:
-            with pytest.raises(traitlets.TraitError) as info:
-                setattr(w, trait, value)
-            assert str(info.value), trait
-        assert {n: getattr(w, n) for n, _ in spec.bad_settings} == before
-        w.run()
-        assert w.wait(timeout=120) and w.error == ""
-    finally:
-        w.close()
+    before = {n: getattr(w, n) for n, _ in spec.bad_settings}
+    for trait, value in spec.bad_settings:
+        with pytest.raises(traitlets.TraitError) as info:
+            setattr(w, trait, value)
+        assert str(info.value), trait
+    assert {n: getattr(w, n) for n, _ in spec.bad_settings} == before
+    w.run()
+    assert w.wait(timeout=120) and w.error == ""
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -627,14 +611,10 @@ LAYER_TRAIT = {
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_unknown_layer_lists_the_nearest_names(name) -> None:
-    w = SPECS[name].make(handle())
-    try:
-        trait, value = LAYER_TRAIT[name]
-        with pytest.raises(traitlets.TraitError, match=r"conv[12]"):
-            setattr(w, trait, value)
-    finally:
-        w.close()
+def test_unknown_layer_lists_the_nearest_names(name, w) -> None:
+    trait, value = LAYER_TRAIT[name]
+    with pytest.raises(traitlets.TraitError, match=r"conv[12]"):
+        setattr(w, trait, value)
 
 
 @pytest.mark.parametrize("name", NAMES)

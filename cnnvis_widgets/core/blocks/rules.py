@@ -91,6 +91,18 @@ class RuleState:
 _aten = torch.ops.aten  # the operators themselves: never the wrapped Python functions
 
 
+def _by_rule(rule: str, grad: torch.Tensor, plain: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The gradient a rectifier passes back under ``rule``, given the incoming ``grad`` and its
+    ordinary backward ``plain()``: DeconvNet ``relu(grad)``, structural ``grad`` (every path
+    counts), guided ``relu(plain())``, gradient ``plain()``."""
+    if rule == "deconvnet":
+        return grad.clamp_min(0)
+    if rule == "structural":
+        return grad
+    g = plain()
+    return g.clamp_min_(0) if rule == "guided" else g
+
+
 class _Rectifier(torch.autograd.Function):
     """``clamp(x, 0, hi)`` (ReLU: ``hi`` None) whose backward follows ``state.rule``.
 
@@ -116,18 +128,14 @@ class _Rectifier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        rule = ctx.state.rule
-        if rule == "deconvnet":
-            return grad.clamp_min(0), None, None, None
-        if rule == "structural":  # every path counts
-            return grad, None, None, None
-        if ctx.hi is None:
-            g = _aten.threshold_backward(grad, out, 0.0)
-        else:
-            g = _aten.hardtanh_backward(grad, out, 0.0, ctx.hi)
-        if rule == "guided":
-            g = g.clamp_min_(0)
-        return g, None, None, None
+        hi = ctx.hi
+
+        def plain() -> torch.Tensor:  # PyTorch's own backward kernels
+            if hi is None:
+                return _aten.threshold_backward(grad, out, 0.0)
+            return _aten.hardtanh_backward(grad, out, 0.0, hi)
+
+        return _by_rule(ctx.state.rule, grad, plain), None, None, None
 
 
 class _Threshold(torch.autograd.Function):
@@ -151,15 +159,7 @@ class _Threshold(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (mask,) = ctx.saved_tensors
-        rule = ctx.state.rule
-        if rule == "deconvnet":
-            g = grad.clamp_min(0)
-        elif rule == "structural":
-            g = grad
-        elif rule == "guided":
-            g = grad.clamp_min(0) * mask
-        else:
-            g = grad * mask
+        g = _by_rule(ctx.state.rule, grad, lambda: grad * mask)
         return g, None, None, None, None
 
 

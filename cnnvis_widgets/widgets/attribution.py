@@ -26,8 +26,8 @@ from ..core.blocks.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ..models.layers import spatial_layers
-from ._base import BoundedFloat, CnnvisWidget, ModelArg, setting, upload_trait
-from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data
+from ._base import BoundedFloat, CnnvisWidget, ModelArg, setting
+from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data, upload_setting
 
 __all__ = ["Attribution"]
 
@@ -69,11 +69,7 @@ class Attribution(CnnvisWidget):
         t.Unicode("cat", help="A packaged photo by name, or 'upload' for the uploaded picture."),
         "select", "Photo", "Image", restart=True, options_trait="image_options",
     )  # fmt: skip
-    upload = setting(
-        upload_trait("Bytes of a picture chosen in the browser (PNG, JPEG...)."),
-        "upload", "Your picture", "Image", record=False,
-        accept="image/*", name_trait="upload_name",
-    )  # fmt: skip
+    upload = upload_setting("Your picture")
     upload_name = setting(t.Unicode("", help="File name of the uploaded picture."))
     # ---------------------------------------------------------------------- Target
     target = setting(

@@ -350,38 +350,31 @@ def _uncovered_factory(what: str) -> Callable[[Callable], Callable]:
 
 
 def _patch_table() -> list[tuple[Any, str, Callable[[Callable], Callable]]]:
+    """(owner, name, wrapper factory) of every function patched: the rectifiers on each of
+    ``torch.nn.functional``, ``torch`` and ``torch.Tensor`` that has them, max pooling, and the
+    activations no rule covers."""
     T = torch.Tensor
-    table: list[tuple[Any, str, Callable[[Callable], Callable]]] = [
-        (F, "relu", _wrap_relu),
-        (F, "relu_", lambda o: _wrap_relu(o, True)),
-        (torch, "relu", _wrap_relu),
-        (torch, "relu_", lambda o: _wrap_relu(o, True)),
-        (T, "relu", _wrap_relu),
-        (T, "relu_", lambda o: _wrap_relu(o, True)),
+    both, every = (torch, T), (F, torch, T)
+    return [
+        *[(owner, "relu", _wrap_relu) for owner in every],
+        *[(owner, "relu_", lambda o: _wrap_relu(o, True)) for owner in every],
         (F, "relu6", _wrap_relu6),
-        (F, "threshold", _wrap_threshold),
-        (F, "threshold_", lambda o: _wrap_threshold(o, True)),
-        (torch, "threshold", _wrap_threshold),
-        (torch, "threshold_", lambda o: _wrap_threshold(o, True)),
+        *[(owner, "threshold", _wrap_threshold) for owner in (F, torch)],
+        *[(owner, "threshold_", lambda o: _wrap_threshold(o, True)) for owner in (F, torch)],
         (F, "hardtanh", _wrap_hardtanh),
         (F, "hardtanh_", lambda o: _wrap_hardtanh(o, True)),
-        (torch, "clamp", _wrap_clamp),
-        (torch, "clip", _wrap_clamp),
-        (T, "clamp", _wrap_clamp),
-        (T, "clip", _wrap_clamp),
+        *[(owner, name, _wrap_clamp) for owner in both for name in ("clamp", "clip")],
         (T, "clamp_", lambda o: _wrap_clamp(o, inplace=True)),
-        (torch, "clamp_min", lambda o: _wrap_clamp(o, min_only=True)),
-        (T, "clamp_min", lambda o: _wrap_clamp(o, min_only=True)),
+        *[(owner, "clamp_min", lambda o: _wrap_clamp(o, min_only=True)) for owner in both],
         (F, "max_pool2d", _wrap_max_pool),
         (F, "adaptive_max_pool2d", lambda o: _wrap_max_pool(o, adaptive=True)),
-        (torch, "sigmoid", lambda o: _wrap_uncovered(o, "sigmoid")),
-        (torch, "tanh", lambda o: _wrap_uncovered(o, "tanh")),
-        (T, "sigmoid", lambda o: _wrap_uncovered(o, "sigmoid")),
-        (T, "tanh", lambda o: _wrap_uncovered(o, "tanh")),
+        *[
+            (owner, name, _uncovered_factory(name))
+            for owner in both
+            for name in ("sigmoid", "tanh")
+        ],
+        *[(F, name, _uncovered_factory(name)) for name in _UNCOVERED_F],
     ]
-    for name in _UNCOVERED_F:
-        table.append((F, name, _uncovered_factory(name)))
-    return table
 
 
 _PATCH_LOCK = threading.Lock()

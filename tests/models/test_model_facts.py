@@ -94,3 +94,21 @@ def test_pickers_choose_the_same_layers_as_before() -> None:
     flat = nn.Sequential(nn.Conv2d(3, 2, 4), nn.Flatten(), nn.Linear(2, 2))  # 1x1 maps only
     with pytest.raises(ValueError, match="no layer with a spatial output.*for Grad-CAM"):
         layers.default_cam_layer(load_model(flat, device="cpu", input_size=4))
+
+
+def test_every_logits_reader_takes_the_first_output_of_a_tuple() -> None:
+    """Predictions, attribution and class contributions read the logits of a tuple-returning
+    model through ``handle.logits`` (each had its own copy of that rule)."""
+    from cnnvis_widgets.core import attribution, contributions, predictions
+
+    torch.manual_seed(0)
+    wrapped = _TupleNet()
+    plain = load_model(wrapped.body, device="cpu", input_size=32)
+    tup = load_model(wrapped, device="cpu", input_size=32)
+    px = torch.rand(1, 3, 32, 32)
+    x = plain.normalize(px)
+    assert predictions.top_predictions(tup, x) == predictions.top_predictions(plain, x)
+    assert torch.equal(attribution.saliency(tup, x, 2), attribution.saliency(plain, x, 2))
+    got = contributions.class_contributions(tup, "body.relu2", 1, px)
+    want = contributions.class_contributions(plain, "relu2", 1, px)
+    assert torch.allclose(got, want)

@@ -103,9 +103,13 @@ class Attribution(CnnvisWidget):
     all_maps = t.Bytes(b"", help="PNG: every method's map side by side (read-only).").tag(sync=True)
 
     def __init__(
-        self, model: ModelArg | None = None, *, image: Any = None, device: str | None = None,
+        self,
+        model: ModelArg | None = None,
+        *,
+        image: Any = None,
+        device: str | None = None,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._image_arg = image
         super().__init__(model, device=device, **kwargs)
 
@@ -117,16 +121,13 @@ class Attribution(CnnvisWidget):
         self._upload_key = ""
         self._shown: AR.PhotoMaps | None = None
         self._restarting_ok = True
-        cam_layers = spatial_layers(h)
-        if not cam_layers:
-            raise ValueError(f"model {h.name!r} has no layer with a spatial output")
         photos = list(sample_images())
         options = [[n, n] for n in photos]
         return dict(
             title="Attribution: which pixels drive the prediction",
             model_name=h.name,
-            cam_layer_options=[[li.label(), li.name] for li in cam_layers],
-            cam_layer=A.default_cam_layer(h),
+            cam_layer=A.default_cam_layer(h),  # ValueError for a model without spatial maps
+            cam_layer_options=[[li.label(), li.name] for li in spatial_layers(h)],
             class_options=P.class_options(h, []),
             image_name=self._adopt_image(self._image_arg, photos, options),
             image_options=options,

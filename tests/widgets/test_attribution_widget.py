@@ -128,8 +128,9 @@ def test_upload_and_image_argument(widget, tiny_handle, tmp_path) -> None:
     w2 = Attribution(tiny_handle, image=str(path))
     assert w2.image_name == "upload" and w2.photo().size == (60, 40)
     w2.close()
-    w3 = Attribution(tiny_handle, image=pic)
-    assert w3.image_name == "upload"
+    w3 = Attribution(tiny_handle, image=pic, target=3)  # the settings apply after the image
+    assert w3.image_name == "upload" and w3.target == 3
+    assert w3.image_options[-1] == ["your picture: image", "upload"]
     w3.close()
     with pytest.raises(KeyError, match="choose one of"):
         Attribution(tiny_handle, image="kitten")
@@ -153,9 +154,18 @@ def test_validation(widget, trait, value, message) -> None:
     assert getattr(widget, trait) == before
 
 
-def test_unknown_arguments_are_refused(tiny_handle) -> None:
+def test_bad_arguments_are_refused(tiny_handle) -> None:
+    from torch import nn
+
+    from cnnvis_widgets import load_model
+
     with pytest.raises(TypeError, match="unknown argument"):
         Attribution(tiny_handle, methd="saliency")
+    flat = load_model(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), input_size=8)
+    with pytest.raises(ValueError, match="no layer with a spatial output"):
+        Attribution(flat)
+    with pytest.raises(traitlets.TraitError, match="valid 0..4"):
+        Attribution(tiny_handle, image="coffee", target=7)
 
 
 def test_unsupported_activation_is_an_error_in_the_widget() -> None:

@@ -10,9 +10,10 @@ one asked for.
 
 Examples
 --------
->>> cache = MapCache()
+>>> from cnnvis_widgets.core.blocks.runs import finish
 >>> x = handle.preprocess(sample_image("cat"))                             # doctest: +SKIP
->>> maps = PhotoMaps(cache, "cat", 281, "_blocks.15", display_pixels(handle, x))  # doctest: +SKIP
+>>> pixels = display_pixels(handle, x)                                     # doctest: +SKIP
+>>> maps = PhotoMaps(MapCache(), "cat", 281, "_blocks.15", pixels)         # doctest: +SKIP
 >>> maps = finish(attribution_steps(handle, x, maps, "grad_cam"))          # doctest: +SKIP
 >>> maps.pictures("saliency", 0.5)["overlay"].shape                        # doctest: +SKIP
 torch.Size([3, 224, 224])
@@ -93,7 +94,7 @@ class MapCache:
                 self.nbytes -= dropped.nelement() * dropped.element_size()
 
 
-@dataclass
+@dataclass(eq=False)
 class PhotoMaps:
     """The maps of one photo, class and Grad-CAM layer, as they stand in a :class:`MapCache`.
 

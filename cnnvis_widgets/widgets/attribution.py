@@ -9,6 +9,7 @@ the opacity slider only re-composites pictures.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -285,7 +286,7 @@ class Attribution(CnnvisWidget):
             return
         for step in AR.attribution_steps(h, x, shown, self.method):
             self._shown = shown
-            yield Step(step.index, None, self._compose(), step.metrics, step.total)
+            yield dataclasses.replace(step, image=self._compose())  # the picture: a composite
 
     def _compose(self) -> torch.Tensor | None:
         """Set the picture traits from the cached maps; returns the composite (photo | map |

@@ -114,7 +114,7 @@ def attribution_section(ctx: Context, report: Any) -> None:
     h = ctx.handle
     name, x = _photo(ctx)
     with torch.no_grad():
-        top = int(h.net(x).argmax(1))
+        top = int(h.logits(x).argmax(1))
     pixels = h.denormalize(x).clamp(0, 1).cpu()
     maps = []
     labels = []

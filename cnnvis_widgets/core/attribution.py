@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .. import limits
 from ..models.handle import ModelHandle
-from ..models.layers import default_cam_layer
+from ..models.layers import default_cam_layer, spatial_layers
 from .blocks.hooks import capture, forward_to
 from .blocks.objectives import LOGITS, Objective, as_objective, class_logit
 from .blocks.optimize import NonFiniteLossError
@@ -77,6 +77,7 @@ __all__ = [
     "guided_grad_cam",
     "attribute",
     "default_cam_layer",
+    "check_cam_layer",
     "as_target",
 ]
 
@@ -239,6 +240,12 @@ def _backward(
         return gx, act.detach(), ga.detach()
 
 
+def _input_gradient(handle: ModelHandle, images: torch.Tensor, target: Any, rule: str):
+    g, _, _ = _backward(handle, images, target, rule)
+    assert g is not None
+    return g
+
+
 def saliency(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Tensor:
     """Plain gradient of the target's score with respect to the input (Simonyan et al. 2013).
 
@@ -262,9 +269,7 @@ def saliency(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Te
     --------
     >>> saliency(handle, x, 281)                                      # doctest: +SKIP
     """
-    g, _, _ = _backward(handle, images, target, "gradient")
-    assert g is not None
-    return g
+    return _input_gradient(handle, images, target, "gradient")
 
 
 def deconvnet(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Tensor:
@@ -279,9 +284,7 @@ def deconvnet(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.T
     --------
     >>> deconvnet(handle, x, objectives.channel("_blocks.4", 7))        # doctest: +SKIP
     """
-    g, _, _ = _backward(handle, images, target, "deconvnet")
-    assert g is not None
-    return g
+    return _input_gradient(handle, images, target, "deconvnet")
 
 
 def guided_backprop(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Tensor:
@@ -292,24 +295,30 @@ def guided_backprop(handle: ModelHandle, images: torch.Tensor, target: Any) -> t
     --------
     >>> guided_backprop(handle, x, 281)                                # doctest: +SKIP
     """
-    g, _, _ = _backward(handle, images, target, "guided")
-    assert g is not None
-    return g
+    return _input_gradient(handle, images, target, "guided")
 
 
-def _check_cam_layer(handle: ModelHandle, layer: str | None, obj: Objective) -> str:
+def check_cam_layer(handle: ModelHandle, layer: str | None, target: Objective | None = None) -> str:
+    """The Grad-CAM layer to use: ``layer`` (or :func:`default_cam_layer`) when its output is a
+    map larger than 1x1 that ``target`` (an objective on a hidden layer) depends on.
+
+    Raises ``KeyError`` naming the nearest layers for an unknown name, ``ValueError`` naming
+    layers that fit otherwise.
+
+    Examples
+    --------
+    >>> check_cam_layer(handle, "_blocks.15")                          # doctest: +SKIP
+    '_blocks.15'
+    """
     name = layer or default_cam_layer(handle)
     info = handle.layer(name)
     if not info.spatial or (info.height or 1) * (info.width or 1) == 1:
-        spatial = [
-            li.name for li in handle.conv_layers() if (li.height or 1) * (li.width or 1) > 1
-        ][-5:]
+        fits = [li.name for li in spatial_layers(handle)][-5:]
         raise ValueError(
             f"Grad-CAM needs a layer with a spatial output larger than 1x1; {name!r} has none. "
-            f"Try one of: "
-            f"{', '.join(spatial)}"
+            f"Try one of: {', '.join(fits)}"
         )
-    for hidden in obj.hidden_layers:
+    for hidden in target.hidden_layers if target is not None else ():
         if handle.layer(hidden).order < info.order:
             raise ValueError(
                 f"Grad-CAM layer {name!r} runs after the target's layer {hidden!r}: the target "
@@ -318,10 +327,20 @@ def _check_cam_layer(handle: ModelHandle, layer: str | None, obj: Objective) -> 
     return name
 
 
-def _cam(act: torch.Tensor, grad: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    weights = grad.mean(dim=(2, 3), keepdim=True)
+def _cam_pass(
+    handle: ModelHandle, images: torch.Tensor, target: Any, layer: str | None, *, guided: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One forward pass: the Grad-CAM map at ``layer`` upsampled to the input (``(B, 1, H, W)``)
+    and, when ``guided``, the guided-backprop input gradient of the same pass."""
+    x = _as_input(handle, images)
+    name = check_cam_layer(handle, layer, as_target(handle, target, x.shape[0]))
+    rule = "guided" if guided else "gradient"
+    gx, act, ga = _backward(handle, x, target, rule, cam_layer=name, guided_input=guided)
+    assert act is not None and ga is not None
+    weights = ga.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    size = (x.shape[-2], x.shape[-1])
+    return gx, F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
 
 
 def grad_cam(
@@ -350,11 +369,7 @@ def grad_cam(
     >>> grad_cam(handle, x, 281, "_blocks.15").shape                   # doctest: +SKIP
     torch.Size([1, 1, 224, 224])
     """
-    x = _as_input(handle, images)
-    name = _check_cam_layer(handle, layer, as_target(handle, target, x.shape[0]))
-    _, act, ga = _backward(handle, x, target, "gradient", cam_layer=name)
-    assert act is not None and ga is not None
-    return _cam(act, ga, (x.shape[-2], x.shape[-1]))
+    return _cam_pass(handle, images, target, layer, guided=False)[1]
 
 
 def guided_grad_cam(
@@ -369,11 +384,9 @@ def guided_grad_cam(
     >>> guided_grad_cam(handle, x, 281).shape                          # doctest: +SKIP
     torch.Size([1, 3, 224, 224])
     """
-    x = _as_input(handle, images)
-    name = _check_cam_layer(handle, layer, as_target(handle, target, x.shape[0]))
-    gx, act, ga = _backward(handle, x, target, "guided", cam_layer=name, guided_input=True)
-    assert gx is not None and act is not None and ga is not None
-    return gx * _cam(act, ga, (x.shape[-2], x.shape[-1]))
+    gx, cam = _cam_pass(handle, images, target, layer, guided=True)
+    assert gx is not None
+    return gx * cam
 
 
 #: Method name -> (label, function, needs a layer). The widget and :func:`attribute` use it.

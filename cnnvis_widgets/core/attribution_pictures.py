@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, ImageDraw
 
 from . import imaging as I
+from .imaging import label_strip
 
 __all__ = ["SIGNED", "map_picture", "label_strip", "attribution_pictures"]
 
@@ -30,25 +30,6 @@ def map_picture(method: str, attr: torch.Tensor) -> torch.Tensor:
     """
     out = I.signed_to_pixels(attr) if method in SIGNED else I.heatmap(attr)
     return out.expand(3, -1, -1) if out.shape[0] == 1 else out  # grey models
-
-
-def label_strip(pictures: list[torch.Tensor], labels: list[str], size: int = 128) -> torch.Tensor:
-    """Pictures side by side, each letterboxed to ``size`` with its label drawn above.
-
-    Examples
-    --------
-    >>> label_strip([torch.zeros(3, 8, 8)] * 2, ["a", "b"], size=16).shape
-    torch.Size([3, 32, 40])
-    """
-    row = torch.cat(
-        [torch.cat([I.letterbox(p, size), torch.ones(3, size, 4)], dim=2) for p in pictures],
-        dim=2,
-    )
-    head = Image.new("RGB", (row.shape[2], 16), (255, 255, 255))
-    draw = ImageDraw.Draw(head)
-    for i, text in enumerate(labels):
-        draw.text((i * (size + 4) + 3, 2), text, fill=(30, 30, 30))
-    return torch.cat([I.pil_to_tensor(head)[0], row], dim=1)
 
 
 def attribution_pictures(

@@ -79,17 +79,12 @@ def class_contributions(
             if mode == "jvp":
                 _load_jvp_decompositions()
                 with fwAD.dual_level():
-                    logits = handle.net(x)
-                    if isinstance(logits, (tuple, list)):
-                        logits = logits[0]
+                    logits = handle.logits(x)
                     tangent = fwAD.unpack_dual(logits).tangent
                     if tangent is None:
                         return torch.zeros(logits.shape[-1], device=logits.device)
                     return tangent.detach().float().mean(0)
-            logits = handle.net(x)
-            if isinstance(logits, (tuple, list)):
-                logits = logits[0]
-            return logits.detach().float()
+            return handle.logits(x).detach().float()
         finally:
             h.remove()
 

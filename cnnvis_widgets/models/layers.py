@@ -3,7 +3,9 @@
 One function per method, shared by core, the widgets and the report: :func:`default_layer`
 (activation maximization, the report), :func:`default_deconv_layer` (DeconvNet's top-k),
 :func:`default_cam_layer` (Grad-CAM), :func:`inversion_layers` / :func:`default_inversion_layer`,
-:func:`dissection_layers` and :func:`atlas_layers`.
+:func:`dissection_layers` and :func:`atlas_layers`; :func:`spatial_layers` are the layers a
+map can be taken at. Each takes a :class:`~cnnvis_widgets.models.ModelHandle` and returns dotted
+layer names; a model without a layer that fits gets a ``ValueError`` saying so.
 
 Examples
 --------
@@ -17,9 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .handle import ModelHandle
+    from .handle import LayerInfo, ModelHandle
 
 __all__ = [
+    "spatial_layers",
     "default_layer",
     "default_deconv_layer",
     "default_cam_layer",
@@ -29,79 +32,68 @@ __all__ = [
     "atlas_layers",
 ]
 
+_KINDS = ("block", "act", "conv", "pool")
 
-def default_layer(handle: ModelHandle) -> str:
-    """A middle block of the network (or a middle conv-like layer when there are no blocks).
 
-    Parameters
-    ----------
-    handle : ModelHandle
-        The network.
+def spatial_layers(handle: ModelHandle) -> list[LayerInfo]:
+    """The conv-like layers whose output is larger than 1x1, in network order: where a map
+    (Grad-CAM, a DeconvNet patch) can be taken.
 
-    Returns
-    -------
-    str
-        The dotted layer name (activation maximization's and the report's default).
+    Examples
+    --------
+    >>> [li.name for li in spatial_layers(load_model())][-1]           # doctest: +SKIP
+    '_conv_head'
     """
-    layers = handle.conv_layers()
+    return [li for li in handle.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
+
+
+def _usable(handle: ModelHandle, what: str, *, spatial: bool = False) -> list[LayerInfo]:
+    """The conv-like (``spatial``: larger than 1x1) layers, or a ``ValueError`` naming ``what``
+    the method wanted them for."""
+    layers = spatial_layers(handle) if spatial else handle.conv_layers()
     if not layers:
         raise ValueError(
             f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to visualize"
+            f"block) {what}"
         )
-    for kind in ("block", "act", "conv", "pool"):
-        picks = [li for li in layers if li.kind == kind and "." not in li.name.split(".", 1)[-1]]
-        picks = picks or [li for li in layers if li.kind == kind]
-        if len(picks) >= 1:
-            return picks[len(picks) // 2].name
-    return layers[len(layers) // 2].name
+    return layers
+
+
+def _first_kind(layers: list[LayerInfo], kinds: tuple[str, ...] = _KINDS) -> list[LayerInfo]:
+    """The layers of the first of ``kinds`` the network has (its top-level ones, e.g.
+    ``_blocks.3`` rather than ``_blocks.3._act1``, when there are any); else every layer."""
+    for kind in kinds:
+        of_kind = [li for li in layers if li.kind == kind]
+        top = [li for li in of_kind if li.name.count(".") <= 1]
+        if top or of_kind:
+            return top or of_kind
+    return layers
+
+
+def default_layer(handle: ModelHandle) -> str:
+    """A middle block of the network (or a middle conv-like layer when there are no blocks):
+    activation maximization's and the report's default."""
+    picks = _first_kind(_usable(handle, "to visualize"))
+    return picks[len(picks) // 2].name
 
 
 def default_deconv_layer(handle: ModelHandle) -> str:
     """A block a quarter of the way into the network (mid-size receptive fields), or the first
-    activation-like layer for small networks: DeconvNet's default.
-
-    Parameters
-    ----------
-    handle : ModelHandle
-        The network.
-
-    Returns
-    -------
-    str
-        The dotted name of a layer with a spatial output larger than 1x1.
-    """
-    layers = [li for li in handle.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to rank patches for"
-        )
-    for kind in ("block", "act", "conv", "pool"):
-        picks = [li for li in layers if li.kind == kind and li.name.count(".") <= 1]
-        picks = picks or [li for li in layers if li.kind == kind]
-        if picks:
-            return picks[len(picks) // 4].name
-    return layers[len(layers) // 4].name
+    activation-like layer for small networks, larger than 1x1: DeconvNet's default."""
+    picks = _first_kind(_usable(handle, "to rank patches for", spatial=True))
+    return picks[len(picks) // 4].name
 
 
 def default_cam_layer(handle: ModelHandle) -> str:
     """The last layer with a spatial output larger than 1x1 (conv, activation, pool or block):
     Grad-CAM's usual choice, the last convolutional feature maps."""
-    layers = [li for li in handle.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
-    if not layers:
-        raise ValueError(f"model {handle.name!r} has no layer with a spatial output for Grad-CAM")
+    layers = _usable(handle, "for Grad-CAM", spatial=True)
     return max(layers, key=lambda li: li.order).name
 
 
 def inversion_layers(handle: ModelHandle, n: int = 5) -> list[str]:
     """``n`` layers spread from the first to the last top-level block (or conv-like layer)."""
-    layers = handle.conv_layers()
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to invert"
-        )
+    layers = _usable(handle, "to invert")
     picks = [li for li in layers if li.kind == "block" and li.name.count(".") <= 1]
     if len(picks) < n:
         picks = [li for li in layers if li.kind in ("conv", "block")] or layers
@@ -122,19 +114,7 @@ def default_inversion_layer(handle: ModelHandle) -> str:
 
 def dissection_layers(handle: ModelHandle, n: int = 4) -> list[str]:
     """About ``n`` blocks spread from early to late (conv-like layers when there are no blocks)."""
-    layers = handle.conv_layers()
-    if not layers:
-        raise ValueError(
-            f"model {handle.name!r} has no layer with a spatial output (conv, activation, pool or "
-            "block) to dissect"
-        )
-    for kind in ("block", "act", "conv"):
-        picks = [li for li in layers if li.kind == kind and "." not in li.name.split(".", 1)[-1]]
-        picks = picks or [li for li in layers if li.kind == kind]
-        if picks:
-            break
-    else:
-        picks = layers
+    picks = _first_kind(_usable(handle, "to dissect"), ("block", "act", "conv"))
     if len(picks) <= n:
         return [li.name for li in picks]
     # skip the very first block (mostly colour), end with the last one
@@ -145,9 +125,7 @@ def dissection_layers(handle: ModelHandle, n: int = 4) -> list[str]:
 
 def atlas_layers(handle: ModelHandle, limit: int = 24) -> list[str]:
     """The network's top-level blocks (or its conv-like layers), at most ``limit`` of them."""
-    layers = handle.conv_layers()
-    if not layers:
-        raise ValueError(f"model {handle.name!r} has no layer with a spatial output")
+    layers = _usable(handle, "for an atlas")
     picks: list[Any] = []
     for kind in ("block", "act", "conv"):
         picks = [li for li in layers if li.kind == kind and li.name.count(".") <= 1]

@@ -18,6 +18,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .imagenet import IMAGENET_SPEC, input_spec
+
 __all__ = [
     "IMAGENET_SPEC",
     "WeightsUnavailableError",
@@ -26,14 +28,6 @@ __all__ = [
     "torchvision_archs",
 ]
 
-#: Input spec used when torchvision publishes no weights (and so no transforms) for an arch.
-IMAGENET_SPEC: dict = {
-    "size": 224,
-    "resize": 256,
-    "interpolation": "bilinear",
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-}
 
 # Architectures whose auxiliary heads must be switched off to build without weights.
 _AUX_ARCHS = ("googlenet", "inception_v3")
@@ -78,13 +72,7 @@ def _spec(weights: Any | None) -> dict:
     if weights is None:
         return dict(IMAGENET_SPEC)
     t = weights.transforms()
-    return {
-        "size": int(t.crop_size[0]),
-        "resize": int(t.resize_size[0]),
-        "interpolation": str(t.interpolation.value),
-        "mean": tuple(float(v) for v in t.mean),
-        "std": tuple(float(v) for v in t.std),
-    }
+    return input_spec(t.crop_size[0], t.resize_size[0], t.interpolation.value, t.mean, t.std)
 
 
 def cached_weights_path(weights: Any) -> Path:

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import traitlets as t
 from PIL import Image
 
 from ..data import load_image
 from ..models.convert import pixel_tensor
+from ._base import setting, upload_trait
 
 __all__ = ["UPLOAD", "UPLOAD_TRAITS", "decode_upload", "upload_data", "pixel_tensor"]
-__all__ += ["SampleUploadMixin"]
+__all__ += ["SampleUploadMixin", "upload_setting"]
 
 UPLOAD = "upload"
 #: The traits an upload handler observes (``upload_name`` too: a file of 0 bytes leaves
 #: ``upload`` empty, so only its name says that a file was chosen).
 UPLOAD_TRAITS = ["upload", "upload_name"]
+
+
+def upload_setting(label: str = "Your image", group: str = "Image", **control: Any) -> t.TraitType:
+    """The ``upload`` setting of a widget that takes a photo: bytes the front end's upload
+    control sets (any image file), its file name in the ``upload_name`` trait, not recorded.
+    ``control``: further keys of the control (``help``...)."""
+    return setting(
+        upload_trait("Bytes of an image file chosen in the browser (PNG, JPEG...)."),
+        "upload", label, group, record=False, accept="image/*", name_trait="upload_name",
+        **control,
+    )  # fmt: skip
 
 
 def upload_data(widget: Any, change: dict) -> bytes | None:

@@ -9,9 +9,9 @@ the opacity slider only re-composites pictures.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,52 +21,16 @@ from PIL import Image
 
 from .. import imaging as I
 from ..core import attribution as A
-from ..core import attribution_pictures as AP
+from ..core import attribution_run as AR
 from ..core import predictions as P
 from ..core.blocks.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
-from ._base import BoundedFloat, CnnvisWidget, get_handle, setting, upload_trait
-from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data
+from ..models.layers import spatial_layers
+from ._base import BoundedFloat, CnnvisWidget, ModelArg, setting
+from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data, upload_setting
 
 __all__ = ["Attribution"]
-
-MAX_MAPS = 96  # attribution maps kept per widget (a run makes one per method) ...
-MAX_MAP_BYTES = 64 * 2**20  # ... and at most this many bytes of them
-
-
-class MapCache:
-    """Least-recently-used maps, bounded by count and by bytes (dict-like: ``get``, ``in``,
-    ``[]=``); the newest entry is always kept."""
-
-    def __init__(self, max_items: int = MAX_MAPS, max_bytes: int = MAX_MAP_BYTES) -> None:
-        self.max_items, self.max_bytes = max_items, max_bytes
-        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.nbytes = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def get(self, key: tuple, default: Any = None) -> Any:
-        value = self._items.get(key, default)
-        if key in self._items:
-            self._items.move_to_end(key)
-        return value
-
-    def __setitem__(self, key: tuple, value: torch.Tensor) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.nbytes -= old.nelement() * old.element_size()
-        self._items[key] = value
-        self.nbytes += value.nelement() * value.element_size()
-        while len(self._items) > 1 and (
-            len(self._items) > self.max_items or self.nbytes > self.max_bytes
-        ):
-            _, dropped = self._items.popitem(last=False)
-            self.nbytes -= dropped.nelement() * dropped.element_size()
 
 
 class Attribution(CnnvisWidget):
@@ -106,11 +70,7 @@ class Attribution(CnnvisWidget):
         t.Unicode("cat", help="A packaged photo by name, or 'upload' for the uploaded picture."),
         "select", "Photo", "Image", restart=True, options_trait="image_options",
     )  # fmt: skip
-    upload = setting(
-        upload_trait("Bytes of a picture chosen in the browser (PNG, JPEG...)."),
-        "upload", "Your picture", "Image", record=False,
-        accept="image/*", name_trait="upload_name",
-    )  # fmt: skip
+    upload = upload_setting("Your picture")
     upload_name = setting(t.Unicode("", help="File name of the uploaded picture."))
     # ---------------------------------------------------------------------- Target
     target = setting(
@@ -145,41 +105,36 @@ class Attribution(CnnvisWidget):
 
     def __init__(
         self,
-        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        model: ModelArg | None = None,
         *,
         image: Any = None,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self._check_arguments(kwargs, settings_only=True)
-        self.handle = get_handle(model, **({"device": device} if device else {}))
-        h = self.handle
+        self._image_arg = image
+        super().__init__(model, device=device, **kwargs)
+
+    def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._lock = threading.RLock()
-        self._maps = MapCache()  # (image key, class, method, layer) -> map, bounded
+        self._maps = AR.MapCache()  # (image key, class, method, layer) -> map, bounded
         self._preds: dict[str, tuple[list[int], list[float]]] = {}
         self._upload_img: Image.Image | None = None
         self._upload_key = ""
-        self._shown: dict[str, Any] | None = None
+        self._shown: AR.PhotoMaps | None = None
         self._restarting_ok = True
-        self._unsupported: dict[str, str] = {}  # method -> why it cannot run on this model
-        cam_layers = [li for li in h.conv_layers() if (li.height or 1) * (li.width or 1) > 1]
-        if not cam_layers:
-            raise ValueError(f"model {h.name!r} has no layer with a spatial output")
         photos = list(sample_images())
-        super().__init__(
+        options = [[n, n] for n in photos]
+        return dict(
             title="Attribution: which pixels drive the prediction",
             model_name=h.name,
-            image_options=[[n, n] for n in photos],
-            cam_layer_options=[[li.label(), li.name] for li in cam_layers],
-            cam_layer=A.default_cam_layer(h),
-            class_options=self._class_options([]),
-            image_name=photos[0] if "cat" not in photos else "cat",
+            cam_layer=A.default_cam_layer(h),  # ValueError for a model without spatial maps
+            cam_layer_options=[[li.label(), li.name] for li in spatial_layers(h)],
+            class_options=P.class_options(h, []),
+            image_name=self._adopt_image(self._image_arg, photos, options),
+            image_options=options,
         )
-        if image is not None:
-            self._set_image_argument(image)
-        with self.hold_trait_notifications():
-            for k, v in kwargs.items():
-                setattr(self, k, v)
+
+    def _ready(self) -> None:
         self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_display, names=["method", "opacity"])
         self.observe(self._on_image_change, names=["image_name"])
@@ -187,39 +142,43 @@ class Attribution(CnnvisWidget):
             {"kind": "image", "trait": "original", "label": "Photo"},
             {"kind": "image", "trait": "heatmap", "label": "Map"},
             {"kind": "image", "trait": "overlay", "label": "Map over the photo"},
-            {
-                "kind": "bars",
-                "trait": "predictions",
-                "label": "Top-5 predictions",
-                "max": 1.0,
-                "digits": 3,
-            },
+            {"kind": "bars", "trait": "predictions", "label": "Top-5 predictions", "max": 1.0,
+             "digits": 3},
             {"kind": "image", "trait": "all_maps", "label": "All methods"},
             {"kind": "progress"},
-        ]
+        ]  # fmt: skip
 
     # ------------------------------------------------------------------ image choice
-    def _set_image_argument(self, image: Any) -> None:
-        if isinstance(image, str) and image in sample_images():
-            self.image_name = image
-            return
+    def _adopt_image(self, image: Any, photos: list[str], options: list[list[str]]) -> str:
+        """The ``image=`` argument -> the value of ``image_name`` (your picture is kept, and
+        added to ``options``)."""
+        if image is None:
+            return "cat" if "cat" in photos else photos[0]
+        if isinstance(image, str) and image in photos:
+            return image
         if isinstance(image, str) and image != UPLOAD and "/" not in image and "." not in image:
             raise KeyError(
                 f"sample image {image!r} is not available; choose one of "
-                f"{', '.join(sample_images())}, or pass a file path, a PIL image or bytes"
+                f"{', '.join(photos)}, or pass a file path, a PIL image or bytes"
             )
         img = load_image(image)  # ImageError naming the problem
         name = getattr(image, "name", None) if not isinstance(image, (str, bytes)) else None
-        self._use_upload(img, str(name or (image if isinstance(image, str) else "image")))
+        name = str(name or (image if isinstance(image, str) else "image"))
+        options.append(self._keep_upload(img, name))
+        return UPLOAD
 
-    def _use_upload(self, img: Image.Image, name: str) -> None:
+    def _keep_upload(self, img: Image.Image, name: str) -> list[str]:
+        """Keep your picture; its ``[label, "upload"]`` option."""
         with self._lock:
             self._upload_img = img
             # every pixel is in the key: a second picture under the same name is another one
             digest = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
             self._upload_key = f"upload:{img.mode}:{img.size}:{digest}"
-        label = f"your picture: {name}" if name else "your picture"
-        self.image_options = [o for o in self.image_options if o[1] != UPLOAD] + [[label, UPLOAD]]
+        return [f"your picture: {name}" if name else "your picture", UPLOAD]
+
+    def _use_upload(self, img: Image.Image, name: str) -> None:
+        option = self._keep_upload(img, name)
+        self.image_options = [o for o in self.image_options if o[1] != UPLOAD] + [option]
         if self.image_name == UPLOAD:
             self._on_image_change({"new": UPLOAD})
             if self.running or self._pending or (self.auto_run and self._views > 0):
@@ -272,7 +231,7 @@ class Attribution(CnnvisWidget):
             if self._upload_img is None:
                 raise t.TraitError("no picture was uploaded yet: use the upload control first")
             return name
-        if name != UPLOAD and name not in sample_images():
+        if name not in sample_images():
             raise t.TraitError(
                 f"unknown picture {name!r}; choose one of {', '.join(sample_images())} or 'upload'"
             )
@@ -281,29 +240,24 @@ class Attribution(CnnvisWidget):
     @t.validate("target")
     def _valid_target(self, proposal: dict) -> int:
         c = int(proposal["value"])
-        if not -1 <= c < self.handle.num_outputs:
-            raise t.TraitError(
-                f"target class {c} is out of range: valid 0..{self.handle.num_outputs - 1} "
-                "(or -1 for the top-1 prediction)"
-            )
+        try:
+            if c != -1:
+                self.handle.check_class(c)
+        except IndexError as exc:
+            raise t.TraitError(f"target {exc.args[0]} (or -1 for the top-1 prediction)") from None
         return c
 
     @t.validate("cam_layer")
     def _valid_cam_layer(self, proposal: dict) -> str:
-        name = proposal["value"]
-        info = self._layer_info(name)
-        if not info.spatial or (info.height or 1) * (info.width or 1) == 1:
-            raise t.TraitError(
-                f"Grad-CAM needs a layer with a spatial output larger than 1x1; {name!r} has none"
-            )
-        return name
+        self._layer_info(proposal["value"])  # a TraitError naming the nearest layers
+        try:
+            return A.check_cam_layer(self.handle, proposal["value"])
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from None
 
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
         return A.canonical_method(proposal["value"])
-
-    def _class_options(self, top: list[int], probs: list[float] | None = None) -> list:
-        return P.class_options(self.handle, top, probs)
 
     # ------------------------------------------------------------------ the run
     def _describe(self) -> str:
@@ -315,86 +269,32 @@ class Attribution(CnnvisWidget):
             cls = preds[0][0]
         return f"{self.image_name}, class {cls} ({self.handle.class_name(cls)})"
 
-    def _predict(self, key: str, x: torch.Tensor) -> tuple[list[int], list[float]]:
-        if key not in self._preds:
-            with torch.no_grad():
-                out = self.handle.logits(x)
-            if not torch.isfinite(out).all():
-                raise FloatingPointError(
-                    "the model's output is NaN or infinite for this picture; check its weights"
-                )
-            probs = out.float().softmax(dim=1)[0]
-            k = min(5, probs.numel())
-            p, idx = probs.topk(k)
-            self._preds[key] = ([int(i) for i in idx], [float(v) for v in p])
-            self._preds[key] = P.top_predictions(self.handle, x, k=5)
-        return self._preds[key]
-
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
         h = self.handle
         key = self._image_key()
-        photo = self.photo()
-        x = h.preprocess(photo)
-        top, probs = self._predict(key, x)
-        target = top[0] if self.target == -1 else self.target
-        layer = self.cam_layer
+        x = h.preprocess(self.photo())
+        if key not in self._preds:
+            self._preds[key] = P.top_predictions(h, x, k=5)
+        top, probs = self._preds[key]
         with self.hold_sync():
             self.predictions = P.prediction_rows(h, top, probs)
-            self.class_options = self._class_options(top, probs)
-        pixels = h.denormalize(x)[0].clamp(0, 1).cpu()
-        if pixels.shape[0] == 1:  # a grey model: show its input as RGB
-            pixels = pixels.expand(3, -1, -1).contiguous()
-        self.original = I.encode(pixels, "png")
-        order = [self.method] + [m for m in A.METHODS if m != self.method]
-        total = len(order)
-        self._unsupported = {}
-        for i, method in enumerate(order):
-            if stop_event.is_set():
-                return
-            mkey = self._map_key(key, target, method, layer)
-            if mkey not in self._maps:
-                fn_layer = layer if A.METHODS[method][2] else None
-                try:
-                    attr = A.attribute(h, x, target, method, layer=fn_layer)
-                except A.UnsupportedActivationError as exc:
-                    if method == self.method:
-                        raise  # the map asked for cannot be made: say why
-                    self._unsupported[method] = str(exc)
-                    continue  # the other maps still can
-                with self._lock:
-                    self._maps[mkey] = attr[0].detach().cpu()
-            with self._lock:
-                self._shown = {"key": key, "target": target, "layer": layer, "pixels": pixels}
-            picture = self._compose()
-            yield Step(i, None, picture, {"method": method}, total)
-
-    @staticmethod
-    def _map_key(key: str, target: int, method: str, layer: str) -> tuple:
-        return (key, target, method, layer if A.METHODS[method][2] else "")
+            self.class_options = P.class_options(h, top, probs)
+        target = top[0] if self.target == -1 else self.target
+        shown = AR.PhotoMaps(self._maps, key, target, self.cam_layer, AR.display_pixels(h, x))
+        self.original = I.encode(shown.pixels, "png")
+        if stop_event.is_set():
+            return
+        for step in AR.attribution_steps(h, x, shown, self.method):
+            self._shown = shown
+            yield dataclasses.replace(step, image=self._compose())  # the picture: a composite
 
     def _compose(self) -> torch.Tensor | None:
         """Set the picture traits from the cached maps; returns the composite (photo | map |
         overlay) for ``image`` / ``save()``, or None when the chosen map is not ready."""
-        with self._lock:
-            shown = self._shown
-            if shown is None:
-                return None
-            method, opacity = self.method, self.opacity
-            get = self._maps.get
-            attr = get(self._map_key(shown["key"], shown["target"], method, shown["layer"]))
-            ready = [
-                (m, get(self._map_key(shown["key"], shown["target"], m, shown["layer"])))
-                for m in A.METHODS
-            ]
-        if attr is None:
+        shown = self._shown
+        pics = None if shown is None else shown.pictures(self.method, self.opacity)
+        if pics is None:
             return None
-        pics = AP.attribution_pictures(
-            shown["pixels"],
-            attr,
-            method,
-            opacity,
-            [(m, A.METHODS[m][0], a) for m, a in ready if a is not None],
-        )
         with self.hold_sync():
             self.heatmap = I.encode(pics["map"], "png")
             self.overlay = I.encode(pics["overlay"], "png")
@@ -414,20 +314,16 @@ class Attribution(CnnvisWidget):
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         shown = self._shown
-        if shown is None:
-            self._last_record = {}
-            return
-        key = self._image_key()
-        top, probs = self._preds.get(key, ([], []))
-        self._last_record = {
+        top, probs = self._preds.get(self._image_key(), ([], []))
+        self._last_record = {} if shown is None else {
             "image": self.image_name if self.image_name != UPLOAD else self.upload_name,
-            "target": shown["target"],
-            "target_name": self.handle.class_name(shown["target"]),
+            "target": shown.target,
+            "target_name": self.handle.class_name(shown.target),
             "top5": P.prediction_record(self.handle, top, probs),
             "method": self.method,
-            "cam_layer": shown["layer"],
-            "unsupported": dict(self._unsupported),
-        }
+            "cam_layer": shown.layer,
+            "unsupported": dict(shown.unsupported),
+        }  # fmt: skip
 
     def _result_text(self) -> str:
         rec = self._last_record

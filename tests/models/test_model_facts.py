@@ -72,3 +72,43 @@ def test_core_imaging_is_the_imaging_module() -> None:
     import cnnvis_widgets.imaging as new
 
     assert old is new
+
+
+def test_pickers_choose_the_same_layers_as_before() -> None:
+    """The pickers share one kind-and-depth rule (:func:`layers._first_kind`); these are the
+    layers they chose when each held its own copy of it."""
+    seq = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )  # fmt: skip
+    h = load_model(seq, device="cpu", input_size=32)
+    picks = [f(h) for f in (layers.default_layer, layers.default_deconv_layer,
+                            layers.default_cam_layer, layers.default_inversion_layer)]  # fmt: skip
+    assert picks == ["3", "1", "3", "2"]
+    assert layers.dissection_layers(h) == layers.atlas_layers(h) == ["1", "3"]
+    assert [li.name for li in layers.spatial_layers(h)] == ["0", "1", "2", "3"]
+    eff = load_model("efficientnet_lite0", device="cpu")
+    assert layers.default_layer(eff) == "_blocks.8"
+    assert layers.default_deconv_layer(eff) == "_blocks.4"
+    assert layers.dissection_layers(eff) == ["_blocks.1", "_blocks.6", "_blocks.10", "_blocks.15"]
+    flat = nn.Sequential(nn.Conv2d(3, 2, 4), nn.Flatten(), nn.Linear(2, 2))  # 1x1 maps only
+    with pytest.raises(ValueError, match="no layer with a spatial output.*for Grad-CAM"):
+        layers.default_cam_layer(load_model(flat, device="cpu", input_size=4))
+
+
+def test_every_logits_reader_takes_the_first_output_of_a_tuple() -> None:
+    """Predictions, attribution and class contributions read the logits of a tuple-returning
+    model through ``handle.logits`` (each had its own copy of that rule)."""
+    from cnnvis_widgets.core import attribution, contributions, predictions
+
+    torch.manual_seed(0)
+    wrapped = _TupleNet()
+    plain = load_model(wrapped.body, device="cpu", input_size=32)
+    tup = load_model(wrapped, device="cpu", input_size=32)
+    px = torch.rand(1, 3, 32, 32)
+    x = plain.normalize(px)
+    assert predictions.top_predictions(tup, x) == predictions.top_predictions(plain, x)
+    assert torch.equal(attribution.saliency(tup, x, 2), attribution.saliency(plain, x, 2))
+    got = contributions.class_contributions(tup, "body.relu2", 1, px)
+    want = contributions.class_contributions(plain, "relu2", 1, px)
+    assert torch.allclose(got, want)

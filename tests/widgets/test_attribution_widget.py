@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import traitlets
 from PIL import Image
 
 from cnnvis_widgets.core import attribution as A
@@ -128,8 +129,9 @@ def test_upload_and_image_argument(widget, tiny_handle, tmp_path) -> None:
     w2 = Attribution(tiny_handle, image=str(path))
     assert w2.image_name == "upload" and w2.photo().size == (60, 40)
     w2.close()
-    w3 = Attribution(tiny_handle, image=pic)
-    assert w3.image_name == "upload"
+    w3 = Attribution(tiny_handle, image=pic, target=3)  # the settings apply after the image
+    assert w3.image_name == "upload" and w3.target == 3
+    assert w3.image_options[-1] == ["your picture: image", "upload"]
     w3.close()
     with pytest.raises(KeyError, match="choose one of"):
         Attribution(tiny_handle, image="kitten")
@@ -142,8 +144,20 @@ def test_validation(widget, tiny_handle) -> None:
         widget, "image_name", {"upload": "no picture was uploaded", "kitten": "unknown picture"}
     )
     assert_refused(widget, "opacity", {-0.1: "between 0 and 1"})
+
+
+def test_bad_arguments_are_refused(tiny_handle) -> None:
+    from torch import nn
+
+    from cnnvis_widgets import load_model
+
     with pytest.raises(TypeError, match="unknown argument"):
         Attribution(tiny_handle, methd="saliency")
+    flat = load_model(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), input_size=8)
+    with pytest.raises(ValueError, match="no layer with a spatial output"):
+        Attribution(flat)
+    with pytest.raises(traitlets.TraitError, match="valid 0..4"):
+        Attribution(tiny_handle, image="coffee", target=7)
 
 
 def test_unsupported_activation_is_an_error_in_the_widget() -> None:
@@ -223,8 +237,6 @@ def test_a_second_upload_with_the_same_name_gets_its_own_maps(widget, tiny_handl
 def test_the_map_cache_is_bounded_by_count_and_bytes(widget, monkeypatch) -> None:
     """Every class x photo adds one map per method: the cache keeps the most recent ones only
     (it grew without bound: 305 maps, +194 MB after 60 classes)."""
-    from cnnvis_widgets.widgets import attribution as W
-
     per_run = len(A.METHODS)
     widget._maps.max_items = 2 * per_run
     sizes = []
@@ -242,13 +254,3 @@ def test_the_map_cache_is_bounded_by_count_and_bytes(widget, monkeypatch) -> Non
         m for m in A.METHODS if m != widget.method
     )  # the last run's maps are still there: no new pass
     assert widget.heatmap and widget.error == ""
-    # bytes bound: a cache of 3 maps' worth keeps 3, and always the newest one
-    cache = W.MapCache(max_items=100, max_bytes=3 * 4 * 100)
-    for i in range(10):
-        cache[(i,)] = torch.zeros(100)
-        cache.get((0,))  # recently used: survives
-    assert len(cache) == 3 and (0,) in cache and (9,) in cache and cache.nbytes == 1200
-    tiny = W.MapCache(max_items=5, max_bytes=1)
-    tiny[("big",)] = torch.zeros(1000)
-    assert ("big",) in tiny  # the newest map is kept even when it alone is over the limit
-    assert W.MAX_MAPS >= 2 * per_run

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from ...models.convert import first_output
 from ...models.handle import ModelHandle
 
 __all__ = ["capture", "forward_to", "StopForward", "active_hook_count"]
@@ -95,6 +96,4 @@ def forward_to(handle: ModelHandle, x: torch.Tensor, acts: dict, *, needs_logits
         if needs_logits:
             raise RuntimeError("forward stopped early although the logits are needed") from None
         return None
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out
+    return first_output(out)

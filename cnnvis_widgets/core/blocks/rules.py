@@ -91,6 +91,18 @@ class RuleState:
 _aten = torch.ops.aten  # the operators themselves: never the wrapped Python functions
 
 
+def _by_rule(rule: str, grad: torch.Tensor, plain: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The gradient a rectifier passes back under ``rule``, given the incoming ``grad`` and its
+    ordinary backward ``plain()``: DeconvNet ``relu(grad)``, structural ``grad`` (every path
+    counts), guided ``relu(plain())``, gradient ``plain()``."""
+    if rule == "deconvnet":
+        return grad.clamp_min(0)
+    if rule == "structural":
+        return grad
+    g = plain()
+    return g.clamp_min_(0) if rule == "guided" else g
+
+
 class _Rectifier(torch.autograd.Function):
     """``clamp(x, 0, hi)`` (ReLU: ``hi`` None) whose backward follows ``state.rule``.
 
@@ -116,18 +128,14 @@ class _Rectifier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        rule = ctx.state.rule
-        if rule == "deconvnet":
-            return grad.clamp_min(0), None, None, None
-        if rule == "structural":  # every path counts
-            return grad, None, None, None
-        if ctx.hi is None:
-            g = _aten.threshold_backward(grad, out, 0.0)
-        else:
-            g = _aten.hardtanh_backward(grad, out, 0.0, ctx.hi)
-        if rule == "guided":
-            g = g.clamp_min_(0)
-        return g, None, None, None
+        hi = ctx.hi
+
+        def plain() -> torch.Tensor:  # PyTorch's own backward kernels
+            if hi is None:
+                return _aten.threshold_backward(grad, out, 0.0)
+            return _aten.hardtanh_backward(grad, out, 0.0, hi)
+
+        return _by_rule(ctx.state.rule, grad, plain), None, None, None
 
 
 class _Threshold(torch.autograd.Function):
@@ -151,15 +159,7 @@ class _Threshold(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (mask,) = ctx.saved_tensors
-        rule = ctx.state.rule
-        if rule == "deconvnet":
-            g = grad.clamp_min(0)
-        elif rule == "structural":
-            g = grad
-        elif rule == "guided":
-            g = grad.clamp_min(0) * mask
-        else:
-            g = grad * mask
+        g = _by_rule(ctx.state.rule, grad, lambda: grad * mask)
         return g, None, None, None, None
 
 
@@ -350,38 +350,31 @@ def _uncovered_factory(what: str) -> Callable[[Callable], Callable]:
 
 
 def _patch_table() -> list[tuple[Any, str, Callable[[Callable], Callable]]]:
+    """(owner, name, wrapper factory) of every function patched: the rectifiers on each of
+    ``torch.nn.functional``, ``torch`` and ``torch.Tensor`` that has them, max pooling, and the
+    activations no rule covers."""
     T = torch.Tensor
-    table: list[tuple[Any, str, Callable[[Callable], Callable]]] = [
-        (F, "relu", _wrap_relu),
-        (F, "relu_", lambda o: _wrap_relu(o, True)),
-        (torch, "relu", _wrap_relu),
-        (torch, "relu_", lambda o: _wrap_relu(o, True)),
-        (T, "relu", _wrap_relu),
-        (T, "relu_", lambda o: _wrap_relu(o, True)),
+    both, every = (torch, T), (F, torch, T)
+    return [
+        *[(owner, "relu", _wrap_relu) for owner in every],
+        *[(owner, "relu_", lambda o: _wrap_relu(o, True)) for owner in every],
         (F, "relu6", _wrap_relu6),
-        (F, "threshold", _wrap_threshold),
-        (F, "threshold_", lambda o: _wrap_threshold(o, True)),
-        (torch, "threshold", _wrap_threshold),
-        (torch, "threshold_", lambda o: _wrap_threshold(o, True)),
+        *[(owner, "threshold", _wrap_threshold) for owner in (F, torch)],
+        *[(owner, "threshold_", lambda o: _wrap_threshold(o, True)) for owner in (F, torch)],
         (F, "hardtanh", _wrap_hardtanh),
         (F, "hardtanh_", lambda o: _wrap_hardtanh(o, True)),
-        (torch, "clamp", _wrap_clamp),
-        (torch, "clip", _wrap_clamp),
-        (T, "clamp", _wrap_clamp),
-        (T, "clip", _wrap_clamp),
+        *[(owner, name, _wrap_clamp) for owner in both for name in ("clamp", "clip")],
         (T, "clamp_", lambda o: _wrap_clamp(o, inplace=True)),
-        (torch, "clamp_min", lambda o: _wrap_clamp(o, min_only=True)),
-        (T, "clamp_min", lambda o: _wrap_clamp(o, min_only=True)),
+        *[(owner, "clamp_min", lambda o: _wrap_clamp(o, min_only=True)) for owner in both],
         (F, "max_pool2d", _wrap_max_pool),
         (F, "adaptive_max_pool2d", lambda o: _wrap_max_pool(o, adaptive=True)),
-        (torch, "sigmoid", lambda o: _wrap_uncovered(o, "sigmoid")),
-        (torch, "tanh", lambda o: _wrap_uncovered(o, "tanh")),
-        (T, "sigmoid", lambda o: _wrap_uncovered(o, "sigmoid")),
-        (T, "tanh", lambda o: _wrap_uncovered(o, "tanh")),
+        *[
+            (owner, name, _uncovered_factory(name))
+            for owner in both
+            for name in ("sigmoid", "tanh")
+        ],
+        *[(F, name, _uncovered_factory(name)) for name in _UNCOVERED_F],
     ]
-    for name in _UNCOVERED_F:
-        table.append((F, name, _uncovered_factory(name)))
-    return table
 
 
 _PATCH_LOCK = threading.Lock()

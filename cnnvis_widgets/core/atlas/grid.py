@@ -47,17 +47,24 @@ __all__ = [
 SORTS = ("unit", "activation", "iou", "label")
 
 
-def grid_cache_path(
+def _grid_key(
     handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
-) -> Path:
-    """Where the AM grid of ``layer`` for these settings is kept in the results cache."""
-    key = cache.cache_key(
+) -> str:
+    return cache.cache_key(
         "atlas-am",
         model=_fingerprint(handle),
         layer=layer,
         **settings_key(preset, settings, size, seed),
     )
-    return cache.cache_path("atlas-am", key, ".pt")
+
+
+def grid_cache_path(
+    handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
+) -> Path:
+    """Where the AM grid of ``layer`` for these settings is kept in the results cache."""
+    return cache.cache_path(
+        "atlas-am", _grid_key(handle, layer, preset, settings, size, seed), ".pt"
+    )
 
 
 @dataclass
@@ -134,10 +141,9 @@ def _load_grid(path: Path | None) -> LayerGrid | None:
 def _grid_entry(
     handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
 ) -> Path | None:
-    try:
-        return grid_cache_path(handle, layer, preset, settings, size, seed)
-    except OSError:
-        return cache.entry_path("atlas-am", "unusable", ".pt")  # None, with the warning
+    # None (warned once) when the cache folder cannot be used
+    key = _grid_key(handle, layer, preset, settings, size, seed)
+    return cache.entry_path("atlas-am", key, ".pt")
 
 
 def cached_unit_image(

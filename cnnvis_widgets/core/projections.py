@@ -34,10 +34,44 @@ from ..models import ModelHandle
 from . import attribution as A
 from .topk import Entry, TopK
 
-__all__ = ["METHODS", "UnitProjections", "crop_patches", "project_unit", "unit_projections"]
+__all__ = [
+    "METHODS",
+    "METHOD_LABELS",
+    "NO_POOL_NOTE",
+    "UnitProjections",
+    "add_projections",
+    "crop_patches",
+    "has_max_pooling",
+    "project_unit",
+    "unit_projections",
+]
 
 #: the projection rules: DeconvNet (Zeiler & Fergus 2014), guided backprop (Springenberg et al.)
 METHODS = ("deconvnet", "guided_backprop")
+#: how the projection rules are called on a control
+METHOD_LABELS = {"deconvnet": "DeconvNet", "guided_backprop": "guided backprop"}
+
+#: what to tell a user of a model without max-pooling (see :func:`has_max_pooling`)
+NO_POOL_NOTE = (
+    "This model has no max-pooling, so DeconvNet has no switches: its projections are nearly the "
+    "same pattern for every image (correct, not a bug). Guided backprop, shown by default here, "
+    "depends on the image."
+)
+
+
+def has_max_pooling(handle: ModelHandle) -> bool:
+    """True when the model has a max-pooling module: DeconvNet's switches (where each maximum
+    was) are what make its projections depend on the image.
+
+    Examples
+    --------
+    >>> from cnnvis_widgets import load_model
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2))
+    >>> has_max_pooling(load_model(net, device="cpu", input_size=16))
+    True
+    """
+    pools = (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d, torch.nn.AdaptiveMaxPool2d)
+    return any(isinstance(m, pools) for m in handle.model.modules())
 
 
 @dataclass
@@ -198,11 +232,23 @@ def unit_projections(
     if not project or not entries:
         return out
     try:
-        proj = project_unit(handle, top.layer, u, images, entries, method)
+        return add_projections(handle, out)
     except A.UnsupportedActivationError as exc:
         out.note = str(exc)
         return out
-    out.projections = proj
-    out.shown = signed_to_pixels(proj)
-    out.projection_patches = crop_patches(out.shown, entries)
-    return out
+
+
+def add_projections(handle: ModelHandle, up: UnitProjections) -> UnitProjections:
+    """Fill in the projections of ``up`` (made with ``project=False``): ``projections``,
+    ``shown`` and ``projection_patches``, with ``up.method``; returns ``up``.
+
+    Raises
+    ------
+    UnsupportedActivationError
+        For activations the rule cannot pass (``up`` is left without projections).
+    """
+    proj = project_unit(handle, up.layer, up.unit, up.images, up.entries, up.method)
+    up.projections = proj
+    up.shown = signed_to_pixels(proj)
+    up.projection_patches = crop_patches(up.shown, up.entries)
+    return up

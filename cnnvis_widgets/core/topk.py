@@ -7,6 +7,7 @@ entry is the part of the image inside the unit's receptive field at that positio
 (:func:`receptive_field`).
 
 Receptive fields are computed exactly by :mod:`cnnvis_widgets.core.blocks.receptive`.
+:func:`cached_top_k_steps` reuses a pass (kept in memory and in the results cache).
 
 Examples
 --------
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -37,17 +39,8 @@ from ..data.datasets import as_dataset
 from ..models.handle import ModelHandle
 from .blocks.hooks import StopForward, capture
 from .blocks.optimize import Step
-from .blocks.receptive import (  # noqa: F401  (re-exported: they lived here)
-    _RF_CACHE,
-    _RF_LOCK,
-    ReceptiveField,
-    Selection,
-    _dependency,
-    _intervals,
-    _runs,
-    _structural_tensors,
-    receptive_field,
-)
+from .blocks.receptive import ReceptiveField, Selection, receptive_field  # noqa: F401
+from .blocks.runs import finish
 from .imaging import pil_to_tensor
 
 __all__ = [
@@ -56,6 +49,7 @@ __all__ = [
     "TopK",
     "Entry",
     "top_k_steps",
+    "cached_top_k_steps",
     "top_k_patches",
     "model_fingerprint",
     "load_cached_topk",
@@ -337,11 +331,11 @@ def top_k_steps(
     *,
     batch_size: int = 16,
     stop_event: threading.Event | None = None,
-) -> Iterator[Step]:
+) -> Generator[Step, None, TopK | None]:
     """:func:`top_k_patches` as a generator: yields a progress :class:`Step` per batch
-    (``image`` and ``loss`` None, ``metrics["images"]`` the number seen) and, when the pass is
-    complete, a last Step whose ``metrics["topk"]`` holds the :class:`TopK`. A set
-    ``stop_event`` ends it between two batches without a result."""
+    (``image`` and ``loss`` None, ``metrics["images"]`` the number seen) and *returns* the
+    :class:`TopK` (``top = yield from top_k_steps(...)``, see :mod:`.blocks.runs`). A set
+    ``stop_event`` ends it between two batches; it then returns None."""
     info = handle.layer(layer)
     if not info.spatial:
         raise ValueError(
@@ -418,7 +412,7 @@ def top_k_steps(
 
     for name, img in items:
         if stop_event is not None and stop_event.is_set():
-            return
+            return None
         batch_names.append(name)
         batch_pix.append(to_pixels(img, size, handle).cpu())
         if len(batch_pix) == batch_size:
@@ -426,7 +420,7 @@ def top_k_steps(
             yield Step(step_i, None, None, {"images": seen}, max(total, step_i + 1))
             step_i += 1
     if stop_event is not None and stop_event.is_set():
-        return
+        return None
     if batch_pix:
         flush()
     if seen == 0:
@@ -447,14 +441,15 @@ def top_k_steps(
         model=handle.describe(),
         pixels=pixels,
     )
-    yield Step(step_i, None, None, {"images": seen, "topk": result}, max(total, step_i + 1))
+    yield Step(step_i, None, None, {"images": seen}, max(total, step_i + 1))
+    return result
 
 
-def topk_cache_path(
+def topk_cache_key(
     handle: ModelHandle, layer: str, dataset_key: str, k: int, units: Sequence[int] | None
-) -> Path:
-    """Where :func:`top_k_patches` with ``cache=True`` keeps the result of these arguments."""
-    key = cache.cache_key(
+) -> str:
+    """The results-cache key of a pass: model weights, layer, dataset content, k, units, size."""
+    return cache.cache_key(
         "topk",
         model=handle.fingerprint(),
         layer=layer,
@@ -463,16 +458,13 @@ def topk_cache_path(
         units=None if units is None else [int(u) for u in units],
         size=list(handle.input_size),
     )
-    return cache.cache_path("topk", key, ".pt")
 
 
-def _topk_entry(
+def topk_cache_path(
     handle: ModelHandle, layer: str, dataset_key: str, k: int, units: Sequence[int] | None
-) -> Path | None:
-    try:
-        return topk_cache_path(handle, layer, dataset_key, k, units)
-    except OSError:
-        return cache.entry_path("topk", "unusable", ".pt")  # None, with the warning
+) -> Path:
+    """Where :func:`top_k_patches` with ``cache=True`` keeps the result of these arguments."""
+    return cache.cache_path("topk", topk_cache_key(handle, layer, dataset_key, k, units), ".pt")
 
 
 def load_cached_topk(
@@ -480,7 +472,8 @@ def load_cached_topk(
 ) -> TopK | None:
     """The cached :class:`TopK` of these arguments, or None (no entry, a damaged one: warned
     once, or no usable cache folder)."""
-    return cache.read_entry(_topk_entry(handle, layer, dataset_key, k, units), TopK.load)
+    key = topk_cache_key(handle, layer, dataset_key, k, units)
+    return cache.read_entry(cache.entry_path("topk", key, ".pt"), TopK.load)
 
 
 def save_cached_topk(
@@ -492,7 +485,56 @@ def save_cached_topk(
     top: TopK,
 ) -> bool:
     """Keep ``top`` in the results cache; False (warned once) when it cannot be written."""
-    return cache.write_entry(_topk_entry(handle, layer, dataset_key, k, units), top.save)
+    key = topk_cache_key(handle, layer, dataset_key, k, units)
+    return cache.write_entry(cache.entry_path("topk", key, ".pt"), top.save)
+
+
+#: the kernel's recent passes of :func:`cached_top_k_steps`, by cache key (newest last)
+RECENT: OrderedDict[str, TopK] = OrderedDict()
+RECENT_SIZE = 12
+_RECENT_LOCK = threading.Lock()
+
+
+def cached_top_k_steps(
+    handle: ModelHandle,
+    layer: str,
+    dataset: Any,
+    k: int = 9,
+    *,
+    use_cache: bool = True,
+    stop_event: threading.Event | None = None,
+) -> Generator[Step, None, TopK | None]:
+    """:func:`top_k_steps` of every unit of ``layer``, reused when it was already made: from
+    the kernel's recent passes (:data:`RECENT`, in memory), else from the results cache on disk;
+    a new pass is kept in both. Yields the pass's progress Steps (none when reused) and returns
+    the :class:`TopK`, or None when ``stop_event`` ended the pass.
+
+    ``dataset`` must have a key (an :class:`~cnnvis_widgets.data.datasets.ImageDataset` or a
+    folder); ``use_cache=False`` always makes the pass and keeps nothing.
+
+    Examples
+    --------
+    >>> top = finish(cached_top_k_steps(h, "_blocks.4", augmented_samples(64)))  # doctest: +SKIP
+    """
+    ds = as_dataset(dataset)
+    if ds is None:
+        raise TypeError("cached_top_k_steps needs a dataset with a key (an ImageDataset, a folder)")
+    key = topk_cache_key(handle, layer, ds.key, k, None)
+    with _RECENT_LOCK:
+        top = RECENT.get(key) if use_cache else None
+    if top is None and use_cache:  # a damaged entry or an unusable cache folder: a pass
+        top = load_cached_topk(handle, layer, ds.key, k, None)
+    if top is None:
+        top = yield from top_k_steps(handle, layer, ds, k=k, stop_event=stop_event)
+        if top is None or not use_cache:
+            return top  # cancelled, or nothing to keep
+        save_cached_topk(handle, layer, ds.key, k, None, top)
+    with _RECENT_LOCK:
+        RECENT[key] = top
+        RECENT.move_to_end(key)
+        while len(RECENT) > RECENT_SIZE:
+            RECENT.popitem(last=False)
+    return top
 
 
 def top_k_patches(
@@ -538,22 +580,18 @@ def top_k_patches(
     >>> top = top_k_patches(handle, "_blocks.4", augmented_samples(n=256))   # doctest: +SKIP
     >>> [e.name for e in top.entries(7)][:3]                                # doctest: +SKIP
     """
-    store = None
-    if cache_results:
-        ds = as_dataset(dataset)
-        if ds is not None:
-            unit_arg: Sequence[int] | None = (
-                [units] if limits.is_scalar(units) else units  # type: ignore[list-item,assignment]
-            )
-            hit = load_cached_topk(handle, layer, ds.key, k, unit_arg)
-            if hit is not None:
-                return hit
-            store = (ds.key, unit_arg)
-            dataset = ds
-    result = None
-    for step in top_k_steps(handle, layer, dataset, k, units, batch_size=batch_size):
-        result = step.metrics.get("topk", result)
-    assert result is not None
-    if store is not None:
-        save_cached_topk(handle, layer, store[0], k, store[1], result)
-    return result
+    ds = as_dataset(dataset) if cache_results else None
+
+    def run_pass() -> TopK:
+        top = finish(top_k_steps(handle, layer, dataset if ds is None else ds, k, units,
+                                 batch_size=batch_size))  # fmt: skip
+        assert top is not None  # without a stop event the pass always completes
+        return top
+
+    if ds is None:  # no cache, or a plain iterable (no key to cache it under)
+        return run_pass()
+    unit_arg: Sequence[int] | None = (
+        [units] if limits.is_scalar(units) else units  # type: ignore[list-item,assignment]
+    )
+    key = topk_cache_key(handle, layer, ds.key, k, unit_arg)
+    return cache.cached("topk", key, run_pass, load=TopK.load, save=lambda p, top: top.save(p))

@@ -5,7 +5,8 @@
 same way, as 3x3 grids of equal square cells;
 a patch cut by the image border sits against the side it came from (:func:`align`).
 :func:`details_text` and :func:`entry_records` describe the entries; :func:`detail_picture` is
-one photo with its projection as a heat map and the receptive field outlined.
+one photo with its projection as a heat map and the receptive field outlined; :func:`side_by_side`
+puts the two grids next to each other.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "details_text",
     "entry_records",
     "detail_picture",
+    "side_by_side",
 ]
 
 K = 9  # a 3x3 grid, as in Zeiler & Fergus
@@ -168,3 +170,15 @@ def detail_picture(
     heat = I.colorize(magnitude)
     pic = I.overlay(photo, heat[0], opacity, weight=magnitude[0])
     return I.draw_box(pic, box, width=2)
+
+
+def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int = 8) -> torch.Tensor:
+    """Two pictures ``(3, H, W)`` of one height next to each other with a white gap.
+
+    Examples
+    --------
+    >>> side_by_side(torch.zeros(3, 288, 288), torch.zeros(3, 288, 288)).shape
+    torch.Size([3, 288, 584])
+    """
+    white = torch.full((left.shape[0], left.shape[1], gap), 1.0)
+    return torch.cat([left, white, right], dim=2)

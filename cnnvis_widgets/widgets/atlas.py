@@ -21,7 +21,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import torch
 import traitlets as t
 
 from ..core import activation_max as am
@@ -29,20 +28,17 @@ from ..core import atlas as A
 from ..core.blocks.optimize import Step
 from ..core.imaging import encode
 from ..models import ModelHandle
-from ._base import BoundedInt, CnnvisWidget, get_handle, setting
+from ._atlas_panels import atlas_panels
+from ._base import BoundedInt, ModelArg, setting
+from ._spatial_unit import SpatialUnitWidget, spatial_layer
+from ._unit_links import MethodLinks
 
 __all__ = ["Atlas"]
 
-_OPENERS = {
-    "am": "Activation maximization",
-    "deconvnet": "DeconvNet",
-    "dissection": "Dissection",
-}
-
-_SORTS = ["unit", "activation", "iou", "label"]
+_OPEN_HINT = "\nopen a method on this unit: atlas.open_unit('am' | 'deconvnet' | 'dissection')"
 
 
-class Atlas(CnnvisWidget):
+class Atlas(MethodLinks, SpatialUnitWidget):
     """A unit atlas of a network that links the methods to one another.
 
     Parameters
@@ -82,7 +78,9 @@ class Atlas(CnnvisWidget):
         options=[["network", "network"], ["layer", "layer"], ["unit", "unit"]],
     )  # fmt: skip
     sort = setting(
-        t.Enum(_SORTS, "unit", help="Order of the layer grid: unit, activation, iou, label."),
+        t.Enum(
+            list(A.SORTS), "unit", help="Order of the layer grid: unit, activation, iou, label."
+        ),
         "select", "Sort by", "Atlas", visible_when={"trait": "view", "in": ["layer"]},
         options=[["unit", "unit"], ["activation", "activation"], ["IoU", "iou"],
                  ["label", "label"]],
@@ -147,53 +145,37 @@ class Atlas(CnnvisWidget):
 
     def __init__(
         self,
-        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
+        model: ModelArg | None = None,
         *,
         layers: Sequence[str] | None = None,
         reference: Any = "cat",
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self._check_arguments(kwargs, settings_only=True)
-        self.handle = get_handle(model, **({"device": device} if device else {}))
-        h = self.handle
-        names = list(layers) if layers is not None else A.default_atlas_layers(h)
-        for n in names:
-            if not h.layer(n).spatial:  # KeyError with the nearest names for unknown layers
-                raise ValueError(f"layer {n!r} has no spatial output; choose conv-like layers")
+        self._layer_names = None if layers is None else list(layers)
         self._reference = reference
+        super().__init__(model, device=device, **kwargs)
+
+    def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = self._layer_names if self._layer_names is not None else A.default_atlas_layers(h)
+        for n in names:
+            spatial_layer(h, n)  # KeyError with the nearest names for unknown layers
         self._lock = threading.RLock()
         self._summary: A.NetworkSummary | None = None
         self._grid: A.LayerGrid | None = None
         self._rendered_filled = -1
         self.card: A.UnitCard | None = None
+        self.opened = []
         layer = kwargs.pop("layer", None) or names[len(names) // 2]
         h.layer(layer)
-        super().__init__(title="Atlas", model_name=h.name, layers=names, layer=layer)
-        with self.hold_trait_notifications():
-            for k, v in kwargs.items():
-                setattr(self, k, v)
+        return dict(title="Atlas", model_name=h.name, layers=names, layer=layer)
+
+    def _ready(self) -> None:
         self.observe(self._on_nav, names=["layer", "unit"])
         self.observe(self._on_view, names=["view"])
         self.observe(self._on_pick, names=["pick_layer"])
         self.observe(self._on_order, names=["sort", "filter"])
-        self._output: Any = None
-        self._app: Any = None
-        self.opened: list[CnnvisWidget] = []
         self._update_panels()
-
-    # ------------------------------------------------------------------ validation
-    @t.validate("layer")
-    def _valid_layer(self, proposal: dict) -> str:
-        name = proposal["value"]
-        info = self._layer_info(name)
-        if not info.spatial:
-            raise t.TraitError(f"layer {name!r} has no spatial output; choose a conv-like layer")
-        return name
-
-    @t.validate("unit")
-    def _valid_unit(self, proposal: dict) -> int:
-        return self._unit_in_range(int(proposal["value"]), self.layer)
 
     # ------------------------------------------------------------------ navigation
     def show_network(self) -> None:
@@ -215,40 +197,6 @@ class Atlas(CnnvisWidget):
             self.unit = int(unit)
             self.view = "unit"
 
-    def open_unit(self, kind: str = "am") -> CnnvisWidget:
-        """The widget of one method configured on the current unit, sharing the model.
-
-        ``kind``: ``"am"`` (ActivationMaximization with the atlas's preset, steps, size and seed:
-        it shows the atlas's cached image at once), ``"deconvnet"`` or ``"dissection"``.
-        """
-        if kind == "am":
-            from .activation_max import ActivationMaximization
-
-            return ActivationMaximization(
-                self.handle,
-                layer=self.layer,
-                unit=self.unit,
-                preset=self.preset,
-                steps=self.steps,
-                size=self.size,
-                seed=self.seed,
-            )
-        if kind == "deconvnet":
-            from .deconvnet import DeconvNet
-
-            return DeconvNet(self.handle, layer=self.layer, unit=self.unit, n_images=self.n_images)
-        if kind == "dissection":
-            from .dissection import Dissection
-
-            return Dissection(
-                self.handle,
-                layers=[self.layer],
-                layer=self.layer,
-                unit=self.unit,
-                n_images=max(16, self.probe_images),
-            )
-        raise ValueError(f"unknown method {kind!r}: use 'am', 'deconvnet' or 'dissection'")
-
     def _applies_at_once(self, name: str) -> bool:
         # navigation (a click on a row, a cell or the view toggle) opens what was asked for;
         # AM settings wait for Run (they recompute every image of a layer)
@@ -256,18 +204,15 @@ class Atlas(CnnvisWidget):
 
     def _on_nav(self, change: dict) -> None:
         if change["name"] == "layer":
-            n = self.handle.layer(change["new"]).channels
-            if self.unit >= n:
-                self.set_trait("unit", n - 1)
+            self._follow_layer(change["new"])
             if self.view == "network":
                 self.view = "layer"
         elif change["name"] == "unit" and self.view == "layer":
             self.view = "unit"
 
     def _on_pick(self, change: dict) -> None:
-        name = change["new"]
-        if name:
-            self.show_layer(name)
+        if change["new"]:
+            self.show_layer(change["new"])
             self.pick_layer = ""
 
     def _on_view(self, change: dict) -> None:
@@ -277,152 +222,20 @@ class Atlas(CnnvisWidget):
         self._render_grid(force=True)
 
     def _on_click(self, content: dict) -> None:
-        try:
-            fx, fy = float(content.get("x", -1)), float(content.get("y", -1))
-        except (TypeError, ValueError):
-            return
-        if not (0 <= fx < 1 and 0 <= fy < 1):
-            return
         trait = content.get("trait")
         if trait == "strips" and self.layers:
-            self.show_layer(self.layers[min(int(fy * len(self.layers)), len(self.layers) - 1)])
+            cell = self._clicked_cell(content, len(self.layers), 1)
+            if cell is not None:
+                self.show_layer(self.layers[cell[0]])
         elif trait == "grid_image" and self.grid_shape:
             rows, cols = self.grid_shape
-            idx = int(fy * rows) * cols + int(fx * cols)
+            cell = self._clicked_cell(content, rows, cols)
+            idx = -1 if cell is None else cell[0] * cols + cell[1]
             if 0 <= idx < len(self.grid_units):
                 self.show_unit(self.grid_units[idx])
 
-    # ------------------------------------------------------------------ specs
-    def _control_specs(self) -> list[dict]:
-        opener = {"group": "Open this unit in", "visible_when": {"trait": "view", "in": ["unit"]}}
-        buttons = [
-            {"kind": "button", "label": label, "action": f"open_{kind}", **opener}
-            for kind, label in _OPENERS.items()
-        ]
-        return super()._control_specs() + buttons
-
-    # ------------------------------------------------------------------ opening a method
-    @property
-    def output(self) -> Any:
-        """The area below the atlas where :meth:`open_unit` buttons show the opened widget."""
-        if self._output is None:
-            import ipywidgets
-
-            self._output = ipywidgets.Output()
-        return self._output
-
-    def app(self) -> Any:
-        """The atlas with the area for opened widgets below it (what displaying the atlas shows)."""
-        if self._app is None:
-            import ipywidgets
-
-            self._app = ipywidgets.VBox([self, self.output])
-        return self._app
-
-    def _on_action(self, name: str, content: dict) -> None:
-        kind = name.removeprefix("open_")
-        if kind not in _OPENERS:
-            return
-        try:
-            widget = self.open_unit(kind)
-        except Exception as exc:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.error = f"could not open {kind} on {self.layer} unit {self.unit}: {exc}"
-            return
-        self.opened.append(widget)
-        bundle = widget._repr_mimebundle_()
-        # set the output directly (not `with output:`): this runs on a message thread
-        self.output.outputs = (
-            {
-                "output_type": "display_data",
-                "data": {k: v for k, v in bundle.items() if k != "image/png"},
-                "metadata": {},
-            },
-        )
-        self.status = f"opened {_OPENERS[kind]} on {self.layer} unit {self.unit} below the atlas"
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        # displaying the atlas shows it with the area for opened widgets below it
-        data = dict(self.app()._repr_mimebundle_(**kwargs) or {})
-        own = super()._repr_mimebundle_(**kwargs)
-        if "image/png" in own:
-            data["image/png"] = own["image/png"]
-        return data
-
     def _update_panels(self) -> None:
-        if self.view == "network":
-            n = max(1, len(self.layers))
-            panels: list[dict] = [
-                {
-                    "kind": "table",
-                    "trait": "network_rows",
-                    "label": "Layers (click a row to open the layer)",
-                    "columns": [
-                        {"key": "layer", "label": "Layer"},
-                        {"key": "kind", "label": "Kind"},
-                        {"key": "shape", "label": "Shape"},
-                        {
-                            "key": "interpretable",
-                            "label": "Interpretable",
-                            "numeric": True,
-                            "digits": 3,
-                        },
-                        {
-                            "key": "feature_error",
-                            "label": "Inversion error",
-                            "numeric": True,
-                            "digits": 3,
-                        },
-                    ],
-                    "select_trait": "pick_layer",
-                    "select_key": "layer",
-                    "max_rows": 500,
-                },
-                {
-                    "kind": "image",
-                    "trait": "strips",
-                    "label": "Per layer: reconstruction, most active maps",
-                    "grid": [n, 1],
-                },
-            ]
-        elif self.view == "layer":
-            rows, cols = self.grid_shape or [1, 1]
-            panels = [
-                {
-                    "kind": "image",
-                    "trait": "grid_image",
-                    "label": "Every unit (click one)",
-                    "grid": [max(1, rows), max(1, cols)],
-                    "width": 640,
-                },
-                {"kind": "image", "label": "Batch being optimized"},
-                {"kind": "text", "trait": "layer_text", "label": "Layer"},
-            ]
-        else:
-            panels = [
-                {
-                    "kind": "image",
-                    "trait": "card_am",
-                    "label": "Activation maximization + diversity variants",
-                    "width": 512,
-                },
-                {
-                    "kind": "image",
-                    "trait": "card_patches",
-                    "label": "Top-9 patches",
-                    "grid": [3, 3],
-                },
-                {
-                    "kind": "image",
-                    "trait": "card_projections",
-                    "label": "DeconvNet projections",
-                    "grid": [3, 3],
-                },
-                {"kind": "image", "trait": "card_probe", "label": "Top probe images", "width": 400},
-                {"kind": "text", "trait": "card_text", "label": "Unit"},
-                {"kind": "bars", "trait": "card_classes", "label": "Classes it feeds most"},
-            ]
-        panels.append({"kind": "progress"})
-        self.panels = panels
+        self.panels = atlas_panels(self.view, len(self.layers), self.grid_shape)
 
     # ------------------------------------------------------------------ the run
     def _describe(self) -> str:
@@ -436,10 +249,10 @@ class Atlas(CnnvisWidget):
         return dict(preset=self.preset, steps=self.steps, size=self.size, seed=self.seed)
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
-        view = self.view
+        h, view = self.handle, self.view
         if view == "network":
-            yield from A.network_summary_steps(
-                self.handle,
+            summary = yield from A.network_summary_steps(
+                h,
                 self.layers,
                 reference=self._reference,
                 dissection=self.probe_images > 0,
@@ -448,67 +261,42 @@ class Atlas(CnnvisWidget):
                 inversion_steps=max(1, self.inversion_steps),
                 stop_event=stop_event,
             )
+            if summary is not None:
+                self._summary = summary
+                with self.hold_sync():
+                    self.network_rows = summary.rows()
+                    self.strips = encode(summary.strips(), "png")
         elif view == "layer":
             with self._lock:
                 self._grid = None
                 self._rendered_filled = -1
             self.set_trait("filled", 0)
-            yield from A.layer_grid_steps(
-                self.handle,
-                self.layer,
-                batch=self.batch,
-                stop_event=stop_event,
-                **self._am_kwargs(),
+            grid = yield from A.layer_grid_steps(
+                h, self.layer, batch=self.batch, stop_event=stop_event, **self._am_kwargs()
             )
+            if grid is not None:
+                self._show_grid(grid)
         else:
-            summary = self._summary
-            dis = summary.dissection if summary is not None else None
-            probe = None
-            if dis is not None and self.layer in dis.layers:
-                from ..data.concepts import probe_set
-
-                probe = probe_set(
-                    max(1, self.probe_images), size=int(max(self.handle.input_size)), seed=0
-                )
-            yield from A.unit_card_steps(
-                self.handle,
+            s = self._summary
+            dis = s.dissection if s is not None else None
+            card = yield from A.unit_card_steps(
+                h,
                 self.layer,
                 self.unit,
                 variants=self.variants,
                 n_images=self.n_images,
                 dissection=dis,
-                probe=probe,
+                probe=s.probe if s is not None and s.labels(self.layer) else None,
                 stop_event=stop_event,
                 **self._am_kwargs(),
             )
+            if card is not None:
+                self._show_card(card)
 
-    def _frame_pixels(self, step: Step) -> torch.Tensor | None:
-        if step.image is None:
-            return None
-        return super()._frame_pixels(step)
-
-    def _labels(self) -> dict[int, tuple[str, float]]:
-        """Unit -> (concept, IoU) of the current layer, when dissected."""
-        s = self._summary
-        d = s.dissection if s is not None else None
-        if d is None or self.layer not in d.layers:
-            return {}
-        return {r["unit"]: (r["concept"], r["iou"]) for r in d.units(self.layer)}
-
-    def _order(self, grid: A.LayerGrid) -> list[int]:
-        labels = self._labels()
-        units = list(range(grid.units))
-        text = self.filter.strip().lower()
-        if text:
-            units = [u for u in units if text in labels.get(u, ("", 0.0))[0].lower()]
-        if self.sort == "activation":
-            act = grid.activation
-            units.sort(key=lambda u: -float(act[u]) if bool(grid.done[u]) else float("inf"))
-        elif self.sort == "iou":
-            units.sort(key=lambda u: -labels.get(u, ("", 0.0))[1])
-        elif self.sort == "label":
-            units.sort(key=lambda u: (labels.get(u, ("~", 0.0))[0], u))
-        return units
+    def _show_grid(self, grid: A.LayerGrid) -> None:
+        with self._lock:
+            self._grid = grid
+        self._render_grid()
 
     def _render_grid(self, force: bool = False) -> None:
         with self._lock:
@@ -519,51 +307,32 @@ class Atlas(CnnvisWidget):
             if not force and filled == self._rendered_filled:
                 return
             self._rendered_filled = filled
-            order = self._order(grid)
-            labels = {u: c for u, (c, _) in self._labels().items()}
-            img, rows, cols = A.render_grid(grid, order, labels=labels, cell=min(self.size, 64))
-        dis = " (labels: dissection)" if labels else ""
-        text = (
-            f"{self.layer}: {filled}/{grid.units} units done{dis}; showing {len(order)} "
-            f"sorted by {self.sort}" + (f", label contains {self.filter!r}" if self.filter else "")
-        )
-        reshape = [rows, cols] != list(self.grid_shape)
+            labels = self._summary.labels(self.layer) if self._summary is not None else {}
+            v = A.grid_view(
+                grid, labels, sort=self.sort, contains=self.filter, cell=min(self.size, 64)
+            )
+        reshape = [v.rows, v.cols] != list(self.grid_shape)
         with self.hold_sync():
-            self.grid_units = order
-            self.grid_shape = [rows, cols]
-            self.grid_image = encode(img, "png")
-            self.filled = filled
-            self.layer_text = text
+            self.grid_units = v.units
+            self.grid_shape = [v.rows, v.cols]
+            self.grid_image = encode(v.image, "png")
+            self.filled = v.filled
+            self.layer_text = v.text
         if reshape and self.view == "layer":
             self._update_panels()
 
+    def _show_card(self, card: A.UnitCard) -> None:
+        self.card = card
+        view = A.card_view(card)
+        view["text"] += _OPEN_HINT
+        with self.hold_sync():
+            for name, value in view.items():
+                setattr(self, f"card_{name}", value)
+
     def _sync_extra(self, step: Step) -> None:
-        m = step.metrics
-        if "summary" in m:
-            s: A.NetworkSummary = m["summary"]
-            self._summary = s
-            with self.hold_sync():
-                self.network_rows = s.rows()
-                self.strips = encode(s.strips(), "png")
-        grid = m.get("grid") or m.get("partial")
+        grid = step.metrics.get("partial")  # the grid being filled: shown as it grows
         if grid is not None:
-            with self._lock:
-                self._grid = grid
-            self._render_grid()
-        if "card" in m:
-            card: A.UnitCard = m["card"]
-            self.card = card
-            pics = A.card_images(card)
-            with self.hold_sync():
-                self.card_am = encode(pics["am"], "png")
-                self.card_patches = encode(pics["patches"], "png")
-                self.card_projections = encode(pics["projections"], "png")
-                self.card_probe = encode(pics["probe"], "png") if "probe" in pics else b""
-                self.card_text = card.text() + (
-                    "\nopen a method on this unit: atlas.open_unit('am' | 'deconvnet' | "
-                    "'dissection')"
-                )
-                self.card_classes = [[n, round(v, 4)] for _, n, v in card.classes]
+            self._show_grid(grid)
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         rec: dict[str, Any] = {"view": self.view, "layer": self.layer}

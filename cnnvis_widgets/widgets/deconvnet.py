@@ -10,11 +10,9 @@ dataset), so moving the unit slider afterwards only projects nine images.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 import traitlets as t
 
 from ..core import attribution as A
@@ -23,34 +21,21 @@ from ..core import projections as P
 from ..core import topk as T
 from ..core import unit_grids as G
 from ..core.blocks.optimize import Step
+from ..core.blocks.runs import Run
+from ..core.projections import NO_POOL_NOTE, has_max_pooling
 from ..data.datasets import ImageDataset, augmented_samples, image_folder, sample_photos
 from ..models import ModelHandle
 from ..models.layers import default_deconv_layer
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, get_handle, setting
+from ._base import BoundedFloat, BoundedInt, setting
+from ._spatial_unit import SpatialUnitWidget, spatial_layer
 
-__all__ = ["DeconvNet", "default_deconv_layer"]
+__all__ = ["DeconvNet", "default_deconv_layer", "has_max_pooling", "NO_POOL_NOTE"]
 
-K, CELL, GAP = G.K, G.CELL, G.GAP
-_MEMO: OrderedDict[tuple, T.TopK] = OrderedDict()  # recent passes of every widget in the kernel
-_MEMO_LOCK = threading.Lock()
-_MEMO_SIZE = 12
-
-
-def has_max_pooling(handle: ModelHandle) -> bool:
-    """True when the model has a max-pooling module: DeconvNet's switches (where each maximum
-    was) are what make its projections depend on the image."""
-    pools = (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d, torch.nn.AdaptiveMaxPool2d)
-    return any(isinstance(m, pools) for m in handle.model.modules())
+K = G.K
+_MEMO = T.RECENT  # the kernel's recent dataset passes (shared with the atlas's unit card)
 
 
-NO_POOL_NOTE = (
-    "This model has no max-pooling, so DeconvNet has no switches: its projections are nearly the "
-    "same pattern for every image (correct, not a bug). Guided backprop, shown by default here, "
-    "depends on the image."
-)
-
-
-class DeconvNet(CnnvisWidget):
+class DeconvNet(SpatialUnitWidget):
     """Top-9 dataset patches of a unit and their DeconvNet / guided-backprop projections.
 
     Parameters
@@ -92,13 +77,13 @@ class DeconvNet(CnnvisWidget):
     )  # fmt: skip
     method = setting(
         t.Enum(
-            ["deconvnet", "guided_backprop", "guided"],  # "guided": old spelling, deprecated
+            [*P.METHODS, "guided"],  # "guided": old spelling, deprecated
             "deconvnet",
             help="Projection: deconvnet (Zeiler & Fergus) or guided_backprop "
             "(Springenberg et al.).",
         ),
         "toggle", "Projection", "Unit", restart=True,
-        options=[["DeconvNet", "deconvnet"], ["guided backprop", "guided_backprop"]],
+        options=[[label, m] for m, label in P.METHOD_LABELS.items()],
     )  # fmt: skip
     # ---------------------------------------------------------------------- Dataset
     dataset = setting(
@@ -148,65 +133,35 @@ class DeconvNet(CnnvisWidget):
         sync=True
     )
 
-    def __init__(
-        self,
-        model: str | torch.nn.Module | ModelHandle = "efficientnet_lite0",
-        *,
-        device: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._check_arguments(kwargs, settings_only=True)
-        self.handle = get_handle(model, **({"device": device} if device else {}))
-        h = self.handle
+    def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._lock = threading.RLock()
-        self._current: dict[str, Any] | None = None
+        self._current: tuple[P.UnitProjections, str, int] | None = None  # + dataset, count
         self._top: T.TopK | None = None
         self._pass_settings: tuple | None = None  # dataset settings of the last completed pass
         layer = kwargs.pop("layer", None) or default_deconv_layer(h)
-        info = h.layer(layer)  # KeyError listing the nearest names
-        if not info.spatial:
-            raise ValueError(f"layer {layer!r} has no spatial output; choose a conv-like layer")
-        super().__init__(
+        pooled = has_max_pooling(h)
+        return dict(
             title="DeconvNet: top-9 patches and projections",
             model_name=h.name,
             layer_options=[[li.label(), li.name] for li in h.conv_layers()],
             layer=layer,
-            unit_max=info.channels - 1,
+            unit_max=spatial_layer(h, layer).channels - 1,
+            # without switches, guided backprop is the default (an explicit method= still wins)
+            **({} if pooled else {"note": NO_POOL_NOTE, "method": "guided_backprop"}),
         )
-        if not has_max_pooling(h):
-            self.note = NO_POOL_NOTE
-            self.method = "guided_backprop"  # an explicit method= below still wins
-        with self.hold_trait_notifications():
-            for k, v in kwargs.items():
-                setattr(self, k, v)
+
+    def _ready(self) -> None:
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_selected, names=["selected", "opacity"])
         note = [{"kind": "text", "trait": "note", "label": "Note"}] if self.note else []
         self.panels = note + [
             {"kind": "image", "trait": "patches", "label": "Top-9 dataset patches", "grid": [3, 3]},
-            {
-                "kind": "image",
-                "trait": "projections",
-                "label": "Projections to pixel space",
-                "grid": [3, 3],
-            },
+            {"kind": "image", "trait": "projections", "label": "Projections to pixel space",
+             "grid": [3, 3]},
             {"kind": "image", "trait": "detail", "label": "Clicked image, projection overlaid"},
             {"kind": "text", "trait": "details", "label": "Top images"},
             {"kind": "progress"},
-        ]
-
-    # ------------------------------------------------------------------ validation
-    @t.validate("layer")
-    def _valid_layer(self, proposal: dict) -> str:
-        name = proposal["value"]
-        info = self._layer_info(name)
-        if not info.spatial:
-            raise t.TraitError(f"layer {name!r} has no spatial output; choose a conv-like layer")
-        return name
-
-    @t.validate("unit")
-    def _valid_unit(self, proposal: dict) -> int:
-        return self._unit_in_range(int(proposal["value"]), self.layer)
+        ]  # fmt: skip
 
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
@@ -214,28 +169,19 @@ class DeconvNet(CnnvisWidget):
 
     # ------------------------------------------------------------------ observers
     def _on_layer(self, change: dict) -> None:
-        n = self.handle.layer(change["new"]).channels
         with self.hold_sync():
-            if self.unit >= n:
-                self.set_trait("unit", n - 1)
-            self.unit_max = n - 1
+            self.unit_max = self._follow_layer(change["new"]) - 1
 
     def _on_selected(self, change: dict) -> None:
         self._compose_detail()
 
     def _on_click(self, content: dict) -> None:
-        trait = content.get("trait")
-        if trait not in ("patches", "projections"):
+        cell = self._clicked_cell(content, 3, 3)
+        if content.get("trait") not in ("patches", "projections") or cell is None:
             return
-        try:
-            fx, fy = float(content.get("x", -1)), float(content.get("y", -1))
-        except (TypeError, ValueError):
-            return
-        if not (0 <= fx < 1 and 0 <= fy < 1):
-            return
-        rank = int(fy * 3) * 3 + int(fx * 3)
+        rank = cell[0] * 3 + cell[1]
         cur = self._current
-        if cur is None or rank >= len(cur["entries"]):
+        if cur is None or rank >= len(cur[0].entries):
             return
         if self.selected == rank:
             self._compose_detail()
@@ -267,95 +213,64 @@ class DeconvNet(CnnvisWidget):
         return f"{self.layer} unit {self.unit}"
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
-        h = self.handle
-        layer, unit, method = self.layer, self.unit, self.method
+        h, layer, unit, method = self.handle, self.layer, self.unit, self.method
         settings = self._data_settings()
         ds = self.make_dataset()
-        fingerprint = h.fingerprint()
-        key = (fingerprint, layer, ds.key)
-        with _MEMO_LOCK:
-            top = _MEMO.get(key)
-            if top is not None:
-                _MEMO.move_to_end(key)
+        self._pass_total = len(ds)
+        run = Run(T.cached_top_k_steps(h, layer, ds, K, stop_event=stop_event))
         index = 0
-        if top is None:  # a damaged entry or an unusable cache folder: a pass (warned once)
-            top = T.load_cached_topk(h, layer, ds.key, K, None)
+        for step in run:
+            index = step.index + 1
+            yield step
+        top = run.result
         if top is None:
-            self._pass_total = len(ds)
-            for step in T.top_k_steps(h, layer, ds, k=K, stop_event=stop_event):
-                if "topk" in step.metrics:
-                    top = step.metrics["topk"]
-                    break
-                index = step.index + 1
-                yield step
-            if top is None:
-                return  # cancelled: the widget stays as it was
-            T.save_cached_topk(h, layer, ds.key, K, None, top)
-        with _MEMO_LOCK:
-            _MEMO[key] = top
-            while len(_MEMO) > _MEMO_SIZE:
-                _MEMO.popitem(last=False)
-        self._top = top
-        self._pass_settings = settings
+            return  # cancelled: the widget stays as it was
+        self._top, self._pass_settings = top, settings
         if stop_event.is_set():
             return
-        rule = "deconvnet" if method == "deconvnet" else "guided_backprop"
-        up = P.unit_projections(h, top, unit, ds, rule, project=False)
-        entries, imgs, size = up.entries, up.images, top.input_size
-        grid_p = G.patch_grid(entries, up.patches, size)
+        up = P.unit_projections(h, top, unit, ds, method, project=False)
+        grid_p = G.patch_grid(up.entries, up.patches, top.input_size)
         self.patches = I.encode(grid_p, "png")
-        self.details = G.details_text(top, unit, entries)
+        self.details = G.details_text(top, unit, up.entries)
         if stop_event.is_set():
             return
-        proj = P.project_unit(h, layer, unit, imgs, entries, rule)
-        grid_q = G.projection_grid(entries, proj, size)
+        P.add_projections(h, up)
+        grid_q = G.patch_grid(up.entries, up.projection_patches, top.input_size)
         with self._lock:
-            self._current = {
-                "entries": entries,
-                "images": imgs,
-                "projections": proj,
-                "layer": layer,
-                "unit": unit,
-                "method": method,
-                "dataset": ds.key,
-                "count": top.count,
-            }
+            self._current = (up, ds.key, top.count)
         with self.hold_sync():
             self.projections = I.encode(grid_q, "png")
-            if self.selected >= len(entries):
+            if self.selected >= len(up.entries):
                 self.set_trait("selected", -1)
         self._compose_detail()
-        gap = torch.full((3, grid_p.shape[1], 8), 1.0)
-        composite = torch.cat([grid_p, gap, grid_q], dim=2).unsqueeze(0)
+        composite = G.side_by_side(grid_p, grid_q).unsqueeze(0)
         yield Step(index, None, composite, {"images": top.count}, index + 1)
 
     def _compose_detail(self) -> None:
         with self._lock:
-            cur = self._current
-            rank = self.selected
-            opacity = self.opacity
-        if cur is None or rank < 0 or rank >= len(cur["entries"]):
+            up = self._current[0] if self._current is not None else None
+            rank, opacity = self.selected, self.opacity
+        if up is None or up.projections is None or not 0 <= rank < len(up.entries):
             if self.detail:
                 self.detail = b""
             return
-        e = cur["entries"][rank]
-        photo = cur["images"][rank]
-        proj = cur["projections"][rank : rank + 1]
-        pic = G.detail_picture(photo, proj, e.box, opacity)
+        proj = up.projections[rank : rank + 1]
+        pic = G.detail_picture(up.images[rank], proj, up.entries[rank].box, opacity)
         self.detail = I.encode(pic, "png")
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         cur = self._current
-        if cur is None or cur["unit"] != self.unit or cur["layer"] != self.layer:
+        if cur is None or cur[0].unit != self.unit or cur[0].layer != self.layer:
             self._last_record = {}
             return
+        up, dataset, count = cur
         self._last_record = {
-            "layer": cur["layer"],
-            "unit": cur["unit"],
-            "method": cur["method"],
-            "dataset": cur["dataset"],
-            "images_ranked": cur["count"],
-            "top": G.entry_records(cur["entries"]),
+            "layer": up.layer,
+            "unit": up.unit,
+            "method": up.method,
+            "dataset": dataset,
+            "images_ranked": count,
+            "top": G.entry_records(up.entries),
         }
 
     def _result_text(self) -> str:

@@ -65,7 +65,8 @@ w"""
 CODE_MD = """## The same from code
 
 Each view is a generator in `cnnvis_widgets.core.atlas` (`*_steps`, cancellable with a
-`stop_event`) with a convenience function that runs it to the end."""
+`stop_event`) that yields progress and returns its result (`grid = yield from
+layer_grid_steps(...)`), with a convenience function that runs it to the end."""
 
 CODE_NET = """summary = atlas.network_summary(
     handle, LAYERS, probe_images=32, inversion_steps=STEPS, inversion_size=96

@@ -119,7 +119,7 @@ def test_the_package_keeps_every_name_of_the_old_module():
     ]  # fmt: skip
     missing = [n for n in old if not hasattr(A, n)]
     assert missing == []
-    assert set(A.__all__) == set(old)
+    assert set(old) <= set(A.__all__)
     assert A.class_contributions is contributions.class_contributions
     assert A.class_contributions.__module__ == "cnnvis_widgets.core.contributions"
 
@@ -208,3 +208,74 @@ def test_grid_labels_are_wrapped_never_cut() -> None:
     # both lines of a two-line label are drawn: the band covers two text lines
     assert drawn.shape == cells.shape
     assert (drawn[1, :, 64 - 21 : 64 - 12] != 0.5).any()
+
+
+def test_the_steps_return_their_results_and_stopped_runs_return_none(tiny_handle, cache_dir):
+    """Run protocol: grid, summary and card are what the generators return, not metrics."""
+    from cnnvis_widgets.core.blocks.runs import Run, finish
+
+    run = Run(A.layer_grid_steps(tiny_handle, "conv2", steps=2, size=32, batch=16))
+    steps = list(run)
+    assert isinstance(run.result, A.LayerGrid) and run.result.complete
+    assert all("grid" not in s.metrics for s in steps) and steps[-1].metrics["filled"] == 16
+    assert steps[0].metrics["partial"] is run.result  # the grid being filled, for live views
+    run = Run(A.network_summary_steps(tiny_handle, ["relu2"], probe_images=8, inversion=False))
+    steps = list(run)
+    assert isinstance(run.result, A.NetworkSummary) and steps[-1].metrics == {"stage": "done"}
+    assert run.result.probe is not None and len(run.result.probe) == 8  # the dissection's probe
+    assert set(run.result.labels("relu2")) == set(range(16))
+    assert run.result.labels("relu1") == {}  # not dissected
+    stop = threading.Event()
+    stop.set()
+    kw = dict(steps=2, size=32, stop_event=stop)
+    assert finish(A.unit_card_steps(tiny_handle, "relu2", 1, n_images=8, **kw)) is None
+    with pytest.raises(RuntimeError, match="grid was not completed"):
+        A.layer_grid(tiny_handle, "relu2", **kw)
+    with pytest.raises(RuntimeError, match="unit card was not completed"):
+        A.unit_card(tiny_handle, "relu2", 1, **kw)
+
+
+def _grid(activation, done) -> A.LayerGrid:
+    n = len(done)
+    images = torch.arange(n, dtype=torch.uint8).mul(40).view(n, 1, 1, 1).expand(n, 3, 8, 8)
+    return A.LayerGrid("l", images.clone(), torch.tensor(activation), torch.tensor(done))
+
+
+def test_order_units_sorts_and_filters_the_layer_view() -> None:
+    g = _grid([0.5, 2.0, float("nan"), 1.0], [True, True, False, True])
+    labels = {0: ("striped", 0.2), 1: ("grass", 0.05), 3: ("Stripy", 0.4)}
+    assert A.order_units(g) == [0, 1, 2, 3]
+    assert A.order_units(g, labels, "activation") == [1, 3, 0, 2]  # not done: last
+    assert A.order_units(g, labels, "iou") == [3, 0, 1, 2]  # unlabelled: last
+    assert A.order_units(g, labels, "label") == [3, 1, 0, 2]  # "~" after every label
+    assert A.order_units(g, labels, "unit", contains=" STRIP ") == [0, 3]
+    assert A.order_units(g, labels, contains="none") == []
+    with pytest.raises(ValueError, match="unknown order"):
+        A.order_units(g, labels, "size")
+
+
+def test_grid_view_draws_the_kept_units_in_order_with_a_caption() -> None:
+    g = _grid([0.5, 2.0, 1.0], [True, True, True])
+    labels = {0: ("dotted", 0.3), 2: ("dots", 0.1)}
+    v = A.grid_view(g, labels, sort="iou", contains="dot", cell=16)
+    assert v.units == [0, 2] and (v.rows, v.cols) == (1, 2) and v.filled == 3
+    assert (
+        v.text
+        == "l: 3/3 units done (labels: dissection); showing 2 sorted by iou, label contains 'dot'"
+    )
+    image, rows, cols = A.render_grid(g, [0, 2], labels={0: "dotted", 2: "dots"}, cell=16)
+    assert torch.equal(v.image, image) and (rows, cols) == (1, 2)
+    empty = A.grid_view(g, labels, contains="none", cell=16)
+    assert empty.units == [] and "showing 0" in empty.text
+
+
+def test_card_view_is_the_card_as_png_text_and_rows() -> None:
+    card = A.UnitCard(
+        "l", 2, torch.zeros(3, 8, 8), torch.zeros(2, 3, 8, 8), [], [], [],
+        classes=[(4, "cat", 0.123456), (1, "dog", -0.5)],
+    )  # fmt: skip
+    view = A.card_view(card, cell=16)
+    assert set(view) == {"am", "patches", "projections", "probe", "text", "classes"}
+    assert view["am"][:4] == b"\x89PNG" and view["patches"][:4] == b"\x89PNG"
+    assert view["probe"] == b""  # not dissected
+    assert view["text"] == card.text() and view["classes"] == [["cat", 0.1235], ["dog", -0.5]]

@@ -93,3 +93,20 @@ def test_unsupported_activation_keeps_the_patches_and_says_why() -> None:
     up = P.unit_projections(h, top, 0)
     assert len(up.patches) == 2 and up.projections is None and up.projection_patches == []
     assert "SiLU" in up.note or "silu" in up.note.lower()
+
+
+def test_add_projections_fills_in_what_project_false_left_out(tiny_handle) -> None:
+    h = tiny_handle
+    top = T.top_k_patches(h, "conv2", _pixels(), k=4, units=[3])
+    bare = P.unit_projections(h, top, 3, method="guided_backprop", project=False)
+    assert bare.projections is None and bare.projection_patches == []
+    assert P.add_projections(h, bare) is bare
+    full = P.unit_projections(h, top, 3, method="guided_backprop")
+    assert torch.equal(bare.projections, full.projections)
+    assert all(torch.equal(a, b) for a, b in zip(bare.projection_patches, full.projection_patches))
+
+
+def test_max_pooling_is_what_gives_deconvnet_its_switches(tiny_handle) -> None:
+    assert P.has_max_pooling(tiny_handle)  # the tiny model pools
+    flat = load_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), device="cpu", input_size=16)
+    assert not P.has_max_pooling(flat) and "switches" in P.NO_POOL_NOTE

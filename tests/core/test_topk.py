@@ -14,6 +14,7 @@ from torch import nn
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import attribution as A
 from cnnvis_widgets.core import topk as T
+from cnnvis_widgets.core.blocks.runs import Run, finish
 from cnnvis_widgets.core.hooks import active_hook_count
 from cnnvis_widgets.data.datasets import ImageDataset
 from tests.conftest import make_tiny
@@ -270,3 +271,46 @@ def test_nan_weights_stop_the_pass_with_a_message() -> None:
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         T.top_k_patches(h, "conv2", list(random_pixels(4)))
     assert active_hook_count(net) == 0
+
+
+def test_the_steps_return_the_result_and_a_cancelled_pass_returns_none(tiny_handle) -> None:
+    """Run protocol: ``top = yield from top_k_steps(...)``; no result object in the metrics."""
+    pixels = list(random_pixels(10, seed=3))
+    run = Run(T.top_k_steps(tiny_handle, "conv2", pixels, k=3, batch_size=4))
+    steps = list(run)
+    assert run.finished and isinstance(run.result, T.TopK)
+    assert [s.metrics for s in steps] == [{"images": 4}, {"images": 8}, {"images": 10}]
+    assert run.result.entries(5) == T.top_k_patches(tiny_handle, "conv2", pixels, k=3).entries(5)
+    stop = threading.Event()
+    stop.set()
+    assert finish(T.top_k_steps(tiny_handle, "conv2", pixels, stop_event=stop)) is None
+
+
+def test_cached_steps_reuse_a_pass_from_memory_then_from_disk(
+    tiny_handle, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path))
+    ds = ImageDataset(
+        [str(i) for i in range(6)],
+        lambda i: Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)),
+        key="grey6-cached",
+    )
+    T.RECENT.clear()
+    run = Run(T.cached_top_k_steps(tiny_handle, "conv2", ds, k=2))
+    assert len(list(run)) == 1 and run.result is not None  # one batch of 6: a pass ran
+    first = run.result
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pass ran although it was kept")
+
+    monkeypatch.setattr(T, "top_k_steps", no_pass)
+    run = Run(T.cached_top_k_steps(tiny_handle, "conv2", ds, k=2))
+    assert list(run) == [] and run.result is first  # the same object: from memory
+    T.RECENT.clear()  # a new kernel: the disk entry
+    again = finish(T.cached_top_k_steps(tiny_handle, "conv2", ds, k=2))
+    assert again is not first and again.entries(3) == first.entries(3)
+    with pytest.raises(AssertionError, match="was kept"):  # use_cache=False: always a pass
+        finish(T.cached_top_k_steps(tiny_handle, "conv2", ds, k=2, use_cache=False))
+    with pytest.raises(TypeError, match="needs a dataset with a key"):
+        finish(T.cached_top_k_steps(tiny_handle, "conv2", list(random_pixels(2)), k=2))
+    T.RECENT.clear()

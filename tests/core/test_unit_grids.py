@@ -63,3 +63,11 @@ def test_text_records_and_detail_picture() -> None:
     pic = G.detail_picture(photo, proj, (0, 0, 6, 6), 0.8)
     assert pic.shape == (3, 8, 8) and not torch.equal(pic, photo)
     assert torch.equal(pic[:, 7, 7], photo[:, 7, 7])  # outside the box and the map
+
+
+def test_side_by_side_keeps_both_pictures_and_a_white_gap() -> None:
+    left, right = torch.zeros(3, 5, 4), torch.full((3, 5, 2), 0.5)
+    out = G.side_by_side(left, right, gap=3)
+    assert out.shape == (3, 5, 9)
+    assert torch.equal(out[:, :, :4], left) and torch.equal(out[:, :, 7:], right)
+    assert bool((out[:, :, 4:7] == 1.0).all())

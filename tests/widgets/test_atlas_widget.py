@@ -56,7 +56,10 @@ def test_click_through_network_layer_unit(atlas):
     assert atlas.grid_shape == [4, 4] and atlas.panels[0]["grid"] == [4, 4]
     assert "16/16 units done" in atlas.layer_text and "dissection" in atlas.layer_text
     # a click on the cell of row 1, column 2 opens that unit's card
-    atlas._on_front_msg(atlas, {"type": "click", "trait": "grid_image", "x": 0.6, "y": 0.3}, [])
+    click = {"type": "click", "trait": "grid_image", "x": 0.6, "y": 0.3}
+    atlas._on_front_msg(atlas, dict(click, row=4, col=0), [])  # no such cell: nothing opens
+    assert atlas.view == "layer"
+    atlas._on_front_msg(atlas, dict(click, row=1, col=2), [])
     unit = atlas.grid_units[1 * 4 + 2]
     assert atlas.view == "unit" and atlas.unit == unit
     _run(atlas)
@@ -67,7 +70,7 @@ def test_click_through_network_layer_unit(atlas):
     assert len(atlas.card_classes) == 5
     # back to the network view by the toggle; a strip click opens relu1
     atlas.view = "network"
-    atlas._on_front_msg(atlas, {"type": "click", "trait": "strips", "x": 0.5, "y": 0.2}, [])
+    atlas._on_front_msg(atlas, {"type": "click", "trait": "strips", "row": 0, "col": 0}, [])
     assert atlas.view == "layer" and atlas.layer == "relu1"
     assert atlas.record()["settings"]["view"] == "layer"
     assert active_hook_count(atlas.handle.model) == 0

@@ -52,6 +52,7 @@ def test_validation_and_unknown_arguments(widget, tiny_handle) -> None:
     assert_refused(widget, "opacity", {1.5: "between 0 and 1"})
     assert_refused(widget, "selected", {9: "selected must be between -1 and 8"})
     assert_refused(widget, "n_images", {0: "n_images"})
+    assert (widget.unit, widget.layer, widget.opacity) == (3, "conv2", 0.7)  # nothing lost
     with pytest.raises(TypeError, match="unknown argument"):
         DeconvNet(tiny_handle, unitt=3)
     with pytest.raises(KeyError, match="nearest valid names"):
@@ -136,7 +137,11 @@ def test_click_on_a_patch_shows_the_whole_image(widget) -> None:
     widget.run()
     assert widget.wait(timeout=120)
     assert widget.detail == b"" and widget.selected == -1
+    # the front end names the cell; x/y alone (an old or hand-made message) select nothing
     widget._on_click({"type": "click", "panel": 1, "trait": "projections", "x": 0.5, "y": 0.9})
+    assert widget.selected == -1
+    click = {"type": "click", "panel": 1, "trait": "projections", "x": 0.5, "y": 0.9}
+    widget._on_click(dict(click, row=2, col=1))
     assert widget.selected == 7
     detail = png(widget.detail)
     assert detail.shape == (32, 32, 3)
@@ -148,8 +153,9 @@ def test_click_on_a_patch_shows_the_whole_image(widget) -> None:
     faint = widget.detail
     widget.opacity = 0.0  # opacity re-composites without a run
     assert widget.detail != faint
-    widget._on_click({"type": "click", "panel": 0, "trait": "detail", "x": 0.1, "y": 0.1})
-    assert widget.selected == 7  # clicks on the detail picture do nothing
+    widget._on_click({"type": "click", "panel": 0, "trait": "detail", "row": 0, "col": 0})
+    widget._on_click(dict(click, row=3, col=0))  # no such cell
+    assert widget.selected == 7  # clicks on the detail picture or outside the grid do nothing
 
 
 def test_fewer_images_than_cells_and_clicks_on_empty_cells(tiny_handle) -> None:
@@ -158,7 +164,7 @@ def test_fewer_images_than_cells_and_clicks_on_empty_cells(tiny_handle) -> None:
         w.run()
         assert w.wait(timeout=120) and w.error == ""
         assert len(w.record()["result"]["top"]) == 5
-        w._on_click({"type": "click", "panel": 0, "trait": "patches", "x": 0.9, "y": 0.9})
+        w._on_click({"type": "click", "panel": 0, "trait": "patches", "row": 2, "col": 2})
         assert w.selected == -1
     finally:
         w.close()

@@ -24,9 +24,11 @@ The package, by what is inside:
 
 * :mod:`.settings`: the AM recipe (:func:`am_settings`) and its cache key (:func:`settings_key`),
   shared by the grids and the card.
-* :mod:`.grid`: :class:`LayerGrid`, its cache, :func:`render_grid` (labelled cells).
+* :mod:`.grid`: :class:`LayerGrid`, its cache, :func:`render_grid` (labelled cells),
+  :func:`order_units` and :func:`grid_view` (sorted, filtered, captioned: the layer view).
 * :mod:`.network`: :class:`NetworkSummary` / :class:`LayerSummary` and their computation.
-* :mod:`.card`: :class:`UnitCard`, :func:`unit_card_steps`, :func:`card_images`.
+* :mod:`.card`: :class:`UnitCard`, :func:`unit_card_steps`, :func:`card_images` and
+  :func:`card_view` (what a view of the card shows).
 * :func:`class_contributions` is an attribution method and lives in
   :mod:`cnnvis_widgets.core.contributions`; it is re-exported here.
 
@@ -45,13 +47,17 @@ torch.Size([40, 3, 64, 64])
 from __future__ import annotations
 
 from ..contributions import class_contributions
-from .card import UnitCard, card_images, unit_card, unit_card_steps
+from .card import UnitCard, card_images, card_view, unit_card, unit_card_steps
 from .grid import (
+    SORTS,
+    GridView,
     LayerGrid,
     cached_unit_image,
     grid_cache_path,
+    grid_view,
     layer_grid,
     layer_grid_steps,
+    order_units,
     render_grid,
 )
 from .network import (
@@ -82,4 +88,9 @@ __all__ = [
     "unit_card",
     "render_grid",
     "card_images",
+    "SORTS",
+    "order_units",
+    "GridView",
+    "grid_view",
+    "card_view",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +20,14 @@ from ... import cache
 from ...models.handle import ModelHandle
 from .. import activation_max as am
 from .. import objectives as O
+from ..blocks.runs import Run
 from ..contributions import class_contributions
-from ..imaging import make_grid
+from ..imaging import encode, make_grid
 from ..optimize import Step
-from .grid import cached_unit_image
+from .grid import _completed, cached_unit_image
 from .settings import _fingerprint, am_settings, settings_key
 
-__all__ = ["UnitCard", "unit_card_steps", "unit_card", "card_images"]
+__all__ = ["UnitCard", "unit_card_steps", "unit_card", "card_images", "card_view"]
 
 
 @dataclass
@@ -120,9 +121,10 @@ def unit_card_steps(
     top_classes: int = 5,
     use_cache: bool = True,
     stop_event: threading.Event | None = None,
-) -> Iterator[Step]:
+) -> Generator[Step, None, UnitCard | None]:
     """Compute a :class:`UnitCard`; yields a Step per optimization step of the variants run
-    (``image``: the variants) and one per top-k batch; the last carries ``metrics["card"]``.
+    (``image``: the variants), one per top-k batch and a last one (``metrics["stage"]``), and
+    returns the card (None when ``stop_event`` ended it).
 
     ``dataset``: the top-9 dataset (default ``augmented_samples(n_images)``, the DeconvNet
     widget's default); its pass is shared through the results cache. ``dissection``: a
@@ -173,7 +175,7 @@ def unit_card_steps(
             yield Step(index, st.loss, st.image, {"stage": "variants"}, 0)
             index += 1
         if stop_event is not None and stop_event.is_set():
-            return
+            return None
         assert last is not None and last.image is not None
         var = last.image.detach().clamp(0, 1).cpu()
         images = var.mul(255).round().to(torch.uint8)
@@ -191,18 +193,15 @@ def unit_card_steps(
         ds = as_dataset(dataset) if dataset is not None else None
         if ds is None:
             ds = augmented_samples(n=n_images, size=max(handle.input_size), seed=0)
-        top = T.load_cached_topk(handle, layer, ds.key, 9, None) if use_cache else None
+        run = Run(
+            T.cached_top_k_steps(handle, layer, ds, 9, use_cache=use_cache, stop_event=stop_event)
+        )
+        for _ in run:
+            yield Step(index, None, None, {"stage": "top-9"}, 0)
+            index += 1
+        top = run.result
         if top is None:
-            for st in T.top_k_steps(handle, layer, ds, k=9, stop_event=stop_event):
-                if "topk" in st.metrics:
-                    top = st.metrics["topk"]
-                yield Step(index, None, None, {"stage": "top-9"}, 0)
-                index += 1
-            if stop_event is not None and stop_event.is_set():
-                return
-            assert top is not None
-            if use_cache:
-                T.save_cached_topk(handle, layer, ds.key, 9, None, top)
+            return None
         try:
             up = unit_projections(handle, top, u, ds, "deconvnet")
         except ValueError as exc:
@@ -211,7 +210,7 @@ def unit_card_steps(
         entries, imgs, patches = up.entries, up.images, up.patches
         projections, note = up.projection_patches, up.note
     if stop_event is not None and stop_event.is_set():
-        return
+        return None
     # 3. dissection
     dinfo = None
     examples = None
@@ -244,7 +243,8 @@ def unit_card_steps(
         examples,
         classes,
     )
-    yield Step(index, None, None, {"stage": "done", "card": card}, index + 1)
+    yield Step(index, None, None, {"stage": "done"}, index + 1)
+    return card
 
 
 def unit_card(handle: ModelHandle, layer: str, unit: int, **kwargs: Any) -> UnitCard:
@@ -255,12 +255,7 @@ def unit_card(handle: ModelHandle, layer: str, unit: int, **kwargs: Any) -> Unit
     >>> card = unit_card(h, "_blocks.4", 7, steps=64, size=64)   # doctest: +SKIP
     >>> print(card.text())                                      # doctest: +SKIP
     """
-    card = None
-    for st in unit_card_steps(handle, layer, unit, **kwargs):
-        card = st.metrics.get("card", card)
-    if card is None:
-        raise RuntimeError("the unit card was not completed (stopped)")
-    return card
+    return _completed(unit_card_steps(handle, layer, unit, **kwargs), "unit card")
 
 
 def card_images(card: UnitCard, cell: int = 64) -> dict[str, torch.Tensor]:
@@ -277,3 +272,17 @@ def card_images(card: UnitCard, cell: int = 64) -> dict[str, torch.Tensor]:
     if card.probe_examples is not None:
         out["probe"] = card.probe_examples
     return out
+
+
+_PICTURES = ("am", "patches", "projections", "probe")
+
+
+def card_view(card: UnitCard, cell: int = 64) -> dict[str, Any]:
+    """What a view of the card shows: PNG bytes of :func:`card_images` (``am``, ``patches``,
+    ``projections``, ``probe``: empty without a dissection), the ``text`` and the ``classes``
+    rows ``[class name, contribution]``."""
+    pics = card_images(card, cell)
+    view: dict[str, Any] = {k: encode(pics[k], "png") if k in pics else b"" for k in _PICTURES}
+    view["text"] = card.text()
+    view["classes"] = [[n, round(v, 4)] for _, n, v in card.classes]
+    return view

@@ -4,14 +4,16 @@
 through the network per step) and keep the result in the results cache per model weights, layer,
 preset and settings (:func:`grid_cache_path`); a cancelled fill keeps its finished batches and
 resumes from them. :func:`cached_unit_image` is how the ActivationMaximization widget reads the
-same cache; :func:`render_grid` draws a grid with labelled cells.
+same cache; :func:`render_grid` draws a grid with labelled cells, :func:`order_units` sorts and
+filters them, :func:`grid_view` is both with a caption (what the Atlas widget's layer view shows).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from ... import cache
 from ...models.handle import ModelHandle
 from .. import activation_max as am
 from .. import objectives as O
+from ..blocks.runs import finish
 from ..imaging import make_grid, pil_to_tensor, to_pil
 from ..optimize import Step
 from .settings import _fingerprint, am_settings, settings_key
@@ -34,20 +37,34 @@ __all__ = [
     "layer_grid_steps",
     "layer_grid",
     "render_grid",
+    "SORTS",
+    "order_units",
+    "GridView",
+    "grid_view",
 ]
+
+#: the orders of :func:`order_units`
+SORTS = ("unit", "activation", "iou", "label")
+
+
+def _grid_key(
+    handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
+) -> str:
+    return cache.cache_key(
+        "atlas-am",
+        model=_fingerprint(handle),
+        layer=layer,
+        **settings_key(preset, settings, size, seed),
+    )
 
 
 def grid_cache_path(
     handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
 ) -> Path:
     """Where the AM grid of ``layer`` for these settings is kept in the results cache."""
-    key = cache.cache_key(
-        "atlas-am",
-        model=_fingerprint(handle),
-        layer=layer,
-        **settings_key(preset, settings, size, seed),
+    return cache.cache_path(
+        "atlas-am", _grid_key(handle, layer, preset, settings, size, seed), ".pt"
     )
-    return cache.cache_path("atlas-am", key, ".pt")
 
 
 @dataclass
@@ -124,10 +141,9 @@ def _load_grid(path: Path | None) -> LayerGrid | None:
 def _grid_entry(
     handle: ModelHandle, layer: str, preset: str, settings: am.AMSettings, size: int, seed: int
 ) -> Path | None:
-    try:
-        return grid_cache_path(handle, layer, preset, settings, size, seed)
-    except OSError:
-        return cache.entry_path("atlas-am", "unusable", ".pt")  # None, with the warning
+    # None (warned once) when the cache folder cannot be used
+    key = _grid_key(handle, layer, preset, settings, size, seed)
+    return cache.entry_path("atlas-am", key, ".pt")
 
 
 def cached_unit_image(
@@ -166,14 +182,15 @@ def layer_grid_steps(
     use_cache: bool = True,
     stop_event: threading.Event | None = None,
     **overrides: Any,
-) -> Iterator[Step]:
+) -> Generator[Step, None, LayerGrid | None]:
     """Fill the AM grid of ``layer``: ``batch`` units optimized together per step.
 
     Yields every optimization step with a global ``index`` and ``total`` (all batches), the
     current batch's images as ``image`` and ``metrics["units"]`` (the batch's units),
-    ``metrics["filled"]`` (units done). The last Step carries ``metrics["grid"]`` (a
-    :class:`LayerGrid`); when everything was cached it is the only Step. A set ``stop_event``
-    ends it between two steps; the finished batches are saved to the cache first.
+    ``metrics["filled"]`` (units done) and ``metrics["partial"]`` (the grid being filled, for a
+    live view), then a last Step; when everything was cached that is the only Step. Returns the
+    :class:`LayerGrid` (``grid = yield from layer_grid_steps(...)``). A set ``stop_event`` ends
+    it between two steps (it returns None); the finished batches are saved to the cache first.
 
     Parameters
     ----------
@@ -195,8 +212,11 @@ def layer_grid_steps(
 
     Examples
     --------
-    >>> for s in layer_grid_steps(h, "_blocks.4", steps=64):  # doctest: +SKIP
+    >>> run = Run(layer_grid_steps(h, "_blocks.4", steps=64))  # doctest: +SKIP
+    >>> for s in run:                                           # doctest: +SKIP
     ...     print(s.index, s.total, s.metrics["filled"])
+    >>> run.result.complete                                     # doctest: +SKIP
+    True
     """
     info = handle.layer(layer)
     n = info.channels
@@ -227,7 +247,7 @@ def layer_grid_steps(
     try:
         for chunk in chunks:
             if stop_event is not None and stop_event.is_set():
-                return
+                return None
             objective = O.channel(obj_layer, chunk)
             last: Step | None = None
             for st in am.maximize_steps(
@@ -250,7 +270,7 @@ def layer_grid_steps(
                 )
                 index += 1
             if last is None or last.image is None or last.index + 1 < settings.steps:
-                return  # cancelled mid-batch: this batch is dropped, the others are kept
+                return None  # cancelled mid-batch: this batch is dropped, the others are kept
             pixels = last.image.detach().clamp(0, 1)
             act = am.evaluate(handle, objective, pixels)
             idx = torch.tensor(chunk)
@@ -261,17 +281,22 @@ def layer_grid_steps(
     finally:
         if changed and path is not None:
             cache.write_entry(path, grid.save)
-    yield Step(max(0, index - 1), None, None, {"grid": grid, "filled": int(grid.done.sum())}, total)
+    yield Step(max(0, index - 1), None, None, {"filled": int(grid.done.sum())}, total)
+    return grid
+
+
+def _completed(steps: Generator[Step, Any, Any], what: str) -> Any:
+    """The result of a steps generator run to its end (:func:`~..blocks.runs.finish`), or a
+    ``RuntimeError`` saying that ``what`` was not completed (a stop event ended it)."""
+    result = finish(steps)
+    if result is None:
+        raise RuntimeError(f"the {what} was not completed (stopped)")
+    return result
 
 
 def layer_grid(handle: ModelHandle, layer: str, **kwargs: Any) -> LayerGrid:
     """Run :func:`layer_grid_steps` to the end and return the :class:`LayerGrid`."""
-    grid = None
-    for st in layer_grid_steps(handle, layer, **kwargs):
-        grid = st.metrics.get("grid", grid)
-    if grid is None:
-        raise RuntimeError("the grid was not completed (stopped)")
-    return grid
+    return _completed(layer_grid_steps(handle, layer, **kwargs), "grid")
 
 
 def _wrap_label(text: str, width_px: int, measure) -> list[str]:
@@ -342,8 +367,88 @@ def render_grid(
         imgs = F.interpolate(imgs, size=(cell, cell), mode="bilinear", antialias=True)
     names = [f"{u} {(labels or {}).get(u, '')}".strip() for u in order]
     imgs = _label_cells(imgs.clamp(0, 1), names)
-    import math
-
     cols = ncol or math.ceil(math.sqrt(len(order)))
     rows = math.ceil(len(order) / cols)
     return make_grid(imgs, ncol=cols, pad=2), rows, cols
+
+
+def order_units(
+    grid: LayerGrid,
+    labels: dict[int, tuple[str, float]] | None = None,
+    sort: str = "unit",
+    contains: str = "",
+) -> list[int]:
+    """The units of ``grid`` in display order: those whose label contains ``contains`` (case
+    ignored; all when empty), sorted by ``sort`` (one of :data:`SORTS`).
+
+    ``labels`` maps a unit to its ``(concept, IoU)`` (a dissection); "activation" puts units
+    not computed yet last, "iou" and "label" put unlabelled units last.
+
+    Examples
+    --------
+    >>> g = LayerGrid("l", torch.zeros(3, 3, 4, 4, dtype=torch.uint8),
+    ...               torch.tensor([1.0, 3.0, 2.0]), torch.tensor([True, True, False]))
+    >>> order_units(g, sort="activation")
+    [1, 0, 2]
+    >>> order_units(g, {0: ("striped", 0.1), 2: ("Stripes", 0.3)}, "iou", contains="strip")
+    [2, 0]
+    """
+    if sort not in SORTS:
+        raise ValueError(f"unknown order {sort!r}: use one of {', '.join(SORTS)}")
+    labels = labels or {}
+    units = list(range(grid.units))
+    text = contains.strip().lower()
+    if text:
+        units = [u for u in units if text in labels.get(u, ("", 0.0))[0].lower()]
+    if sort == "activation":
+        act, done = grid.activation, grid.done
+        units.sort(key=lambda u: -float(act[u]) if bool(done[u]) else float("inf"))
+    elif sort == "iou":
+        units.sort(key=lambda u: -labels.get(u, ("", 0.0))[1])
+    elif sort == "label":
+        units.sort(key=lambda u: (labels.get(u, ("~", 0.0))[0], u))
+    return units
+
+
+@dataclass
+class GridView:
+    """What :func:`grid_view` shows: the picture, its ``rows`` x ``cols`` cells, the unit of
+    each cell in order, the units done and a caption."""
+
+    image: torch.Tensor
+    rows: int
+    cols: int
+    units: list[int]
+    filled: int
+    text: str
+
+
+def grid_view(
+    grid: LayerGrid,
+    labels: dict[int, tuple[str, float]] | None = None,
+    *,
+    sort: str = "unit",
+    contains: str = "",
+    cell: int = 64,
+) -> GridView:
+    """The grid of the units :func:`order_units` keeps, each cell labelled with its concept,
+    and a caption (units done, order, filter).
+
+    Examples
+    --------
+    >>> g = LayerGrid("l", torch.zeros(3, 3, 4, 4, dtype=torch.uint8),
+    ...               torch.zeros(3), torch.tensor([True, False, True]))
+    >>> v = grid_view(g, sort="activation", cell=16)
+    >>> v.units, (v.rows, v.cols), v.text
+    ([0, 2, 1], (2, 2), 'l: 2/3 units done; showing 3 sorted by activation')
+    """
+    order = order_units(grid, labels, sort, contains)
+    concepts = {u: c for u, (c, _) in (labels or {}).items()}
+    image, rows, cols = render_grid(grid, order, labels=concepts, cell=cell)
+    filled = int(grid.done.sum())
+    text = (
+        f"{grid.layer}: {filled}/{grid.units} units done{' (labels: dissection)' if labels else ''}"
+        f"; showing {len(order)} sorted by {sort}"
+        + (f", label contains {contains!r}" if contains else "")
+    )
+    return GridView(image, rows, cols, order, filled, text)

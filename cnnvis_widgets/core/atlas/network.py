@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from ..blocks.runs import Run
 from ..hooks import capture, forward_to
 from ..imaging import colorize
 from ..optimize import Step
+from .grid import _completed
 from .settings import _fingerprint
 
 __all__ = [
@@ -82,15 +83,25 @@ class LayerSummary:
 @dataclass
 class NetworkSummary:
     """Result of :func:`network_summary`: one :class:`LayerSummary` per layer, the dissection
-    (or None) and the reference photo (pixels)."""
+    (or None), the reference photo (pixels) and the probe set of the dissection (None when it
+    was given, not made)."""
 
     layers: list[LayerSummary]
     dissection: Any = None
     reference: torch.Tensor | None = None
+    probe: Any = None
 
     def rows(self) -> list[dict[str, Any]]:
         """Table rows, one per layer."""
         return [s.row() for s in self.layers]
+
+    def labels(self, layer: str) -> dict[int, tuple[str, float]]:
+        """Unit -> ``(concept, IoU)`` of ``layer`` from the dissection (empty when the layer
+        was not dissected)."""
+        d = self.dissection
+        if d is None or layer not in d.layers:
+            return {}
+        return {r["unit"]: (r["concept"], r["iou"]) for r in d.units(layer)}
 
     def strips(self, thumb: int = 48) -> torch.Tensor:
         """All strips stacked, one row per layer (``(3, n*thumb', W)``)."""
@@ -142,9 +153,9 @@ def network_summary_steps(
     thumb: int = 48,
     use_cache: bool = True,
     stop_event: threading.Event | None = None,
-) -> Iterator[Step]:
-    """Compute the network view; yields progress Steps (``image`` None), the last one carries
-    ``metrics["summary"]`` (a :class:`NetworkSummary`).
+) -> Generator[Step, None, NetworkSummary | None]:
+    """Compute the network view; yields progress Steps (``image`` None, ``metrics["stage"]``)
+    and returns the :class:`NetworkSummary` (None when ``stop_event`` ended it).
 
     Stages: a dissection of all ``layers`` in one pass over the generated probe set
     (``dissection=True``; or pass a :class:`~cnnvis_widgets.core.dissection.Dissection`; False
@@ -160,6 +171,7 @@ def network_summary_steps(
     rows = [LayerSummary(i.name, i.kind, i.channels, i.height, i.width) for i in infos]
     spatial = [i.name for i in infos if i.spatial]
     result: Any = None
+    probe: Any = None
     fp = _fingerprint(handle)
     index = 0
     total = (1 if dissection is True else 0) + (inversion_steps if inversion else 0) + 1
@@ -185,7 +197,7 @@ def network_summary_steps(
                 yield Step(index, None, None, {"stage": "dissection"}, total)
             result = run.result
             if stop_event is not None and stop_event.is_set():
-                return
+                return None
             if result is None or not getattr(result, "complete", True):
                 raise RuntimeError("the dissection did not complete")
             cache.write_entry(path, result.save)
@@ -234,7 +246,7 @@ def network_summary_steps(
                 yield Step(index, st.loss, None, {"stage": "inversion"}, total)
                 index += 1
             if stop_event is not None and stop_event.is_set():
-                return
+                return None
             assert last is not None and last.image is not None
             images = last.image.detach().clamp(0, 1)
             errors = []
@@ -268,13 +280,8 @@ def network_summary_steps(
             pics.append(_thumb(heat[0] if heat.dim() == 4 else heat, thumb))
         strip = torch.cat([F.pad(p, (1, 1, 1, 1), value=1.0) for p in pics], dim=2)
         s.strip = strip
-    yield Step(
-        index,
-        None,
-        None,
-        {"stage": "done", "summary": NetworkSummary(rows, result, target.cpu())},
-        total,
-    )
+    yield Step(index, None, None, {"stage": "done"}, total)
+    return NetworkSummary(rows, result, target.cpu(), probe)
 
 
 def network_summary(handle: ModelHandle, layers: Sequence[str] | None = None, **kwargs: Any):
@@ -285,9 +292,4 @@ def network_summary(handle: ModelHandle, layers: Sequence[str] | None = None, **
     >>> s = network_summary(h, ["_blocks.2", "_blocks.8"], inversion_steps=32)  # doctest: +SKIP
     >>> s.rows()[0]["feature_error"]                                        # doctest: +SKIP
     """
-    out = None
-    for st in network_summary_steps(handle, layers, **kwargs):
-        out = st.metrics.get("summary", out)
-    if out is None:
-        raise RuntimeError("the summary was not completed (stopped)")
-    return out
+    return _completed(network_summary_steps(handle, layers, **kwargs), "summary")

@@ -13,12 +13,16 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import traitlets as t
+
 from ..core import inversion_results as R
 from ..core import upconv
 from ..core.blocks.optimize import Step
 from ..imaging import encode, make_grid
+from ._base import BoundedFloat, BoundedInt, setting
+from ._optimization import live_slider
 
-__all__ = ["DecoderTraining", "TRAIN_TRAITS"]
+__all__ = ["DecoderTraining", "TRAIN_TRAITS", "training_settings"]
 
 #: the widget's training traits and the DecoderSettings field each one sets
 TRAIN_TRAITS = {
@@ -29,9 +33,41 @@ TRAIN_TRAITS = {
 }
 
 
-class DecoderTraining:
-    """Mixin for the Inversion widget (``layer``, ``size``, ``seed``, the training traits of
-    :data:`TRAIN_TRAITS`, ``decoder_info`` and ``details``, and ``target()``)."""
+def training_settings(visible_when: dict[str, Any]) -> tuple[t.TraitType, ...]:
+    """The ``train_steps``, ``train_batch`` and ``feature_weight`` settings (all live), in the
+    order of their controls (the ``Decoder`` group, shown when ``visible_when`` holds)."""
+    return (
+        setting(
+            BoundedInt(500, 1, 1_000_000, help="Decoder training: total updates (live; resumes)."),
+            "slider", "Training steps", "Decoder", live=True, log=True, step=1,
+            visible_when=visible_when,
+        ),
+        setting(
+            BoundedInt(8, 1, 512, help="Decoder training: images per update (live)."),
+            "slider", "Batch", "Decoder", live=True, log=True, step=1, visible_when=visible_when,
+        ),
+        live_slider(
+            BoundedFloat(
+                0.0, 0.0, 10.0,
+                help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only).",
+            ),
+            "Feature loss weight", "Decoder", 0.01, visible_when=visible_when,
+        ),
+    )  # fmt: skip
+
+
+class DecoderTraining(t.HasTraits):
+    """Mixin for the Inversion widget (``layer``, ``size``, ``seed``, ``details``, ``target()``
+    and the settings of :func:`training_settings`): declares ``train_lr`` (no control) and the
+    read-only ``decoder_info``."""
+
+    train_lr = setting(
+        BoundedFloat(1e-3, 1e-07, 1.0, help="Decoder training: Adam learning rate (live)."),
+        live=True,
+    )
+    decoder_info = t.Unicode("", help="State of the decoder of the layer (read-only).").tag(
+        sync=True
+    )
 
     _decoders: dict[str, upconv.UpconvDecoder]
     _job = "run"  # the job of the next run: "run" or "train"

@@ -1,10 +1,11 @@
 """The photo a widget works on: a packaged sample or the user's own picture, as pixels.
 
-:class:`SamplePhoto` is a mixin for widgets with ``sample`` / ``sample_options`` / ``size`` /
-``original`` traits (and an upload, through :class:`~._photos.SampleUploadMixin`): the picture
-given to the constructor becomes the ``"custom"`` choice, :meth:`SamplePhoto.target` is the
-chosen photo as the network sees it at the widget's size (computed once per photo and size), and
-``original`` shows it.
+:class:`SamplePhoto` is a mixin for widgets with a ``size``: it declares the photo's settings
+(``sample`` and ``upload``, the first controls of the widget, and ``upload_name``) and the
+read-only ``sample_options`` and ``original``; the picture given to the constructor becomes the
+``"custom"`` choice (an upload the ``"upload"`` one, :class:`~._photos.SampleUploadMixin`),
+:meth:`SamplePhoto.target` is the chosen photo as the network sees it at the widget's size
+(computed once per photo and size), and ``original`` shows it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,34 @@ from ..core import inversion as inv
 from ..data import load_image, sample_images
 from ..imaging import encode, to_pil
 from ..models.convert import pixel_tensor
+from ._base import setting, upload_trait
 
 __all__ = ["CUSTOM", "SamplePhoto"]
 
 CUSTOM = "custom"
 
 
-class SamplePhoto:
+class SamplePhoto(t.HasTraits):
     """Mixin: the widget's photo (see the module's description)."""
+
+    sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
+        sync=True
+    )
+    original = t.Bytes(b"", help="PNG of the photo as the network sees it (read-only).").tag(
+        sync=True
+    )
+    # the settings, in the order of their controls ------------------------- Image
+    sample = setting(
+        t.Unicode("cat", help="The photo: a packaged photo's name, 'upload' or 'custom'."),
+        "select", "Photo", "Image", restart=True, options_trait="sample_options",
+    )  # fmt: skip
+    upload = setting(
+        upload_trait("Bytes of an image file chosen in the browser (JS sets)."),
+        "upload", "Your image", "Image", record=False, accept="image/*", name_trait="upload_name",
+    )  # fmt: skip
+    upload_name = setting(
+        t.Unicode("", help="File name of the uploaded image (JS sets)."), record=False
+    )
 
     _photos: dict[str, Image.Image | torch.Tensor]
 
@@ -81,7 +102,7 @@ class SamplePhoto:
     @t.validate("sample")
     def _valid_sample(self, proposal: dict) -> str:
         v = proposal["value"]
-        valid = [o[1] for o in self.sample_options]  # type: ignore[attr-defined]
+        valid = [o[1] for o in self.sample_options]
         if v not in valid:
             raise t.TraitError(f"unknown photo {v!r}; choose one of {', '.join(valid)}")
         return v

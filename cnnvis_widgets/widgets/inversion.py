@@ -9,12 +9,9 @@ press resumes. Strip mode shows the reconstructions from several layers side by 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +21,7 @@ from ..core import inversion as inv
 from ..core import inversion_results as R
 from ..core.blocks.optimize import Step
 from ..core.blocks.settings import from_preset
-from ..imaging import encode, make_grid
+from ..imaging import make_grid
 from ..models import ModelHandle
 from ..models.layers import default_inversion_layer as _default_layer
 from ..models.layers import inversion_layers as default_layers
@@ -33,11 +30,9 @@ from ._base import (
     BoundedInt,
     CnnvisWidget,
     ModelArg,
-    export_paths,
     setting,
-    upload_trait,
 )
-from ._decoder_training import DecoderTraining
+from ._decoder_training import DecoderTraining, training_settings
 from ._optimization import (
     PresetSliders,
     live_slider,
@@ -48,6 +43,7 @@ from ._optimization import (
     steps_setting,
 )
 from ._photos import UPLOAD_TRAITS, SampleUploadMixin
+from ._reconstruction import ReconstructionResult
 from ._sample_photo import SamplePhoto
 
 __all__ = ["Inversion", "default_layers"]
@@ -58,7 +54,14 @@ _DEC = {"trait": "method", "in": ["decoder"]}  # ... of the decoder
 _SETTING_TRAITS = tuple(f.name for f in dataclasses.fields(inv.InversionSettings))
 
 
-class Inversion(DecoderTraining, PresetSliders, SamplePhoto, SampleUploadMixin, CnnvisWidget):
+class Inversion(
+    ReconstructionResult,
+    DecoderTraining,
+    PresetSliders,
+    SamplePhoto,
+    SampleUploadMixin,
+    CnnvisWidget,
+):
     """Reconstruct a photo from what one layer keeps of it (network inversion), live.
 
     Parameters
@@ -83,27 +86,11 @@ class Inversion(DecoderTraining, PresetSliders, SamplePhoto, SampleUploadMixin, 
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    sample_options = t.List(help="[label, value] of every photo offered (read-only).").tag(
-        sync=True
-    )
-    original = t.Bytes(b"", help="PNG of the photo as the network sees it (read-only).").tag(
-        sync=True
-    )
     layer_options = t.List(help="[label, name] of every conv-like layer (read-only).").tag(
         sync=True
     )
 
-    # the settings, in the order of their controls ------------------------- Image
-    sample = setting(
-        t.Unicode(
-            "cat", help="The photo reconstructed: a packaged photo's name, 'upload' or 'custom'."
-        ),
-        "select", "Photo", "Image", restart=True, options_trait="sample_options",
-    )  # fmt: skip
-    upload = setting(
-        upload_trait("Bytes of an image file chosen in the browser (JS sets)."),
-        "upload", "Your image", "Image", record=False, accept="image/*", name_trait="upload_name",
-    )  # fmt: skip
+    # the settings, in the order of their controls: Image (sample, upload: SamplePhoto)
     size = size_setting("Image", "Side of the image in pixels.")
     # ---------------------------------------------------------------------- Layer
     layer = setting(
@@ -164,22 +151,8 @@ class Inversion(DecoderTraining, PresetSliders, SamplePhoto, SampleUploadMixin, 
         "Jitter (px)", "Priors", 1, visible_when=_REG,
     )  # fmt: skip
     seed = seed_setting("Optimization")
-    # ------------------------------------------------------ Decoder (DecoderSettings, all live)
-    train_steps = setting(
-        BoundedInt(500, 1, 1_000_000, help="Decoder training: total updates (live; resumes)."),
-        "slider", "Training steps", "Decoder", live=True, log=True, step=1, visible_when=_DEC,
-    )  # fmt: skip
-    train_batch = setting(
-        BoundedInt(8, 1, 512, help="Decoder training: images per update (live)."),
-        "slider", "Batch", "Decoder", live=True, log=True, step=1, visible_when=_DEC,
-    )  # fmt: skip
-    feature_weight = live_slider(
-        BoundedFloat(
-            0.0, 0.0, 10.0,
-            help="Decoder training: weight of the feature L2 loss (live; 0 = pixel loss only).",
-        ),
-        "Feature loss weight", "Decoder", 0.01, visible_when=_DEC,
-    )  # fmt: skip
+    # ----------------------------------------- Decoder (DecoderSettings; train_lr: no control)
+    train_steps, train_batch, feature_weight = training_settings(_DEC)
     # ---------------------------------------------------------------------- without a control
     lr_end = setting(
         BoundedFloat(0.001, 0.0, 10.0, help="Learning rate at the last step (live)."), live=True
@@ -189,25 +162,6 @@ class Inversion(DecoderTraining, PresetSliders, SamplePhoto, SampleUploadMixin, 
             0.75, 0.0, 1.0, help="Fraction of the steps with jitter; the rest run without (live)."
         ),
         live=True,
-    )
-    train_lr = setting(
-        BoundedFloat(1e-3, 1e-07, 1.0, help="Decoder training: Adam learning rate (live)."),
-        live=True,
-    )
-    upload_name = setting(
-        t.Unicode("", help="File name of the uploaded image (JS sets)."), record=False
-    )
-    feature_error = t.Float(
-        -1.0,
-        help="Normalized feature error ||phi(x)-phi0||^2/||phi0||^2 of the final reconstruction, "
-        "without jitter (first layer of a strip; -1 before a run) (read-only).",
-    ).tag(sync=True)
-    pixel_correlation = t.Float(
-        0.0, help="Pixel correlation of the final reconstruction with the original (read-only)."
-    ).tag(sync=True)
-    details = t.Unicode("", help="The result in words and numbers (read-only).").tag(sync=True)
-    decoder_info = t.Unicode("", help="State of the decoder of the layer (read-only).").tag(
-        sync=True
     )
 
     _loss_label = "feature error"
@@ -365,66 +319,14 @@ class Inversion(DecoderTraining, PresetSliders, SamplePhoto, SampleUploadMixin, 
         try:
             if train:
                 self._composite = self._finish_training(step, rec)
-                return
-            target, image = self.target(), step.image.detach().clamp(0, 1)
-            decoded = self.method == "decoder"
-            m = R.reconstruction_metrics(
-                self.handle,
-                target,
-                image,
-                self._layers_run,
-                step.metrics["feature_error"] if decoded else None,
-            )
-            fe, corr = m["feature_error"], m["pixel_correlation"]
-            rec.update({k: [round(v, 6) for v in vals] for k, vals in m.items()})
-            self.feature_error = fe[0] if fe[0] == fe[0] else -1.0
-            self.pixel_correlation = corr[0]
-            stopped = (step.index + 1, step.total) if self._stop_event.is_set() else None
-            lines = R.metric_lines(self._layers_run, m, self._missing if decoded else (), stopped)
-            self.details = "\n".join(lines)
-            both = torch.cat([target.detach(), image])
-            self._composite = encode(make_grid(both.cpu(), ncol=both.shape[0]))
+            else:
+                self._composite = self._record_reconstruction(step, rec)
         except Exception as exc:  # noqa: BLE001 - the run's own error is already shown
             rec["result_error"] = f"{type(exc).__name__}: {exc}"
-
-    def _result_text(self) -> str:
-        rec = self._last_record
-        if rec.get("job") == "train":
-            return f", decoder trained {rec.get('trained_steps', 0)} steps"
-        fe = rec.get("feature_error")
-        if not fe:
-            return ""
-        corr = rec["pixel_correlation"]
-        if len(fe) == 1:
-            return f", feature error {fe[0]:.4f}, pixel correlation {corr[0]:.3f}"
-        return ", feature errors " + " ".join(f"{v:.3f}" for v in fe)
 
     def _settings(self) -> dict[str, Any]:
         # the model's name was recorded among the settings before they were declared: kept
         return {**super()._settings(), "model_name": self.model_name}
-
-    # ------------------------------------------------------------------ export
-    def composite_png(self) -> bytes:
-        """PNG of the original beside the reconstruction(s) of the last run (empty before)."""
-        return self._composite
-
-    def export(self, path: str | Path) -> tuple[Path, Path]:
-        """Write ``<path>.png`` (original beside the reconstruction(s)) and ``<path>.json``
-        (:meth:`record`: every setting, the seed, the model, versions and the result)."""
-        if not self._composite:
-            raise RuntimeError("nothing to export yet: run() the widget first")
-        png, js = export_paths(path, ".png", ".json")
-        png.parent.mkdir(parents=True, exist_ok=True)
-        png.write_bytes(self._composite)
-        js.write_text(json.dumps(self.record(), indent=1))
-        return png, js
-
-    def _repr_mimebundle_(self, **kwargs: Any):
-        data = super()._repr_mimebundle_(**kwargs)
-        picture = self._composite or (b"" if "image/png" in data else self.original)
-        if picture:
-            data["image/png"] = base64.b64encode(picture).decode("ascii")
-        return data
 
     # ------------------------------------------------------------------ controls and panels
     def _panel_specs(self, chart_label: str) -> list[dict]:

@@ -14,16 +14,8 @@ from ..core.blocks.optimize import Step
 from ..core.blocks.settings import field_names
 from ..models import ModelHandle
 from ..models.layers import default_layer
+from . import _optimization as opt
 from ._base import BoundedFloat, BoundedInt, CnnvisWidget, setting
-from ._optimization import (
-    PresetSliders,
-    live_slider,
-    lr_setting,
-    preset_setting,
-    seed_setting,
-    size_setting,
-    steps_setting,
-)
 
 __all__ = ["ActivationMaximization"]
 
@@ -31,7 +23,7 @@ __all__ = ["ActivationMaximization"]
 _SETTING_TRAITS = tuple(sorted(field_names(am.AMSettings) - {"jitter2"}))
 
 
-class ActivationMaximization(PresetSliders, CnnvisWidget):
+class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     """Synthesize the image that drives a unit, a channel or a class logit, live.
 
     Parameters
@@ -91,7 +83,7 @@ class ActivationMaximization(PresetSliders, CnnvisWidget):
         "slider", "Grid (units)", "Objective", restart=True, step=1,
     )  # fmt: skip
     # ---------------------------------------------------------------------- Run
-    preset = preset_setting(am.PRESETS, "lucid", "Run")
+    preset = opt.preset_setting(am.PRESETS, "lucid", "Run")
     fed_size = setting(
         t.Enum(
             list(am.FED_SIZES),
@@ -103,54 +95,54 @@ class ActivationMaximization(PresetSliders, CnnvisWidget):
         "select", "Network sees", "Run", live=True,
         options=[["model's input size", "model"], ["image size", "param"]],
     )  # fmt: skip
-    steps = steps_setting(512, "Run", "Number of optimization steps.")
-    lr = lr_setting(0.05, 0.0001, "Run", "Learning rate.")
-    size = size_setting("Run", "Side of the optimized image in pixels.")
-    seed = seed_setting("Run")
+    steps = opt.steps_setting(512, "Run", "Number of optimization steps.")
+    lr = opt.lr_setting(0.05, 0.0001, "Run", "Learning rate.")
+    size = opt.size_setting("Run", "Side of the optimized image in pixels.")
+    seed = opt.seed_setting("Run")
     # ------------------------------------------- Regularizers (fields of AMSettings, all live)
-    l2_decay = live_slider(
+    l2_decay = opt.live_slider(
         BoundedFloat(0.0, 0.0, 0.1, help="L2 decay towards grey per step."),
         "L2 decay", "Regularizers", 0.0001, collapsed=True,
     )  # fmt: skip
-    blur_sigma = live_slider(
+    blur_sigma = opt.live_slider(
         BoundedFloat(0.0, 0.0, 8.0, help="Gaussian blur width (pixels)."),
         "Blur sigma", "Regularizers", 0.05,
     )  # fmt: skip
-    blur_every = live_slider(
+    blur_every = opt.live_slider(
         BoundedInt(4, 1, 64, help="Blur every this many steps."), "Blur every", "Regularizers", 1
     )
-    clip_norm_pct = live_slider(
+    clip_norm_pct = opt.live_slider(
         BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small norm (percentile)."),
         "Clip small norm %", "Regularizers", 1,
     )  # fmt: skip
-    clip_contrib_pct = live_slider(
+    clip_contrib_pct = opt.live_slider(
         BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small contribution (percentile)."),
         "Clip small contribution %", "Regularizers", 1,
     )  # fmt: skip
-    tv_weight = live_slider(
+    tv_weight = opt.live_slider(
         BoundedFloat(0.0, 0.0, 10.0, help="Total-variation weight."),
         "Total variation", "Regularizers", 0.01,
     )  # fmt: skip
-    l2_weight = live_slider(
+    l2_weight = opt.live_slider(
         BoundedFloat(0.0, 0.0, 0.1, help="L2 penalty weight (Simonyan)."),
         "L2 penalty", "Regularizers", 0.0001,
     )  # fmt: skip
     # --------------------------------------------- Transforms (fields of AMSettings, all live)
-    pad = live_slider(
+    pad = opt.live_slider(
         BoundedInt(12, 0, 64, help="Padding before the random transforms (pixels)."),
         "Pad", "Transforms", 1, collapsed=True,
     )  # fmt: skip
-    jitter = live_slider(
+    jitter = opt.live_slider(
         BoundedInt(8, 0, 64, help="Random shift (pixels)."), "Jitter", "Transforms", 1
     )
-    scale = live_slider(
+    scale = opt.live_slider(
         BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-."), "Scale +-", "Transforms", 0.01
     )
-    rotate = live_slider(
+    rotate = opt.live_slider(
         BoundedFloat(10.0, 0.0, 180.0, help="Random rotation range, +- degrees."),
         "Rotate +- deg", "Transforms", 1,
     )  # fmt: skip
-    diversity = live_slider(
+    diversity = opt.live_slider(
         BoundedFloat(0.0, 0.0, 100.0, help="Diversity weight across the grid's images."),
         "Diversity", "Transforms", 0.1,
     )  # fmt: skip

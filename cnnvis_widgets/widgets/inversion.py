@@ -25,6 +25,7 @@ from ..imaging import make_grid
 from ..models import ModelHandle
 from ..models.layers import default_inversion_layer as _default_layer
 from ..models.layers import inversion_layers as default_layers
+from . import _optimization as opt
 from ._base import (
     BoundedFloat,
     BoundedInt,
@@ -33,15 +34,6 @@ from ._base import (
     setting,
 )
 from ._decoder_training import DecoderTraining, training_settings
-from ._optimization import (
-    PresetSliders,
-    live_slider,
-    lr_setting,
-    preset_setting,
-    seed_setting,
-    size_setting,
-    steps_setting,
-)
 from ._photos import UPLOAD_TRAITS, SampleUploadMixin
 from ._reconstruction import ReconstructionResult
 from ._sample_photo import SamplePhoto
@@ -57,7 +49,7 @@ _SETTING_TRAITS = tuple(f.name for f in dataclasses.fields(inv.InversionSettings
 class Inversion(
     ReconstructionResult,
     DecoderTraining,
-    PresetSliders,
+    opt.PresetSliders,
     SamplePhoto,
     SampleUploadMixin,
     CnnvisWidget,
@@ -91,7 +83,7 @@ class Inversion(
     )
 
     # the settings, in the order of their controls: Image (sample, upload: SamplePhoto)
-    size = size_setting("Image", "Side of the image in pixels.")
+    size = opt.size_setting("Image", "Side of the image in pixels.")
     # ---------------------------------------------------------------------- Layer
     layer = setting(
         t.Unicode("", help="Dotted name of the layer whose features are inverted."),
@@ -121,36 +113,36 @@ class Inversion(
         visible_when={"trait": "strip", "in": [True]},
     )  # fmt: skip
     # ---------------------------------------------------------------------- Optimization
-    preset = preset_setting(inv.PRESETS, "mahendran", "Optimization", visible_when=_REG)
-    steps = steps_setting(
+    preset = opt.preset_setting(inv.PRESETS, "mahendran", "Optimization", visible_when=_REG)
+    steps = opt.steps_setting(
         200, "Optimization", "Number of optimization steps (live).", visible_when=_REG
     )
-    lr = lr_setting(
+    lr = opt.lr_setting(
         0.02, 1e-06, "Optimization", "Initial learning rate, decayed along a cosine (live).",
         visible_when=_REG,
     )  # fmt: skip
     # ----------------------------------------- Priors (fields of InversionSettings, all live)
-    alpha_weight = live_slider(
+    alpha_weight = opt.live_slider(
         BoundedFloat(1e-3, 0.0, 10.0, help="Weight of the alpha-norm prior (live)."),
         "Alpha-norm weight", "Priors", 0.001, collapsed=True, visible_when=_REG,
     )  # fmt: skip
-    alpha = live_slider(
+    alpha = opt.live_slider(
         BoundedFloat(6.0, 1.0, 20.0, help="Exponent of the alpha-norm prior (live)."),
         "Alpha", "Priors", 0.5, visible_when=_REG,
     )  # fmt: skip
-    tv_weight = live_slider(
+    tv_weight = opt.live_slider(
         BoundedFloat(3.0, 0.0, 100.0, help="Weight of the total-variation prior (live)."),
         "TV weight", "Priors", 0.1, visible_when=_REG,
     )  # fmt: skip
-    tv_beta = live_slider(
+    tv_beta = opt.live_slider(
         BoundedFloat(2.0, 1.0, 4.0, help="Exponent of the total-variation prior (live)."),
         "TV beta", "Priors", 0.1, visible_when=_REG,
     )  # fmt: skip
-    jitter = live_slider(
+    jitter = opt.live_slider(
         BoundedInt(2, 0, 64, help="Random shift in pixels, during the first steps (live)."),
         "Jitter (px)", "Priors", 1, visible_when=_REG,
     )  # fmt: skip
-    seed = seed_setting("Optimization")
+    seed = opt.seed_setting("Optimization")
     # ----------------------------------------- Decoder (DecoderSettings; train_lr: no control)
     train_steps, train_batch, feature_weight = training_settings(_DEC)
     # ---------------------------------------------------------------------- without a control

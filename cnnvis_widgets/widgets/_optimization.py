@@ -20,6 +20,7 @@ from ._base import BoundedFloat, BoundedInt, setting
 
 __all__ = [
     "PresetSliders",
+    "choice_setting",
     "live_slider",
     "lr_setting",
     "preset_setting",
@@ -72,6 +73,17 @@ def seed_setting(group: str):
 def live_slider(trait: t.TraitType, label: str, group: str, step: float, **control: Any):
     """A slider the running loop reads at every step (a regularizer, a transform, a prior)."""
     return setting(trait, "slider", label, group, live=True, step=step, **control)
+
+
+def choice_setting(
+    choices: dict[str, str], default: str, help: str, kind: str, label: str, group: str, **kw: Any
+):
+    """A setting with a closed set of values, ``{value: label}`` (the trait's values and the
+    control's options from one table)."""
+    return setting(
+        t.Enum(list(choices), default, help=help), kind, label, group,
+        options=[[lab, v] for v, lab in choices.items()], **kw,
+    )  # fmt: skip
 
 
 class PresetSliders:

@@ -56,16 +56,12 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
         "select", "Layer", "Objective", restart=True,
         options_trait="layer_options", help="conv-like layers, with channels",
     )  # fmt: skip
-    objective = setting(
-        t.Enum(
-            ["channel", "neuron", "class", "dream"],
-            "channel",
-            help="channel: mean of a feature map; neuron: its centre position; class: a logit; "
-            "dream: the whole layer (DeepDream).",
-        ),
+    objective = opt.choice_setting(
+        {"channel": "channel", "neuron": "neuron", "class": "class logit", "dream": "DeepDream"},
+        "channel",
+        "channel: mean of a feature map; neuron: its centre position; class: a logit; dream: the "
+        "whole layer (DeepDream).",
         "toggle", "Maximize", "Objective", restart=True,
-        options=[["channel", "channel"], ["neuron", "neuron"], ["class logit", "class"],
-                 ["DeepDream", "dream"]],
     )  # fmt: skip
     unit = setting(
         t.Int(0, help="Channel of the layer (first unit in grid mode)."),
@@ -84,16 +80,12 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     )  # fmt: skip
     # ---------------------------------------------------------------------- Run
     preset = opt.preset_setting(am.PRESETS, "lucid", "Run")
-    fed_size = setting(
-        t.Enum(
-            list(am.FED_SIZES),
-            "model",
-            help="Size the network sees: 'model' resamples the transformed image to the model's "
-            "input size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays "
-            "at 'size'.",
-        ),
+    fed_size = opt.choice_setting(
+        dict(zip(am.FED_SIZES, ["model's input size", "image size"])),
+        "model",
+        "Size the network sees: 'model' resamples the transformed image to the model's input "
+        "size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays at 'size'.",
         "select", "Network sees", "Run", live=True,
-        options=[["model's input size", "model"], ["image size", "param"]],
     )  # fmt: skip
     steps = opt.steps_setting(512, "Run", "Number of optimization steps.")
     lr = opt.lr_setting(0.05, 0.0001, "Run", "Learning rate.")

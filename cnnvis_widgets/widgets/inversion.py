@@ -90,16 +90,13 @@ class Inversion(
         "select", "Layer", "Layer", restart=True, options_trait="layer_options",
         help="conv-like layers, with channels and size",
     )  # fmt: skip
-    method = setting(
-        t.Enum(
-            ["regularized", "decoder"],
-            "regularized",
-            help="regularized: optimize an image whose features match, with natural-image priors "
-            "(Mahendran & Vedaldi 2015); decoder: one pass of a trained up-convolutional decoder "
-            "(Dosovitskiy & Brox 2016).",
-        ),
+    method = opt.choice_setting(
+        {"regularized": "regularized", "decoder": "decoder"},
+        "regularized",
+        "regularized: optimize an image whose features match, with natural-image priors "
+        "(Mahendran & Vedaldi 2015); decoder: one pass of a trained up-convolutional decoder "
+        "(Dosovitskiy & Brox 2016).",
         "toggle", "Method", "Layer", restart=True,
-        options=[["regularized", "regularized"], ["decoder", "decoder"]],
     )  # fmt: skip
     strip = setting(
         t.Bool(

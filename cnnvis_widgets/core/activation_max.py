@@ -18,9 +18,8 @@ torch.Size([1, 3, 128, 128])
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +31,18 @@ from . import regularizers as R
 from .blocks.hooks import capture, forward_to
 from .blocks.objectives import LOGITS, Objective, as_objective, diversity
 from .blocks.optimize import Step, optimize_steps
-from .blocks.params import ImageParam
-from .blocks.transforms import random_affine
+from .blocks.params import ImageParam, fft_image, pixel_image
+from .blocks.runs import finish
+from .blocks.settings import Settings, from_preset, pick_preset
+from .blocks.transforms import Transform, compose, random_affine
 
 __all__ = [
     "AMSettings",
     "FED_SIZES",
     "Preset",
     "PRESETS",
+    "preset_settings",
+    "settings_transform",
     "maximize_steps",
     "maximize",
     "evaluate",
@@ -48,7 +51,7 @@ __all__ = [
 
 
 @dataclass
-class AMSettings:
+class AMSettings(Settings):
     """Settings read at every step: change them while a run goes on and the next step uses them.
 
     Attributes
@@ -99,15 +102,23 @@ class AMSettings:
     diversity: float = 0.0
     fed_size: str = "model"
 
+    def check(self, name: str, value: Any) -> Any:
+        if name == "fed_size" and value not in FED_SIZES:
+            raise ValueError(f"fed_size must be one of {', '.join(FED_SIZES)}, got {value!r}")
+        return value
+
     def update(self, **kwargs: Any) -> AMSettings:
-        """Set fields by name (``TypeError`` for unknown names); returns self."""
-        names = {f.name for f in dataclasses.fields(self)}
-        for k, v in kwargs.items():
-            if k not in names:
-                raise TypeError(f"unknown setting {k!r}; valid: {', '.join(sorted(names))}")
-            if k == "fed_size" and v not in FED_SIZES:
-                raise ValueError(f"fed_size must be one of {', '.join(FED_SIZES)}, got {v!r}")
-            setattr(self, k, limits.setting_value(getattr(self, k), v, k))
+        """Set fields by name (``TypeError`` for unknown names); returns self.
+
+        The second jitter follows the first (Lucid's 4 px when ``jitter > 1``, else off) when
+        ``jitter`` is set without ``jitter2``; an explicit ``jitter2`` wins.
+
+        >>> AMSettings().update(jitter=0).jitter2, AMSettings().update(jitter=0, jitter2=2).jitter2
+        (0, 2)
+        """
+        super().update(**kwargs)
+        if "jitter" in kwargs and "jitter2" not in kwargs:
+            self.jitter2 = 4 if self.jitter > 1 else 0
         return self
 
 
@@ -116,11 +127,7 @@ FED_SIZES = ("model", "param")
 
 def _fed_size(handle: ModelHandle, settings: AMSettings) -> tuple[int, int] | None:
     """The ``(H, W)`` the network sees, or None for the image's own size (``fed_size="param"``)."""
-    if settings.fed_size not in FED_SIZES:
-        raise ValueError(
-            f"fed_size must be one of {', '.join(FED_SIZES)}, got {settings.fed_size!r}"
-        )
-    if settings.fed_size == "param":
+    if settings.check("fed_size", settings.fed_size) == "param":
         return None
     return (int(handle.input_size[0]), int(handle.input_size[1]))
 
@@ -140,6 +147,27 @@ class Preset:
     settings: AMSettings
     description: str
     sd: float = 0.01
+
+    def make_param(
+        self, handle: ModelHandle, batch: int, size: int, seed: int = 0, sd: float | None = None
+    ) -> ImageParam:
+        """The preset's parameterization of a ``(batch, C, size, size)`` batch for ``handle``,
+        initialized from ``seed`` (what :func:`maximize_steps` optimizes when no ``param`` is
+        given)."""
+        build = fft_image if self.param == "fft" else pixel_image
+        return _build_param(build, handle, batch, size, seed, self.sd if sd is None else sd)
+
+
+ParamBuilder = Callable[..., ImageParam]
+
+
+def _build_param(
+    build: ParamBuilder, handle: ModelHandle, batch: int, size: int, seed: int, sd: float
+) -> ImageParam:
+    """``build(shape, sd=, generator=, device=, mean=)`` for ``handle``, seeded with ``seed``."""
+    g = torch.Generator().manual_seed(int(seed))
+    shape = (batch, handle.in_channels, size, size)
+    return build(shape, sd=sd, generator=g, device=handle.device, mean=handle.mean)
 
 
 _NO_TRANSFORMS: dict[str, Any] = dict(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
@@ -194,6 +222,45 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_settings(
+    preset: str = "lucid", steps: int | None = None, lr: float | None = None, **explicit: Any
+) -> AMSettings:
+    """A copy of ``preset``'s :class:`AMSettings` with the ``explicit`` fields set on top.
+
+    The one way settings are built from a preset (the functions, the widget and the atlas): an
+    explicit value always wins, ``None`` leaves the preset's, and the second jitter follows the
+    first unless ``jitter2`` is given (:meth:`AMSettings.update`).
+
+    >>> s = preset_settings("lucid", steps=64, jitter=0)
+    >>> s.steps, s.lr, s.jitter, s.jitter2
+    (64, 0.05, 0, 0)
+    """
+    p = pick_preset(PRESETS, preset)
+    return from_preset(p.settings, steps=steps, lr=lr, **explicit)
+
+
+def settings_transform(handle: ModelHandle, settings: AMSettings) -> Transform:
+    """The transforms of the presets, read from ``settings`` at every call.
+
+    Lucid's standard transforms (``pad``, ``jitter``, ``scale``, ``rotate``, ``jitter2``) and
+    the resampling to the fed size (``fed_size``) as one bilinear warp
+    (:func:`~.blocks.transforms.random_affine`): what :func:`maximize_steps` applies when no
+    ``transforms`` are given. Moving a setting mid-run changes the next call.
+    """
+
+    def apply(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        s = settings
+        fed = _fed_size(handle, s)
+        if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1 or fed is not None:
+            t = random_affine(
+                s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5, out_size=fed
+            )
+            x = t(x, g)
+        return x
+
+    return apply
+
+
 @dataclass
 class AMResult:
     """Result of :func:`maximize`.
@@ -229,19 +296,46 @@ def _validate(handle: ModelHandle, objective: Objective) -> None:
         handle.check_class(c)
 
 
-def _make_param(handle: ModelHandle, preset: Preset, batch: int, size: int, seed: int, sd):
-    g = torch.Generator().manual_seed(int(seed))
-    fft = preset.param == "fft"
-    return ImageParam(
-        (batch, handle.in_channels, size, size),
-        fft=fft,
-        decorrelate=fft,
-        sigmoid=fft,
-        sd=preset.sd if sd is None else sd,
-        generator=g,
-        device=handle.device,
-        mean=handle.mean,
-    )
+def _as_param(
+    param: ImageParam | ParamBuilder | None,
+    handle: ModelHandle,
+    p: Preset,
+    batch: int | None,
+    size: int | None,
+    seed: int,
+    sd: float | None,
+) -> ImageParam:
+    """The parameterization a run optimizes: the user's (an ``ImageParam`` or a builder called
+    like :func:`~.blocks.params.fft_image`) or the preset's."""
+    if isinstance(param, ImageParam):
+        b, c, ph, pw = param.shape
+        if ph != pw:
+            raise ValueError(f"param must be square, got {ph} x {pw} pixels")
+        for name, given, have in (("size", size, ph), ("batch", batch, b)):
+            if given is not None and int(given) != have:
+                raise ValueError(f"{name}={given} disagrees with the param's shape {param.shape}")
+        if c != handle.in_channels:
+            raise ValueError(f"param has {c} channels, the model takes {handle.in_channels}")
+        if param.device.type != torch.device(handle.device).type:
+            raise ValueError(f"param is on {param.device}, the model on {handle.device}")
+        limits.check_batch(b, limits.check_side(ph), pw)
+        return param
+    size = limits.check_side(p.size if size is None else size)
+    batch = limits.check_batch(1 if batch is None else batch, size, size)
+    if param is None:
+        return p.make_param(handle, batch, size, seed, sd)
+    if not callable(param):
+        raise TypeError(f"param must be an ImageParam or a callable, got {type(param).__name__}")
+    return _build_param(param, handle, batch, size, seed, p.sd if sd is None else sd)
+
+
+def _as_transform(transforms: Transform | Sequence[Transform]) -> Transform:
+    if callable(transforms):
+        return transforms
+    ts = list(transforms)
+    if not all(callable(t) for t in ts):
+        raise TypeError("transforms must be a transform or a list of transforms (callables)")
+    return compose(ts)
 
 
 def maximize_steps(
@@ -249,17 +343,24 @@ def maximize_steps(
     objective: Objective | str,
     *,
     preset: str = "lucid",
+    param: ImageParam | ParamBuilder | None = None,
+    transforms: Transform | Sequence[Transform] | None = None,
+    optimizer: str | None = None,
     steps: int | None = None,
     size: int | None = None,
     lr: float | None = None,
-    batch: int = 1,
+    batch: int | None = None,
     seed: int = 0,
     settings: AMSettings | None = None,
     stop_event: threading.Event | None = None,
     sd: float | None = None,
     **overrides: Any,
-) -> Iterator[Step]:
+) -> Generator[Step, None, AMResult | None]:
     """Optimize an image batch to maximize ``objective``; yield a ``Step`` after each update.
+
+    Returns (``result = yield from maximize_steps(...)``, or
+    :func:`~.blocks.runs.finish`) the :class:`AMResult` of the last step, also when
+    ``stop_event`` ended the run early; None when no step was made.
 
     Parameters
     ----------
@@ -268,6 +369,23 @@ def maximize_steps(
         E.g. ``objectives.channel("_blocks.4", 7)`` or ``"_blocks.4:7"``.
     preset : str
         A key of :data:`PRESETS`: ``"lucid"``, ``"yosinski"``, ``"yosinski_clip"``, ``"simonyan"``.
+        It fills in whatever is not given: the parameterization, the optimizer, the size and the
+        settings.
+    param : ImageParam or callable, optional
+        What is optimized (Lucent's ``param_f``). An :class:`~.blocks.params.ImageParam` on the
+        model's device (its shape sets ``batch`` and ``size``), or a builder called as
+        ``param(shape, sd=, generator=, device=, mean=)`` like
+        :func:`~.blocks.params.fft_image`, :func:`~.blocks.params.pixel_image` or a
+        ``functools.partial`` of ``ImageParam``. Default: the preset's
+        (:meth:`Preset.make_param`).
+    transforms : transform or list of transforms, optional
+        Applied to the image before every forward pass, each a callable
+        ``(pixels, generator) -> pixels`` (:mod:`~.blocks.transforms`; a list is composed in
+        order). The network then sees the result resampled (bilinear) to the fed size. Default:
+        :func:`settings_transform`, the settings' ``pad``, ``jitter``, ``scale``, ``rotate`` and
+        ``jitter2`` (which user transforms replace) fused with that resampling.
+    optimizer : ``"adam"`` or ``"sgd"``, optional
+        The preset's by default.
     steps, lr : optional
         Override the preset's.
     size : int, optional
@@ -276,16 +394,18 @@ def maximize_steps(
         network sees the transformed image resampled to the model's input size (224 px for
         Lite0), as Lucid/Lucent do; with ``fed_size="param"`` it sees this size plus the
         transforms' padding and nothing is resampled.
-    batch : int
-        Number of images optimized together (one batch through the network).
+    batch : int, optional
+        Number of images optimized together (one batch through the network); 1 by default.
     seed : int
         Seeds the initialization and the random transforms: the same seed repeats the run.
     settings : AMSettings, optional
         A live settings object; the loop reads it every step, so changing its fields mid-run
-        takes effect at the next step. Built from the preset (and ``steps``/``lr``/``overrides``)
-        when not given.
+        takes effect at the next step. Built with :func:`preset_settings` (from the preset and
+        ``steps``/``lr``/``overrides``) when not given.
     stop_event : threading.Event, optional
         Set it to end the run between steps.
+    sd : float, optional
+        Standard deviation of the initialization (the preset's by default).
     **overrides
         Fields of :class:`AMSettings` (``blur_sigma=1.0``, ``tv_weight=0.01``,
         ``fed_size="param"``...). An explicit value always wins over the preset's.
@@ -299,28 +419,25 @@ def maximize_steps(
     NonFiniteLossError
         The loss became NaN/inf.
     """
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[preset]
+    p = pick_preset(PRESETS, preset)
     objective = as_objective(objective)
     _validate(handle, objective)
-    size = limits.check_side(p.size if size is None else size)
-    batch = limits.check_batch(batch, size, size)
     seed = limits.as_int(seed, "seed")
     if settings is None:
-        settings = dataclasses.replace(p.settings)
-        settings.update(**overrides)
         if steps is not None:
-            settings.steps = limits.check_steps(steps)
-        if lr is not None:
-            settings.lr = float(lr)
+            steps = limits.check_steps(steps)
+        settings = preset_settings(preset, steps=steps, lr=lr, **overrides)
     elif overrides:
         settings.update(**overrides)
     limits.check_steps(settings.steps)
     limits.check_transforms(
         settings.pad, settings.jitter, settings.scale, settings.rotate, settings.jitter2
     )
-    param = _make_param(handle, p, batch, size, seed, sd)
+    prm = _as_param(param, handle, p, batch, size, seed, sd)
+    batch = prm.shape[0]
+    transform = (
+        settings_transform(handle, settings) if transforms is None else _as_transform(transforms)
+    )
     tgen = torch.Generator().manual_seed(int(seed) + 1)
     neutral = torch.tensor(handle.mean, device=handle.device).view(1, -1, 1, 1)
     needs_logits = objective.needs_logits
@@ -332,14 +449,10 @@ def maximize_steps(
 
     def loss_fn(img: torch.Tensor, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
         s = settings
-        x = img
+        x = transform(img, tgen)
         fed = _fed_size(handle, s)
-        if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1 or fed is not None:
-            # one bilinear warp: the transforms and the resampling to the fed size together
-            t = random_affine(
-                s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5, out_size=fed
-            )
-            x = t(x, tgen)
+        if fed is not None and tuple(x.shape[-2:]) != fed:  # after the user's transforms
+            x = torch.nn.functional.interpolate(x, fed, mode="bilinear", align_corners=False)
         acts: dict[str, torch.Tensor]
         with capture(handle, layers, stop_early=not needs_logits) as acts:
             out = forward_to(handle, handle.normalize(x), acts, needs_logits=needs_logits)
@@ -377,15 +490,27 @@ def maximize_steps(
                 x = x.clamp(0, 1)
             prm.set_image(x)
 
+    history: list[float] = []
+    means: list[torch.Tensor] = []  # the activation per step, read once at the end
+    last: Step | None = None
     with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
-        yield from optimize_steps(
-            param,
+        for last in optimize_steps(
+            prm,
             loss_fn,
             settings,
-            optimizer=p.optimizer,
+            optimizer=p.optimizer if optimizer is None else optimizer,
             post_step=post_step,
             stop_event=stop_event,
-        )
+        ):
+            history.append(float(last.loss or 0.0))
+            means.append(last.metrics["activation"].float().mean())
+            yield last
+    if last is None or last.image is None:
+        return None
+    image = last.image.clone().clamp(0, 1)
+    activation = evaluate(handle, objective, image, fed_size=settings.fed_size)
+    metrics = [{"activation": v} for v in torch.stack(means).cpu().tolist()]
+    return AMResult(image.cpu(), activation, history, objective.name, settings, metrics)
 
 
 @torch.no_grad()
@@ -416,39 +541,16 @@ def evaluate(
 
 
 def maximize(handle: ModelHandle, objective: Objective | str, **kwargs: Any) -> AMResult:
-    """Run :func:`maximize_steps` to the end and return an :class:`AMResult`.
+    """Run :func:`maximize_steps` to the end and return its :class:`AMResult`.
 
     Takes the same arguments as :func:`maximize_steps`.
+
+    Raises
+    ------
+    RuntimeError
+        The run made no step (stopped before the first one).
     """
-    objective = as_objective(objective)
-    history: list[float] = []
-    metrics: list[dict[str, Any]] = []
-    last: Step | None = None
-    settings = kwargs.get("settings")
-    preset = kwargs.get("preset", "lucid")
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if settings is None:
-        p = PRESETS[preset]
-        settings = dataclasses.replace(p.settings)
-        settings.update(
-            **{
-                k: kwargs.pop(k)
-                for k in list(kwargs)
-                if k in {f.name for f in dataclasses.fields(AMSettings)}
-            }
-        )
-        if kwargs.get("steps") is not None:
-            settings.steps = limits.check_steps(kwargs.pop("steps"))
-        if kwargs.get("lr") is not None:
-            settings.lr = float(kwargs.pop("lr"))
-        kwargs["settings"] = settings
-    for step in maximize_steps(handle, objective, **kwargs):
-        history.append(float(step.loss or 0.0))
-        metrics.append({"activation": step.metrics["activation"].float().mean().item()})
-        last = step
-    if last is None or last.image is None:
+    result = finish(maximize_steps(handle, objective, **kwargs))
+    if result is None:
         raise RuntimeError("the run made no step (steps=0 or stopped before the first step)")
-    image = last.image.clone().clamp(0, 1)
-    activation = evaluate(handle, objective, image, fed_size=settings.fed_size)
-    return AMResult(image.cpu(), activation, history, objective.name, settings, metrics)
+    return result

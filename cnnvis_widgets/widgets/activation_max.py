@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,30 +11,19 @@ import traitlets as t
 from ..core import activation_max as am
 from ..core.blocks import objectives as O
 from ..core.blocks.optimize import Step
+from ..core.blocks.settings import field_names
 from ..models import ModelHandle
 from ..models.layers import default_layer
+from . import _optimization as opt
 from ._base import BoundedFloat, BoundedInt, CnnvisWidget, setting
 
 __all__ = ["ActivationMaximization"]
 
-_REG_TRAITS = (
-    "l2_decay",
-    "blur_sigma",
-    "blur_every",
-    "clip_norm_pct",
-    "clip_contrib_pct",
-    "tv_weight",
-    "l2_weight",
-    "pad",
-    "jitter",
-    "scale",
-    "rotate",
-    "diversity",
-    "fed_size",
-)
+#: the traits that are fields of AMSettings (the second jitter follows the first: no trait)
+_SETTING_TRAITS = tuple(sorted(field_names(am.AMSettings) - {"jitter2"}))
 
 
-class ActivationMaximization(CnnvisWidget):
+class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     """Synthesize the image that drives a unit, a channel or a class logit, live.
 
     Parameters
@@ -68,16 +56,12 @@ class ActivationMaximization(CnnvisWidget):
         "select", "Layer", "Objective", restart=True,
         options_trait="layer_options", help="conv-like layers, with channels",
     )  # fmt: skip
-    objective = setting(
-        t.Enum(
-            ["channel", "neuron", "class", "dream"],
-            "channel",
-            help="channel: mean of a feature map; neuron: its centre position; class: a logit; "
-            "dream: the whole layer (DeepDream).",
-        ),
+    objective = opt.choice_setting(
+        {"channel": "channel", "neuron": "neuron", "class": "class logit", "dream": "DeepDream"},
+        "channel",
+        "channel: mean of a feature map; neuron: its centre position; class: a logit; dream: the "
+        "whole layer (DeepDream).",
         "toggle", "Maximize", "Objective", restart=True,
-        options=[["channel", "channel"], ["neuron", "neuron"], ["class logit", "class"],
-                 ["DeepDream", "dream"]],
     )  # fmt: skip
     unit = setting(
         t.Int(0, help="Channel of the layer (first unit in grid mode)."),
@@ -95,98 +79,73 @@ class ActivationMaximization(CnnvisWidget):
         "slider", "Grid (units)", "Objective", restart=True, step=1,
     )  # fmt: skip
     # ---------------------------------------------------------------------- Run
-    preset = setting(
-        t.Enum(
-            list(am.PRESETS), "lucid", help="Recipe from the literature; sets the sliders below."
-        ),
-        "select", "Preset", "Run", restart=True, options=[[k, k] for k in am.PRESETS],
-    )  # fmt: skip
-    fed_size = setting(
-        t.Enum(
-            list(am.FED_SIZES),
-            "model",
-            help="Size the network sees: 'model' resamples the transformed image to the model's "
-            "input size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays "
-            "at 'size'.",
-        ),
+    preset = opt.preset_setting(am.PRESETS, "lucid", "Run")
+    fed_size = opt.choice_setting(
+        dict(zip(am.FED_SIZES, ["model's input size", "image size"])),
+        "model",
+        "Size the network sees: 'model' resamples the transformed image to the model's input "
+        "size (Lucid/Lucent); 'param' feeds it at its own size. The image shown stays at 'size'.",
         "select", "Network sees", "Run", live=True,
-        options=[["model's input size", "model"], ["image size", "param"]],
     )  # fmt: skip
-    steps = setting(
-        BoundedInt(512, 1, 100_000, help="Number of optimization steps."),
-        "slider", "Iterations", "Run", live=True, log=True, step=1,
-    )  # fmt: skip
-    lr = setting(
-        BoundedFloat(0.05, 0.0001, 10.0, help="Learning rate."),
-        "slider", "Learning rate", "Run", live=True, log=True,
-    )  # fmt: skip
-    size = setting(
-        BoundedInt(128, 16, 1024, help="Side of the optimized image in pixels."),
-        "slider", "Size (px)", "Run", restart=True, step=16,
-    )  # fmt: skip
-    seed = setting(
-        BoundedInt(0, 0, 2**31 - 1, help="Random seed: the same seed repeats the run."),
-        "int", "Seed", "Run", restart=True,
-    )  # fmt: skip
-    # ---------------------------------------------------------------------- Regularizers
-    l2_decay = setting(
+    steps = opt.steps_setting(512, "Run", "Number of optimization steps.")
+    lr = opt.lr_setting(0.05, 0.0001, "Run", "Learning rate.")
+    size = opt.size_setting("Run", "Side of the optimized image in pixels.")
+    seed = opt.seed_setting("Run")
+    # ------------------------------------------- Regularizers (fields of AMSettings, all live)
+    l2_decay = opt.live_slider(
         BoundedFloat(0.0, 0.0, 0.1, help="L2 decay towards grey per step."),
-        "slider", "L2 decay", "Regularizers", live=True, step=0.0001, collapsed=True,
+        "L2 decay", "Regularizers", 0.0001, collapsed=True,
     )  # fmt: skip
-    blur_sigma = setting(
+    blur_sigma = opt.live_slider(
         BoundedFloat(0.0, 0.0, 8.0, help="Gaussian blur width (pixels)."),
-        "slider", "Blur sigma", "Regularizers", live=True, step=0.05,
+        "Blur sigma", "Regularizers", 0.05,
     )  # fmt: skip
-    blur_every = setting(
-        BoundedInt(4, 1, 64, help="Blur every this many steps."),
-        "slider", "Blur every", "Regularizers", live=True, step=1,
-    )  # fmt: skip
-    clip_norm_pct = setting(
+    blur_every = opt.live_slider(
+        BoundedInt(4, 1, 64, help="Blur every this many steps."), "Blur every", "Regularizers", 1
+    )
+    clip_norm_pct = opt.live_slider(
         BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small norm (percentile)."),
-        "slider", "Clip small norm %", "Regularizers", live=True, step=1,
+        "Clip small norm %", "Regularizers", 1,
     )  # fmt: skip
-    clip_contrib_pct = setting(
+    clip_contrib_pct = opt.live_slider(
         BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small contribution (percentile)."),
-        "slider", "Clip small contribution %", "Regularizers", live=True, step=1,
+        "Clip small contribution %", "Regularizers", 1,
     )  # fmt: skip
-    tv_weight = setting(
+    tv_weight = opt.live_slider(
         BoundedFloat(0.0, 0.0, 10.0, help="Total-variation weight."),
-        "slider", "Total variation", "Regularizers", live=True, step=0.01,
+        "Total variation", "Regularizers", 0.01,
     )  # fmt: skip
-    l2_weight = setting(
+    l2_weight = opt.live_slider(
         BoundedFloat(0.0, 0.0, 0.1, help="L2 penalty weight (Simonyan)."),
-        "slider", "L2 penalty", "Regularizers", live=True, step=0.0001,
+        "L2 penalty", "Regularizers", 0.0001,
     )  # fmt: skip
-    # ---------------------------------------------------------------------- Transforms
-    pad = setting(
+    # --------------------------------------------- Transforms (fields of AMSettings, all live)
+    pad = opt.live_slider(
         BoundedInt(12, 0, 64, help="Padding before the random transforms (pixels)."),
-        "slider", "Pad", "Transforms", live=True, step=1, collapsed=True,
+        "Pad", "Transforms", 1, collapsed=True,
     )  # fmt: skip
-    jitter = setting(
-        BoundedInt(8, 0, 64, help="Random shift (pixels)."),
-        "slider", "Jitter", "Transforms", live=True, step=1,
-    )  # fmt: skip
-    scale = setting(
-        BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-."),
-        "slider", "Scale +-", "Transforms", live=True, step=0.01,
-    )  # fmt: skip
-    rotate = setting(
+    jitter = opt.live_slider(
+        BoundedInt(8, 0, 64, help="Random shift (pixels)."), "Jitter", "Transforms", 1
+    )
+    scale = opt.live_slider(
+        BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-."), "Scale +-", "Transforms", 0.01
+    )
+    rotate = opt.live_slider(
         BoundedFloat(10.0, 0.0, 180.0, help="Random rotation range, +- degrees."),
-        "slider", "Rotate +- deg", "Transforms", live=True, step=1,
+        "Rotate +- deg", "Transforms", 1,
     )  # fmt: skip
-    diversity = setting(
+    diversity = opt.live_slider(
         BoundedFloat(0.0, 0.0, 100.0, help="Diversity weight across the grid's images."),
-        "slider", "Diversity", "Transforms", live=True, step=0.1,
+        "Diversity", "Transforms", 0.1,
     )  # fmt: skip
 
+    _presets = am.PRESETS
+
     def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
-        self._live: am.AMSettings | None = None
-        self._applying_preset = False
+        self._result: am.AMResult | None = None
         layer = kwargs.pop("layer", None) or default_layer(h)
         h.layer(layer)  # KeyError listing the nearest names
-        preset = kwargs.pop("preset", "lucid")
-        if preset not in am.PRESETS:
-            raise t.TraitError(f"unknown preset {preset!r}; choose one of {', '.join(am.PRESETS)}")
+        preset = self._known_preset(kwargs.pop("preset", "lucid"))
         names = h.class_names or [f"class {i}" for i in range(h.num_outputs)]
         return dict(
             title="Activation maximization",
@@ -261,21 +220,8 @@ class ActivationMaximization(CnnvisWidget):
             self.unit_max = n - 1
 
     def _preset_values(self, name: str) -> dict[str, Any]:
-        p = am.PRESETS[name]
-        s = p.settings
-        vals = {k: getattr(s, k) for k in _REG_TRAITS}
-        vals.update(steps=s.steps, lr=s.lr, size=p.size)
-        return vals
-
-    def _on_preset(self, change: dict) -> None:
-        with self.hold_sync(), self.hold_trait_notifications():
-            for k, v in self._preset_values(change["new"]).items():
-                setattr(self, k, v)
-
-    def _on_live_trait(self, change: dict) -> None:
-        live = self._live
-        if live is not None:
-            setattr(live, change["name"], change["new"])
+        s = am.preset_settings(name)
+        return {**{k: getattr(s, k) for k in _SETTING_TRAITS}, "size": am.PRESETS[name].size}
 
     # ------------------------------------------------------------------ the run
     def make_objective(self) -> O.Objective:
@@ -305,10 +251,8 @@ class ActivationMaximization(CnnvisWidget):
         return f"{self.layer} {units}" + (" centre" if self.objective == "neuron" else "")
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
-        settings = dataclasses.replace(am.PRESETS[self.preset].settings)
-        settings.update(steps=self.steps, lr=self.lr, **{k: getattr(self, k) for k in _REG_TRAITS})
-        settings.jitter2 = 4 if self.jitter > 1 else 0
-        self._live = settings
+        settings = am.preset_settings(self.preset, **{k: getattr(self, k) for k in _SETTING_TRAITS})
+        self._live, self._result = settings, None
         self._objective = self.make_objective()
         if self.objective == "channel" and self.grid == 1:  # shown by the Atlas already?
             from ..core.atlas import cached_unit_image
@@ -327,7 +271,7 @@ class ActivationMaximization(CnnvisWidget):
                 yield Step(settings.steps - 1, None, hit.to(self.handle.device), {}, settings.steps)
                 return
         try:
-            yield from am.maximize_steps(
+            self._result = yield from am.maximize_steps(
                 self.handle,
                 self._objective,
                 preset=self.preset,
@@ -345,8 +289,14 @@ class ActivationMaximization(CnnvisWidget):
         if step is not None:
             rec["final_loss"] = step.loss
             try:
-                act = am.evaluate(
-                    self.handle, self._objective, step.image.clamp(0, 1), fed_size=self.fed_size
+                # the run's own evaluation when it ran to its end, else (stopped, or the image
+                # came from the atlas cache) the shown image's
+                act = (
+                    self._result.activation
+                    if self._result is not None
+                    else am.evaluate(
+                        self.handle, self._objective, step.image.clamp(0, 1), fed_size=self.fed_size
+                    )
                 )
                 rec["activation"] = [round(float(a), 6) for a in act]
             except Exception as exc:  # noqa: BLE001 - the run's own error is already shown

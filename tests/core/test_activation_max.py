@@ -17,8 +17,7 @@ from tests.helpers import run_without
 
 
 def _initial_activation(handle, objective, preset="lucid", size=32, seed=0, batch=1):
-    p = am.PRESETS[preset]
-    param = am._make_param(handle, p, batch, size, seed, None)
+    param = am.PRESETS[preset].make_param(handle, batch, size, seed)
     return am.evaluate(handle, objective, param.image().detach())
 
 
@@ -30,7 +29,7 @@ def test_every_preset_raises_the_objective(tiny_handle, preset) -> None:
     assert r.image.shape == (1, 3, 32, 32)
     assert len(r.history) == 30
     assert float(r.activation[0]) > float(before[0]) + 0.02
-    start = am._make_param(tiny_handle, am.PRESETS[preset], 1, 32, 0, None).image().detach()
+    start = am.PRESETS[preset].make_param(tiny_handle, 1, 32, 0).image().detach()
     assert (r.image - start).abs().mean() > 0.01  # the picture itself moved
 
 
@@ -228,3 +227,112 @@ def test_every_preset_feeds_the_model_input_size_and_returns_the_param_size() ->
         hook.remove()
     with pytest.raises(ValueError, match="fed_size must be one of model, param"):
         am.maximize(h, "conv2:1", steps=2, fed_size="224")
+
+
+@pytest.mark.parametrize("preset", ["lucid", "yosinski"])
+def test_omitting_param_and_transforms_equals_passing_the_presets(tiny_handle, preset) -> None:
+    obj = O.channel("conv2", [1, 2])
+    default = am.maximize(tiny_handle, obj, preset=preset, steps=6, size=24, batch=2, seed=3)
+    settings = am.preset_settings(preset, steps=6)
+    explicit = am.maximize(
+        tiny_handle,
+        obj,
+        preset=preset,
+        settings=settings,
+        param=am.PRESETS[preset].make_param(tiny_handle, 2, 24, 3),
+        transforms=am.settings_transform(tiny_handle, settings),
+        optimizer=am.PRESETS[preset].optimizer,
+        seed=3,
+    )
+    assert torch.equal(default.image, explicit.image)
+    assert default.history == explicit.history
+
+
+def test_a_user_param_is_the_one_optimized(tiny_handle) -> None:
+    from cnnvis_widgets.core.blocks.params import ImageParam, pixel_image
+
+    prm = pixel_image((2, 3, 20, 20), mean=tiny_handle.mean)
+    start = prm.image().detach().clone()
+    r = am.maximize(tiny_handle, "conv2:1", param=prm, steps=5)  # lucid's settings, pixels
+    assert r.image.shape == (2, 3, 20, 20)  # batch and size from the param
+    assert torch.equal(r.image, prm.image().detach().clamp(0, 1))  # optimized in place
+    assert not torch.equal(start, prm.image().detach())
+    shapes = []
+
+    def build(shape, **kw):
+        shapes.append((tuple(shape), sorted(kw)))
+        return ImageParam(shape, fft=True, decorrelate=False, **kw)
+
+    r = am.maximize(tiny_handle, "conv2:1", param=build, batch=3, size=16, steps=2)
+    assert shapes == [((3, 3, 16, 16), ["device", "generator", "mean", "sd"])]
+    assert r.image.shape == (3, 3, 16, 16)
+    with pytest.raises(ValueError, match="size=32 disagrees"):
+        am.maximize(tiny_handle, "conv2:1", param=prm, size=32, steps=2)
+    with pytest.raises(ValueError, match="channels"):
+        am.maximize(tiny_handle, "conv2:1", param=pixel_image((1, 1, 16, 16)), steps=2)
+    with pytest.raises(TypeError, match="ImageParam or a callable"):
+        am.maximize(tiny_handle, "conv2:1", param="fft", steps=2)
+
+
+def test_user_transforms_replace_the_settings_and_feed_the_model_size() -> None:
+    from cnnvis_widgets.core.blocks import transforms as T
+    from tests.conftest import make_tiny
+
+    h = load_model(make_tiny(), device="cpu", input_size=40)
+    calls, seen = [], []
+
+    def spy(x, g):
+        calls.append(tuple(x.shape[-2:]))
+        return x
+
+    hook = h.module("conv1").register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2:]))
+    try:
+        am.maximize(h, "conv2:1", steps=3, size=20, transforms=[T.pad(2), spy, T.jitter(3)])
+    finally:
+        hook.remove()
+    assert calls == [(24, 24)] * 3  # after the pad, once per step
+    assert seen == [(40, 40)] * 4  # resampled to the model's input size; + final evaluation
+    default = am.maximize(h, "conv2:1", steps=3, size=20)
+    mine = am.maximize(h, "conv2:1", steps=3, size=20, transforms=T.pad(2))
+    assert not torch.equal(default.image, mine.image)
+    with pytest.raises(TypeError, match="transforms must be"):
+        am.maximize(h, "conv2:1", steps=2, transforms=[1])
+
+
+def test_maximize_steps_returns_its_result(tiny_handle) -> None:
+    from cnnvis_widgets.core.blocks.runs import Run
+
+    run = Run(am.maximize_steps(tiny_handle, "conv2:1", steps=4, size=16))
+    steps = [s.image.clone() for s in run]
+    assert run.finished and isinstance(run.result, am.AMResult)
+    assert torch.equal(run.result.image, steps[-1].clamp(0, 1))
+    assert len(run.result.history) == 4 and len(run.result.metrics) == 4
+    assert "result" not in am.maximize(tiny_handle, "conv2:1", steps=2, size=16).metrics[-1]
+    stop = threading.Event()
+    run = Run(am.maximize_steps(tiny_handle, "conv2:1", steps=50, size=16, stop_event=stop))
+    for s in run:
+        if s.index == 1:
+            stop.set()
+    assert run.result is not None and len(run.result.history) == 2  # what was made so far
+    stop = threading.Event()
+    stop.set()
+    gen = am.maximize_steps(tiny_handle, "conv2:1", steps=5, size=16, stop_event=stop)
+    run = Run(gen)
+    assert list(run) == [] and run.finished and run.result is None
+
+
+def test_preset_settings_is_the_one_way_from_a_preset() -> None:
+    from cnnvis_widgets.core import atlas
+
+    assert atlas.am_settings is am.preset_settings
+    s = am.preset_settings("yosinski", steps=7, blur_sigma=0.5)
+    assert (s.steps, s.blur_sigma, s.l2_decay, s.jitter2) == (7, 0.5, 1e-4, 0)
+    assert am.preset_settings("lucid", jitter=1).jitter2 == 0
+    assert am.preset_settings("lucid", jitter=1, jitter2=3).jitter2 == 3
+    live = am.preset_settings("lucid")
+    live.update(jitter=0)  # a live change of the first jitter: the second follows
+    assert live.jitter2 == 0
+    with pytest.raises(ValueError, match="fed_size must be one of"):
+        live.update(fed_size="big")
+    with pytest.raises(KeyError, match="unknown preset"):
+        am.preset_settings("lucent")

@@ -105,6 +105,34 @@ def test_live_setting_reaches_the_running_core(widget) -> None:
     assert "stopped at step" in widget.status
 
 
+def test_live_jitter_moves_the_second_jitter_as_a_restart_would(widget) -> None:
+    from cnnvis_widgets.core import activation_max as am
+
+    widget.steps = 100_000
+    widget.run()
+    while widget._live is None:
+        threading.Event().wait(0.01)
+    live = widget._live
+    assert live == am.preset_settings("lucid", steps=100_000)  # the widget's settings
+    widget.jitter = 0
+    assert (live.jitter, live.jitter2) == (0, 0)  # as a new run from these sliders would get
+    widget.stop()
+    assert widget.wait(timeout=60)
+
+
+def test_a_finished_run_evaluates_its_image_once(widget) -> None:
+    calls = []
+    hook = widget.handle.module("conv1").register_forward_hook(lambda *a: calls.append(1))
+    try:
+        widget.run()
+        assert widget.wait(timeout=120)
+    finally:
+        hook.remove()
+    assert widget.error == "" and len(calls) == 20 + 1  # 20 steps, then the run's evaluation
+    act = [round(float(a), 6) for a in widget._result.activation]
+    assert widget.record()["result"]["activation"] == act
+
+
 def test_slider_storm_ends_with_one_run_for_the_final_settings(widget) -> None:
     rng = random.Random(0)
     widget.steps = 15

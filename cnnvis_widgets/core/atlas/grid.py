@@ -25,7 +25,7 @@ from ... import cache
 from ...models.handle import ModelHandle
 from .. import activation_max as am
 from .. import objectives as O
-from ..blocks.runs import finish
+from ..blocks.runs import Run, finish
 from ..imaging import make_grid, pil_to_tensor, to_pil
 from ..optimize import Step
 from .settings import _fingerprint, am_settings, settings_key
@@ -250,16 +250,19 @@ def layer_grid_steps(
                 return None
             objective = O.channel(obj_layer, chunk)
             last: Step | None = None
-            for st in am.maximize_steps(
-                handle,
-                objective,
-                preset=preset,
-                size=size,
-                batch=len(chunk),
-                seed=seed,
-                settings=dataclasses.replace(settings),
-                stop_event=stop_event,
-            ):
+            run = Run(
+                am.maximize_steps(
+                    handle,
+                    objective,
+                    preset=preset,
+                    size=size,
+                    batch=len(chunk),
+                    seed=seed,
+                    settings=dataclasses.replace(settings),
+                    stop_event=stop_event,
+                )
+            )
+            for st in run:
                 last = st
                 yield Step(
                     index,
@@ -269,10 +272,9 @@ def layer_grid_steps(
                     total,
                 )
                 index += 1
-            if last is None or last.image is None or last.index + 1 < settings.steps:
+            if run.result is None or last is None or last.index + 1 < settings.steps:
                 return None  # cancelled mid-batch: this batch is dropped, the others are kept
-            pixels = last.image.detach().clamp(0, 1)
-            act = am.evaluate(handle, objective, pixels)
+            pixels, act = run.result.image, run.result.activation
             idx = torch.tensor(chunk)
             grid.images[idx] = pixels.mul(255).round().to(torch.uint8).cpu()
             grid.activation[idx] = act

@@ -2,6 +2,9 @@
 
 Shared by the layer grids (:mod:`.grid`) and the unit card (:mod:`.card`): the same preset and
 settings give the same cache entries, so a unit computed in one view appears in the other.
+:func:`am_settings` is :func:`~cnnvis_widgets.core.activation_max.preset_settings`, the one way
+AM settings are built from a preset (an explicit setting wins; the second jitter follows the
+first unless ``jitter2`` is given), so the atlas and the ActivationMaximization widget agree.
 """
 
 from __future__ import annotations
@@ -11,28 +14,9 @@ from typing import Any
 
 from ...models.handle import ModelHandle
 from .. import activation_max as am
+from ..activation_max import preset_settings as am_settings
 
 __all__ = ["am_settings", "settings_key"]
-
-
-def am_settings(
-    preset: str = "lucid", steps: int | None = None, lr: float | None = None, **overrides: Any
-) -> am.AMSettings:
-    """The :class:`~cnnvis_widgets.core.activation_max.AMSettings` of ``preset`` with overrides,
-    built like the ActivationMaximization widget builds them (the second jitter follows the
-    first, on when ``jitter > 1``, unless ``jitter2`` is given: an explicit setting always wins
-    over the preset)."""
-    if preset not in am.PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(am.PRESETS)}")
-    s = dataclasses.replace(am.PRESETS[preset].settings)
-    s.update(**overrides)
-    if steps is not None:
-        s.steps = int(steps)
-    if lr is not None:
-        s.lr = float(lr)
-    if "jitter2" not in overrides:
-        s.jitter2 = 4 if s.jitter > 1 else 0
-    return s
 
 
 def settings_key(preset: str, settings: am.AMSettings, size: int, seed: int) -> dict[str, Any]:

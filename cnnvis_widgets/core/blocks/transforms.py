@@ -57,41 +57,43 @@ def jitter(d: int) -> Transform:
     return apply
 
 
-def random_scale(scales: Sequence[float]) -> Transform:
-    """Rescale by a factor drawn from ``scales`` (bilinear)."""
-    scales = list(scales)
+def _drawn(values: Sequence[float], identity: float, op: Callable) -> Transform:
+    """A transform that applies ``op(x, v)`` with ``v`` drawn from ``values`` for each batch
+    (``x`` itself when the draw is ``identity``)."""
+    vs = list(values)
 
     def apply(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        s = scales[_randint(len(scales), g)]
-        if s == 1.0:
-            return x
-        h, w = x.shape[-2:]
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        v = vs[_randint(len(vs), g)]
+        return x if v == identity else op(x, v)
 
     return apply
+
+
+def _rescale(x: torch.Tensor, s: float) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _rotate(x: torch.Tensor, a: float) -> torch.Tensor:
+    t = math.radians(a)
+    theta = torch.tensor(
+        [[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]],
+        dtype=x.dtype,
+        device=x.device,
+    )
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_scale(scales: Sequence[float]) -> Transform:
+    """Rescale by a factor drawn from ``scales`` (bilinear)."""
+    return _drawn(scales, 1.0, _rescale)
 
 
 def random_rotate(degrees: Sequence[float]) -> Transform:
     """Rotate by an angle (degrees) drawn from ``degrees`` about the centre (bilinear)."""
-    degrees = list(degrees)
-
-    def apply(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        a = degrees[_randint(len(degrees), g)]
-        if a == 0:
-            return x
-        t = math.radians(a)
-        theta = torch.tensor(
-            [[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]],
-            dtype=x.dtype,
-            device=x.device,
-        )
-        grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-        return F.grid_sample(
-            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-        )
-
-    return apply
+    return _drawn(degrees, 0, _rotate)
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:

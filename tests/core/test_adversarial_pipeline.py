@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cnnvis_widgets.core import adversarial as A
-from cnnvis_widgets.core import adversarial_pipeline as P
+from cnnvis_widgets.core.adversarial import pipeline as P
 
 
 @pytest.fixture

@@ -379,7 +379,7 @@ class AdversarialRun:
 
         Examples
         --------
-        >>> run = AdversarialRun(AttackSettings(steps=10, am_steps=48))
+        >>> run = AdversarialRun(AttackSettings(steps=10, am_steps=48))  # 10 + 48 steps
         >>> run.progress_text(Step(12, None, None, {"phase": "units"}, 58))
         'unit pictures, step 3/48'
         >>> run.progress_text(Step(2, 2.5, None, {}, 58), 2.5)
@@ -398,9 +398,11 @@ class AdversarialRun:
         Examples
         --------
         >>> AdversarialRun(AttackSettings(method="fgsm"), attack_reused=True).done_text(0.5)
-        'done, attack reused (1 steps) in 0.5 s'
+        'done, attack reused (1 steps) + 48 steps of unit pictures in 0.5 s'
+        >>> AdversarialRun(AttackSettings(show_units=False)).done_text(2.0)
+        'done, 10 attack steps in 2.0 s'
         """
-        n, am_steps = self.settings.attack_steps, self.settings.am_steps
+        n, am_steps = self.settings.attack_steps, self.settings.unit_steps
         attack = f"attack reused ({n} steps)" if self.attack_reused else f"{n} attack steps"
         units = f" + {am_steps} steps of unit pictures" if am_steps else ""
         if am_steps and self.units_reused:
@@ -435,7 +437,7 @@ def run_steps(
     """The whole run: attack (streamed), analyses and maps, then the unit pictures.
 
     Steps ``0 .. attack_steps - 1`` are the attack's (``loss``: the attack objective), the
-    following ``settings.am_steps`` the unit pictures' (``metrics["phase"] == "units"``). Fills
+    following ``settings.unit_steps`` the unit pictures' (``metrics["phase"] == "units"``). Fills
     ``run`` in as it goes and returns it, or None when ``stop_event`` stopped the run.
 
     Parameters
@@ -459,7 +461,7 @@ def run_steps(
 
     Examples
     --------
-    >>> run = AdversarialRun(AttackSettings(layer="conv2", units=3, am_steps=4, am_size=32))
+    >>> run = AdversarialRun(AttackSettings(layer="conv2", n_units=3, am_steps=4, am_size=32))
     >>> done = yield from run_steps(h, clean, run, attack_cache={}, am_cache={})  # doctest: +SKIP
     """
     s = run.settings
@@ -467,7 +469,7 @@ def run_steps(
     cache: dict[tuple, tuple] = {} if attack_cache is None else attack_cache
     args = s.args()
     n_attack = int(args["steps"])
-    total = n_attack + max(0, int(s.am_steps))
+    total = n_attack + s.unit_steps
     key = s.attack_key()
     hit = cache.get(key)
     reuse = hit[1:] if hit is not None and torch.equal(hit[0], clean.detach().cpu()) else None
@@ -488,7 +490,7 @@ def run_steps(
         target=s.target_class,
         eps=s.epsilon if s.norm == "linf" else None,
         layer=s.layer,
-        units=s.units,
+        units=s.n_units,
         attribution=s.attribution,
         cam_layer=s.cam_layer or None,
     )
@@ -497,13 +499,13 @@ def run_steps(
     run.analysis = analysis
     if on_analysis is not None:
         on_analysis(run)
-    if s.am_steps <= 0 or not analysis.units or stop.is_set():
+    if s.unit_steps <= 0 or not analysis.units or stop.is_set():
         return None if stop.is_set() else run
     pictures = yield from unit_pictures_steps(
         handle,
         str(s.layer),
         [r["unit"] for r in analysis.units[0]],
-        steps=s.am_steps,
+        steps=s.unit_steps,
         size=s.am_size,
         seed=s.seed,
         cache={} if am_cache is None else am_cache,

@@ -163,17 +163,20 @@ class AttackSettings(Settings):
     target : int
         Class to reach; -1: untargeted.
     layer : str or None
-        Layer whose ``units`` most changed units are listed.
-    attribution, cam_layer : str, str or None
-        Attribution method of the maps and its Grad-CAM layer (None: the default).
-    am_steps, am_size : int
-        Activation-maximization steps and side of the unit pictures; 0 steps: no pictures.
+        Layer whose ``n_units`` most changed units are listed.
+    n_units : int
+        Number of most changed units listed (and pictured).
+    attribution, cam_layer : str, str
+        Attribution method of the maps and its Grad-CAM layer ("": the default).
+    show_units, am_steps, am_size : bool, int, int
+        Whether to synthesize what the units look for (activation maximization), its steps and
+        the side of the pictures; :attr:`unit_steps` is 0 without pictures.
 
     Examples
     --------
     >>> s = AttackSettings(method="fgsm", steps=50)
-    >>> s.norm, s.attack_steps, s.args()["steps"]
-    ('linf', 1, 1)
+    >>> s.norm, s.attack_steps, s.args()["steps"], s.unit_steps
+    ('linf', 1, 1, 48)
     """
 
     method: str = "pgd-linf"
@@ -184,10 +187,11 @@ class AttackSettings(Settings):
     seed: int = 0
     target: int = -1
     layer: str | None = None
-    units: int = 6
+    n_units: int = 6
     attribution: str = "grad_cam"
-    cam_layer: str | None = None
-    am_steps: int = 0
+    cam_layer: str = ""
+    show_units: bool = True
+    am_steps: int = 48
     am_size: int = 64
 
     def check(self, name: str, value: Any) -> Any:
@@ -204,6 +208,11 @@ class AttackSettings(Settings):
     def attack_steps(self) -> int:
         """Steps of the attack (FGSM makes one)."""
         return 1 if self.method == "fgsm" else int(self.steps)
+
+    @property
+    def unit_steps(self) -> int:
+        """Steps of the unit pictures (0 when they are not asked for)."""
+        return int(self.am_steps) if self.show_units else 0
 
     @property
     def target_class(self) -> int | None:

@@ -9,25 +9,16 @@ between per-pixel bounds computed once (``clean +- eps`` within ``[0, 1]``, each
 inwards where float rounding overshot, see :func:`linf_bounds`); L2 attacks scale the perturbation
 to a radius a hair inside eps and check the norm again after rounding.
 
-Attacks (Goodfellow et al. 2015, *Explaining and harnessing adversarial examples*; Madry et al.
-2018, *Towards deep learning models resistant to adversarial attacks*):
-
-* :func:`fgsm` -- one signed-gradient step of size ``eps``;
-* :func:`pgd` -- projected gradient ascent, L-infinity or L2, random start, targeted or not;
-* :func:`pgd_steps` -- the same as a generator of :class:`~cnnvis_widgets.core.optimize.Step`
-  that returns the adversarial batch (what the widget drives; a ``threading.Event`` stops it
-  between steps).
-
-Untargeted attacks push the cross-entropy of the clean image's own top-1 class up; targeted ones
-push the cross-entropy of the target class down. When the cross-entropy's gradient of an image is
-exactly zero (a saturated softmax), that image's step uses the logit margin instead, whose
-gradient does not vanish, so the attack never stalls on a zero gradient.
+The attacks are FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018), L-infinity or L2,
+targeted or not, with :func:`pgd_steps` as the generator the widget drives; see
+:mod:`.attacks` for the objective and its fallback on a saturated softmax.
 
 The package, by idea: :mod:`.inputs` (what an attack accepts, checked), :mod:`.projection` (the
-eps-ball, exactly), :mod:`.attacks` (FGSM, PGD), :mod:`.analysis` (what an attack changed),
-:mod:`.pipeline` (one widget run as core steps: attack -> analyze -> maps -> unit pictures) and
-:mod:`.pictures` (the run drawn: summary text, map tiles, unit grid, one report picture). Every
-public name is importable from ``cnnvis_widgets.core.adversarial``.
+eps-ball, exactly), :mod:`.attacks` (FGSM, PGD) and :mod:`.analysis` (what an attack changed),
+whose public names are importable from ``cnnvis_widgets.core.adversarial``; then one widget run:
+:mod:`.settings` (what it computes with), :mod:`.pipeline` (attack -> analyze -> maps -> unit
+pictures as core steps; every name of the run is importable from it) and :mod:`.pictures` (the
+run drawn: summary text, tables, map tiles, unit grid, one report picture).
 
 Analyses of a clean/adversarial pair: :func:`amplify` (the perturbation made visible),
 :func:`top_k` (predictions before/after), :func:`unit_changes` (the units of a layer that change

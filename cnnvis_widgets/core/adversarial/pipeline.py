@@ -37,35 +37,11 @@ from .. import adversarial as A  # the package: its names can be monkeypatched
 from .. import objectives as O
 from ..blocks.optimize import Step
 from ..blocks.runs import Run
-from .pictures import (
-    UNIT_COLS,
-    UNIT_TABLE_COLUMNS,
-    attribution_tiles,
-    grid_rows,
-    labelled_row,
-    live_pictures,
-    prediction_table,
-    report_image,
-    stack_rows,
-    summary_lines,
-    top1_label,
-    unit_table,
-    units_grid,
-    units_row,
-)
-from .settings import (
-    DEFAULT_EPS,
-    L2_MAX,
-    LINF_MAX,
-    METHODS,
-    AttackSettings,
-    attack_args,
-    check_epsilon,
-    check_target,
-    describe,
-    eps_text,
-    norm_of,
-)
+from . import pictures, settings
+from .pictures import *  # noqa: F403 - the drawing of a run, importable from here too
+from .pictures import report_image
+from .settings import *  # noqa: F403 - the settings of a run, importable from here too
+from .settings import AttackSettings
 
 __all__ = [
     "image_argument",
@@ -76,33 +52,8 @@ __all__ = [
     "AdversarialRun",
     "run_steps",
     "AM_CACHE_MAX",
-    # from .settings
-    "METHODS",
-    "LINF_MAX",
-    "L2_MAX",
-    "DEFAULT_EPS",
-    "norm_of",
-    "eps_text",
-    "attack_args",
-    "describe",
-    "check_epsilon",
-    "check_target",
-    "AttackSettings",
-    # from .pictures
-    "UNIT_COLS",
-    "UNIT_TABLE_COLUMNS",
-    "summary_lines",
-    "top1_label",
-    "prediction_table",
-    "unit_table",
-    "attribution_tiles",
-    "live_pictures",
-    "units_grid",
-    "grid_rows",
-    "units_row",
-    "labelled_row",
-    "stack_rows",
-    "report_image",
+    *settings.__all__,
+    *pictures.__all__,
 ]
 
 #: most cached unit pictures before the cache is emptied (about 50 MB of 64 px pictures)

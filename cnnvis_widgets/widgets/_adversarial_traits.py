@@ -8,6 +8,7 @@ widget (:class:`cnnvis_widgets.widgets.adversarial.Adversarial`) adds the behavi
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TypeVar
 
 import traitlets as t
@@ -38,6 +39,13 @@ def _picture(what: str) -> t.Bytes:
     return _shown(t.Bytes(b""), f"PNG: {what} (read-only).")
 
 
+# every setting of the widget restarts the run: declared once per group
+_restarts = partial(setting, restart=True)
+_image, _attack, _inside = (
+    partial(_restarts, group=g) for g in ("Image", "Attack", "Inside the network")
+)
+
+
 class AdversarialTraits(t.HasTraits):
     """The traits of the Adversarial widget: read-only facts, settings, results."""
 
@@ -49,84 +57,73 @@ class AdversarialTraits(t.HasTraits):
     layer_options = _shown(t.List(), "[label, name] of every conv-like layer (read-only).")
     cam_layer_options = _shown(t.List(), "[label, name] of Grad-CAM layers (read-only).")
 
-    # the settings, in the order of their controls. Those of the attack (Image, Attack, size
-    # and step_size) recompute it; those "Inside the network" only the analyses (the attack is
-    # reused). ------------------------------------------------------------ Image
-    sample = setting(
+    # the settings, in the order of their controls; every one restarts the run. Those of the
+    # attack (Image, Attack, size and step_size) recompute it; those "Inside the network" only
+    # the analyses (the attack is reused).
+    sample = _image(
         t.Unicode("cat", help="The photo attacked: a packaged photo's name, 'upload' or 'custom'."),
-        "select", "Image", "Image", restart=True, options_trait="sample_options",
+        "select", "Image", options_trait="sample_options",
     )  # fmt: skip
-    upload = setting(
+    upload = setting(  # the upload switches `sample` to it (no restart of its own)
         upload_trait("Bytes of an image file chosen in the browser (JS sets)."),
         "upload", "Your image", "Image", record=False,
         accept="image/*", name_trait="upload_name", help="stays on this machine",
     )  # fmt: skip
-    # ---------------------------------------------------------------------- Attack
-    method = setting(
+    method = _attack(
         t.Enum(list(METHODS), "pgd-linf", help="fgsm: one signed step of size epsilon; pgd-linf "
                "/ pgd-l2: projected gradient ascent in the L-infinity / L2 ball."),
-        "toggle", "Method", "Attack", restart=True,
+        "toggle", "Method",
         options=[["FGSM", "fgsm"], ["PGD L-inf", "pgd-linf"], ["PGD L2", "pgd-l2"]],
     )  # fmt: skip
-    epsilon = setting(  # label, step, format and help follow the norm: see _control_spec
+    epsilon = _attack(  # label, step, format and help follow the norm: see _control_spec
         t.Float(4 / 255, help="Size of the perturbation in pixel units (L-infinity: 4/255 = "
                 "four grey levels; L2: norm of the whole perturbation)."),
-        "slider", "Epsilon", "Attack", restart=True, min=0.0, max_trait="epsilon_max",
+        "slider", "Epsilon", min=0.0, max_trait="epsilon_max",
     )  # fmt: skip
-    steps = setting(
-        BoundedInt(10, 1, 10_000, help="PGD steps (FGSM makes one)."),
-        "slider", "Steps", "Attack", restart=True, log=True, step=1, visible_when=_PGD,
-    )  # fmt: skip
-    target = setting(
+    steps = _attack(BoundedInt(10, 1, 10_000, help="PGD steps (FGSM makes one)."),
+                    "slider", "Steps", log=True, step=1, visible_when=_PGD)  # fmt: skip
+    target = _attack(
         t.Int(-1, help="Class to reach (targeted attack); -1: untargeted."),
-        "search", "Target class", "Attack", restart=True, options_trait="class_options",
+        "search", "Target class", options_trait="class_options",
         help="type to filter; 'untargeted' moves away from the clean class",
     )  # fmt: skip
-    random_start = setting(
-        t.Bool(True, help="Start PGD at a random point of the epsilon-ball."),
-        "checkbox", "Random start", "Attack", restart=True, visible_when=_PGD,
-    )  # fmt: skip
-    seed = setting(
+    random_start = _attack(t.Bool(True, help="Start PGD at a random point of the epsilon-ball."),
+                           "checkbox", "Random start", visible_when=_PGD)  # fmt: skip
+    seed = _attack(
         BoundedInt(0, 0, 2**31 - 1, help="Seed of the random start: the same seed repeats it."),
-        "int", "Seed", "Attack", restart=True,
+        "int", "Seed",
     )  # fmt: skip
-    # ---------------------------------------------------------------------- Inside the network
-    attribution = setting(
+    attribution = _inside(
         t.Enum(list(ATTRIBUTION_METHODS), "grad_cam",
                help="Attribution method of the maps: saliency, guided_backprop or grad_cam."),
-        "toggle", "Attribution", "Inside the network", restart=True, collapsed=True,
+        "toggle", "Attribution", collapsed=True,
         options=[["saliency", "saliency"], ["guided BP", "guided_backprop"],
                  ["Grad-CAM", "grad_cam"]],
     )  # fmt: skip
-    cam_layer = setting(
+    cam_layer = _inside(
         t.Unicode("", help="Grad-CAM layer (empty: the last spatial block)."),
-        "select", "CAM layer", "Inside the network", restart=True,
-        options_trait="cam_layer_options",
+        "select", "CAM layer", options_trait="cam_layer_options",
         visible_when={"trait": "attribution", "in": ["grad_cam"]},
     )  # fmt: skip
-    layer = setting(
-        t.Unicode("", help="Layer whose most changed units are listed."),
-        "select", "Units of layer", "Inside the network", restart=True,
-        options_trait="layer_options",
-    )  # fmt: skip
-    n_units = setting(
-        BoundedInt(6, 1, 32, help="Number of most changed units shown."),
-        "slider", "Units shown", "Inside the network", restart=True, step=1,
-    )  # fmt: skip
-    show_units = setting(
+    layer = _inside(t.Unicode("", help="Layer whose most changed units are listed."),
+                    "select", "Units of layer", options_trait="layer_options")  # fmt: skip
+    n_units = _inside(BoundedInt(6, 1, 32, help="Number of most changed units shown."),
+                      "slider", "Units shown", step=1)  # fmt: skip
+    show_units = _inside(
         t.Bool(True, help="Synthesize what the most changed units look for (act. maximization)."),
-        "checkbox", "Unit images", "Inside the network", restart=True,
-        help="activation maximization of the units in the table",
+        "checkbox", "Unit images", help="activation maximization of the units in the table",
     )  # fmt: skip
-    # ---------------------------------------------------------------------- without a control
-    step_size = setting(BoundedFloat(0.0, 0.0, 100.0, help="Size of one PGD step; 0 means "
-                                     "2.5 * epsilon / steps."), restart=True)  # fmt: skip
-    size = setting(BoundedInt(224, 16, 1024, help="Side of the image the network sees, in "
-                              "pixels."), restart=True)  # fmt: skip
-    am_steps = setting(BoundedInt(48, 1, 4096, help="Activation-maximization steps per unit "
-                                  "image."), restart=True)  # fmt: skip
-    am_size = setting(BoundedInt(64, 16, 512, help="Side of the unit images in pixels."),
-                      restart=True)  # fmt: skip
+    # without a control (the API and record() only), in this order
+    step_size, size, am_steps, am_size = map(
+        _restarts,
+        (
+            BoundedFloat(0.0, 0.0, 100.0, help="Size of one PGD step; 0 means 2.5 * epsilon / "
+                         "steps."),
+            BoundedInt(224, 16, 1024, help="Side of the image the network sees, in pixels."),
+            BoundedInt(48, 1, 4096, help="Activation-maximization steps per unit image."),
+            BoundedInt(64, 16, 512, help="Side of the unit images in pixels."),
+        ),
+    )  # fmt: skip
     # results (read-only)
     original = _picture("the clean image")
     perturbation = _picture("the amplified perturbation")

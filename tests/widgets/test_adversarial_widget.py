@@ -100,9 +100,12 @@ def test_one_run_end_to_end(widget, tmp_path) -> None:
     units = [row["unit"] for row in widget.unit_rows]
     panel = next(i for i, p in enumerate(widget.panels) if p.get("trait") == "units_image")
     assert widget.panels[panel]["grid"] == [1, 3]
-    widget._on_front_msg(
-        widget, {"type": "click", "panel": panel, "trait": "units_image", "x": 0.5, "y": 0.5}, []
-    )
+    click = {"type": "click", "panel": panel, "trait": "units_image", "x": 0.5, "y": 0.5}
+    widget._on_front_msg(widget, click, [])  # no cell named (an old front end): nothing selected
+    assert widget.selected_unit == -1
+    widget._on_front_msg(widget, {**click, "row": 0, "col": 2}, [])
+    assert widget.selected_unit == units[2]
+    widget._on_front_msg(widget, {**click, "row": 0, "col": 1}, [])
     assert widget.selected_unit == units[1]
     assert len(widget.history) == 4  # the attack objective per step (AM steps have no loss)
 

@@ -185,12 +185,9 @@ def occlusion(
 
     Parameters
     ----------
-    handle : ModelHandle
-        The network.
-    images : torch.Tensor
-        Model-input batch ``(B, C, H, W)`` (``handle.preprocess(photo)``).
-    target : int, sequence, Objective or str
-        A class index (for all images), one per image, or a hidden-unit objective.
+    handle, images, target
+        As for :func:`cnnvis_widgets.core.attribution.saliency`: the network, a model-input batch
+        ``(B, C, H, W)``, and a class index (for all or per image) or a hidden-unit objective.
     patch, stride : int
         Side of the grey square and its step, in input pixels (Zeiler & Fergus: a 50 px grey
         square moved over a 224 px image).

@@ -27,10 +27,10 @@ from ..core.blocks.settings import field_names
 from ..data import sample_image, sample_images
 from ..imaging import encode, pil_to_tensor
 from ..models import ModelHandle
+from ..models.layers import default_layer
 from ._adversarial_traits import MAPS, AdversarialTraits
 from ._base import CnnvisWidget, ModelArg, export_paths
 from ._photos import UPLOAD_TRAITS, SampleUploadMixin
-from .activation_max import default_layer
 
 __all__ = ["Adversarial", "L2_MAX", "LINF_MAX", "METHODS"]
 

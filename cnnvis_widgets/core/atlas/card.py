@@ -25,7 +25,7 @@ from ..contributions import class_contributions
 from ..imaging import encode, make_grid
 from ..optimize import Step
 from .grid import _completed, cached_unit_image
-from .settings import _fingerprint, am_settings, settings_key
+from .settings import am_settings, settings_key
 
 __all__ = ["UnitCard", "unit_card_steps", "unit_card", "card_images", "card_view"]
 
@@ -147,7 +147,7 @@ def unit_card_steps(
     )
     vkey = cache.cache_key(
         "atlas-variants",
-        model=_fingerprint(handle),
+        model=handle.fingerprint(),
         layer=layer,
         unit=u,
         variants=int(variants),

@@ -28,7 +28,7 @@ from .. import objectives as O
 from ..blocks.runs import Run, finish
 from ..imaging import make_grid, pil_to_tensor, to_pil
 from ..optimize import Step
-from .settings import _fingerprint, am_settings, settings_key
+from .settings import am_settings, settings_key
 
 __all__ = [
     "LayerGrid",
@@ -52,7 +52,7 @@ def _grid_key(
 ) -> str:
     return cache.cache_key(
         "atlas-am",
-        model=_fingerprint(handle),
+        model=handle.fingerprint(),
         layer=layer,
         **settings_key(preset, settings, size, seed),
     )

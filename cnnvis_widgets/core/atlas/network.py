@@ -24,7 +24,6 @@ from ..hooks import capture, forward_to
 from ..imaging import colorize
 from ..optimize import Step
 from .grid import _completed
-from .settings import _fingerprint
 
 __all__ = [
     "LayerSummary",
@@ -172,7 +171,7 @@ def network_summary_steps(
     spatial = [i.name for i in infos if i.spatial]
     result: Any = None
     probe: Any = None
-    fp = _fingerprint(handle)
+    fp = handle.fingerprint()
     index = 0
     total = (1 if dissection is True else 0) + (inversion_steps if inversion else 0) + 1
 

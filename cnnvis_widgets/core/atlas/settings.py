@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ...models.handle import ModelHandle
 from .. import activation_max as am
 from ..activation_max import preset_settings as am_settings
 
@@ -31,7 +30,3 @@ def settings_key(preset: str, settings: am.AMSettings, size: int, seed: int) -> 
     d.pop("diversity", None)
     d = {k: (round(v, 10) if isinstance(v, float) else v) for k, v in d.items()}
     return {"preset": preset, "size": int(size), "seed": int(seed), "settings": d}
-
-
-def _fingerprint(handle: ModelHandle) -> str:
-    return handle.fingerprint()

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ...models.convert import first_output
 from ...models.handle import ModelHandle
 from ..blocks.hooks import StopForward
 
@@ -30,8 +31,7 @@ def _consume_outputs(handle: ModelHandle, layers: Sequence[str], consume: Any) -
             if threading.get_ident() != owner or name in seen:
                 return  # another thread's pass, or a module called twice: first call only
             seen.add(name)
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            consume(name, out)
+            consume(name, first_output(output))
             if name == last:
                 raise StopForward(name)
 

@@ -3,8 +3,8 @@
 the exports (files, bytes for the browser's download buttons, CSV) and the plotly figures.
 
 The widget's live side (settings, runs, the units table and the unit view) is in
-:mod:`.dissection`; this mixin only reads the widget's job (:class:`~cnnvis_widgets.core.dissection.
-DissectionJob`), its model names and its static picture.
+:mod:`.dissection`; this mixin only reads the widget's job (a core ``DissectionJob``), its
+model names and its static picture.
 """
 
 from __future__ import annotations

@@ -25,9 +25,16 @@ from ..figures import comparison_figure, summary_figure
 from ..imaging import encode
 from ..models import ModelHandle, load_model
 from ..models.layers import dissection_layers as default_layers
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, ModelArg, get_handle, setting
+from ._base import (
+    BoundedFloat,
+    BoundedInt,
+    CnnvisWidget,
+    ModelArg,
+    get_handle,
+    seed_setting,
+    setting,
+)
 from ._dissection_results import DissectionResults
-from ._settings import seed_setting
 
 __all__ = ["Dissection", "default_layers", "summary_figure", "comparison_figure"]
 

@@ -5,13 +5,14 @@ its control in the front end and whether a change restarts the run or is read li
 running algorithm), fills in :meth:`CnnvisWidget._initial_traits` and implements
 :meth:`CnnvisWidget._steps`, a generator of core ``Step`` s. The rest comes from:
 
-* :mod:`._settings`: ``setting()``, ``BoundedInt``/``BoundedFloat``, and what is derived from
-  the declarations (controls, live and restart sets, ``record()``'s settings, the one check of
-  unknown keyword arguments);
+* :mod:`._settings`: ``setting()``, ``seed_setting()``, ``BoundedInt``/``BoundedFloat``, the
+  ``button()`` s of ``_buttons`` and ``_downloads``, and what is derived from the declarations
+  (controls, live and restart sets, ``record()``'s settings, the one check of unknown keyword
+  arguments);
 * :mod:`._running`: the worker thread, ``run()``/``stop()``/``wait()``/``close()``, restarts;
 * :mod:`._frames`: frames streamed to the views, the ``image`` and ``history`` traits;
 * :mod:`._frontend`: the messages of the views (``ready``/``goodbye``...), refused values,
-  thread-safe ``hold_sync``, downloads;
+  thread-safe ``hold_sync``, downloads (a ``_downloads`` button sends ``export_bytes``);
 * :mod:`._files`: uploads, ``save()``'s file names and pictures.
 
 Here: the model (``get_handle``), construction, the subclass hooks, ``save()``, ``record()``
@@ -40,7 +41,7 @@ from ._files import export_paths, image_path, upload_trait, write_image
 from ._frames import FrameStreaming
 from ._frontend import FrontEnd
 from ._running import Running
-from ._settings import BoundedFloat, BoundedInt, DeclaredSettings, setting
+from ._settings import BoundedFloat, BoundedInt, DeclaredSettings, button, seed_setting, setting
 
 # names that modules, tests and notebooks import from here and that now live next door (the
 # frame pacing reads its constants in _frames: a test that changes one patches it there)
@@ -57,9 +58,11 @@ __all__ = [
     "BoundedFloat",
     "BoundedInt",
     "CnnvisWidget",
+    "button",
     "export_paths",
     "get_handle",
     "image_path",
+    "seed_setting",
     "setting",
     "upload_trait",
     "write_image",

@@ -5,14 +5,15 @@
 * a value the front end sets and the kernel refuses is reported in ``error`` (naming the
   setting) and the control is sent the kernel's value back;
 * ``hold_sync`` batches state updates safely across the worker and the kernel's thread;
-* ``send_download`` has the browser save a file.
+* ``send_download`` has the browser save a file; a button declared in ``_downloads`` has it
+  save what ``export_bytes`` makes (``_download``: a failure is reported in ``error``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import traitlets as t
@@ -92,6 +93,20 @@ class FrontEnd:
         written on the kernel's machine)."""
         self.send({"type": "download", "name": name, "mime": mime}, buffers=[bytes(data)])
 
+    def _download(self, make: Callable[[], tuple[str, str, bytes]]) -> bool:
+        """Have the browser save the file ``make()`` returns as ``(name, mime type, bytes)`` (a
+        download button's action): its size in ``status``, or an exception of ``make`` in
+        ``error`` (the widget stays usable); True when sent."""
+        try:
+            name, mime, data = make()
+        except Exception as exc:  # noqa: BLE001 - shown in the widget
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+        self.error = ""
+        self.send_download(name, data, mime)  # the browser saves it: no path on the kernel
+        self.status = f"exported {name} ({len(data):,} bytes) to your browser's downloads"
+        return True
+
     def _on_front_msg(self, widget: Any, content: Any, buffers: Any) -> None:
         if not isinstance(content, dict):
             return
@@ -116,4 +131,9 @@ class FrontEnd:
         elif kind == "click":
             self._on_click(content)
         elif kind == "action":
-            self._on_action(str(content.get("action", "")), content)
+            action = str(content.get("action", ""))
+            if action in self._downloads:
+                what = self._downloads[action][1]
+                self._download(lambda: self.export_bytes(what))
+            else:
+                self._on_action(action, content)

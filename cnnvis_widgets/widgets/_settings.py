@@ -13,7 +13,7 @@ from typing import Any
 
 import traitlets as t
 
-__all__ = ["BoundedFloat", "BoundedInt", "DeclaredSettings", "setting"]
+__all__ = ["BoundedFloat", "BoundedInt", "DeclaredSettings", "button", "seed_setting", "setting"]
 
 
 class _Bounded:
@@ -128,6 +128,35 @@ def setting(
     return trait.tag(**meta, record=record, **({"sync": True} if sync else {}))
 
 
+def seed_setting(help: str, group: str | None = None, **control: Any) -> t.TraitType:
+    """Declare the random seed of a widget: an integer in ``0 .. 2**31 - 1`` (default 0) whose
+    change restarts the run, with an ``int`` control labelled "Seed" in ``group`` (no control
+    without a group).
+
+    Examples
+    --------
+    >>> seed = seed_setting("Seed of the generated probe set.", "Probe set")
+    >>> seed.metadata["control"]["group"], seed.metadata["restart"], (seed.low, seed.high)
+    ('Probe set', True, (0, 2147483647))
+    """
+    trait = BoundedInt(0, 0, 2**31 - 1, help=help)
+    kind = "int" if group is not None else None
+    return setting(trait, kind, "Seed", group, restart=True, **control)
+
+
+def button(label: str, action: str, group: str | None = None, **control: Any) -> dict[str, Any]:
+    """The spec of a ``button`` control: pressing it calls the widget's ``_on_action(action,
+    content)``. A widget lists its buttons in ``_buttons``; they follow the settings' controls.
+
+    Examples
+    --------
+    >>> button("Export CSV", "export_csv", "Export")
+    {'kind': 'button', 'label': 'Export CSV', 'action': 'export_csv', 'group': 'Export'}
+    """
+    spec = {"kind": "button", "label": label, "action": action}
+    return spec | ({"group": group} if group is not None else {}) | control
+
+
 class DeclaredSettings:
     """Mixin of the widget base: what follows from the :func:`setting` declarations.
 
@@ -141,6 +170,11 @@ class DeclaredSettings:
     _live_traits: tuple[str, ...] = ()
     #: traits that hold results or read-only facts: left out of ``record()["settings"]``
     _result_traits: tuple[str, ...] = ()
+    #: the :func:`button` controls, drawn after the settings' controls
+    _buttons: tuple[dict[str, Any], ...] = ()
+    #: download buttons, drawn last in group "Export": ``{action: (label, what)}``; pressing
+    #: one has the browser save the file ``self.export_bytes(what)`` makes (see ``_frontend``)
+    _downloads: dict[str, tuple[str, Any]] = {}
     #: names of the settings declared with :func:`setting`, in declaration order (derived)
     _declared: tuple[str, ...] = ()
     #: the widget base (set when it is defined)
@@ -184,17 +218,18 @@ class DeclaredSettings:
             )
 
     def _control_specs(self) -> list[dict]:
-        """The controls, in declaration order, from the :func:`setting` declarations (each
-        passed through :meth:`_control_spec` for what only the instance knows)."""
-        out = []
+        """The controls, in declaration order, from the :func:`setting` declarations, then the
+        :func:`button` s of ``_buttons`` and ``_downloads`` (each passed through
+        :meth:`_control_spec` for what only the instance knows)."""
         traits = self.traits()
-        for name in self._declared:
-            control = traits[name].metadata.get("control")
-            if control is not None:
-                spec = self._control_spec({"trait": name, **control})
-                if spec is not None:
-                    out.append(spec)
-        return out
+        specs = [
+            {"trait": name, **traits[name].metadata["control"]}
+            for name in self._declared
+            if traits[name].metadata.get("control") is not None
+        ]
+        specs += [dict(b) for b in self._buttons]
+        specs += [button(label, action, "Export") for action, (label, _) in self._downloads.items()]
+        return [s for s in map(self._control_spec, specs) if s is not None]
 
     def _update_controls(self) -> None:
         """Send the controls again (after what :meth:`_control_spec` reads has changed)."""
@@ -202,7 +237,7 @@ class DeclaredSettings:
 
     def _control_spec(self, spec: dict[str, Any]) -> dict[str, Any] | None:
         """Hook: a declared control with what only the instance knows (e.g. options from the
-        model); None leaves the control out."""
+        model); None leaves the control out. A button's spec has no ``trait``."""
         return spec
 
     def _settings(self) -> dict[str, Any]:

@@ -6,14 +6,14 @@ concept, category and IoU (sortable, filterable); clicking a row shows that unit
 images with its thresholded map (yellow outline, the rest dimmed) and its concept's mask (cyan).
 Bars show unique detectors per category per layer and, with ``compare=``, the interpretable units
 per layer of two models side by side (e.g. ``compare="random"``: the same architecture with
-random weights, Bau et al.'s baseline).
+random weights, Bau et al.'s baseline). The results, the record and the exports of a finished
+run are in :mod:`._dissection_results`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import traitlets as t
@@ -25,46 +25,34 @@ from ..figures import comparison_figure, summary_figure
 from ..imaging import encode
 from ..models import ModelHandle, load_model
 from ..models.layers import dissection_layers as default_layers
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, ModelArg, get_handle, setting
+from ._base import (
+    BoundedFloat,
+    BoundedInt,
+    CnnvisWidget,
+    ModelArg,
+    get_handle,
+    seed_setting,
+    setting,
+)
+from ._dissection_results import DissectionResults
 
 __all__ = ["Dissection", "default_layers", "summary_figure", "comparison_figure"]
 
 
 #: the units table: a row per unit of the shown layer; clicking a row selects the unit
-_TABLE = {
-    "kind": "table",
-    "trait": "rows",
-    "label": "Units of the shown layer (click a row)",
-    "columns": [
-        {"key": "unit", "label": "Unit", "numeric": True},
-        {"key": "concept", "label": "Concept"},
-        {"key": "category", "label": "Category"},
-        {"key": "iou", "label": "IoU", "numeric": True, "digits": 3},
-        {"key": "ok", "label": "Interpretable"},
-    ],
-    "sort": "iou",
-    "descending": True,
-    "select_trait": "unit",
-    "select_key": "unit",
-    "max_rows": 2048,
-    "filter": True,
-}
+_TABLE = dict(
+    kind="table", trait="rows", label="Units of the shown layer (click a row)",
+    columns=nd.TABLE_COLUMNS, sort="iou", descending=True, select_trait="unit",
+    select_key="unit", max_rows=2048, filter=True,
+)  # fmt: skip
 _UNIT_LABEL = "Top probe images of the unit (yellow: unit above threshold, cyan: concept mask)"
-#: the export buttons: label, action
-_EXPORTS = [("CSV", "csv"), ("JSON", "json"), ("PNG", "png"), ("all (zip)", "zip")]
 
 
 def _bars(trait: str, label: str, series: list[str]) -> dict[str, Any]:
     return {"kind": "bars", "trait": trait, "label": label, "series": series}
 
 
-def _model_label(handle: ModelHandle) -> str:
-    w = handle.weights
-    short = "imagenet" if w.startswith("imagenet") else w
-    return f"{handle.name} [{short}]"
-
-
-class Dissection(CnnvisWidget):
+class Dissection(DissectionResults, CnnvisWidget):
     """Network Dissection (Bau et al. 2017), live: which concept does each unit detect?
 
     Parameters
@@ -109,10 +97,7 @@ class Dissection(CnnvisWidget):
         "select", "Image size", "Probe set", restart=True,
         options=[["112 px", 112], ["160 px", 160], ["224 px", 224]],
     )  # fmt: skip
-    seed = setting(
-        BoundedInt(0, 0, 2**31 - 1, help="Seed of the generated probe set."),
-        "int", "Seed", "Probe set", restart=True,
-    )  # fmt: skip
+    seed = seed_setting("Seed of the generated probe set.", "Probe set")
     # ---------------------------------------------------------------------- Dissection
     quantile = setting(
         BoundedFloat(0.005, 0.0001, 0.5, help="Fraction of each unit's activations above its "
@@ -140,27 +125,16 @@ class Dissection(CnnvisWidget):
         "toggle", "Table of", "View",
     )  # fmt: skip
     # ---------------------------------------------------------------------- without a control
-    layers = setting(
-        t.List(t.Unicode(), help="Layers dissected in a run (dotted names)."), restart=True
-    )
-    batch_size = setting(
-        BoundedInt(32, 1, 4096, help="Probe images per forward pass."), restart=True
-    )
+    layers = setting(t.List(t.Unicode(), help="Layers dissected in a run."), restart=True)
+    batch_size = setting(BoundedInt(32, 1, 4096, help="Probe images per batch."), restart=True)
     top_k = setting(BoundedInt(8, 1, 64, help="Top probe images shown per unit."))
+    # ---------------------------------------------------------------------- results (read-only)
     stage = t.Unicode("", help="Current stage: quantile, iou or done (read-only).").tag(sync=True)
-    rows = t.List(t.Dict(), help="Table rows: unit, concept, category, iou (read-only).").tag(
-        sync=True
-    )
-    unit_image = t.Bytes(b"", help="PNG: the selected unit's top images with overlays.").tag(
-        sync=True
-    )
+    rows = t.List(t.Dict(), help="A row per unit of the shown layer (read-only).").tag(sync=True)
+    unit_image = t.Bytes(b"", help="PNG: the selected unit's top images, overlaid.").tag(sync=True)
     details = t.Unicode("", help="Text about the selected unit (read-only).").tag(sync=True)
-    summary_bars = t.List(
-        help="Rows [layer, unique detectors per category...] of the shown model (read-only)."
-    ).tag(sync=True)
-    compare_bars = t.List(help="Rows [layer, interpretable units of each model] (read-only).").tag(
-        sync=True
-    )
+    summary_bars = t.List(help="[layer, unique detectors per category...] rows.").tag(sync=True)
+    compare_bars = t.List(help="[layer, interpretable units per model] rows.").tag(sync=True)
 
     def __init__(
         self,
@@ -171,31 +145,30 @@ class Dissection(CnnvisWidget):
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self._custom_probe = probe
-        self._compare, self._device = compare, device
+        self._custom_probe, self._compare, self._device = probe, compare, device
         super().__init__(model, device=device, **kwargs)
 
     def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
-        layers = kwargs.pop("layers", None)
-        names = nd.check_layers(h, default_layers(h) if layers is None else layers)
         self.compare_handle: ModelHandle | None = None
         if isinstance(self._compare, str) and self._compare == "random":
             self.compare_handle = load_model(h, weights=None)  # the random twin
         elif self._compare is not None:
             opts = {"device": self._device} if self._device else {}
             self.compare_handle = get_handle(self._compare, **opts)
-        if self.compare_handle is not None:
-            nd.check_layers(self.compare_handle, names, which="comparison model")
+        self._handles = [h] + ([self.compare_handle] if self.compare_handle else [])
+        self._names = [nd.model_label(m) for m in self._handles]
+        layers = kwargs.pop("layers", None)
+        names = nd.check_layers_of(self._handles, default_layers(h) if layers is None else layers)
         self._probe_cache: tuple[Any, Probe] | None = None
         self._job: nd.DissectionJob | None = None
+        self._shown_for = self._job  # the job whose final results are shown
         self._view_lock = threading.RLock()
         self._composite: Any = None
-        self._shown_for: nd.DissectionJob | None = None
         layer = kwargs.pop("layer", None) or names[len(names) // 2]  # checked by _valid_layer
         return dict(
             title="Network dissection",
-            model_name=_model_label(h),
-            compare_name=_model_label(self.compare_handle) if self.compare_handle else "",
+            model_name=self._names[0],
+            compare_name=self._names[1] if self.compare_handle else "",
             layers=names,
             layer_options=[[h.layer(n).label(), n] for n in names],
             layer=layer,
@@ -213,12 +186,9 @@ class Dissection(CnnvisWidget):
     @t.validate("layers")
     def _valid_layers(self, proposal: dict) -> list[str]:
         try:
-            names = nd.check_layers(self.handle, proposal["value"])
-            if self.compare_handle is not None:
-                nd.check_layers(self.compare_handle, names, which="comparison model")
+            return nd.check_layers_of(self._handles, proposal["value"])
         except (KeyError, ValueError) as exc:
             raise t.TraitError(exc.args[0]) from None
-        return names
 
     @t.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
@@ -229,13 +199,7 @@ class Dissection(CnnvisWidget):
 
     @t.validate("unit")
     def _valid_unit(self, proposal: dict) -> int:
-        unit = int(proposal["value"])
-        n = self.handle.layer(self.layer).channels if self.layer else unit + 1
-        if not 0 <= unit < n:
-            raise t.TraitError(
-                f"unit {unit} is out of range for layer {self.layer!r}: valid 0..{n - 1}"
-            )
-        return unit
+        return self._unit_in_range(proposal["value"], self.layer)
 
     @t.validate("view_model")
     def _valid_view(self, proposal: dict) -> str:
@@ -247,18 +211,11 @@ class Dissection(CnnvisWidget):
     def _control_spec(self, spec: dict[str, Any]) -> dict[str, Any] | None:
         if spec.get("group") == "Probe set" and self._custom_probe is not None:
             return None  # a probe of your own: nothing to generate
-        if spec["trait"] == "view_model":
+        if spec.get("trait") == "view_model":
             if self.compare_handle is None:
                 return None
             return dict(spec, options=[[self.model_name, "model"], [self.compare_name, "compare"]])
         return spec
-
-    def _control_specs(self) -> list[dict]:
-        buttons = [
-            dict(kind="button", label=f"Export {label}", action=f"export_{a}", group="Export")
-            for label, a in _EXPORTS
-        ]
-        return super()._control_specs() + buttons
 
     def _panels(self) -> list[dict[str, Any]]:
         panels = [
@@ -266,66 +223,38 @@ class Dissection(CnnvisWidget):
             _TABLE,
             {"kind": "image", "trait": "unit_image", "width": 512, "label": _UNIT_LABEL},
             {"kind": "text", "trait": "details", "label": "Unit"},
-            _bars("summary_bars", "Unique detectors per category", self._probe().categories),
+            _bars("summary_bars", "Unique detectors per category", self.probe.categories),
         ]
         if self.compare_handle is not None:
-            series = [self.model_name, self.compare_name]
-            panels.append(_bars("compare_bars", "Interpretable units per layer", series))
+            panels.append(_bars("compare_bars", "Interpretable units per layer", self._names))
         return panels
 
     # ------------------------------------------------------------------ probe and jobs
-    def _probe(self) -> Probe:
+    @property
+    def probe(self) -> Probe:
+        """The probe set of the next (or current) run."""
         if self._custom_probe is not None:
             return self._custom_probe
         key = (self.n_images, self.image_size, self.seed)
         if self._probe_cache is None or self._probe_cache[0] != key:
-            probe = probe_set(self.n_images, size=self.image_size, seed=self.seed)
-            self._probe_cache = (key, probe)
+            self._probe_cache = (key, probe_set(key[0], size=key[1], seed=key[2]))
         return self._probe_cache[1]
 
-    @property
-    def probe(self) -> Probe:
-        """The probe set of the next (or current) run."""
-        return self._probe()
-
-    @property
-    def result(self) -> nd.Dissection | None:
-        """The dissection of the model (None until a run finished), judged with the current
-        ``iou_threshold``."""
-        return self._judged(0)
-
-    def _judged(self, model: int, partial: bool = False) -> nd.Dissection | None:
-        job, thr = self._job, self.iou_threshold
-        return None if job is None else job.result(model, thr, partial=partial)
-
-    @property
-    def compare_result(self) -> nd.Dissection | None:
-        """The dissection of the comparison model (None without one or before a run)."""
-        return self._judged(1)
-
-    def _names(self) -> list[str]:
-        return [self.model_name, self.compare_name][: 1 + (self.compare_handle is not None)]
-
     def _settings(self) -> dict[str, Any]:
-        out = super()._settings()
-        out["layers"] = list(self.layers)
-        out["probe"] = self._probe().describe()
+        out = super()._settings() | {"layers": list(self.layers), "probe": self.probe.describe()}
         if self.compare_handle is not None:
             out["compare"] = self.compare_handle.describe()
         return out
 
     def _describe(self) -> str:
         models = "two models" if self.compare_handle is not None else self.handle.name
-        return f"{models}, {len(self.layers)} layers, {len(self._probe())} probe images"
+        return f"{models}, {len(self.layers)} layers, {len(self.probe)} probe images"
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
-        handles = [self.handle] + ([self.compare_handle] if self.compare_handle else [])
-        args = (handles, self.layers, self._probe())
         opts = dict(quantile=self.quantile, iou_threshold=self.iou_threshold,
                     batch_size=self.batch_size, top_k=self.top_k, distributed=False)  # fmt: skip
-        job = self._job
-        if job is None or job.done or not job.matches(*args, **opts):  # else: resume it
-            self._job = job = nd.DissectionJob(*args, names=self._names(), **opts)
+        args = (self._job, self._handles, self.layers, self.probe, self._names)
+        self._job = job = nd.DissectionJob.resumed(*args, **opts)  # or resume a stopped one
         yield from job.steps(stop_event)
 
     # ------------------------------------------------------------------ syncing results
@@ -342,35 +271,14 @@ class Dissection(CnnvisWidget):
     def _sync_extra(self, step: Step) -> None:
         if self._show_final():
             self.stage = "done"
-            return
-        which = step.metrics.get("model", 0)
-        name = self._names()[which]
-        comparing = self.compare_handle is not None
-        self.stage = step.metrics.get("stage", "") + (f" ({name})" if comparing else "")
-        self.status = nd.progress_text(step, name)
-        # partial labels while the IoU tallies fill up: the table fills as the run goes
-        if which == (self.view_model == "compare"):
-            partial = self._judged(which, partial=True)
-            if partial is not None:
-                self.rows = nd.table_rows(partial, self.layer)
-                self.summary_bars = nd.summary_bars(partial)
+        elif self._job is not None:  # the table fills as the IoU tallies do
+            shown = int(self.view_model == "compare")
+            self._set_traits(self._job.progress(step, shown, self.layer, self.iou_threshold))
 
-    def _result_text(self) -> str:
-        if self.result is None:
-            return ""
-        rows = self.result.summary()
-        good, units = sum(s["interpretable"] for s in rows), sum(s["units"] for s in rows)
-        return f"; {good}/{units} units interpretable"
-
-    def _finish_run(self, step: Step | None, history: list[float]) -> None:
-        rec: dict[str, Any] = {"layers": list(self.layers)}
-        if self.result is not None:
-            rec["summary"] = self.result.summary()
-            rec["probe"] = self._probe().describe()
-        if self.compare_result is not None and self.compare_handle is not None:
-            rec["compare"] = self.compare_result.summary()
-            rec["compare_model"] = self.compare_handle.describe()
-        self._last_record = rec
+    def _set_traits(self, traits: dict[str, Any]) -> None:
+        with self.hold_sync():
+            for name, value in traits.items():
+                setattr(self, name, value)
 
     def _frame_pixels(self, step: Step) -> Any:
         # called without the base's lock before the final sync: do the heavy drawing here
@@ -384,14 +292,11 @@ class Dissection(CnnvisWidget):
         with self._view_lock:
             traits = job.shown(shown, self.layer, self.unit, self.iou_threshold,
                                top_k=self.top_k, table=table, bars=bars)  # fmt: skip
-            picture = traits.pop("picture", None)
-            with self.hold_sync():
-                for name, value in traits.items():
-                    setattr(self, name, value)
-            if picture is not None:
-                self._composite = self._last_pixels = picture
+            if "picture" in traits:
+                self._composite = self._last_pixels = traits.pop("picture")
                 if job.done:
-                    self.image = encode(picture, "png")
+                    traits["image"] = encode(self._composite, "png")
+            self._set_traits(traits)
 
     # ------------------------------------------------------------------ observers
     def _on_layers(self, change: dict) -> None:
@@ -412,54 +317,3 @@ class Dissection(CnnvisWidget):
     def _on_selection(self, change: dict) -> None:
         view = change["name"] == "view_model"
         self._show_results(table=view, bars=view)
-
-    def _on_action(self, name: str, content: dict) -> None:
-        kinds = {f"export_{k}": (k,) for k in nd.EXPORT_KINDS} | {"export_zip": nd.EXPORT_KINDS}
-        if name not in kinds:
-            return
-        try:
-            file_name, mime, data = self.export_bytes(kinds[name])
-        except Exception as exc:  # noqa: BLE001 - shown in the widget
-            self.error = f"{type(exc).__name__}: {exc}"
-            return
-        self.error = ""
-        self.send_download(file_name, data, mime)  # the browser saves it: no path on the kernel
-        self.status = f"exported {file_name} ({len(data):,} bytes) to your browser's downloads"
-
-    # ------------------------------------------------------------------ export
-    def export_bytes(self, kinds: Sequence[str] = nd.EXPORT_KINDS) -> tuple[str, str, bytes]:
-        """``(file name, mime type, bytes)`` of an export: one file as it is (``dissection.csv``,
-        ``dissection.png``), several (JSON + arrays, or every kind) as one zip. What the export
-        buttons send to the browser; nothing stays on disk."""
-        return nd.export_bytes(self._require(), self._names(), self._last_pixels, kinds)
-
-    def _require(self) -> list[nd.Dissection]:
-        r = self.result
-        if r is None:
-            raise RuntimeError("nothing to export yet: run() the widget (and wait()) first")
-        return [r for r in (r, self.compare_result) if r is not None]
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """All units of all dissected layers as CSV (of both models, with a ``model`` column,
-        when comparing); written to ``path`` when given."""
-        text = nd.combined_csv(self._require(), self._names())
-        if path is not None:
-            from ..cache import atomic_write_bytes
-
-            atomic_write_bytes(path, text.encode())
-        return text
-
-    def export(self, folder: str | Path, kinds: Sequence[str] = nd.EXPORT_KINDS) -> dict[str, Path]:
-        """Write ``dissection.csv``, ``dissection.json`` + ``.npz`` (and ``compare.json`` + npz)
-        and ``dissection.png`` (the static picture) into ``folder``; returns the paths."""
-        return nd.export_files(folder, self._require(), self._names(), self._last_pixels, kinds)
-
-    def figure(self) -> Any:
-        """A plotly figure of unique detectors per category per layer (needs plotly)."""
-        return summary_figure(self._require()[0])
-
-    def comparison_figure(self) -> Any:
-        """A plotly figure of interpretable units per layer of both models (needs plotly)."""
-        if self.compare_result is None:
-            raise RuntimeError("no comparison: create the widget with compare=... and run it")
-        return comparison_figure(self._require(), self._names())

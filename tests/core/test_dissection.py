@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from cnnvis_widgets import load_model
-from cnnvis_widgets.core.blocks.runs import Run
+from cnnvis_widgets.core.blocks.runs import Run, finish
 from cnnvis_widgets.core.dissection import (
     Dissection,
     DissectionJob,
@@ -31,6 +31,7 @@ from cnnvis_widgets.core.dissection import (
     NonFiniteActivationError,
     StreamingQuantile,
     check_layers,
+    check_layers_of,
     combined_csv,
     compare_dissections,
     comparison_bars,
@@ -38,7 +39,9 @@ from cnnvis_widgets.core.dissection import (
     dissect_steps,
     export_bytes,
     export_files,
+    interpretable_text,
     label_counts,
+    model_label,
     render_examples,
     shown_traits,
     static_picture,
@@ -503,6 +506,46 @@ def test_a_job_dissects_several_models_one_after_the_other(tiny_handle, small_pr
     shown = job.shown(1, "conv2", 0, 1.0, top_k=2)
     assert shown["rows"] == table_rows(alone[1].with_iou_threshold(1.0), "conv2")
     assert shown["details"].startswith(f"{other.name}, conv2 unit 0:")
+
+
+def test_a_job_tells_a_front_end_its_progress_record_and_when_to_resume(tiny_handle, small_probe):
+    other = load_model(make_tiny(seed=7), device="cpu", input_size=32)
+    with pytest.raises(KeyError, match="unknown layer 'conv9' in model 'TinyNet'"):
+        check_layers_of([tiny_handle, other], ["conv2", "conv9"])
+    small = load_model(nn.Sequential(nn.Conv2d(3, 4, 3)), device="cpu", input_size=32)
+    with pytest.raises(KeyError, match="^.comparison model: "):
+        check_layers_of([tiny_handle, small], ["conv2"])  # a layer of the model only
+    assert check_layers_of([tiny_handle, other], ["conv2", "conv2"]) == ["conv2"]
+    args = ([tiny_handle, other], ["conv2"], small_probe, ["a", "b"])
+    job = DissectionJob.resumed(None, *args, batch_size=8)
+    assert job.names == ["a", "b"] and job.judged() == [] and job.record(0.04) == {}
+    stop = threading.Event()
+    steps = []
+    for step in Run(job.steps(stop)):
+        steps.append(step)
+        if step.metrics["model"] == 1 and step.metrics["stage"] == "iou":
+            stop.set()
+    last = steps[-1]  # the second model, tallying IoU: its partial labels are shown
+    seen = job.progress(last, 1, "conv2", 0.04)
+    assert seen["stage"] == "iou (b)" and seen["status"].startswith("b: IoU tallies")
+    assert seen["rows"] == table_rows(job.result(1, 0.04, partial=True), "conv2")
+    assert set(job.progress(last, 0, "conv2", 0.04)) == {"stage", "status"}  # model a not tallied
+    assert DissectionJob.resumed(job, *args, batch_size=8) is job  # stopped part way: resume
+    assert DissectionJob.resumed(job, *args, batch_size=4) is not job  # other settings
+    first = job.judged(1.0)
+    assert len(first) == 1 and first[0].iou_threshold == 1.0
+    assert job.record(1.0) == {"summary": first[0].summary(), "probe": small_probe.describe()}
+    assert finish(job.steps()) is not None and job.done
+    assert DissectionJob.resumed(job, *args, batch_size=8) is not job  # done: a new run
+    rec = job.record(0.04)
+    assert (
+        rec["compare"] == job.result(1, 0.04).summary() and rec["compare_model"] == other.describe()
+    )
+    summary = job.result(0, 0.0).summary()  # every unit interpretable at IoU >= 0
+    n = sum(s["units"] for s in summary)
+    assert interpretable_text(job.result(0, 0.0)) == f"{n}/{n} units interpretable"
+    assert interpretable_text(job.result(0, 1.0)) == f"0/{n} units interpretable"
+    assert model_label(tiny_handle) == f"{tiny_handle.name} [{tiny_handle.weights}]"
 
 
 def test_views_rows_bars_text_and_pictures(tiny_handle, small_probe) -> None:

@@ -49,7 +49,7 @@ from . import views as _views
 from .compare import DissectionComparison, compare_dissections
 from .examples import UnitExamples, _outline, render_examples, unit_examples  # noqa: F401
 from .exports import *  # noqa: F403 - the export functions (exports.__all__)
-from .joint import DissectionJob
+from .joint import DissectionJob, check_layers_of
 from .probing import LUMA, _consume_outputs, probe_channels, to_model_channels  # noqa: F401
 from .results import SAVE_VERSION, Dissection, LayerDissection  # noqa: F401
 from .run import (  # noqa: F401
@@ -80,6 +80,7 @@ __all__ = [
     "NonFiniteActivationError",
     "check_layers",
     "DissectionJob",
+    "check_layers_of",
     *_views.__all__,
     *_exports.__all__,
 ]

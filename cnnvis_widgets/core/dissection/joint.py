@@ -12,8 +12,23 @@ from ...models.handle import ModelHandle
 from ..blocks.optimize import Step
 from ..blocks.runs import Run
 from .results import Dissection
-from .run import Dissector
-from .views import shown_traits
+from .run import Dissector, check_layers
+from .views import progress_text, shown_traits, summary_bars, table_rows
+
+
+def check_layers_of(handles: Sequence[ModelHandle], layers: str | Sequence[str]) -> list[str]:
+    """:func:`~.run.check_layers` of ``layers`` for every model of a job (the second one called
+    the comparison model in the messages); the names, repeats dropped.
+
+    Examples
+    --------
+    >>> check_layers_of([h, load_model(h, weights=None)], ["_blocks.4"])   # doctest: +SKIP
+    ['_blocks.4']
+    """
+    names = check_layers(handles[0], layers)
+    for h in handles[1:]:
+        check_layers(h, names, which="comparison model")
+    return names
 
 
 class DissectionJob:
@@ -54,6 +69,22 @@ class DissectionJob:
         self.dissectors = [Dissector(h, layers, probe, **settings) for h in self.handles]
         self.layers = self.dissectors[0].layers if self.dissectors else []
         self.results: list[Dissection | None] = [None] * len(self.dissectors)
+
+    @classmethod
+    def resumed(
+        cls,
+        job: DissectionJob | None,
+        handles: Sequence[ModelHandle],
+        layers: str | Sequence[str],
+        probe: Probe,
+        names: Sequence[str] | None = None,
+        **settings: Any,
+    ) -> DissectionJob:
+        """``job`` when it stopped part way and computes what these arguments ask (its
+        :meth:`steps` resume it), else a new job of these arguments."""
+        if job is not None and not job.done and job.matches(handles, layers, probe, **settings):
+            return job
+        return cls(handles, layers, probe, names, **settings)
 
     def matches(
         self,
@@ -101,6 +132,40 @@ class DissectionJob:
         if r is None and partial:
             r = self.dissectors[model].partial_result()
         return r if r is None or iou_threshold is None else r.with_iou_threshold(iou_threshold)
+
+    def judged(self, iou_threshold: float | None = None) -> list[Dissection]:
+        """The complete results, judged with ``iou_threshold`` when given: every model's once
+        the job is done, empty until the first model's result is complete."""
+        results = [self.result(i, iou_threshold) for i in range(len(self.dissectors))]
+        return [] if not results or results[0] is None else [r for r in results if r is not None]
+
+    def record(self, iou_threshold: float) -> dict[str, Any]:
+        """What the job found, for a record: the first model's ``summary`` and the ``probe``
+        set, and with a second model its ``compare`` summary and ``compare_model``; empty until
+        the first model's result is complete."""
+        done = self.judged(iou_threshold)
+        rec: dict[str, Any] = {}
+        if done:
+            rec = {"summary": done[0].summary(), "probe": self.probe.describe()}
+        if len(done) > 1:
+            rec |= {"compare": done[1].summary(), "compare_model": self.handles[1].describe()}
+        return rec
+
+    def progress(self, step: Step, shown: int, layer: str, iou_threshold: float) -> dict[str, Any]:
+        """What a front end shows of ``step`` of this job: the ``stage`` (with the model's name
+        when there are several) and the ``status`` line and, while model ``shown`` is being
+        tallied, the ``rows`` of ``layer`` and the ``summary_bars`` of its partial result."""
+        which = step.metrics.get("model", 0)
+        name = self.names[which]
+        several = f" ({name})" if len(self.handles) > 1 else ""
+        out = {
+            "stage": step.metrics.get("stage", "") + several,
+            "status": progress_text(step, name),
+        }
+        partial = self.result(which, iou_threshold, partial=True) if which == shown else None
+        if partial is not None:
+            out |= {"rows": table_rows(partial, layer), "summary_bars": summary_bars(partial)}
+        return out
 
     def shown(
         self, model: int, layer: str, unit: int, iou_threshold: float, **options: Any

@@ -31,10 +31,13 @@ from .examples import UnitExamples, render_examples, unit_examples
 from .results import Dissection
 
 __all__ = [
+    "TABLE_COLUMNS",
+    "model_label",
     "table_rows",
     "summary_bars",
     "comparison_bars",
     "unit_text",
+    "interpretable_text",
     "unit_picture",
     "static_picture",
     "shown_traits",
@@ -43,6 +46,24 @@ __all__ = [
 
 #: what the stages of a run are called in a status line
 STAGES = {"quantile": "thresholds", "refine": "thresholds (refine)", "iou": "IoU tallies"}
+
+
+#: the columns of :func:`table_rows`, as a front end's table shows them (key, label, format)
+TABLE_COLUMNS = [
+    {"key": "unit", "label": "Unit", "numeric": True},
+    {"key": "concept", "label": "Concept"},
+    {"key": "category", "label": "Category"},
+    {"key": "iou", "label": "IoU", "numeric": True, "digits": 3},
+    {"key": "ok", "label": "Interpretable"},
+]
+
+
+def model_label(handle: ModelHandle) -> str:
+    """What a model is called in views: its name and its weights as its handle records them,
+    ``imagenet`` for any ImageNet weights (e.g. ``"efficientnet_lite0 [imagenet]"``)."""
+    w = handle.weights
+    short = "imagenet" if w.startswith("imagenet") else w
+    return f"{handle.name} [{short}]"
 
 
 def table_rows(result: Dissection, layer: str) -> list[dict[str, Any]]:
@@ -96,6 +117,13 @@ def unit_text(result: Dissection, layer: str, unit: int, model: str) -> str:
         "yellow outline: where the unit is above its threshold (the rest is dimmed); "
         "cyan outline: the concept's mask"
     )
+
+
+def interpretable_text(result: Dissection) -> str:
+    """How many of the dissected units are interpretable, e.g. ``"12/96 units interpretable"``."""
+    rows = result.summary()
+    good, units = sum(s["interpretable"] for s in rows), sum(s["units"] for s in rows)
+    return f"{good}/{units} units interpretable"
 
 
 def unit_picture(examples: UnitExamples, ncol: int = 4, min_side: int = 128) -> torch.Tensor:

@@ -33,7 +33,7 @@ from .blocks.objectives import LOGITS, Objective, as_objective, diversity
 from .blocks.optimize import Step, optimize_steps
 from .blocks.params import ImageParam, fft_image, pixel_image
 from .blocks.runs import finish
-from .blocks.settings import Settings, from_preset, pick_preset
+from .blocks.settings import Settings, from_preset, knob, pick_preset
 from .blocks.transforms import Transform, compose, random_affine
 
 __all__ = [
@@ -87,19 +87,27 @@ class AMSettings(Settings):
 
     steps: int = 512
     lr: float = 0.05
-    pad: int = 12
-    jitter: int = 8
-    scale: float = 0.1
-    rotate: float = 10.0
+    # the widget's sliders: range, help, label, step (knob); transforms first, then regularizers
+    pad: int = knob(12, 0, 64, "Padding before the random transforms (pixels).", "Pad", 1)
+    jitter: int = knob(8, 0, 64, "Random shift (pixels).", "Jitter", 1)
+    scale: float = knob(0.1, 0.0, 0.9, "Random scale range, +-.", "Scale +-", 0.01)
+    rotate: float = knob(10.0, 0.0, 180.0, "Random rotation range, +- degrees.", "Rotate +- deg", 1)
     jitter2: int = 4
-    l2_decay: float = 0.0
-    blur_sigma: float = 0.0
-    blur_every: int = 4
-    clip_norm_pct: float = 0.0
-    clip_contrib_pct: float = 0.0
-    tv_weight: float = 0.0
-    l2_weight: float = 0.0
-    diversity: float = 0.0
+    l2_decay: float = knob(0.0, 0.0, 0.1, "L2 decay towards grey per step.", "L2 decay", 0.0001)
+    blur_sigma: float = knob(0.0, 0.0, 8.0, "Gaussian blur width (pixels).", "Blur sigma", 0.05)
+    blur_every: int = knob(4, 1, 64, "Blur every this many steps.", "Blur every", 1)
+    clip_norm_pct: float = knob(
+        0.0, 0.0, 99.0, "Reset pixels of small norm (percentile).", "Clip small norm %", 1
+    )
+    clip_contrib_pct: float = knob(
+        0.0, 0.0, 99.0, "Reset pixels of small contribution (percentile).",
+        "Clip small contribution %", 1,
+    )  # fmt: skip
+    tv_weight: float = knob(0.0, 0.0, 10.0, "Total-variation weight.", "Total variation", 0.01)
+    l2_weight: float = knob(0.0, 0.0, 0.1, "L2 penalty weight (Simonyan).", "L2 penalty", 0.0001)
+    diversity: float = knob(
+        0.0, 0.0, 100.0, "Diversity weight across the grid's images.", "Diversity", 0.1
+    )
     fed_size: str = "model"
 
     def check(self, name: str, value: Any) -> Any:

@@ -15,13 +15,14 @@ from typing import Any
 
 import traitlets as t
 
-from ..core.blocks.settings import field_names, pick_preset
+from ..core.blocks.settings import field_names, knobs, pick_preset
 from ._base import BoundedFloat, BoundedInt, setting
 
 __all__ = [
     "PresetSliders",
     "choice_setting",
     "live_slider",
+    "live_sliders",
     "lr_setting",
     "preset_setting",
     "seed_setting",
@@ -73,6 +74,24 @@ def seed_setting(group: str):
 def live_slider(trait: t.TraitType, label: str, group: str, step: float, **control: Any):
     """A slider the running loop reads at every step (a regularizer, a transform, a prior)."""
     return setting(trait, "slider", label, group, live=True, step=step, **control)
+
+
+def live_sliders(
+    settings: Any, group: str, names: str, *, collapsed: bool = False, **control: Any
+) -> tuple[t.TraitType, ...]:
+    """Live sliders for the fields ``names`` (space-separated) of a core settings dataclass,
+    from the fields' own :func:`~cnnvis_widgets.core.blocks.settings.knob` declarations (default,
+    range, help, label, step): a setting's range and help are written once, in core.
+    ``collapsed`` applies to the group (its first control); ``control`` to every slider."""
+    declared = knobs(settings)
+    out = []
+    for i, name in enumerate(names.split()):
+        default, k = declared[name]
+        bounded = BoundedInt if isinstance(default, int) else BoundedFloat
+        trait = bounded(default, k.low, k.high, help=k.help)
+        first = {"collapsed": True} if collapsed and i == 0 else {}
+        out.append(live_slider(trait, k.label, group, k.step, **first, **control))
+    return tuple(out)
 
 
 def choice_setting(

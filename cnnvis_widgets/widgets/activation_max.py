@@ -15,7 +15,7 @@ from ..core.blocks.settings import field_names
 from ..models import ModelHandle
 from ..models.layers import default_layer
 from . import _optimization as opt
-from ._base import BoundedFloat, BoundedInt, CnnvisWidget, setting
+from ._base import BoundedInt, CnnvisWidget, setting
 
 __all__ = ["ActivationMaximization"]
 
@@ -92,52 +92,17 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     size = opt.size_setting("Run", "Side of the optimized image in pixels.")
     seed = opt.seed_setting("Run")
     # ------------------------------------------- Regularizers (fields of AMSettings, all live)
-    l2_decay = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 0.1, help="L2 decay towards grey per step."),
-        "L2 decay", "Regularizers", 0.0001, collapsed=True,
-    )  # fmt: skip
-    blur_sigma = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 8.0, help="Gaussian blur width (pixels)."),
-        "Blur sigma", "Regularizers", 0.05,
-    )  # fmt: skip
-    blur_every = opt.live_slider(
-        BoundedInt(4, 1, 64, help="Blur every this many steps."), "Blur every", "Regularizers", 1
-    )
-    clip_norm_pct = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small norm (percentile)."),
-        "Clip small norm %", "Regularizers", 1,
-    )  # fmt: skip
-    clip_contrib_pct = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 99.0, help="Reset pixels of small contribution (percentile)."),
-        "Clip small contribution %", "Regularizers", 1,
-    )  # fmt: skip
-    tv_weight = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 10.0, help="Total-variation weight."),
-        "Total variation", "Regularizers", 0.01,
-    )  # fmt: skip
-    l2_weight = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 0.1, help="L2 penalty weight (Simonyan)."),
-        "L2 penalty", "Regularizers", 0.0001,
+    l2_decay, blur_sigma, blur_every, clip_norm_pct, clip_contrib_pct, tv_weight, l2_weight = (
+        opt.live_sliders(
+            am.AMSettings, "Regularizers",
+            "l2_decay blur_sigma blur_every clip_norm_pct clip_contrib_pct tv_weight l2_weight",
+            collapsed=True,
+        )
     )  # fmt: skip
     # --------------------------------------------- Transforms (fields of AMSettings, all live)
-    pad = opt.live_slider(
-        BoundedInt(12, 0, 64, help="Padding before the random transforms (pixels)."),
-        "Pad", "Transforms", 1, collapsed=True,
-    )  # fmt: skip
-    jitter = opt.live_slider(
-        BoundedInt(8, 0, 64, help="Random shift (pixels)."), "Jitter", "Transforms", 1
+    pad, jitter, scale, rotate, diversity = opt.live_sliders(
+        am.AMSettings, "Transforms", "pad jitter scale rotate diversity", collapsed=True
     )
-    scale = opt.live_slider(
-        BoundedFloat(0.1, 0.0, 0.9, help="Random scale range, +-."), "Scale +-", "Transforms", 0.01
-    )
-    rotate = opt.live_slider(
-        BoundedFloat(10.0, 0.0, 180.0, help="Random rotation range, +- degrees."),
-        "Rotate +- deg", "Transforms", 1,
-    )  # fmt: skip
-    diversity = opt.live_slider(
-        BoundedFloat(0.0, 0.0, 100.0, help="Diversity weight across the grid's images."),
-        "Diversity", "Transforms", 0.1,
-    )  # fmt: skip
 
     _presets = am.PRESETS
 

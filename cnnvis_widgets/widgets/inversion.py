@@ -28,7 +28,6 @@ from ..models.layers import inversion_layers as default_layers
 from . import _optimization as opt
 from ._base import (
     BoundedFloat,
-    BoundedInt,
     CnnvisWidget,
     ModelArg,
     setting,
@@ -119,25 +118,9 @@ class Inversion(
         visible_when=_REG,
     )  # fmt: skip
     # ----------------------------------------- Priors (fields of InversionSettings, all live)
-    alpha_weight = opt.live_slider(
-        BoundedFloat(1e-3, 0.0, 10.0, help="Weight of the alpha-norm prior (live)."),
-        "Alpha-norm weight", "Priors", 0.001, collapsed=True, visible_when=_REG,
-    )  # fmt: skip
-    alpha = opt.live_slider(
-        BoundedFloat(6.0, 1.0, 20.0, help="Exponent of the alpha-norm prior (live)."),
-        "Alpha", "Priors", 0.5, visible_when=_REG,
-    )  # fmt: skip
-    tv_weight = opt.live_slider(
-        BoundedFloat(3.0, 0.0, 100.0, help="Weight of the total-variation prior (live)."),
-        "TV weight", "Priors", 0.1, visible_when=_REG,
-    )  # fmt: skip
-    tv_beta = opt.live_slider(
-        BoundedFloat(2.0, 1.0, 4.0, help="Exponent of the total-variation prior (live)."),
-        "TV beta", "Priors", 0.1, visible_when=_REG,
-    )  # fmt: skip
-    jitter = opt.live_slider(
-        BoundedInt(2, 0, 64, help="Random shift in pixels, during the first steps (live)."),
-        "Jitter (px)", "Priors", 1, visible_when=_REG,
+    alpha_weight, alpha, tv_weight, tv_beta, jitter = opt.live_sliders(
+        inv.InversionSettings, "Priors", "alpha_weight alpha tv_weight tv_beta jitter",
+        collapsed=True, visible_when=_REG,
     )  # fmt: skip
     seed = opt.seed_setting("Optimization")
     # ----------------------------------------- Decoder (DecoderSettings; train_lr: no control)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import limits
-from ..blocks.settings import Settings, from_preset, pick_preset
+from ..blocks.settings import Settings, from_preset, knob, pick_preset
 
 __all__ = ["InversionSettings", "Preset", "PRESETS", "settings_for"]
 
@@ -51,11 +51,20 @@ class InversionSettings(Settings):
     steps: int = 200
     lr: float = 0.02
     lr_end: float = 0.001
-    alpha: float = 6.0
-    alpha_weight: float = 1e-3
-    tv_beta: float = 2.0
-    tv_weight: float = 3.0
-    jitter: int = 2
+    # the widget's sliders: range, help, label, step (knob)
+    alpha: float = knob(6.0, 1.0, 20.0, "Exponent of the alpha-norm prior (live).", "Alpha", 0.5)
+    alpha_weight: float = knob(
+        1e-3, 0.0, 10.0, "Weight of the alpha-norm prior (live).", "Alpha-norm weight", 0.001
+    )
+    tv_beta: float = knob(
+        2.0, 1.0, 4.0, "Exponent of the total-variation prior (live).", "TV beta", 0.1
+    )
+    tv_weight: float = knob(
+        3.0, 0.0, 100.0, "Weight of the total-variation prior (live).", "TV weight", 0.1
+    )
+    jitter: int = knob(
+        2, 0, 64, "Random shift in pixels, during the first steps (live).", "Jitter (px)", 1
+    )
     jitter_until: float = 0.75
 
 

@@ -107,7 +107,7 @@ def test_class_contributions_equal_weight_times_mean_activation(tiny_handle):
 
 
 def test_the_package_keeps_every_name_of_the_old_module():
-    """core/atlas.py became a package and class_contributions moved to core/contributions.py:
+    """core/atlas.py became a package and class_contributions moved to core/attribution/contributions.py:
     every public name of the old module is still reachable as ``atlas.<name>``."""
     from cnnvis_widgets.core import contributions
 
@@ -121,7 +121,7 @@ def test_the_package_keeps_every_name_of_the_old_module():
     assert missing == []
     assert set(old) <= set(A.__all__)
     assert A.class_contributions is contributions.class_contributions
-    assert A.class_contributions.__module__ == "cnnvis_widgets.core.contributions"
+    assert A.class_contributions.__module__ == "cnnvis_widgets.core.attribution.contributions"
 
 
 def test_network_summary_and_its_cache(tiny_handle, cache_dir):

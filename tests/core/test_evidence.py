@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from cnnvis_widgets import load_model
-from cnnvis_widgets.core import faithfulness as FA
-from cnnvis_widgets.core import sanity as S
+from cnnvis_widgets.core.attribution import faithfulness as FA
+from cnnvis_widgets.core.attribution import sanity as S
 from cnnvis_widgets.core.blocks.runs import Run
 
 

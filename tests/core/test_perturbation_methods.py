@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from cnnvis_widgets import load_model
 from cnnvis_widgets.core import attribution as A
-from cnnvis_widgets.core import integrated_gradients as IG
-from cnnvis_widgets.core import occlusion as OC
+from cnnvis_widgets.core.attribution import integrated_gradients as IG
+from cnnvis_widgets.core.attribution import occlusion as OC
 from tests.conftest import make_tiny
 
 

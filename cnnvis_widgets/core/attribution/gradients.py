@@ -45,19 +45,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import limits
-from ..models.handle import ModelHandle
-from ..models.layers import default_cam_layer, spatial_layers
-from .blocks.hooks import capture, forward_to
-from .blocks.objectives import LOGITS, Objective, as_objective, class_logit
-from .blocks.optimize import NonFiniteLossError
-from .blocks.rules import (
+from ... import limits
+from ...models.handle import ModelHandle
+from ...models.layers import default_cam_layer, spatial_layers
+from ..blocks.hooks import capture, forward_to
+from ..blocks.objectives import LOGITS, Objective, as_objective, class_logit
+from ..blocks.optimize import NonFiniteLossError
+from ..blocks.rules import (
     RULES,
     RuleState,
     UnsupportedActivationError,
     relu_rule,
 )
-from .blocks.rules import (
+from ..blocks.rules import (
     patches_installed as patches_installed,  # tests: nothing left installed
 )
 

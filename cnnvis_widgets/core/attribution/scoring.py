@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from .. import limits
-from ..models import ModelHandle
-from .blocks.hooks import capture, forward_to
-from .blocks.objectives import LOGITS, Objective, class_logit
+from ... import limits
+from ...models import ModelHandle
+from ..blocks.hooks import capture, forward_to
+from ..blocks.objectives import LOGITS, Objective, class_logit
 
 __all__ = ["batch_size_for", "chunks", "scores", "per_image_targets"]
 
@@ -49,7 +49,7 @@ def per_image_targets(
     target becomes one class-logit objective per image (so each image's variants can be scored
     as a batch of their own); any other objective is used for every image.
     """
-    from .attribution import as_target
+    from .gradients import as_target
 
     obj = as_target(handle, target, batch)
     if obj.classes and not obj.hidden_layers:

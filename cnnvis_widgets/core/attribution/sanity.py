@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import ModelHandle, load_model
-from .attribution import METHODS, _as_input, attribute, canonical_method
-from .blocks.optimize import Step
+from ...models import ModelHandle, load_model
+from ..blocks.optimize import Step
+from .gradients import METHODS, _as_input, attribute, canonical_method
 
 __all__ = [
     "SanityResult",
@@ -110,7 +110,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     >>> round(ssim(m, m), 6)
     1.0
     """
-    from .blocks.regularizers import gaussian_blur
+    from ..blocks.regularizers import gaussian_blur
 
     x = a.detach().double().cpu().view(1, 1, *a.shape[-2:])
     y = b.detach().double().cpu().view(1, 1, *b.shape[-2:])

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from .. import limits
-from ..models import ModelHandle
-from .attribution import _as_input
-from .blocks.objectives import Objective, channel
+from ... import limits
+from ...models import ModelHandle
+from ..blocks.objectives import Objective, channel
+from .gradients import _as_input
 from .scoring import batch_size_for, chunks, per_image_targets, scores
 
 __all__ = ["OcclusionMaps", "occlusion", "feature_occlusion", "positions"]

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from .. import limits
-from ..models import ModelHandle
-from .attribution import METHODS, _as_input, _backward, canonical_method
-from .blocks.regularizers import gaussian_blur
+from ... import limits
+from ...models import ModelHandle
+from ..blocks.regularizers import gaussian_blur
+from .gradients import METHODS, _as_input, _backward, canonical_method
 from .scoring import batch_size_for, chunks, per_image_targets, scores
 
 __all__ = ["IGResult", "integrated_gradients", "baseline", "smoothgrad", "BASELINES"]
@@ -156,7 +156,7 @@ def smoothgrad(
     key of :data:`cnnvis_widgets.core.attribution.METHODS`. The noise is drawn from a generator
     seeded by ``seed`` (the global random state is untouched). Returns the map's shape.
     """
-    from .attribution import attribute
+    from .gradients import attribute
 
     name = canonical_method(method)
     x = _as_input(handle, images)

@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from .. import limits
-from ..models import ModelHandle
-from .attribution import _as_input
-from .blocks.optimize import Step
-from .blocks.regularizers import gaussian_blur
+from ... import limits
+from ...models import ModelHandle
+from ..blocks.optimize import Step
+from ..blocks.regularizers import gaussian_blur
+from .gradients import _as_input
 from .scoring import batch_size_for, chunks, per_image_targets, scores
 
 __all__ = ["Curves", "faithfulness_steps", "faithfulness", "pixel_order", "auc", "BASELINE_ORDERS"]
@@ -186,6 +186,6 @@ def faithfulness_steps(
 def faithfulness(handle: ModelHandle, image: torch.Tensor, target: Any,
                  maps: Mapping[str, torch.Tensor], **kwargs: Any) -> Curves:  # fmt: skip
     """:func:`faithfulness_steps` run to its end."""
-    from .blocks.runs import finish
+    from ..blocks.runs import finish
 
     return finish(faithfulness_steps(handle, image, target, maps, **kwargs))

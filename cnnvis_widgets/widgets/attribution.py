@@ -4,7 +4,8 @@ Pick a photo (a packaged one, or upload yours), a target class (the model's top-
 first) and a method: saliency (Simonyan et al. 2013), DeconvNet (Zeiler & Fergus 2014), guided
 backprop (Springenberg et al. 2015), Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017). Every
 method's map is computed once per (image, class, Grad-CAM layer); switching the method or moving
-the opacity slider only re-composites pictures.
+the opacity slider only re-composites pictures. The Evidence settings add a live sanity check
+(cascading randomization) and deletion/insertion curves (see :mod:`._attribution_evidence`).
 """
 
 from __future__ import annotations

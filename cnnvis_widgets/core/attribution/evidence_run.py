@@ -99,17 +99,18 @@ class SanityStrip:
         return [[i, round(v, 4)] for i, v in enumerate(self.scores.get(method, []))]
 
     def picture(self, tile: int = 96) -> torch.Tensor | None:
-        """One row per method, one map per stage with the stage's name and score under it:
-        pixels ``(3, h, w)``; None before the first stage."""
+        """One row per method, one map per stage with the stage's name and its rank correlation
+        (:data:`MEASURE`) under it: pixels ``(3, h, w)``; None before the first stage."""
         if not self.stages:
             return None
         rows = []
         for m in self.methods:
             tiles = [map_picture(m, a) for a in self.maps[m]]
             captions = [
-                f"{s}\n{MEASURE} {v:.2f}" for s, v in zip(self.stages, self.scores[m], strict=True)
+                f"{s}\nrho {v:.2f}" for s, v in zip(self.stages, self.scores[m], strict=True)
             ]
-            rows.append(I.labelled_row(tiles, captions, tile, title=METHODS[m][0]))
+            title = f"{METHODS[m][0]}: rho = rank corr. of |map| with trained"
+            rows.append(I.labelled_row(tiles, captions, tile, title=title))
         return I.pil_to_tensor(I.stack_rows(rows))[0]
 
     def verdicts(self) -> str:

@@ -83,12 +83,12 @@ class Attribution(AttributionEvidence, CnnvisWidget):
     # ---------------------------------------------------------------------- Method
     method = setting(
         t.Enum(
-            [*A.METHODS, *A.DEPRECATED_METHODS],  # old spellings: a DeprecationWarning, then new
+            [*A.METHODS, *AR.SLOW_METHODS, *A.DEPRECATED_METHODS],  # old: a warning, then new
             "guided_backprop",
-            help="Map shown large: " + ", ".join(A.METHODS) + ".",
+            help="Map shown large: " + ", ".join([*A.METHODS, *AR.SLOW_METHODS]) + ".",
         ),
         "select", "Method", "Method",
-        options=[[label, key] for key, (label, _, _) in A.METHODS.items()],
+        options=[[v[0], key] for key, v in [*A.METHODS.items(), *AR.SLOW_METHODS.items()]],
     )  # fmt: skip
     cam_layer = setting(
         t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM."),
@@ -260,7 +260,8 @@ class Attribution(AttributionEvidence, CnnvisWidget):
 
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
-        return A.canonical_method(proposal["value"])
+        value = proposal["value"]  # the slow methods: computed when chosen (many passes)
+        return value if value in AR.SLOW_METHODS else A.canonical_method(value)
 
     # ------------------------------------------------------------------ the run
     def _describe(self) -> str:

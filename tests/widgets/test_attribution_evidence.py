@@ -104,3 +104,35 @@ def test_faithfulness_curves_and_table_follow_the_shown_method(tiny_handle) -> N
         assert "deletion_curve" not in panel_traits(w)
     finally:
         w.close()
+
+
+def test_occlusion_and_integrated_gradients_are_computed_only_when_chosen(tiny_handle) -> None:
+    from cnnvis_widgets.core import imaging as I
+    from cnnvis_widgets.core.attribution.integrated_gradients import integrated_gradients
+    from cnnvis_widgets.core.attribution.occlusion import occlusion
+
+    w = Attribution(tiny_handle, image="cat", auto_run=False)
+    try:
+        assert [o[1] for o in w.controls[3]["options"]][-2:] == [
+            "occlusion",
+            "integrated_gradients",
+        ]
+        w.run()
+        assert w.wait(timeout=120) and w.error == "", w.error
+        shown = w._shown
+        assert shown.map("occlusion") is None and shown.map("integrated_gradients") is None
+        x = tiny_handle.preprocess(sample_image("cat"))
+        c = top1(tiny_handle, x)
+        expected = {
+            "occlusion": occlusion(tiny_handle, x, c).score[0],
+            "integrated_gradients": integrated_gradients(tiny_handle, x, c).attributions[0],
+        }
+        for method, attr in expected.items():
+            w.method = method  # not cached: a run computes it
+            assert w.wait(timeout=120) and w.error == "", w.error
+            assert w._shown.map(method) is not None
+            assert np.array_equal(png(w.heatmap), png(I.encode(I.heatmap(attr.cpu()), "png")))
+            assert w.record()["settings"]["method"] == method
+        assert w._shown.map("occlusion") is not None  # kept: switching back is free
+    finally:
+        w.close()

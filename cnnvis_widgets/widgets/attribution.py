@@ -4,7 +4,8 @@ Pick a photo (a packaged one, or upload yours), a target class (the model's top-
 first) and a method: saliency (Simonyan et al. 2013), DeconvNet (Zeiler & Fergus 2014), guided
 backprop (Springenberg et al. 2015), Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017). Every
 method's map is computed once per (image, class, Grad-CAM layer); switching the method or moving
-the opacity slider only re-composites pictures.
+the opacity slider only re-composites pictures. The Evidence settings add a live sanity check
+(cascading randomization) and deletion/insertion curves (see :mod:`._attribution_evidence`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from ..core.blocks.optimize import Step
 from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ..models.layers import spatial_layers
+from ._attribution_evidence import AttributionEvidence, evidence_settings
 from ._base import BoundedFloat, CnnvisWidget, ModelArg, setting
 from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data, upload_setting
 
 __all__ = ["Attribution"]
 
 
-class Attribution(CnnvisWidget):
+class Attribution(AttributionEvidence, CnnvisWidget):
     """Saliency, DeconvNet, guided backprop, Grad-CAM and guided Grad-CAM for one photo.
 
     Parameters
@@ -81,12 +83,12 @@ class Attribution(CnnvisWidget):
     # ---------------------------------------------------------------------- Method
     method = setting(
         t.Enum(
-            [*A.METHODS, *A.DEPRECATED_METHODS],  # old spellings: a DeprecationWarning, then new
+            [*A.METHODS, *AR.SLOW_METHODS, *A.DEPRECATED_METHODS],  # old: a warning, then new
             "guided_backprop",
-            help="Map shown large: " + ", ".join(A.METHODS) + ".",
+            help="Map shown large: " + ", ".join([*A.METHODS, *AR.SLOW_METHODS]) + ".",
         ),
         "select", "Method", "Method",
-        options=[[label, key] for key, (label, _, _) in A.METHODS.items()],
+        options=[[v[0], key] for key, v in [*A.METHODS.items(), *AR.SLOW_METHODS.items()]],
     )  # fmt: skip
     cam_layer = setting(
         t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM."),
@@ -98,6 +100,7 @@ class Attribution(CnnvisWidget):
         BoundedFloat(0.5, 0.0, 1.0, help="Opacity of the map over the photo (0: photo only)."),
         "slider", "Overlay opacity", "Display", step=0.05,
     )  # fmt: skip
+    sanity_check, sanity_blocks, faithfulness, curve_steps = evidence_settings()  # Evidence
     original = t.Bytes(b"", help="PNG: the photo as the model sees it (read-only).").tag(sync=True)
     heatmap = t.Bytes(b"", help="PNG: the chosen method's map (read-only).").tag(sync=True)
     overlay = t.Bytes(b"", help="PNG: the map over the photo (read-only).").tag(sync=True)
@@ -138,7 +141,7 @@ class Attribution(CnnvisWidget):
         self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(self._on_display, names=["method", "opacity"])
         self.observe(self._on_image_change, names=["image_name"])
-        self.panels = [
+        self._evidence_ready([
             {"kind": "image", "trait": "original", "label": "Photo"},
             {"kind": "image", "trait": "heatmap", "label": "Map"},
             {"kind": "image", "trait": "overlay", "label": "Map over the photo"},
@@ -146,7 +149,7 @@ class Attribution(CnnvisWidget):
              "digits": 3},
             {"kind": "image", "trait": "all_maps", "label": "All methods"},
             {"kind": "progress"},
-        ]  # fmt: skip
+        ])  # fmt: skip
 
     # ------------------------------------------------------------------ image choice
     def _adopt_image(self, image: Any, photos: list[str], options: list[list[str]]) -> str:
@@ -257,7 +260,8 @@ class Attribution(CnnvisWidget):
 
     @t.validate("method")
     def _valid_method(self, proposal: dict) -> str:
-        return A.canonical_method(proposal["value"])
+        value = proposal["value"]  # the slow methods: computed when chosen (many passes)
+        return value if value in AR.SLOW_METHODS else A.canonical_method(value)
 
     # ------------------------------------------------------------------ the run
     def _describe(self) -> str:
@@ -286,7 +290,8 @@ class Attribution(CnnvisWidget):
             return
         for step in AR.attribution_steps(h, x, shown, self.method):
             self._shown = shown
-            yield dataclasses.replace(step, image=self._compose())  # the picture: a composite
+            yield (step := dataclasses.replace(step, image=self._compose()))  # a composite
+        yield from self._evidence_steps(x, shown, self.method, step.image, step.total)
 
     def _compose(self) -> torch.Tensor | None:
         """Set the picture traits from the cached maps; returns the composite (photo | map |
@@ -323,6 +328,7 @@ class Attribution(CnnvisWidget):
             "method": self.method,
             "cam_layer": shown.layer,
             "unsupported": dict(shown.unsupported),
+            **self._evidence_record,
         }  # fmt: skip
 
     def _result_text(self) -> str:

@@ -6,7 +6,8 @@ photo, class and Grad-CAM layer (the method asked for first), keeps them in a :c
 returns the :class:`PhotoMaps`, from which :meth:`PhotoMaps.pictures` composes the pictures of
 any method at any opacity without a new pass. A method the model's activations cannot run
 (DeconvNet on SiLU) is left out and named in :attr:`PhotoMaps.unsupported`, unless it is the
-one asked for.
+one asked for. The slower methods of :data:`SLOW_METHODS` (occlusion, integrated gradients) are
+computed only when they are the one asked for.
 
 Examples
 --------
@@ -32,11 +33,14 @@ import torch
 from ...models.handle import ModelHandle
 from .. import attribution as A
 from ..blocks.optimize import Step
+from .integrated_gradients import integrated_gradients
+from .occlusion import occlusion
 from .pictures import attribution_pictures
 
 __all__ = [
     "MAX_MAPS",
     "MAX_MAP_BYTES",
+    "SLOW_METHODS",
     "MapCache",
     "PhotoMaps",
     "display_pixels",
@@ -45,6 +49,22 @@ __all__ = [
 
 MAX_MAPS = 96  # attribution maps kept per cache (a run makes one per method) ...
 MAX_MAP_BYTES = 64 * 2**20  # ... and at most this many bytes of them
+
+
+def _occlusion_map(handle: ModelHandle, x: torch.Tensor, target: int) -> torch.Tensor:
+    return occlusion(handle, x, target).score  # the logit's drop, 32 px patch, 8 px stride
+
+
+def _ig_map(handle: ModelHandle, x: torch.Tensor, target: int) -> torch.Tensor:
+    return integrated_gradients(handle, x, target).attributions  # 32 steps from black
+
+
+#: Methods computed only when asked for (many passes each): name -> (label, map of
+#: ``(handle, x, class)`` ``(1, C, H, W)``), with their papers' defaults.
+SLOW_METHODS: dict[str, tuple[str, Any]] = {
+    "occlusion": ("Occlusion (Zeiler & Fergus 2014)", _occlusion_map),
+    "integrated_gradients": ("Integrated gradients (Sundararajan et al. 2017)", _ig_map),
+}
 
 
 class MapCache:
@@ -123,7 +143,8 @@ class PhotoMaps:
 
     def map_key(self, method: str) -> tuple:
         """The cache key of ``method``'s map (the layer counts for the Grad-CAM methods only)."""
-        return (self.key, self.target, method, self.layer if A.METHODS[method][2] else "")
+        cam = method in A.METHODS and A.METHODS[method][2]
+        return (self.key, self.target, method, self.layer if cam else "")
 
     def map(self, method: str) -> torch.Tensor | None:
         """``method``'s map ``(C, H, W)`` on the CPU, or None when it is not computed (yet)."""
@@ -167,7 +188,7 @@ def attribution_steps(
     maps : PhotoMaps
         Which photo, class and layer, and the cache the maps go to.
     method : str
-        A key of :data:`~.attribution.METHODS`: computed first.
+        A key of :data:`~.attribution.METHODS` or :data:`SLOW_METHODS`: computed first.
 
     Yields
     ------
@@ -190,7 +211,10 @@ def attribution_steps(
         key = maps.map_key(m)
         if key not in maps.cache:
             try:
-                attr = A.attribute(handle, x, maps.target, m, layer=maps.layer or None)
+                if m in SLOW_METHODS:
+                    attr = SLOW_METHODS[m][1](handle, x, maps.target)
+                else:
+                    attr = A.attribute(handle, x, maps.target, m, layer=maps.layer or None)
             except A.UnsupportedActivationError as exc:
                 if m == method:
                     raise  # the map asked for cannot be made: say why

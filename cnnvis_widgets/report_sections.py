@@ -199,7 +199,9 @@ def attribution_evidence_section(ctx: Context, report: Any) -> None:
         f"probability of '{h.class_name(cls)}' ({steps} steps); insertion reveals them on a "
         "blurred copy. A faithful map makes deletion fall fast (small area under the curve) and "
         "insertion rise fast (large area); a random order and the centre-first order show what "
-        "fast means for this photo."
+        "fast means for this photo. Greying out scattered single pixels (as the random order does) "
+        "can hurt the network more than hiding a whole region, so compare region-like maps "
+        "(occlusion) with the centre-first order and pixel-level maps with the random one."
     )
     report.add_figure(faithfulness_figure(curves), "Deletion and insertion curves")
     report.add_table(

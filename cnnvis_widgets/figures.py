@@ -16,9 +16,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .core.attribution.faithfulness import Curves
     from .core.dissection import Dissection
 
-__all__ = ["plotly", "plotly_js", "figure_html", "summary_figure", "comparison_figure"]
+__all__ = [
+    "plotly",
+    "plotly_js",
+    "figure_html",
+    "summary_figure",
+    "comparison_figure",
+    "faithfulness_figure",
+]
 
 
 def plotly() -> Any:
@@ -84,5 +92,58 @@ def comparison_figure(results: Sequence[Dissection], names: Sequence[str] | None
         title="Interpretable units per layer",
         xaxis_title="layer",
         yaxis_title="interpretable units",
+    )
+    return fig
+
+
+#: the baseline orders of the faithfulness curves, drawn dashed and grey beside the maps
+_BASELINE_STYLE = {"random": "dot", "centre": "dash"}
+
+
+def faithfulness_figure(curves: Curves, title: str = "") -> Any:
+    """Deletion and insertion curves side by side (plotly), one line per map and baseline order.
+
+    ``curves`` is a :class:`~cnnvis_widgets.core.attribution.faithfulness.Curves`; the legend
+    gives each line's area under the curve (deletion: lower is better; insertion: higher). The
+    baseline orders (random, centre-first) are grey and dashed, so the maps stand out.
+
+    Examples
+    --------
+    >>> faithfulness_figure(faithfulness(handle, x, 281, maps, steps=20)).show()  # doctest: +SKIP
+    """
+    go = plotly()
+    from plotly.subplots import make_subplots
+
+    kinds = [k for k in ("deletion", "insertion") if curves.curves.get(k)]
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(kinds)),
+        subplot_titles=[f"{k} (AUC {'lower' if k == 'deletion' else 'higher'} is better)"
+                        for k in kinds],
+    )  # fmt: skip
+    fractions = [float(f) for f in curves.fractions]
+    for col, kind in enumerate(kinds, start=1):
+        areas = curves.auc(kind)
+        for name, values in curves.curves[kind].items():
+            dash = _BASELINE_STYLE.get(name)
+            fig.add_trace(
+                go.Scatter(
+                    x=fractions,
+                    y=[float(v) for v in values],
+                    mode="lines",
+                    name=f"{name} ({areas[name]:.3f})",
+                    legendgroup=kind,
+                    legendgrouptitle_text=kind,
+                    line={"dash": dash, "color": "#888"} if dash else {},
+                ),
+                row=1,
+                col=col,
+            )
+        verb = "removed" if kind == "deletion" else "revealed"
+        fig.update_xaxes(title_text=f"fraction of pixels {verb}", range=[0, 1], row=1, col=col)
+        fig.update_yaxes(title_text="class probability", row=1, col=col)
+    fig.update_layout(
+        title=title or f"Deletion and insertion curves (class {curves.target})",
+        legend={"groupclick": "toggleitem"},
     )
     return fig

@@ -146,6 +146,110 @@ def attribution_section(ctx: Context, report: Any) -> None:
     )
 
 
+def _evidence_maps(
+    ctx: Context, x: torch.Tensor, cls: int
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The maps the evidence section judges (saliency, guided backprop, occlusion) and the notes
+    of the methods the model does not support."""
+    from .core import attribution as A
+    from .core.attribution.occlusion import occlusion
+
+    h, side = ctx.handle, min(x.shape[-2:])
+    patch = max(1, side // 4)
+    makers: list[tuple[str, Callable[[], torch.Tensor]]] = [
+        ("saliency", lambda: A.saliency(h, x, cls)),
+        ("guided_backprop", lambda: A.guided_backprop(h, x, cls)),
+        ("occlusion", lambda: occlusion(h, x, cls, patch=patch, stride=max(1, patch // 2)).score),
+    ]
+    maps, notes = {}, []
+    for name, make in makers:
+        try:
+            maps[name] = make().detach().cpu()
+        except A.UnsupportedActivationError as exc:
+            notes.append(f"{name}: {exc}")
+    return maps, notes
+
+
+def attribution_evidence_section(ctx: Context, report: Any) -> None:
+    """Can the maps be trusted? Deletion/insertion curves (Petsiuk et al. 2018) and the
+    cascading randomization test (Adebayo et al. 2018) of the attribution maps."""
+    from .core.attribution.faithfulness import faithfulness_steps
+    from .core.attribution.sanity import cascading_randomization, weight_blocks
+    from .core.blocks.runs import Run
+    from .figures import faithfulness_figure
+
+    h = ctx.handle
+    name, x = _photo(ctx)
+    with torch.no_grad():
+        cls = int(h.logits(x).argmax(1))
+    maps, notes = _evidence_maps(ctx, x, cls)
+    for note in notes:
+        report.add_text(note)
+    if not maps:
+        return
+    steps = 8 if ctx.quick else 20
+    run = Run(faithfulness_steps(h, x, cls, maps, steps=steps))
+    for _ in ctx.progress(run, 2 * (len(maps) + 2), "faithfulness curves"):
+        pass
+    curves = run.result
+    assert curves is not None
+    report.add_text(
+        f"Do the pixels a map highlights matter (Petsiuk et al. 2018)? Deletion greys out the "
+        f"{name} photo's pixels in the order of each map, most important first, and records the "
+        f"probability of '{h.class_name(cls)}' ({steps} steps); insertion reveals them on a "
+        "blurred copy. A faithful map makes deletion fall fast (small area under the curve) and "
+        "insertion rise fast (large area); a random order and the centre-first order show what "
+        "fast means for this photo. Greying out scattered single pixels (as the random order does) "
+        "can hurt the network more than hiding a whole region, so compare region-like maps "
+        "(occlusion) with the centre-first order and pixel-level maps with the random one."
+    )
+    report.add_figure(faithfulness_figure(curves), "Deletion and insertion curves")
+    report.add_table(
+        [
+            {
+                "order": row["order"],
+                "deletion AUC": f"{row.get('deletion', float('nan')):.3f}",
+                "insertion AUC": f"{row.get('insertion', float('nan')):.3f}",
+            }
+            for row in curves.table()
+        ],
+        ["order", "deletion AUC", "insertion AUC"],
+        "Area under the curves (deletion: lower is better; insertion: higher is better)",
+    )
+    gradient_maps = [m for m in ("saliency", "guided_backprop") if m in maps]
+    if not gradient_maps:
+        return
+    blocks = list(reversed(weight_blocks(h.model)))[: 2 if ctx.quick else 3]
+    sanity = Run(cascading_randomization(h, x, cls, gradient_maps, blocks=blocks))
+    for _ in ctx.progress(sanity, len(blocks) + 1, "sanity check"):
+        pass
+    result = sanity.result
+    assert result is not None
+    report.add_text(
+        "Is the map about the model at all (Adebayo et al. 2018)? The weights of a copy of the "
+        "network are re-initialised from the logits down, block by block, and each map is "
+        "compared with the trained model's (Spearman rank correlation of the absolute maps). A "
+        "map that stays the same while the model it should explain is random shows the image, "
+        "not the model."
+    )
+    report.add_table(
+        [
+            {
+                "stage": stage,
+                **{m: f"{result.scores[m]['spearman_abs'][i]:.2f}" for m in gradient_maps},
+            }
+            for i, stage in enumerate(result.stages)
+        ],
+        ["stage", *gradient_maps],
+        "Spearman (absolute maps) with the trained model's map, randomized down to each block",
+    )
+    report.add_table(
+        [{"method": m, "verdict": result.verdict(m)} for m in gradient_maps],
+        ["method", "verdict"],
+        "Sanity check",
+    )
+
+
 def _padded(pictures: list[torch.Tensor], side: int, fill: float = 1.0) -> torch.Tensor:
     """Patches of different sizes (cut by the image border) padded to one square side."""
     return torch.stack(
@@ -319,6 +423,7 @@ SECTIONS: list[tuple[str, Callable[[Context, Any], None]]] = [
     ("Network inversion", inversion_section),
     ("DeconvNet: top-9 patches", topk_section),
     ("Attribution", attribution_section),
+    ("Attribution evidence", attribution_evidence_section),
     ("Network dissection", dissection_section),
     ("Adversarial examples", adversarial_section),
 ]

@@ -174,3 +174,43 @@ print('widgets', sorted(m for m in sys.modules if m.startswith('cnnvis_widgets.w
     assert "DeconvNet projections below" in html  # the projections, not only the patches
     # AM, inversion, DeconvNet (one per unit, 3), attribution, adversarial
     assert int(re.search(r"images (\d+)", out.stdout).group(1)) >= 7
+
+
+def test_attribution_evidence_section_has_the_curves_the_auc_table_and_the_verdicts(
+    tiny_handle,
+) -> None:
+    """The faithfulness chart (deletion and insertion, one line per map and baseline order, the
+    AUC in the legend), the AUC table that matches the curves, and a sanity verdict per method."""
+    from cnnvis_widgets import report_sections
+    from cnnvis_widgets.core.attribution.faithfulness import auc
+
+    assert ("Attribution evidence", report_sections.attribution_evidence_section) in (
+        report_sections.SECTIONS
+    )
+    ctx = report_sections.Context(handle=tiny_handle, steps=3, quick=True)
+    r = Report("evidence")
+    report_sections.attribution_evidence_section(ctx, r)
+    figures = [i.payload for i in r.items if i.kind == "figure"]
+    tables = {i.caption.split(" ")[0]: i.payload for i in r.items if i.kind == "table"}
+    assert len(figures) == 1
+    fig = figures[0]
+    orders = ["saliency", "guided_backprop", "occlusion", "random", "centre"]
+    names = [t.name for t in fig.data]
+    assert len(names) == 2 * len(orders)
+    assert [n.split(" ")[0] for n in names] == orders * 2
+    assert {t.legendgroup for t in fig.data} == {"deletion", "insertion"}
+    first = fig.data[0]  # saliency's deletion curve: starts at the photo's probability
+    assert len(first.x) == 9 and first.x[0] == 0.0 and first.x[-1] == 1.0
+    cols, rows = tables["Area"]
+    assert cols == ["order", "deletion AUC", "insertion AUC"]
+    assert [row["order"] for row in rows] == orders
+    assert rows[0]["deletion AUC"] == f"{auc(torch.tensor(first.y)):.3f}"
+    assert f"({rows[0]['deletion AUC']})" in first.name
+    cols, rows = tables["Spearman"]
+    assert [row["stage"] for row in rows] == ["trained", "fc", "conv2"]
+    assert rows[0]["saliency"] == "1.00" and rows[0]["guided_backprop"] == "1.00"
+    cols, rows = tables["Sanity"]
+    assert [row["method"] for row in rows] == ["saliency", "guided_backprop"]
+    assert all(row["verdict"].startswith(("passes", "fails")) for row in rows)
+    html = r.to_html()
+    assert "deletion AUC" in html and "Plotly" in html and "passes: " in html

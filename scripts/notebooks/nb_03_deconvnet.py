@@ -1,8 +1,10 @@
 """Write ``notebooks/03_deconvnet.ipynb`` (run after editing; commit the .ipynb).
 
 The notebook: the idea with the papers cited, the two live widgets (DeconvNet, Attribution), the
-same results from code with the core API, exercises, what to look for. ``CNNVIS_NOTEBOOK_STEPS``
-shortens the loops (here: the number of dataset images; the test suite sets it to 32).
+same results from code with the core API, the evidence for a heat map (occlusion, integrated
+gradients, the sanity check, deletion and insertion curves), exercises, what to look for.
+``CNNVIS_NOTEBOOK_STEPS`` shortens the loops (here: the number of dataset images; the test suite
+sets it to 32).
 
     python scripts/notebooks/nb_03_deconvnet.py
 """
@@ -115,6 +117,104 @@ maps.append(signed_to_pixels(attribution.guided_backprop(handle, x, cls))[0])
 maps.append(heatmap(attribution.grad_cam(handle, x, cls, "_blocks.15"))[0])
 maps.append(signed_to_pixels(attribution.guided_grad_cam(handle, x, cls, "_blocks.15"))[0])
 to_pil(make_grid(torch.stack([m.cpu() for m in maps]), ncol=6))"""
+
+TRUST_MD = """## Can you trust a heat map?
+
+A heat map is an answer to "which pixels did the network use?", but two different questions decide
+whether the answer is any good.
+
+- **Do the pixels it highlights matter?** *Occlusion* (Zeiler & Fergus 2014, section 4.2) asks the
+  network directly: slide a grey square over the photo and record how much the class score drops
+  at every position. It needs no gradient and no backward rule, only many forward passes (the
+  occluded copies go through the network as batches). *Deletion and insertion curves* (Petsiuk et
+  al. 2018, *RISE*) turn the question into a number for any map: grey out the pixels in the map's
+  order, most important first, and watch the class probability fall (deletion: a small area under
+  the curve is good); or reveal them on a blurred copy and watch it rise (insertion: a large area
+  is good). A random order and a centre-first order tell what "fast" means for this photo.
+- **Is the map about the model at all?** Adebayo et al. (2018, *Sanity checks for saliency maps*)
+  re-initialise the network's weights from the logits down, block by block (*cascading
+  randomization*), and compare each method's map with the trained model's. A map that barely
+  changes while the weights it should explain are random shows the *image* (its edges), not what
+  the model learned.
+
+**Integrated gradients** (Sundararajan et al. 2017) come with a check of their own: they average
+the gradient along the straight path from a baseline image to the photo, and the attributions must
+add up to the logit difference between the two (*completeness*). The gap says whether the integral
+had enough steps.
+
+The settings below are small so that the notebook runs in seconds on a CPU; the core functions
+take larger ones (`stride=8`, `steps=100`, every block)."""
+
+TRUST_OCC = """from cnnvis_widgets.core.attribution import (
+    faithfulness, integrated_gradients, occlusion, sanity,
+)
+from cnnvis_widgets.core.blocks.runs import finish
+from cnnvis_widgets.imaging import normalize_map, overlay
+
+CAT = 281  # ImageNet class 281, "tabby cat"
+photo = handle.denormalize(x).clamp(0, 1).cpu()
+occ = occlusion.occlusion(handle, x, CAT, patch=56, stride=28)
+print(f"p({handle.class_name(CAT)}) = {float(occ.base_probability[0]):.3f}; "
+      f"occlusion took {occ.passes} forward passes")
+sal = attribution.saliency(handle, x, CAT)
+gb = attribution.guided_backprop(handle, x, CAT)
+occ_picture = overlay(photo, heatmap(occ.score), 0.8, weight=normalize_map(occ.score))[0]
+pictures = [photo[0], occ_picture, heatmap(sal)[0].cpu(), signed_to_pixels(gb)[0].cpu()]
+to_pil(make_grid(torch.stack(pictures), ncol=4))  # photo, occlusion, saliency, guided backprop"""
+
+TRUST_IG = """ig = integrated_gradients.integrated_gradients(
+    handle, x, CAT, steps=32, baseline_kind="blur"  # the path starts at a blurred copy
+)
+print(f"sum of the attributions        {float(ig.total[0]):7.3f}")
+print(f"logit(photo) - logit(baseline) {float(ig.delta[0]):7.3f}")
+print(f"completeness gap               {100 * float(ig.relative_gap()[0]):6.1f} %  "
+      "(Sundararajan et al.: within 5% means enough steps)")
+to_pil(make_grid(torch.stack([photo[0], heatmap(ig.attributions)[0].cpu()]), ncol=2))"""
+
+TRUST_SANITY = """top_blocks = ["_fc", "_bn1", "_conv_head", "_blocks.15"]  # the top, logits first
+methods = ["saliency", "guided_backprop"]
+check = finish(sanity.cascading_randomization(handle, x, CAT, methods, blocks=top_blocks))
+print("Spearman rank correlation (absolute maps) with the trained model's map")
+print(f"{'randomized down to':20s}" + "".join(f"{m:>17s}" for m in methods))
+for i, stage in enumerate(check.stages):
+    print(f"{stage:20s}" + "".join(f"{check.scores[m]['spearman_abs'][i]:17.2f}" for m in methods))
+for m in methods:
+    print(f"{m}: {check.verdict(m)}")
+strip = [heatmap(check.maps[m][i])[0] for m in methods for i in range(len(check.stages))]
+to_pil(make_grid(torch.stack(strip), ncol=len(check.stages)))  # rows: saliency, guided backprop"""
+
+TRUST_CURVES = """maps = {"occlusion": occ.score, "saliency": sal, "guided_backprop": gb,
+        "integrated_gradients": ig.attributions}
+curves = faithfulness.faithfulness(handle, x, CAT, maps, steps=20)
+print(f"{'order':22s}{'deletion AUC':>14s}{'insertion AUC':>15s}")
+for row in curves.table():
+    print(f"{row['order']:22s}{row['deletion']:14.3f}{row['insertion']:15.3f}")"""
+
+TRUST_CHART = """from cnnvis_widgets.figures import faithfulness_figure  # needs plotly
+
+faithfulness_figure(curves)"""
+
+TRUST_EXERCISES = """### Exercises: which map would you trust?
+
+1. **Which map would you trust, and why?** Put the evidence side by side: the randomization table
+   (is the map about the model?), the deletion and insertion areas against the random and
+   centre-first orders (do its pixels matter?), and the pictures. Is there one map that wins on
+   every count? Deletion replaces pixels one by one with grey: a map that picks scattered
+   single pixels can make the probability fall for reasons the photo does not have (grey dots
+   are not in any training image; Hooker et al. 2019 retrain the network to avoid this). Which
+   of the maps here are scattered, which are blobs, and how does that show in the two areas?
+2. **What does the randomization test say about guided backprop?** Its map hardly changes when the
+   top of the network is random. Which part of its backward rule makes it depend on the image
+   more than on the weights? (Hint: compare the rules in the introduction.) Does that make the
+   crisp pictures of the DeconvNet section wrong?
+3. Occlusion with `patch=56, stride=28` is coarse. Try `patch=32, stride=8` (625 positions
+   instead of 49: it takes about 13 times longer): does the deletion area of the occlusion map
+   change? And why does the occlusion map not care whether the network uses ReLUs?
+4. Run integrated gradients with `baseline_kind="black"` and the same 32 steps: the completeness
+   gap is far larger. Compute the logit along the path (`handle.logits(b + a * (x - b))` for
+   `a` from 0 to 1, with `b = integrated_gradients.baseline(handle, x, "black")`): where does it
+   change, and why are 32 evenly spaced points not enough there?"""
+
 
 EXERCISES = """## Exercises
 

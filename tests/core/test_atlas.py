@@ -108,7 +108,8 @@ def test_class_contributions_equal_weight_times_mean_activation(tiny_handle):
 
 def test_the_package_keeps_every_name_of_the_old_module():
     """core/atlas.py became a package and class_contributions moved to
-    core/attribution/contributions.py: every public name of the old module is still reachable as ``atlas.<name>``."""
+    core/attribution/contributions.py: every public name of the old module is still reachable
+    as ``atlas.<name>``."""
     from cnnvis_widgets.core import contributions
 
     old = [

@@ -316,11 +316,36 @@ export function downsample(points, maxPoints) {
   return out;
 }
 
-/** `{"kind": "chart", "label": ..., "trait": "history"}`: an SVG line chart of [step, value] points. */
+/**
+ * The series of a chart value: `[[x, y], ...]` (one series) or
+ * `{"series": [{"name", "points": [[x, y], ...], "dashed"?}], "y_range"?: [lo, hi]}` (several).
+ * Returns `{series: [{name, points, dashed}], yRange}`; bad items are dropped, never thrown on.
+ */
+export function chartSeries(value) {
+  const clean = (pts) =>
+    (Array.isArray(pts) ? pts : []).filter(
+      (p) => Array.isArray(p) && p.length >= 2 && Number.isFinite(Number(p[0])) && p[1] !== null && Number.isFinite(Number(p[1])),
+    ).map((p) => [Number(p[0]), Number(p[1])]);
+  if (Array.isArray(value)) return { series: [{ name: "", points: clean(value), dashed: false }], yRange: null };
+  if (!value || typeof value !== "object" || !Array.isArray(value.series)) return { series: [], yRange: null };
+  const series = value.series
+    .filter((s) => s && typeof s === "object")
+    .map((s) => ({ name: String(s.name ?? ""), points: clean(s.points), dashed: Boolean(s.dashed) }));
+  const r = value.y_range;
+  const yRange = Array.isArray(r) && r.length === 2 && Number.isFinite(Number(r[0])) && Number.isFinite(Number(r[1])) && Number(r[1]) > Number(r[0]) ? [Number(r[0]), Number(r[1])] : null;
+  return { series, yRange };
+}
+
+/**
+ * `{"kind": "chart", "label": ..., "trait": "history"}`: an SVG line chart of [step, value] points,
+ * or of several named series (a legend beneath) when the trait holds `{"series": [...]}`.
+ * `"y_range": [lo, hi]` in the spec (or the value) fixes the vertical axis.
+ */
 export class ChartPanel {
   constructor(spec) {
     this.kind = "chart";
     this.trait = spec.trait || "history";
+    this.yRange = chartSeries({ series: [], y_range: spec.y_range }).yRange;
     this.svg = svg("svg", {
       class: "cv-chart",
       viewBox: `0 0 ${CW} ${CH}`,
@@ -328,49 +353,79 @@ export class ChartPanel {
       "data-cv": "chart",
       "data-trait": this.trait,
       "data-points": 0,
+      "data-series": 0,
     });
     this.svg.setAttribute("aria-label", spec.label || this.trait);
     const x0 = PAD.left;
     const x1 = CW - PAD.right;
     const y0 = PAD.top;
     const y1 = CH - PAD.bottom;
+    this.lines = [this.newLine(0)];
     this.svg.append(
       svg("rect", { class: "cv-chart-frame", x: x0, y: y0, width: x1 - x0, height: y1 - y0 }),
-      (this.line = svg("polyline", { class: "cv-chart-line", "data-cv": "chart-line", points: "", fill: "none" })),
+      this.lines[0],
       (this.yMax = svg("text", { class: "cv-chart-label", x: x0 - 4, y: y0 + 8, "text-anchor": "end" })),
       (this.yMin = svg("text", { class: "cv-chart-label", x: x0 - 4, y: y1, "text-anchor": "end" })),
       (this.xMin = svg("text", { class: "cv-chart-label", x: x0, y: CH - 4, "text-anchor": "start" })),
       (this.xMax = svg("text", { class: "cv-chart-label", x: x1, y: CH - 4, "text-anchor": "end" })),
     );
+    this.line = this.lines[0];
     this.last = h("span", { class: "cv-chart-last" });
+    this.legend = h("div", { class: "cv-chart-legend", "data-cv": "chart-legend" });
     this.el = h(
       "figure",
       { class: "cv-panel cv-panel-chart", "data-cv-panel": "chart" },
       h("figcaption", { class: "cv-panel-title" }, spec.label || this.trait, " ", this.last),
       this.svg,
+      this.legend,
     );
   }
 
-  /** Draw [[x, y], ...] (sorted by x); non-finite y values are skipped. */
-  draw(points) {
-    const pts = points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]));
-    this.svg.setAttribute("data-points", String(pts.length));
-    if (!pts.length) {
-      this.line.setAttribute("points", "");
+  newLine(i) {
+    return svg("polyline", { class: `cv-chart-line cv-series-${i % 6}`, "data-cv": "chart-line", points: "", fill: "none" });
+  }
+
+  /** Draw [[x, y], ...] (sorted by x) or a `{"series": [...]}` value; non-finite points are skipped. */
+  draw(value) {
+    const { series, yRange } = chartSeries(value);
+    this.drawSeries(series, yRange || this.yRange, !Array.isArray(value));
+  }
+
+  drawSeries(series, yRange, named) {
+    while (this.lines.length < Math.max(1, series.length)) {
+      const line = this.newLine(this.lines.length);
+      this.lines[this.lines.length - 1].after(line);
+      this.lines.push(line);
+    }
+    while (this.lines.length > Math.max(1, series.length)) this.lines.pop().remove();
+    const all = series.flatMap((s) => s.points);
+    this.svg.setAttribute("data-points", String(all.length));
+    this.svg.setAttribute("data-series", String(series.filter((s) => s.points.length).length));
+    this.legend.replaceChildren(
+      ...(named
+        ? series.map((s, i) =>
+            h("span", { class: "cv-chart-key", "data-series": s.name }, h("span", { class: `cv-chart-swatch cv-series-${i % 6}${s.dashed ? " cv-dashed" : ""}` }), s.name),
+          )
+        : []),
+    );
+    if (!all.length) {
+      for (const l of this.lines) l.setAttribute("points", "");
       for (const t of [this.yMax, this.yMin, this.xMin, this.xMax]) t.textContent = "";
       this.last.textContent = "";
       return;
     }
     let ymin = Infinity;
     let ymax = -Infinity;
-    for (const p of pts) {
+    let xa = Infinity;
+    let xb = -Infinity;
+    for (const p of all) {
       if (p[1] < ymin) ymin = p[1];
       if (p[1] > ymax) ymax = p[1];
+      if (p[0] < xa) xa = p[0];
+      if (p[0] > xb) xb = p[0];
     }
-    const xa = pts[0][0];
-    const xb = pts[pts.length - 1][0];
-    let lo = ymin;
-    let hi = ymax;
+    let lo = yRange ? Math.min(yRange[0], ymin) : ymin;
+    let hi = yRange ? Math.max(yRange[1], ymax) : ymax;
     if (hi === lo) {
       const pad = Math.abs(hi) * 0.1 || 1;
       lo -= pad;
@@ -382,14 +437,22 @@ export class ChartPanel {
     const y1 = CH - PAD.bottom;
     const sx = (x) => (xb === xa ? (x0 + x1) / 2 : x0 + ((x - xa) / (xb - xa)) * (x1 - x0));
     const sy = (y) => y1 - ((y - lo) / (hi - lo)) * (y1 - y0);
-    const shown = downsample(pts, 2 * (x1 - x0));
-    this.line.setAttribute("points", shown.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "));
-    this.yMax.textContent = fmt(ymax);
-    this.yMin.textContent = fmt(ymin);
+    series.forEach((s, i) => {
+      const line = this.lines[i];
+      const shown = downsample(s.points, 2 * (x1 - x0));
+      line.setAttribute("points", shown.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "));
+      line.setAttribute("data-series", s.name);
+      line.classList.toggle("cv-dashed", s.dashed);
+    });
+    this.yMax.textContent = fmt(yRange ? hi : ymax);
+    this.yMin.textContent = fmt(yRange ? lo : ymin);
     this.xMin.textContent = fmt(xa);
     this.xMax.textContent = fmt(xb);
-    const last = pts[pts.length - 1];
-    this.last.textContent = `(step ${fmt(last[0])}: ${fmt(last[1])})`;
+    if (!named) {
+      const pts = series[0].points;
+      const last = pts[pts.length - 1];
+      this.last.textContent = `(step ${fmt(last[0])}: ${fmt(last[1])})`;
+    } else this.last.textContent = "";
   }
 
   dispose() {}

@@ -33,6 +33,11 @@ function num(v, fallback = 0) {
 }
 
 /** A trait value as [[x, y], ...]: a list of numbers (x = index) or of [x, y] pairs. */
+/** A chart trait's value for ChartPanel.draw: a `{"series": ...}` object as is, else seriesFromTrait. */
+export function chartValue(value) {
+  return value && typeof value === "object" && !Array.isArray(value) ? value : seriesFromTrait(value);
+}
+
 export function seriesFromTrait(value) {
   if (!Array.isArray(value)) return [];
   const out = [];
@@ -279,7 +284,7 @@ export class View {
     for (const p of this.panels) {
       if (p.kind !== "chart") continue;
       if (p.trait === "history") p.draw(lossPts || (lossPts = this.lossPoints()));
-      else p.draw(seriesFromTrait(this.model.get(p.trait)));
+      else p.draw(chartValue(this.model.get(p.trait)));
     }
   }
 

@@ -505,3 +505,40 @@ describe("image panel width", () => {
     expect(bad.el.querySelector(".cv-img-box").style.width).toBe("");
   });
 });
+
+// ---------------------------------------------------------------- multi-series charts
+
+describe("charts of several named series", () => {
+  const PANELS = [{ kind: "chart", trait: "curves", label: "Deletion", y_range: [0, 1] }];
+
+  it("draws one line per series, with a legend, and follows the trait", () => {
+    const value = {
+      series: [
+        { name: "gradient", points: [[0, 0.9], [0.5, 0.4], [1, 0.1]] },
+        { name: "random", points: [[0, 0.9], [1, 0.6]], dashed: true },
+      ],
+    };
+    const { model, $, $$ } = mount({ panels: PANELS, curves: value });
+    const chart = $('[data-cv="chart"]');
+    expect(chart.getAttribute("data-series")).toBe("2");
+    expect(chart.getAttribute("data-points")).toBe("5");
+    const lines = $$('[data-cv="chart-line"]');
+    expect(lines.map((l) => l.getAttribute("data-series"))).toEqual(["gradient", "random"]);
+    expect(lines[1].classList.contains("cv-dashed")).toBe(true);
+    expect(lines[0].getAttribute("points").split(" ")).toHaveLength(3);
+    expect($$(".cv-chart-key").map((k) => k.textContent)).toEqual(["gradient", "random"]);
+    // the fixed range: 1.0 at the top even though no point reaches it
+    expect(chart.querySelector("text").textContent).toBe("1");
+    model.py("curves", { series: [{ name: "gradient", points: [[0, 1]] }] });
+    expect($$('[data-cv="chart-line"]')).toHaveLength(1);
+    expect(chart.getAttribute("data-series")).toBe("1");
+    model.py("curves", { series: "bad" });
+    expect(chart.getAttribute("data-points")).toBe("0");
+  });
+
+  it("drops bad points and items instead of throwing", () => {
+    const value = { series: [null, { name: "a", points: [[0, 1], [1, null], ["x", 2], [2, NaN], [3, 0]] }] };
+    const { $ } = mount({ panels: PANELS, curves: value });
+    expect($('[data-cv="chart"]').getAttribute("data-points")).toBe("2");
+  });
+});

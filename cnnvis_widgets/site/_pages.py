@@ -329,9 +329,9 @@ def unit_card_page(atlas: SiteAtlas, layer: SiteLayer, index: int) -> str:
             ]
             cap = f"Classes hurt most when {esc(name)} is ablated"
             parts.append(_table(cap, ("Class", "Probability drop"), rows))
-    pager = _neighbours(
-        [(f"unit {x.unit}", f"{base}units/{x.unit}.html") for x in layer.units], index, "unit"
-    )
+    lo = max(0, index - 1)  # only the neighbours: a layer of 2,048 units stays linear
+    near = [(f"unit {x.unit}", f"{x.unit}.html") for x in layer.units[lo : index + 2]]
+    pager = _neighbours(near, index - lo, "unit")
     body = f"<h1>Unit {u.unit} of {esc(layer.name)}</h1>{''.join(parts)}{pager}"
     crumbs = [
         ("Network", f"{root}index.html"),

@@ -1,8 +1,10 @@
 """A tiny built atlas directory written by hand per the format "cnnvis-atlas/1" (ATLAS-FORMAT.md),
 for the tests of the static site (``from tests.site_helpers import write_tiny_atlas``).
 
-Two layers: ``conv.1`` (3 of 4 units; dissection on, unit 0 labelled and ablated, unit 2 labelled,
-unit 1 without a label; diversity, top-3 with projections, an inversion) and ``head/2`` (2 of 2
+Two layers: ``conv.1`` (3 of 4 units; dissection on, unit 0 labelled and ablated, unit 2 labelled
+(no ``interpretable`` flag: the first form of the format), unit 1 dissected below the IoU
+threshold, one class weight null; diversity, top-3 with projections, an inversion; unit 3 listed
+with nothing computed, as a build limited to some units writes it) and ``head/2`` (2 of 2
 units; nothing but AM images and top-2 patches without projections, no dissection, no ablation,
 no inversion). Each PNG is 8x8 of one colour, distinct per file.
 """
@@ -18,6 +20,8 @@ from PIL import Image
 
 #: the label of unit 0 of conv.1 (a test may pass a hostile one: ``"<script>..."``)
 LABEL = "stripes"
+#: unit 1 of conv.1: dissected, its best concept below the IoU threshold (0.04): no label
+WEAK = {"label": "grass", "category": "texture", "iou": 0.01, "interpretable": False}
 
 
 def _png(path: Path, seed: int) -> str:
@@ -92,11 +96,24 @@ def write_tiny_atlas(root: Path, label: str = LABEL, layer_name: str = "conv.1")
                     top=3,
                     projections=True,
                     diversity=2,
-                    dissection={"label": label, "category": "texture", "iou": 0.21},
+                    dissection={
+                        "label": label,
+                        "category": "texture",
+                        "iou": 0.21,
+                        "interpretable": True,
+                    },
                     classes=[["tabby cat", 0.8], ["zebra", 0.5]],
                     ablation={"accuracy_drop": 0.04, "classes": [["zebra", 0.12]]},
                 ),
-                _unit(folder, 1, 2, top=3, projections=True, classes=[["goldfish", 0.3]]),
+                _unit(
+                    folder,
+                    1,
+                    2,
+                    top=3,
+                    projections=True,
+                    dissection=WEAK,
+                    classes=[["goldfish", 0.3], ["zebra", None]],
+                ),
                 _unit(
                     folder,
                     2,
@@ -107,17 +124,24 @@ def write_tiny_atlas(root: Path, label: str = LABEL, layer_name: str = "conv.1")
                     classes=[["tabby cat", 0.2]],
                 ),
             ]
+            units.append(
+                {"unit": 3, "am": None, "diversity": [], "max_activation": None, "top": [],
+                 "dissection": None, "classes": [], "ablation": None}
+            )  # fmt: skip
             _png(folder / "inversion.png", 50)
             inversion = {"image": "inversion.png", "error": 0.42}
             interpretable = 2 / 3
+            threshold: float | None = 0.04
         else:
             units = [_unit(folder, u, 10 + u, top=2, projections=False) for u in range(2)]
             inversion = None
             interpretable = None
+            threshold = None
         layer = {
             "name": name,
             "channels": shape[0],
             "interpretable": interpretable,
+            "iou_threshold": threshold,
             "inversion": inversion,
             "units": units,
         }

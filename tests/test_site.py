@@ -11,7 +11,13 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from cnnvis_widgets.site import MARKER, STATIC_FILES, AtlasFormatError, export_site
+from cnnvis_widgets.site import (
+    MARKER,
+    STATIC_FILES,
+    AtlasFormatError,
+    SiteFolderError,
+    export_site,
+)
 from tests.site_helpers import write_tiny_atlas
 
 HOSTILE = '<script>alert("x")</script>'
@@ -112,7 +118,7 @@ def test_network_view_lists_every_layer_with_its_facts(built) -> None:
     _, site = built
     text = (site / "index.html").read_text(encoding="utf-8")
     assert "4 × 8 × 8" in text and "2 × 4 × 4" in text
-    assert "67%" in text and "not computed" in text  # interpretable share: 2/3, then none
+    assert "67% (IoU ≥ 0.04)" in text and "not computed" in text  # 2/3 with the threshold
     parsed = _parse(site / "index.html")
     srcs = [i["src"] for i in parsed.images]
     assert "layers/000-conv.1/inversion.png" in srcs
@@ -140,11 +146,27 @@ def test_unit_cards_show_what_the_atlas_holds(built) -> None:
     ]
     unlabelled = (site / "layers/000-conv.1/units/1.html").read_text(encoding="utf-8")
     assert "No concept label" in unlabelled and "What ablating it does" not in unlabelled
+    # dissected below the threshold: the best match is named as such, never as the label
+    assert "reached the IoU threshold (0.04). The best match was" in unlabelled
+    assert "grass" in unlabelled and "<dt>Concept</dt>" not in unlabelled
+    assert '<td class="num">n/a</td>' in unlabelled  # a class weight that was null
     pager = [u for u in _parse(site / "layers/000-conv.1/units/1.html").urls if "units" not in u]
     assert pager[-2:] == ["0.html", "2.html"]  # previous and next unit
     bare = (site / "layers/001-head_2/units/1.html").read_text(encoding="utf-8")
     assert "Dissection was not computed" in bare and "What ablating it does" not in bare
     assert "projection" not in bare.lower().split("<main")[1]
+
+
+def test_units_with_nothing_computed_are_left_out_and_weak_matches_are_no_labels(built) -> None:
+    _, site = built
+    layer = (site / "layers/000-conv.1/index.html").read_text(encoding="utf-8")
+    assert not (site / "layers/000-conv.1/units/3.html").exists()  # listed, nothing computed
+    assert "3 of 4" in layer and "units/3.html" not in layer
+    assert "<dt>Units with a concept label</dt><dd>2</dd>" in layer
+    tiles = [t for t in _parse(site / "layers/000-conv.1/index.html").text if t.strip()]
+    assert "stripes" in tiles and "sky" in tiles and "grass" not in tiles
+    search = _parse(site / "search.html").text
+    assert "stripes" in search and "grass" not in search  # the concept list: labels only
 
 
 def test_search_index_holds_every_unit_with_concept_and_classes(built) -> None:
@@ -163,6 +185,8 @@ def test_search_index_holds_every_unit_with_concept_and_classes(built) -> None:
     assert (u0["concept"], u0["category"], u0["iou"]) == ("stripes", "texture", 0.21)
     assert u0["classes"] == [["tabby cat", 0.8], ["zebra", 0.5]]
     assert rows[("head/2", 0)]["concept"] is None
+    assert [rows[("conv.1", u)]["interpretable"] for u in (0, 1, 2)] == [True, False, True]
+    assert rows[("conv.1", 1)]["concept"] == "grass"  # searchable, marked as a weak match
     for u in data["units"]:
         assert (site / u["href"]).is_file() and (site / u["image"]).is_file()
     search = _parse(site / "search.html")
@@ -205,9 +229,13 @@ def test_a_folder_that_is_not_a_site_is_refused_and_kept(tmp_path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(FileExistsError, match="not empty") as info:
         export_site(atlas, mine)
+    assert isinstance(info.value, ValueError)  # what `cnnvis atlas export` reports as an error
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    with pytest.raises(SiteFolderError, match="is not a folder"):
+        export_site(atlas, mine / "thesis.tex")
+    assert (mine / "thesis.tex").read_text() == "precious"
     with pytest.raises(ValueError, match="would replace the atlas"):
         export_site(atlas, atlas)
     with pytest.raises(ValueError, match="would replace the atlas"):
@@ -270,6 +298,13 @@ L0 = "layers/000-conv.1"
         (
             lambda a: _edit(a / L0 / "layer.json", lambda d: d["units"][1].update(classes=[["a"]])),
             "units[1].classes[0] should be a [class name, number] pair",
+        ),
+        (
+            lambda a: _edit(
+                a / L0 / "layer.json",
+                lambda d: d["units"][1]["dissection"].update(interpretable="no"),
+            ),
+            "units[1].dissection.interpretable should be true or false, not 'no'",
         ),
         (
             lambda a: _edit(a / L0 / "layer.json", lambda d: d.update(name="other")),

@@ -43,7 +43,15 @@ from ._pages import (
 )
 from ._read import FORMAT, AtlasFormatError, SiteAtlas, read_atlas
 
-__all__ = ["export_site", "read_atlas", "AtlasFormatError", "FORMAT", "STATIC_FILES", "MARKER"]
+__all__ = [
+    "export_site",
+    "read_atlas",
+    "AtlasFormatError",
+    "SiteFolderError",
+    "FORMAT",
+    "STATIC_FILES",
+    "MARKER",
+]
 
 #: the site's own files, shipped in the wheel (cnnvis_widgets/site/static/)
 STATIC_FILES = ("site.css", "site.js")
@@ -53,15 +61,22 @@ MARKER = ".cnnvis-site.json"
 SITE_FORMAT = "cnnvis-atlas-site/1"
 
 
+class SiteFolderError(FileExistsError, ValueError):
+    """The site's folder cannot take the site (a file, a folder of other things, the atlas).
+
+    Both a :class:`FileExistsError` and a :class:`ValueError` (a wrong value of ``out``), as
+    :class:`io.UnsupportedOperation` is both an ``OSError`` and a ``ValueError``."""
+
+
 def _check_out(out: Path, atlas_root: Path) -> None:
     target = out.resolve()
     source = atlas_root.resolve()
     if target == source or target in source.parents:
-        raise ValueError(f"the site folder {out} would replace the atlas {atlas_root}")
+        raise SiteFolderError(f"the site folder {out} would replace the atlas {atlas_root}")
     if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
+        raise SiteFolderError(f"{out} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
-        raise FileExistsError(
+        raise SiteFolderError(
             f"{out} is not empty and holds no earlier atlas site ({MARKER}): choose a new or an "
             "empty folder (nothing was written)"
         )
@@ -127,8 +142,9 @@ def export_site(
     AtlasFormatError
         The atlas directory is missing a file or holds a field of the wrong kind (the message
         names the file and the field).
-    FileExistsError
-        ``out`` is a file, or a non-empty folder that is not an earlier site.
+    SiteFolderError
+        ``out`` is a file, a non-empty folder that is not an earlier site, or holds the atlas
+        (a ``FileExistsError`` and a ``ValueError``). Nothing is written then.
     """
     atlas = read_atlas(atlas_dir)
     out = Path(out)

@@ -62,8 +62,13 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
 
 
-def _share(x: float | None) -> str:
-    return "not computed" if x is None else f"{100 * x:.0f}%"
+def _share(layer: SiteLayer) -> str:
+    """The interpretable share, with the IoU threshold when the atlas gives it (HTML)."""
+    x = layer.interpretable
+    if x is None:
+        return "not computed"
+    thr = f" (IoU ≥ {_num(layer.iou_threshold)})" if layer.iou_threshold is not None else ""
+    return f"{100 * x:.0f}%{thr}"
 
 
 def _shape(layer: SiteLayer) -> str:
@@ -146,8 +151,8 @@ def _unit_tile(layer: SiteLayer, u: SiteUnit, base: str, root: str, label: bool 
         else '<span class="no-image">no image</span>'
     )
     concept = ""
-    if label and u.dissection:
-        concept = f'<span class="concept">{esc(u.dissection["label"])}</span>'
+    if label and u.concept:
+        concept = f'<span class="concept">{esc(u.concept)}</span>'
     link = href(f"{root}{unit_page(layer, u.unit)}")
     return f'<li><a href="{link}">{pic}<span class="unit-no">unit {u.unit}</span>{concept}</a></li>'
 
@@ -195,7 +200,7 @@ def network_page(atlas: SiteAtlas) -> str:
             [
                 ("Shape", esc(_shape(layer))),
                 ("Units", f"{len(layer.units)} of {layer.channels}"),
-                ("Interpretable", esc(_share(layer.interpretable))),
+                ("Interpretable", esc(_share(layer))),
             ]
         )
         sections.append(
@@ -234,12 +239,12 @@ def _neighbours(items: list[tuple[str, str]], index: int, what: str) -> str:
 def layer_page(atlas: SiteAtlas, layer: SiteLayer) -> str:
     """layers/NNN-name/index.html: every unit's AM image, each a link to its card."""
     root = "../../"
-    labelled = sum(1 for u in layer.units if u.dissection)
+    labelled = sum(1 for u in layer.units if u.concept)
     facts = _dl(
         [
             ("Shape", esc(_shape(layer))),
             ("Units", f"{len(layer.units)} of {layer.channels}"),
-            ("Interpretable", esc(_share(layer.interpretable))),
+            ("Interpretable", esc(_share(layer))),
             ("Units with a concept label", str(labelled)),
         ]
     )
@@ -294,8 +299,8 @@ def unit_card_page(atlas: SiteAtlas, layer: SiteLayer, index: int) -> str:
     else:
         parts.append("<p>Not computed for this unit.</p>")
     parts.append("<h2>Dissection</h2>")
-    if u.dissection:
-        d = u.dissection
+    d = u.dissection
+    if d and d["interpretable"]:
         rows = [
             (
                 "Concept",
@@ -305,8 +310,16 @@ def unit_card_page(atlas: SiteAtlas, layer: SiteLayer, index: int) -> str:
             ("IoU", esc(_num(d["iou"]))),
         ]
         parts.append(_dl(rows))
+    elif d:
+        thr = f" ({_num(layer.iou_threshold)})" if layer.iou_threshold is not None else ""
+        cat = f", {esc(d['category'])}" if d["category"] else ""
+        parts.append(
+            f"<p>No concept label: no probe concept reached the IoU threshold{thr}. The best "
+            f'match was <a href="{_search_link(root, "concept", d["label"])}">'
+            f"{esc(d['label'])}</a>{cat}, IoU {esc(_num(d['iou']))}.</p>"
+        )
     elif layer.complete.get("dissection"):
-        parts.append("<p>No concept label: no probe concept reached the IoU threshold.</p>")
+        parts.append("<p>No concept label for this unit.</p>")
     else:
         parts.append("<p>Dissection was not computed for this layer.</p>")
     parts.append("<h2>Classes it feeds</h2>")
@@ -346,8 +359,8 @@ def _counts(atlas: SiteAtlas) -> tuple[dict[str, int], dict[str, int]]:
     classes: dict[str, int] = {}
     for layer in atlas.layers:
         for u in layer.units:
-            if u.dissection:
-                concepts[u.dissection["label"]] = concepts.get(u.dissection["label"], 0) + 1
+            if u.concept:
+                concepts[u.concept] = concepts.get(u.concept, 0) + 1
             for c, _ in u.classes:
                 classes[c] = classes.get(c, 0) + 1
     return concepts, classes
@@ -404,6 +417,8 @@ def search_index(atlas: SiteAtlas) -> dict[str, Any]:
                     "concept": u.dissection["label"] if u.dissection else None,
                     "category": u.dissection["category"] if u.dissection else None,
                     "iou": u.dissection["iou"] if u.dissection else None,
+                    # false: the best match, below the IoU threshold (not a label)
+                    "interpretable": bool(u.dissection and u.dissection["interpretable"]),
                     "classes": [[c, w] for c, w in u.classes],
                 }
             )

@@ -31,7 +31,7 @@ class AtlasFormatError(ValueError):
 class TopPatch:
     image: str  # path relative to the layer's folder (posix)
     projection: str | None
-    score: float
+    score: float | None
     source: str
 
 
@@ -42,9 +42,21 @@ class SiteUnit:
     diversity: tuple[str, ...]
     max_activation: float | None
     top: tuple[TopPatch, ...]
-    dissection: dict[str, Any] | None  # {"label": str, "category": str, "iou": float}
-    classes: tuple[tuple[str, float], ...]
-    ablation: dict[str, Any] | None  # {"accuracy_drop": float, "classes": ((name, drop), ...)}
+    #: {"label": str, "category": str, "iou": float | None, "interpretable": bool}
+    dissection: dict[str, Any] | None
+    classes: tuple[tuple[str, float | None], ...]
+    #: {"accuracy_drop": float | None, "classes": ((name, drop), ...)}
+    ablation: dict[str, Any] | None
+
+    @property
+    def concept(self) -> str | None:
+        """The unit's concept label when it reaches the layer's IoU threshold, else None."""
+        d = self.dissection
+        return d["label"] if d and d["interpretable"] else None
+
+    def is_empty(self) -> bool:
+        """Nothing computed for this unit (a build limited to some units lists the others)."""
+        return not (self.am or self.top or self.dissection or self.classes or self.ablation)
 
     def images(self) -> list[str]:
         """Every image file of the unit (relative to its layer's folder)."""
@@ -63,6 +75,7 @@ class SiteLayer:
     shape: tuple[int, ...]
     complete: dict[str, bool]
     interpretable: float | None
+    iou_threshold: float | None
     inversion: dict[str, Any] | None  # {"image": str, "error": float | None}
     units: tuple[SiteUnit, ...]
 
@@ -138,13 +151,13 @@ def _float(value: Any, where: _Where, optional: bool = False) -> float | None:
     return float(value)
 
 
-def _named_numbers(value: Any, where: _Where) -> tuple[tuple[str, float], ...]:
+def _named_numbers(value: Any, where: _Where) -> tuple[tuple[str, float | None], ...]:
     out = []
     for i, pair in enumerate(_list(value, where)):
         w = where.at(i)
         if not isinstance(pair, list) or len(pair) != 2:
             raise w.fail(f"should be a [class name, number] pair, not {pair!r}")
-        out.append((_str(pair[0], w.at(0)), _float(pair[1], w.at(1)) or 0.0))
+        out.append((_str(pair[0], w.at(0)), _float(pair[1], w.at(1), optional=True)))
     return tuple(out)
 
 
@@ -192,18 +205,22 @@ def _unit(raw: Any, folder: Path, where: _Where) -> SiteUnit:
             TopPatch(
                 image=_png(folder, _need(t, "image", w), w.at("image")) or "",
                 projection=_png(folder, t.get("projection"), w.at("projection"), optional=True),
-                score=_float(t.get("score", 0.0), w.at("score")) or 0.0,
-                source=_str(t.get("source", ""), w.at("source")),
+                score=_float(t.get("score"), w.at("score"), optional=True),
+                source=_str(t.get("source") or "", w.at("source")),
             )
         )
     dissection = u.get("dissection")
     if dissection is not None:
         w = where.at("dissection")
         d = _dict(dissection, w)
+        flag = d.get("interpretable", True)  # a later addition: absent = the label counts
+        if not isinstance(flag, bool):
+            raise w.at("interpretable").fail(f"should be true or false, not {flag!r}")
         dissection = {
             "label": _str(_need(d, "label", w), w.at("label")),
-            "category": _str(d.get("category", ""), w.at("category")),
-            "iou": _float(_need(d, "iou", w), w.at("iou")),
+            "category": _str(d.get("category") or "", w.at("category")),
+            "iou": _float(d.get("iou"), w.at("iou"), optional=True),
+            "interpretable": flag,
         }
     ablation = u.get("ablation")
     if ablation is not None:
@@ -276,8 +293,10 @@ def _layer(root: Path, position: int, entry: Any, where: _Where) -> SiteLayer:
         shape=shape,
         complete=complete,
         interpretable=_float(data.get("interpretable"), lw.at("interpretable"), optional=True),
+        iou_threshold=_float(data.get("iou_threshold"), lw.at("iou_threshold"), optional=True),
         inversion=inversion,
-        units=tuple(sorted(units, key=lambda u: u.unit)),
+        # a build limited to some units lists the others with nothing computed: left out
+        units=tuple(sorted((u for u in units if not u.is_empty()), key=lambda u: u.unit)),
     )
 
 

@@ -110,6 +110,11 @@ def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:
         texts = results.all_inner_texts()
         assert "unit 0 of conv.1" in texts[0] and "weight 0.8" in texts[0]  # strongest first
         assert "unit 2 of conv.1" in texts[1]
+        # a best match below the IoU threshold is found, and said to be no label
+        page.select_option("#by", "concept")
+        page.fill("#q", "grass")
+        page.wait_for_function("document.querySelectorAll('#results > li').length === 1")
+        assert "below the IoU threshold: grass" in results.inner_text()
         page.fill("#q", "no such thing")
         page.wait_for_function("document.querySelectorAll('#results > li').length === 0")
         assert "No unit matches" in page.locator("#results-status").inner_text()

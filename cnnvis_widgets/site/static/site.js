@@ -15,25 +15,27 @@
     return typeof x === "number" ? String(Number(x.toPrecision(3))) : "n/a";
   }
 
-  /* Every match of query q: {unit, kind: "concept"|"class", text, value}, best first
-   * (exact matches, then the higher IoU / weight). */
+  /* Every match of query q: {unit, kind: "concept"|"class", text, value, weak}, best first:
+   * concept labels before best matches below the IoU threshold (weak), then exact matches,
+   * then the higher IoU / weight. */
   function search(index, q, by) {
     var query = norm(q);
     var hits = [];
     if (!query) return hits;
     index.units.forEach(function (u) {
       if (by !== "class" && u.concept && norm(u.concept).indexOf(query) >= 0) {
-        hits.push({ unit: u, kind: "concept", text: u.concept, value: u.iou });
+        hits.push({ unit: u, kind: "concept", text: u.concept, value: u.iou, weak: !u.interpretable });
       }
       if (by !== "concept") {
         (u.classes || []).forEach(function (cw) {
           if (norm(cw[0]).indexOf(query) >= 0) {
-            hits.push({ unit: u, kind: "class", text: cw[0], value: cw[1] });
+            hits.push({ unit: u, kind: "class", text: cw[0], value: cw[1], weak: false });
           }
         });
       }
     });
     hits.sort(function (a, b) {
+      if (a.weak !== b.weak) return a.weak ? 1 : -1;
       var ea = norm(a.text) === query ? 0 : 1;
       var eb = norm(b.text) === query ? 0 : 1;
       if (ea !== eb) return ea - eb;
@@ -62,9 +64,14 @@
       a.appendChild(img);
     }
     a.appendChild(el("span", "unit-no", "unit " + u.unit + " of " + u.layer));
-    var why = hit.kind === "concept"
-      ? "concept: " + hit.text + " (IoU " + fmt(hit.value) + ")"
-      : "feeds class: " + hit.text + " (weight " + fmt(hit.value) + ")";
+    var why;
+    if (hit.kind === "class") {
+      why = "feeds class: " + hit.text + " (weight " + fmt(hit.value) + ")";
+    } else if (hit.weak) {
+      why = "best match, below the IoU threshold: " + hit.text + " (IoU " + fmt(hit.value) + ")";
+    } else {
+      why = "concept: " + hit.text + " (IoU " + fmt(hit.value) + ")";
+    }
     a.appendChild(el("span", "why", why));
     li.appendChild(a);
     return li;

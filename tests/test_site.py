@@ -206,7 +206,7 @@ def test_every_string_from_the_atlas_is_escaped(tmp_path) -> None:
     (card,) = site.glob("layers/000-*/units/0.html")
     parsed = _parse(card)
     assert HOSTILE in parsed.text  # shown as text, exactly
-    assert f"Unit 0 of {layer}" in parsed.text
+    assert f"Unit 0 of layer {layer}" in parsed.text
     js = (site / "search-index.js").read_text(encoding="utf-8")
     assert "<" not in js  # inert even if pasted into a page
     assert _index(site)["units"][0]["concept"] == HOSTILE

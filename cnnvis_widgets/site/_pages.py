@@ -144,7 +144,7 @@ def _table(caption: str, head: tuple[str, str], rows: list[tuple[str, str]]) -> 
 
 def _unit_tile(layer: SiteLayer, u: SiteUnit, base: str, root: str, label: bool = True) -> str:
     """A link to the unit's card with its AM image (``base``: from the page to the layer folder)."""
-    name = f"unit {u.unit} of {layer.name}"
+    name = f"unit {u.unit} of layer {layer.name}"
     pic = (
         _img(base + u.am, f"activation maximization image of {name}", "am")
         if u.am
@@ -269,7 +269,7 @@ def unit_card_page(atlas: SiteAtlas, layer: SiteLayer, index: int) -> str:
     """layers/NNN-name/units/N.html: everything about one unit."""
     u = layer.units[index]
     root, base = "../../../", "../"
-    name = f"unit {u.unit} of {layer.name}"
+    name = f"unit {u.unit} of layer {layer.name}"
     parts = ["<h2>Activation maximization</h2>"]
     if u.am:
         cap = "the image that maximizes the unit" + (
@@ -345,13 +345,13 @@ def unit_card_page(atlas: SiteAtlas, layer: SiteLayer, index: int) -> str:
     lo = max(0, index - 1)  # only the neighbours: a layer of 2,048 units stays linear
     near = [(f"unit {x.unit}", f"{x.unit}.html") for x in layer.units[lo : index + 2]]
     pager = _neighbours(near, index - lo, "unit")
-    body = f"<h1>Unit {u.unit} of {esc(layer.name)}</h1>{''.join(parts)}{pager}"
+    body = f"<h1>Unit {u.unit} of layer {esc(layer.name)}</h1>{''.join(parts)}{pager}"
     crumbs = [
         ("Network", f"{root}index.html"),
         (f"Layer {layer.name}", f"{base}index.html"),
         (f"Unit {u.unit}", None),
     ]
-    return _page(atlas, f"Unit {u.unit} of {layer.name}", root, crumbs, body)
+    return _page(atlas, f"Unit {u.unit} of layer {layer.name}", root, crumbs, body)
 
 
 def _counts(atlas: SiteAtlas) -> tuple[dict[str, int], dict[str, int]]:

@@ -89,7 +89,7 @@ def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:
         page.locator('ul.units a[href$="units/0.html"]').focus()
         page.keyboard.press("Enter")
         page.wait_for_url(re.compile(r"units/0\.html$"))
-        assert page.locator("h1").inner_text() == "Unit 0 of conv.1"
+        assert page.locator("h1").inner_text() == "Unit 0 of layer conv.1"
         dissection = page.locator("dl.facts").first.inner_text()
         assert LABEL in dissection and "0.21" in dissection  # the label as text, with its IoU
         assert page.get_by_role("heading", name="What ablating it does").count() == 1
@@ -101,15 +101,15 @@ def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:
         page.wait_for_url(re.compile(r"search\.html\?by=concept"))
         results = page.locator("#results > li")
         results.first.wait_for()
-        assert results.count() == 1 and "unit 0 of conv.1" in results.inner_text()
+        assert results.count() == 1 and "unit 0 of layer conv.1" in results.inner_text()
         assert LABEL in results.inner_text()
         # by class, typed in
         page.select_option("#by", "class")
         page.fill("#q", "tabby")
         page.wait_for_function("document.querySelectorAll('#results > li').length === 2")
         texts = results.all_inner_texts()
-        assert "unit 0 of conv.1" in texts[0] and "weight 0.8" in texts[0]  # strongest first
-        assert "unit 2 of conv.1" in texts[1]
+        assert "unit 0 of layer conv.1" in texts[0] and "weight 0.8" in texts[0]  # strongest first
+        assert "unit 2 of layer conv.1" in texts[1]
         # a best match below the IoU threshold is found, and said to be no label
         page.select_option("#by", "concept")
         page.fill("#q", "grass")
@@ -127,7 +127,7 @@ def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:
         assert results.count() == 1
         results.first.locator("a").click()
         page.wait_for_url(re.compile(r"layers/000-conv\.1/units/2\.html$"))
-        assert page.locator("h1").inner_text() == "Unit 2 of conv.1"
+        assert page.locator("h1").inner_text() == "Unit 2 of layer conv.1"
     finally:
         ctx.close()
     assert problems == [], problems

@@ -63,7 +63,7 @@
       img.loading = "lazy";
       a.appendChild(img);
     }
-    a.appendChild(el("span", "unit-no", "unit " + u.unit + " of " + u.layer));
+    a.appendChild(el("span", "unit-no", "unit " + u.unit + " of layer " + u.layer));
     var why;
     if (hit.kind === "class") {
       why = "feeds class: " + hit.text + " (weight " + fmt(hit.value) + ")";

@@ -1,4 +1,4 @@
-"""The ``cnnvis`` command: ``lab``, ``report``, ``export``, ``models``.
+"""The ``cnnvis`` command: ``lab``, ``report``, ``export``, ``models``, ``atlas build|export``.
 
 Exit codes: 0 success, 1 a step failed (the message says which and why), 2 bad usage.
 """
@@ -236,6 +236,144 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- atlas
+def _atlas_model(spec: str, device: str | None, input_size: int | None, random: bool) -> Any:
+    """A named model, or ``package.module:factory`` (a function returning an ``nn.Module`` or a
+    ``ModelHandle``)."""
+    import importlib
+
+    from .models import NAMED_MODELS, ModelHandle, load_model
+
+    weights = None if random else "default"
+    if ":" in spec and spec not in NAMED_MODELS and not spec.startswith("torchvision:"):
+        mod_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise CliError(f"cannot import the model factory {spec!r}: {exc}") from exc
+        made = factory()
+        if isinstance(made, ModelHandle):
+            return load_model(made, weights=weights) if random else made
+        return load_model(made, device=device, input_size=input_size, weights=weights)
+    return load_model(spec, device=device, weights=weights, input_size=input_size)
+
+
+def cmd_atlas_build(args: argparse.Namespace) -> int:
+    from .core.atlas.build import BuildSettings, build_atlas_steps
+    from .core.atlas.distributed import setup, world_from_env
+
+    _, world, local = world_from_env()
+    device = args.device
+    if device is None:
+        import torch
+
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    group = setup(device)
+    try:
+        try:
+            handle = _atlas_model(args.model, device, args.input_size, args.random)
+        except (ValueError, RuntimeError, FileNotFoundError, TypeError) as exc:
+            raise CliError(str(exc)) from exc
+        fields = {f: getattr(args, f) for f in _BUILD_FIELDS if getattr(args, f) is not None}
+        settings = BuildSettings(**fields)
+        if group.is_writer:
+            print(
+                f"building the atlas of {handle.name} in {args.out} "
+                f"({group.world} process{'es' if group.world > 1 else ''})",
+                file=sys.stderr,
+            )
+        try:
+            steps = build_atlas_steps(
+                handle, args.layers or None, args.dataset, args.out, settings, group=group
+            )
+            report = _drive(steps, show=group.is_writer)
+        except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+            raise CliError(str(exc).strip("'\"")) from exc
+        if group.is_writer and report is not None:
+            print(f"wrote {report.out / 'atlas.json'} (computed {report.computed}, reused "
+                  f"{report.reused})")  # fmt: skip
+    finally:
+        group.close()
+    return 0
+
+
+def _drive(steps: Any, show: bool) -> Any:
+    """Run a steps generator to its end with a tqdm bar (pieces done of all; only where
+    ``show``) and return its result."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=None, desc="  atlas", file=sys.stderr, disable=not show, ascii=not tty,
+               mininterval=0.1 if tty else 10.0, ncols=None if tty else 100)  # fmt: skip
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if step.total and bar.total != step.total:
+                bar.total = step.total
+            bar.set_postfix_str(f"{step.metrics.get('stage', '')} {step.metrics.get('layer', '')}")
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+#: the BuildSettings fields the command line sets (same names as the options)
+_BUILD_FIELDS = (
+    "preset", "steps", "size", "seed", "batch", "k", "n_images", "shard", "probe_images",
+    "inversion_steps", "inversion_size", "top_classes", "max_units",
+)  # fmt: skip
+
+
+def cmd_atlas_export(args: argparse.Namespace) -> int:
+    try:
+        from .site import export_site
+    except ImportError as exc:
+        raise CliError(
+            "the static-site exporter (cnnvis_widgets.site) is not part of this installation: "
+            f"{exc}"
+        ) from exc
+    atlas_dir = Path(args.dir)
+    if not (atlas_dir / "atlas.json").is_file():
+        raise CliError(f"{str(atlas_dir)!r} is not a built atlas (no atlas.json)")
+    try:
+        out = export_site(atlas_dir, Path(args.out))
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {out if out is not None else args.out}")
+    return 0
+
+
+def _add_atlas(sub: Any) -> None:
+    atl = sub.add_parser("atlas", help="build a whole-network atlas as a batch job, export a site")
+    asub = atl.add_subparsers(dest="atlas_command", required=True)
+    b = asub.add_parser("build", help="compute every part of the atlas (resumable; torchrun-able)")
+    b.add_argument("--model", default="efficientnet_lite0",
+                   help="a model name or package.module:factory")  # fmt: skip
+    b.add_argument("--layers", nargs="+", default=None, help="layers (default: the blocks)")
+    b.add_argument("--dataset", default=None, help="folder of images for the top-k patches")
+    b.add_argument("--out", required=True, help="the atlas folder (new, or a build to resume)")
+    b.add_argument("--device", default=None)
+    b.add_argument("--input-size", type=int, default=None, help="input side of a module's model")
+    b.add_argument("--random", action="store_true", help="random weights")
+    b.add_argument("--preset", default=None, help="AM preset")
+    for name, what in (
+        ("steps", "AM optimization steps"), ("size", "AM image side"), ("seed", "AM seed"),
+        ("batch", "units per AM batch"), ("k", "top images per unit"),
+        ("n-images", "images of the default dataset"), ("shard", "dataset images per piece"),
+        ("probe-images", "dissection probe images (0: none)"),
+        ("inversion-steps", "inversion steps (0: none)"), ("inversion-size", "inversion side"),
+        ("top-classes", "classes per unit"), ("max-units", "only the first units of each layer"),
+    ):  # fmt: skip
+        b.add_argument(f"--{name}", type=int, default=None, help=what)
+    b.set_defaults(func=cmd_atlas_build)
+    e = asub.add_parser("export", help="write a static site of a built atlas (no server needed)")
+    e.add_argument("dir", help="the built atlas folder")
+    e.add_argument("--out", required=True, help="the site folder")
+    e.set_defaults(func=cmd_atlas_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnvis", description="Interactive CNN visualization: notebooks, reports, exports."
@@ -274,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--all", action="store_true", help="every layer, not only conv-like ones")
     mod.add_argument("--random", action="store_true", help="random weights (no weights needed)")
     mod.set_defaults(func=cmd_models)
+    _add_atlas(sub)
     return p
 
 

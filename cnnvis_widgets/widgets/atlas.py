@@ -28,6 +28,7 @@ from ..core import atlas as A
 from ..core.blocks.optimize import Step
 from ..core.imaging import encode
 from ..models import ModelHandle
+from ._atlas_built import BuiltAtlasMixin
 from ._atlas_panels import atlas_panels
 from ._base import BoundedInt, ModelArg, setting
 from ._spatial_unit import SpatialUnitWidget, spatial_layer
@@ -38,7 +39,7 @@ __all__ = ["Atlas"]
 _OPEN_HINT = "\nopen a method on this unit: atlas.open_unit('am' | 'deconvnet' | 'dissection')"
 
 
-class Atlas(MethodLinks, SpatialUnitWidget):
+class Atlas(BuiltAtlasMixin, MethodLinks, SpatialUnitWidget):
     """A unit atlas of a network that links the methods to one another.
 
     Parameters
@@ -51,6 +52,9 @@ class Atlas(MethodLinks, SpatialUnitWidget):
         The photo inverted for the network view (a sample name, default ``"cat"``).
     device : str, optional
         ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
+    atlas : str or Path, optional
+        A built atlas folder (``cnnvis atlas build``) of this model: its layers, recipe and
+        results are shown at once; only what it lacks is computed.
     **traits
         Initial values of any trait (``view=``, ``layer=``, ``unit=``, ``steps=``, ``size=``...).
 
@@ -150,14 +154,17 @@ class Atlas(MethodLinks, SpatialUnitWidget):
         layers: Sequence[str] | None = None,
         reference: Any = "cat",
         device: str | None = None,
+        atlas: Any = None,
         **kwargs: Any,
     ) -> None:
+        self._open_built(atlas)
         self._layer_names = None if layers is None else list(layers)
         self._reference = reference
         super().__init__(model, device=device, **kwargs)
 
     def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
-        names = self._layer_names if self._layer_names is not None else A.default_atlas_layers(h)
+        built = self._built_traits(h, kwargs)
+        names = self._layer_names or self._default_layers(h)
         for n in names:
             spatial_layer(h, n)  # KeyError with the nearest names for unknown layers
         self._lock = threading.RLock()
@@ -168,7 +175,7 @@ class Atlas(MethodLinks, SpatialUnitWidget):
         self.opened = []
         layer = kwargs.pop("layer", None) or names[len(names) // 2]
         h.layer(layer)
-        return dict(title="Atlas", model_name=h.name, layers=names, layer=layer)
+        return dict(title="Atlas", model_name=h.name, layers=names, layer=layer, **built)
 
     def _ready(self) -> None:
         self.observe(self._on_nav, names=["layer", "unit"])
@@ -250,7 +257,7 @@ class Atlas(MethodLinks, SpatialUnitWidget):
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
         h, view = self.handle, self.view
-        if view == "network":
+        if view == "network" and not self._built_network():
             summary = yield from A.network_summary_steps(
                 h,
                 self.layers,
@@ -271,12 +278,12 @@ class Atlas(MethodLinks, SpatialUnitWidget):
                 self._grid = None
                 self._rendered_filled = -1
             self.set_trait("filled", 0)
-            grid = yield from A.layer_grid_steps(
-                h, self.layer, batch=self.batch, stop_event=stop_event, **self._am_kwargs()
-            )
+            grid = yield from self._grid_steps(h, stop_event)
             if grid is not None:
                 self._show_grid(grid)
-        else:
+        elif view == "unit" and (card := self._built_card(h, self.layer, self.unit)) is not None:
+            self._show_card(card)
+        elif view == "unit":
             s = self._summary
             dis = s.dissection if s is not None else None
             card = yield from A.unit_card_steps(
@@ -307,7 +314,7 @@ class Atlas(MethodLinks, SpatialUnitWidget):
             if not force and filled == self._rendered_filled:
                 return
             self._rendered_filled = filled
-            labels = self._summary.labels(self.layer) if self._summary is not None else {}
+            labels = self._labels_of(self.layer)
             v = A.grid_view(
                 grid, labels, sort=self.sort, contains=self.filter, cell=min(self.size, 64)
             )

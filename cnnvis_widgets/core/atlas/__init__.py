@@ -29,6 +29,10 @@ The package, by what is inside:
 * :mod:`.network`: :class:`NetworkSummary` / :class:`LayerSummary` and their computation.
 * :mod:`.card`: :class:`UnitCard`, :func:`unit_card_steps`, :func:`card_images` and
   :func:`card_view` (what a view of the card shows).
+* :mod:`.store`: the built-atlas directory format ``cnnvis-atlas/1`` (:class:`BuiltAtlas`,
+  :func:`open_atlas`); :mod:`.build`: the batch job that writes it (``cnnvis atlas build``,
+  resumable, split over ``torchrun`` ranks by :mod:`.distributed`; pieces in :mod:`.parts`);
+  :mod:`.opened`: a built atlas in a session, only what it lacks computed.
 * :func:`class_contributions` is an attribution method and lives in
   :mod:`cnnvis_widgets.core.contributions`; it is re-exported here.
 
@@ -68,6 +72,7 @@ from .network import (
     network_summary_steps,
 )
 from .settings import am_settings, settings_key
+from .store import BuiltAtlas, open_atlas
 
 __all__ = [
     "LayerGrid",
@@ -93,4 +98,6 @@ __all__ = [
     "GridView",
     "grid_view",
     "card_view",
+    "BuiltAtlas",
+    "open_atlas",
 ]

@@ -1,0 +1,146 @@
+"""The atlas batch job: the built directory, resuming after an interruption, content keys, and
+one process vs two (torchrun, gloo) giving the same atlas."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from cnnvis_widgets import load_model
+from cnnvis_widgets.core.atlas import store as S
+from cnnvis_widgets.core.atlas.build import BuildSettings, build_atlas, build_atlas_steps
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+import atlas_tiny  # noqa: E402
+
+LAYERS = ["1", "4"]
+SMALL = dict(steps=3, size=32, batch=4, n_images=10, shard=4, probe_images=8,
+             inversion_steps=3, inversion_size=32)  # fmt: skip
+CLI_SMALL = ["--steps", "3", "--size", "32", "--batch", "4", "--n-images", "10", "--shard", "4",
+             "--probe-images", "8", "--inversion-steps", "3", "--inversion-size", "32"]  # fmt: skip
+
+
+def tiny_handle(seed: int = 0):
+    return load_model(atlas_tiny.tiny(seed), device="cpu", input_size=32)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file of the output (not parts/), the manifest without its time stamp."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith("parts/"):
+            data = p.read_bytes()
+            if rel == "atlas.json":
+                d = json.loads(data)
+                d.pop("created")
+                data = json.dumps(d, sort_keys=True).encode()
+            out[rel] = data
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_go(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one-go")
+    report = build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**SMALL))
+    return out, report
+
+
+def test_the_built_directory_follows_the_format(one_go):
+    out, report = one_go
+    assert report.reused == {} and report.computed["am"] == 2 + 3  # 8 and 12 units, batch 4
+    m = json.loads((out / "atlas.json").read_text())
+    assert m["format"] == "cnnvis-atlas/1" and m["model"]["num_classes"] == 5
+    assert m["model"]["fingerprint"] == tiny_handle().fingerprint()
+    assert [e["dir"] for e in m["layers"]] == ["layers/000-1", "layers/001-4"]
+    assert m["layers"][1]["shape"] == [12, 16, 16] and all(m["layers"][1]["complete"].values())
+    assert m["dataset"]["images"] == 10 and m["settings"]["steps"] == 3
+    atlas = S.open_atlas(out)
+    rec = atlas.layer("4")
+    assert rec["channels"] == 12 and len(rec["units"]) == 12
+    assert rec["inversion"]["image"] == "inversion.png" and rec["inversion"]["error"] >= 0
+    u = rec["units"][5]
+    assert u["am"] == "am/5.png" and (out / "layers/001-4" / u["am"]).is_file()
+    assert len(u["top"]) == 9 and [t["image"] for t in u["top"]][:2] == [
+        "top/5_0.png",
+        "top/5_1.png",
+    ]
+    scores = [t["score"] for t in u["top"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all((out / "layers/001-4" / t["image"]).is_file() for t in u["top"])
+    assert len(u["classes"]) == 5 and u["dissection"]["label"]
+    assert 0.0 <= rec["interpretable"] <= 1.0
+    grid = atlas.grid("4")
+    assert grid.complete and grid.images.shape == (12, 3, 32, 32)
+    assert set(atlas.labels("4")) == set(range(12))
+    with pytest.raises(ValueError, match="not empty and holds no atlas"):
+        (out.parent / "other").mkdir(exist_ok=True)
+        (out.parent / "other" / "notes.txt").write_text("mine")
+        build_atlas(tiny_handle(), LAYERS, None, out.parent / "other", BuildSettings(**SMALL))
+    assert (out.parent / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_interrupted_build_resumes_to_the_same_atlas(one_go, tmp_path):
+    ref, full = one_go
+    out = tmp_path / "resumed"
+    stop = threading.Event()
+    seen = 0
+    for _ in build_atlas_steps(tiny_handle(), LAYERS, None, out, BuildSettings(**SMALL),
+                                  stop_event=stop):  # fmt: skip
+        seen += 1
+        if seen == 6:
+            stop.set()
+    assert not (out / "atlas.json").exists() and (out / "parts").is_dir()
+    report = build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**SMALL))
+    reused = sum(report.reused.values())
+    assert reused >= 5  # the pieces finished before the stop are not computed again
+    for kind, n in full.computed.items():
+        assert report.computed.get(kind, 0) + report.reused.get(kind, 0) == n, kind
+    assert snapshot(out) == snapshot(ref)
+    # once complete, nothing is computed again
+    again = build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**SMALL))
+    assert again.computed == {} and snapshot(out) == snapshot(ref)
+
+
+def test_changed_settings_or_model_are_not_served_stale_results(one_go, tmp_path):
+    ref, full = one_go
+    out = tmp_path / "changed"
+    quick = dict(SMALL, inversion_steps=0)
+    build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**quick))
+    steps = build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**dict(quick, steps=4)))
+    assert steps.computed["am"] == full.computed["am"]  # new AM recipe: every batch again
+    assert "top" not in steps.computed and "dissection" not in steps.computed
+    assert json.loads((out / "atlas.json").read_text())["settings"]["steps"] == 4
+    other = build_atlas(tiny_handle(1), LAYERS, None, out, BuildSettings(**quick))
+    assert other.reused == {}  # other weights: nothing of the first model is reused
+    assert snapshot(out)["layers/001-4/layer.json"] != snapshot(ref)["layers/001-4/layer.json"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_build_the_same_atlas_as_one(one_go, tmp_path):
+    ref, _ = one_go
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
+               CNNVIS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # fmt: skip
+    args = ["atlas", "build", "--model", "atlas_tiny:tiny", "--input-size", "32", "--device",
+            "cpu", "--layers", *LAYERS, *CLI_SMALL, "--out", str(tmp_path / "two")]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+           "-m", "cnnvis_widgets.cli", *args]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(2 processes)" in proc.stderr
+    assert snapshot(tmp_path / "two") == snapshot(ref)

@@ -328,3 +328,59 @@ def test_a_broken_atlas_is_named_and_nothing_is_written(tmp_path, damage, messag
 def test_a_missing_atlas_directory_is_named(tmp_path) -> None:
     with pytest.raises(AtlasFormatError, match="does not exist"):
         export_site(tmp_path / "nowhere", tmp_path / "site")
+
+
+# ------------------------------------------------------------------------ a real (tiny) build
+@pytest.fixture(scope="module")
+def real_build(tmp_path_factory) -> Path:
+    """`build_atlas` of the batch job on a tiny random CNN (a few steps, 10 images)."""
+    import sys
+
+    from cnnvis_widgets import load_model
+    from cnnvis_widgets.core.atlas.build import BuildSettings, build_atlas
+
+    sys.path.insert(0, str(Path(__file__).parent / "core"))
+    import atlas_tiny
+
+    out = tmp_path_factory.mktemp("real-build") / "atlas"
+    small = dict(steps=3, size=32, batch=4, n_images=10, shard=4, probe_images=8,
+                 inversion_steps=3, inversion_size=32)  # fmt: skip
+    handle = load_model(atlas_tiny.tiny(0), device="cpu", input_size=32)
+    build_atlas(handle, ["1", "4"], None, out, BuildSettings(**small))
+    return out
+
+
+def test_cnnvis_atlas_export_of_a_real_build(real_build, tmp_path, capsys) -> None:
+    from cnnvis_widgets.cli import main
+
+    site = tmp_path / "site"
+    assert main(["atlas", "export", str(real_build), "--out", str(site)]) == 0
+    assert f"wrote {site / 'index.html'}" in capsys.readouterr().out
+    manifest = json.loads((real_build / "atlas.json").read_text())
+    pages = 0
+    for i, entry in enumerate(manifest["layers"]):
+        layer = json.loads((real_build / entry["dir"] / "layer.json").read_text())
+        folder = site / f"layers/{i:03d}-{entry['name']}"
+        for u in layer["units"]:
+            card = (folder / "units" / f"{u['unit']}.html").read_text(encoding="utf-8")
+            pages += 1
+            assert f"<h1>Unit {u['unit']} of layer {entry['name']}</h1>" in card
+            assert card.count('class="pair"') == len(u["top"]) == 9
+            d = u["dissection"]
+            if d is not None and d["interpretable"]:
+                assert "<dt>Concept</dt>" in card
+            elif d is not None:
+                assert "The best match was" in card and "<dt>Concept</dt>" not in card
+        for img in ("inversion.png", "am/0.png", "top/0_8.png", "proj/0_8.png"):
+            assert (folder / img).read_bytes() == (real_build / entry["dir"] / img).read_bytes()
+    assert pages == 8 + 12 == len(_index(site)["units"])
+    for page in site.rglob("*.html"):
+        for url in _parse(page).urls:
+            path = unquote(urlsplit(url).path)
+            assert not path or (page.parent / path).resolve().is_file(), (page, url)
+    # a folder that is not a site: refused with the reason, no traceback, nothing lost
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main(["atlas", "export", str(real_build), "--out", str(tmp_path / "mine")]) == 1
+    assert "is not empty and holds no earlier atlas site" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

@@ -384,3 +384,17 @@ def test_cnnvis_atlas_export_of_a_real_build(real_build, tmp_path, capsys) -> No
     assert main(["atlas", "export", str(real_build), "--out", str(tmp_path / "mine")]) == 1
     assert "is not empty and holds no earlier atlas site" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_file_names_with_url_characters_are_percent_encoded(tmp_path) -> None:
+    atlas = write_tiny_atlas(tmp_path / "atlas")
+    odd = 'am/0 #1?&"%.png'
+    (atlas / "layers/001-head_2/am/0.png").rename(atlas / "layers/001-head_2" / odd)
+    _edit(atlas / "layers/001-head_2/layer.json", lambda d: d["units"][0].update(am=odd))
+    site = export_site(atlas, tmp_path / "site").parent
+    page = site / "layers/001-head_2/units/0.html"
+    (src,) = [i["src"] for i in _parse(page).images if "/am/" in i["src"]]
+    assert src == "../am/0%20%231%3F%26%22%25.png"  # '#' and '?' would cut the URL short
+    assert (page.parent / unquote(src)).resolve().is_file()
+    row = next(u for u in _index(site)["units"] if u["layer"] == "head/2" and u["unit"] == 0)
+    assert (site / unquote(row["image"])).is_file()

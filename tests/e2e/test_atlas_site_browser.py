@@ -68,22 +68,26 @@ def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:
     page.on("dialog", lambda d: (problems.append(f"dialog {d.message}"), d.dismiss()))
 
     def images_loaded(selector: str) -> None:
-        ok = page.eval_on_selector_all(
-            selector, "els => els.length > 0 && els.every(i => i.complete && i.naturalWidth > 0)"
-        )
-        assert ok, f"{tag}: images {selector} did not load on {page.url}"
+        # loading="lazy" images need not be there at the load event: wait (a broken one never is)
+        try:
+            page.wait_for_function(
+                "s => { const els = Array.from(document.querySelectorAll(s));"
+                " return els.length > 0 && els.every(i => i.complete && i.naturalWidth > 0); }",
+                arg=selector,
+                timeout=15_000,
+            )
+        except Exception as exc:  # noqa: BLE001 - reported with the page and the selector
+            raise AssertionError(f"{tag}: images {selector} did not load on {page.url}") from exc
 
     try:
         page.goto(base + "index.html")
         assert page.locator("h1").inner_text() == "tiny: the network"
-        page.wait_for_load_state("load")
         images_loaded("section.layer-row:first-of-type img")
         # network -> layer (a click)
         page.locator("h3 a", has_text="conv.1").click()
         page.wait_for_url(re.compile(r"layers/000-conv\.1/index\.html$"))
         assert page.locator("h1").inner_text() == "Layer conv.1"
         assert page.locator("ul.units > li").count() == 3
-        page.wait_for_load_state("load")
         images_loaded("ul.units img")
         # layer -> unit (from the keyboard)
         page.locator('ul.units a[href$="units/0.html"]').focus()
@@ -93,7 +97,6 @@ def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:
         dissection = page.locator("dl.facts").first.inner_text()
         assert LABEL in dissection and "0.21" in dissection  # the label as text, with its IoU
         assert page.get_by_role("heading", name="What ablating it does").count() == 1
-        page.wait_for_load_state("load")
         images_loaded(".figures img, .patches img")
         page.screenshot(path=str(artifacts_dir / f"atlas-site-unit-{tag}.png"), full_page=True)
         # the concept's link -> the search, run from the URL's query

@@ -53,6 +53,7 @@ __all__ = [
     "TrainData",
     "TrainResult",
     "digits_data",
+    "start_training",
     "train_steps",
     "train",
     "evaluate",
@@ -122,6 +123,18 @@ class TrainData:
                 )
         if not len(self.x):
             raise ValueError("the training set is empty")
+
+    def subset(self, train_per_class: int, test_limit: int | None = None) -> TrainData:
+        """The first ``train_per_class`` training images of each label (file order) and the
+        first ``test_limit`` test images (all when None)."""
+        n = limits.check_int(train_per_class, "train_per_class", minimum=1)
+        keep = torch.cat([torch.nonzero(self.y == c).flatten()[:n] for c in self.y.unique()])
+        keep = keep.sort().values
+        m = len(self.x_test) if test_limit is None else max(1, int(test_limit))
+        return TrainData(
+            self.x[keep], self.y[keep], self.x_test[:m], self.y_test[:m],
+            key=f"{self.key}|per_class={n},test={m}",
+        )  # fmt: skip
 
 
 def digits_data(
@@ -256,6 +269,40 @@ def _snapshot(timeline: Any, res: TrainResult, **metrics: float) -> None:
         timeline.snapshot(res.model, res.step, epoch=res.epoch, **metrics)
 
 
+def start_training(
+    handle_or_module: ModelHandle | nn.Module,
+    data: TrainData,
+    settings: TrainSettings | None = None,
+    *,
+    timeline: Any = None,
+) -> TrainResult:
+    """The state of a run before its first step (a copy of the network, its Adam, the labels,
+    epoch 0's accuracies; ``timeline`` gets the first snapshot).
+
+    ``train_steps(..., resume=state)`` trains it **in place**: after every yielded step the
+    state is consistent (weights, optimizer, position), so a caller that closes the generator
+    at any step (a widget's Stop) still holds a state that a later ``resume=`` continues.
+    """
+    s = settings if settings is not None else TrainSettings()
+    norm = _normalizer(handle_or_module)
+    net = copy.deepcopy(_module(handle_or_module))
+    for p in net.parameters():
+        p.requires_grad_(True)
+    opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=s.lr)
+    labels = _permuted(data.y, s.seed) if s.permute_labels else data.y
+    res = TrainResult(net, opt, s, labels=labels)
+    first = {
+        "epoch": 0,
+        "step": 0,
+        "train_loss": float("nan"),
+        "train_accuracy": evaluate(net, data.x, labels, norm),
+        "test_accuracy": evaluate(net, data.x_test, data.y_test, norm),
+    }
+    res.history.append(first)
+    _snapshot(timeline, res, test_accuracy=first["test_accuracy"])
+    return res
+
+
 def train_steps(
     handle_or_module: ModelHandle | nn.Module,
     data: TrainData,
@@ -283,7 +330,8 @@ def train_steps(
         Gets ``snapshot(model, step, epoch=..., ...)`` before training and after each epoch.
     resume : TrainResult, optional
         A stopped (or finished) run to continue (its model, optimizer and position; pass a larger
-        ``settings.epochs`` to train on).
+        ``settings.epochs`` to train on), or a fresh :func:`start_training` state. It is trained
+        in place.
 
     Returns
     -------
@@ -292,21 +340,7 @@ def train_steps(
     s = settings if settings is not None else (resume.settings if resume else TrainSettings())
     norm = _normalizer(handle_or_module)
     if resume is None:
-        net = copy.deepcopy(_module(handle_or_module))
-        for p in net.parameters():
-            p.requires_grad_(True)
-        opt: torch.optim.Optimizer = torch.optim.Adam(net.parameters(), lr=s.lr)
-        labels = _permuted(data.y, s.seed) if s.permute_labels else data.y
-        res = TrainResult(net, opt, s, labels=labels)
-        first = {
-            "epoch": 0,
-            "step": 0,
-            "train_loss": float("nan"),
-            "train_accuracy": evaluate(net, data.x, labels, norm),
-            "test_accuracy": evaluate(net, data.x_test, data.y_test, norm),
-        }
-        res.history.append(first)
-        _snapshot(timeline, res, test_accuracy=first["test_accuracy"])
+        res = start_training(handle_or_module, data, s, timeline=timeline)
     else:
         res = resume
         res.settings = s

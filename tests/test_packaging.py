@@ -173,6 +173,9 @@ def _check_wheel(path: Path) -> None:
         assert fonts, "the widget manager's fonts are missing from vendor/"
         for name in SITE_FILES:  # the static atlas's front end
             assert z.getinfo(f"{SITE_STATIC}/{name}").file_size > 500, name
+        # the vendored MNIST digits of the zf_mnist network, with their licence notice
+        assert z.getinfo("cnnvis_widgets/data/mnist_5k.csv.gz").file_size > 1_000_000
+        assert "cnnvis_widgets/data/NOTICE-mnist_5k.txt" in names
         notebooks = [n for n in names if n.startswith("cnnvis_widgets/_notebooks/")]
         assert "cnnvis_widgets/_notebooks/00_tour.ipynb" in notebooks and len(notebooks) >= 5
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()

@@ -16,6 +16,7 @@ from cnnvis_widgets.widgets.attribution import Attribution
 from cnnvis_widgets.widgets.deconvnet import DeconvNet
 from cnnvis_widgets.widgets.dissection import Dissection
 from cnnvis_widgets.widgets.inversion import Inversion
+from cnnvis_widgets.widgets.training import Training
 
 MAKERS = {
     "ActivationMaximization": lambda h: ActivationMaximization(h, layer="conv2", size=32),
@@ -25,6 +26,7 @@ MAKERS = {
     "Dissection": lambda h: Dissection(h, layers=["relu2"], n_images=16, image_size=32),
     "Adversarial": lambda h: Adversarial(h),
     "Atlas": lambda h: Atlas(h),
+    "Training": lambda h: Training(h),
 }
 
 
@@ -96,6 +98,7 @@ ADVANCED = {
     "Dissection": {"Probe set"},
     "Adversarial": {"Inside the network"},
     "Atlas": {"Settings"},
+    "Training": {"Label randomization"},
 }
 
 

@@ -52,3 +52,11 @@ def lite0():
     from cnnvis_widgets import load_model
 
     return load_model("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def zf_mnist():
+    """The embedded MNIST network, trained once per test session (cached per epoch)."""
+    from cnnvis_widgets import load_model
+
+    return load_model("zf_mnist", device="cpu")

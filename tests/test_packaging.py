@@ -168,6 +168,9 @@ def _check_wheel(path: Path) -> None:
             assert info.file_size > 1000, name  # really built, not an empty placeholder
         fonts = [n for n in names if n.startswith(f"{STATIC}/vendor/") and n.endswith(".woff2")]
         assert fonts, "the widget manager's fonts are missing from vendor/"
+        # the vendored MNIST digits of the zf_mnist network, with their licence notice
+        assert z.getinfo("cnnvis_widgets/data/mnist_5k.csv.gz").file_size > 1_000_000
+        assert "cnnvis_widgets/data/NOTICE-mnist_5k.txt" in names
         notebooks = [n for n in names if n.startswith("cnnvis_widgets/_notebooks/")]
         assert "cnnvis_widgets/_notebooks/00_tour.ipynb" in notebooks and len(notebooks) >= 5
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()

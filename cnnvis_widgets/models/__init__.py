@@ -76,11 +76,19 @@ def _efficientnet_lite0(weights: str | None, seed: int) -> NamedModel:
     return module, dict(INPUT_SPEC), imagenet_class_names(), label
 
 
+def _zf_mnist(weights: str | None, seed: int) -> NamedModel:
+    from .zf_mnist import named_model
+
+    return named_model(weights, seed)
+
+
 #: The named models of :func:`load_model`: name -> ``builder(weights, seed) -> NamedModel``
 #: (``weights``: ``"default"``, ``None`` for a random initialisation seeded by ``seed``, or a
 #: state_dict path). The first is the default. Add a model with one entry here.
 NAMED_MODELS: dict[str, Callable[[str | None, int], NamedModel]] = {
     DEFAULT_MODEL: _efficientnet_lite0,
+    # a small ZF-style CNN trained here on MNIST digits (weights "epoch:<n>": its checkpoints)
+    "zf_mnist": _zf_mnist,
 }
 
 
@@ -244,7 +252,7 @@ def _from_handle(
         std=handle.std if std is None else std,
         class_names=handle.class_names if class_names is None else class_names,
     )
-    named = handle.name == DEFAULT_MODEL or handle.name.startswith("torchvision:")
+    named = handle.name in NAMED_MODELS or handle.name.startswith("torchvision:")
     if named and weights is None:
         return load_model(handle.name, weights=None, seed=seed, **spec)  # type: ignore[arg-type]
     return load_model(handle.model, weights=weights, seed=seed, **spec)  # type: ignore[arg-type]

@@ -78,8 +78,9 @@ def dataset_batches(
     """``(model-input batch, labels or None)`` pairs from ``dataset``, ``batch`` images at a time.
 
     ``dataset`` is a pair ``(pixels, labels)`` (a pixel-space tensor ``(N, C, H, W)`` in
-    ``[0, 1]`` at the model's input size and ``N`` integer labels, or None), an object with
-    ``pixels`` (or ``images``) and ``labels`` attributes, a pixel tensor alone, or anything
+    ``[0, 1]`` at the model's input size and ``N`` integer labels, or None), an object with a
+    ``tensors()`` method giving that pair (:class:`cnnvis_widgets.data.digits.Digits`) or with
+    ``pixels`` (or ``images``) tensor and ``labels`` attributes, a pixel tensor alone, or anything
     :func:`cnnvis_widgets.core.topk.top_k_patches` reads (an image dataset, a folder, a list of
     photos), which has no labels.
     """
@@ -113,6 +114,10 @@ def dataset_batches(
 def _split(dataset: Any) -> tuple[Any, torch.Tensor | None]:
     if isinstance(dataset, tuple) and len(dataset) == 2 and isinstance(dataset[0], torch.Tensor):
         return dataset[0], None if dataset[1] is None else torch.as_tensor(dataset[1]).long()
+    tensors = getattr(dataset, "tensors", None)  # data.digits.Digits: (pixels, labels)
+    if callable(tensors):
+        pixels, labels = tensors()
+        return pixels, None if labels is None else torch.as_tensor(labels).long()
     for name in ("pixels", "images"):
         value = getattr(dataset, name, None)
         if isinstance(value, torch.Tensor):
@@ -144,7 +149,7 @@ class Ablation:
     baseline_accuracy : float
         The intact network's accuracy.
     accuracy : torch.Tensor
-        ``(G,)`` accuracy with each removal.
+        ``(G,)`` accuracy with each removal (float64: exact fractions of the count).
     class_counts : torch.Tensor
         ``(K,)`` images per (label) class.
     baseline_class_prob, class_prob : torch.Tensor
@@ -377,10 +382,11 @@ def ablate_steps(
     else:
         fill = torch.zeros(info.channels, device=device)
     K = handle.num_outputs
-    correct_base, correct = torch.zeros(()), torch.zeros(len(groups))
-    counts = torch.zeros(K)
-    true_base, true = torch.zeros(K), torch.zeros(len(groups), K)
-    change = torch.zeros(len(groups), K)
+    f64 = torch.float64  # sums over many images: exact counts, accuracies like 0.954
+    correct_base, correct = torch.zeros((), dtype=f64), torch.zeros(len(groups), dtype=f64)
+    counts = torch.zeros(K, dtype=f64)
+    true_base, true = torch.zeros(K, dtype=f64), torch.zeros(len(groups), K, dtype=f64)
+    change = torch.zeros(len(groups), K, dtype=f64)
     n, labels_from = 0, "dataset"
     path = "shared" if share else "plain"
     checked: set[int] = set()  # batch sizes the shared path was checked at
@@ -417,7 +423,7 @@ def ablate_steps(
                 raise ValueError(f"labels must be class indices in 0..{K - 1}")
             onehot = torch.nn.functional.one_hot(y, K).float()
             correct_base += (base.argmax(-1) == y).sum().cpu()
-            correct += (probs.argmax(-1) == y).sum(-1).float().cpu()
+            correct += (probs.argmax(-1) == y).sum(-1).cpu()
             counts += onehot.sum(0).cpu()
             true_base += (base * onehot).sum(0).cpu()
             true += (probs * onehot).sum(1).cpu()
@@ -436,10 +442,10 @@ def ablate_steps(
         class_names=[handle.class_name(k) for k in range(K)],
         baseline_accuracy=float(correct_base) / n,
         accuracy=correct / n,
-        class_counts=counts,
-        baseline_class_prob=true_base / per_class,
-        class_prob=true / per_class,
-        prob_change=change / n,
+        class_counts=counts.long(),
+        baseline_class_prob=(true_base / per_class).float(),
+        class_prob=(true / per_class).float(),
+        prob_change=(change / n).float(),
         path=path,
     )
 

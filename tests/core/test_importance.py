@@ -169,3 +169,27 @@ def test_bad_input_is_refused_clearly(handle, data):
         importance.ablate(handle, "conv2", [0], (data[0], data[1] + 10))
     with pytest.raises(ValueError, match="at most"):
         importance.pruning_exercise(handle, "conv2", data, ks=(17,))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from cnnvis_widgets.data.digits import load_digits, train_test_split
+
+    train, test = train_test_split(load_digits())
+    return train.subset(list(range(0, len(train), 16))), test.subset(list(range(0, len(test), 4)))
+
+
+def test_finding_removing_the_most_important_units_costs_more_than_random(digits):
+    """Morcos et al. 2018 / the pruning exercise, on zf_mnist: units ranked on 250 training
+    digits; removing the top-ranked ones together costs 250 test digits more accuracy than
+    removing as many random ones (mean of 4 draws), and more than the least important ones."""
+    rank_on, test = digits
+    h = load_model("zf_mnist", device="cpu")
+    layer = "features.relu2"
+    order = [w.units[0] for w in importance.rank_units(h, layer, rank_on, batch=250)]
+    p = importance.pruning_exercise(
+        h, layer, test, ks=(8, 12), ranking=order, repeats=4, batch=250, seed=0
+    )
+    assert p.baseline_accuracy > 0.95
+    for most, rand, least in zip(p.most, p.random_mean, p.least, strict=True):
+        assert most < rand - 0.01 and most < least, p.to_dict()

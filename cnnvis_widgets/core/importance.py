@@ -67,8 +67,9 @@ __all__ = [
 #: How a removed unit's output is replaced.
 ABLATIONS = ("zero", "mean")
 
-#: Most rows (images x copies) one expanded forward pass of the layers above may hold.
-MAX_EXPANDED_ROWS = 4096
+#: Most values of the ablated layer's output one expanded forward pass holds (images x copies
+#: x values per image): passes larger than the caches run slower per image, not faster.
+MAX_EXPANDED_VALUES = 1 << 22
 
 
 # --------------------------------------------------------------------------------- the data
@@ -311,8 +312,13 @@ class _Expand:
     def __call__(self, module: Any, inputs: Any, out: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             raise _NotShareable("the layer's output is not a (B, C, ...) tensor")
-        copies = [out] + [_remove(out, m, self.fill) for m in self.masks]
-        return torch.cat(copies, 0)
+        g = self.masks.shape[0]
+        shape = (g + 1, 1, -1) + (1,) * (out.dim() - 2)
+        removed = torch.cat([torch.zeros_like(self.masks[:1]), self.masks]).to(out.dtype)
+        expanded = out.unsqueeze(0) * (1 - removed).view(shape)  # one op: all copies at once
+        if bool(self.fill.any()):
+            expanded = expanded + (removed * self.fill.to(out.dtype)).view(shape)
+        return expanded.reshape(-1, *out.shape[1:])
 
 
 class _Mask:
@@ -390,8 +396,9 @@ def ablate_steps(
     n, labels_from = 0, "dataset"
     path = "shared" if share else "plain"
     checked: set[int] = set()  # batch sizes the shared path was checked at
-    # per expanded pass: as many removals as fit MAX_EXPANDED_ROWS with the batch (at least 1)
-    per_pass = max(1, MAX_EXPANDED_ROWS // batch - 1)
+    # per expanded pass: as many removals as fit MAX_EXPANDED_VALUES (at least 1)
+    per_image = info.channels * (info.height or 1) * (info.width or 1)
+    per_pass = max(1, MAX_EXPANDED_VALUES // (batch * per_image) - 1)
     with torch.no_grad(), handle.pinned():
         for i, (x, y) in enumerate(dataset_batches(handle, dataset, batch)):
             base = _plain_probs(handle, layer, x, None, fill)

@@ -37,7 +37,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ from PIL import Image
 from .. import limits
 from ..models.handle import ModelHandle
 from .blocks.hooks import capture, forward_to
+from .blocks.optimize import Step
+from .blocks.runs import finish
 
 __all__ = [
     "TRANSFORMS",
@@ -57,15 +59,17 @@ __all__ = [
     "transform_batch",
     "default_layers",
     "invariance",
+    "invariance_steps",
 ]
 
 #: The transformations, in the paper's order.
 TRANSFORMS = ("translate", "scale", "rotate")
 #: Default ranges (Zeiler & Fergus, Fig. 5): vertical translation as a fraction of the image
-#: side (their -60..60 pixels of 224 is about +-0.27), scale factor, rotation in degrees.
+#: side (their -60..60 pixels of 224 is about +-0.27), scale factor (zooming in, 1 to 1.8 as
+#: theirs; values spaced evenly in log scale), rotation in degrees.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "translate": (-0.25, 0.25),
-    "scale": (0.6, 1.8),
+    "scale": (1.0, 1.8),
     "rotate": (-180.0, 180.0),
 }
 _UNITS = {"translate": "shift (fraction of the side)", "scale": "scale factor", "rotate": "degrees"}
@@ -210,6 +214,20 @@ class Invariance:
         }
 
 
+def _values(kind: str, bounds: tuple[float, float], steps: int) -> list[float]:
+    lo, hi = (float(v) for v in bounds)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"the {kind} range must be finite numbers low <= high, got {bounds}")
+    if kind == "scale":
+        if lo <= 0:
+            raise ValueError(f"scale factors must be > 0, got {bounds}")
+        return [lo * (hi / lo) ** (i / (steps - 1)) for i in range(steps)]
+    limit = {"translate": 1.0, "rotate": 360.0}[kind]
+    if max(abs(lo), abs(hi)) > limit:
+        raise ValueError(f"the {kind} range must be within +-{limit:g}, got {bounds}")
+    return [lo + (hi - lo) * i / (steps - 1) for i in range(steps)]
+
+
 def _pixels(handle: ModelHandle, image: Image.Image | torch.Tensor) -> torch.Tensor:
     if isinstance(image, Image.Image):
         return handle.to_pixels(image).to(handle.device)
@@ -225,6 +243,63 @@ def _pixels(handle: ModelHandle, image: Image.Image | torch.Tensor) -> torch.Ten
     if tuple(t.shape[-2:]) != handle.input_size:
         t = F.interpolate(t.float(), size=handle.input_size, mode="bilinear", align_corners=False)
     return t.float().to(handle.device)
+
+
+def invariance_steps(
+    handle: ModelHandle,
+    image: Image.Image | torch.Tensor,
+    layers: Sequence[str] | None = None,
+    *,
+    transforms: Sequence[str] = TRANSFORMS,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    steps: int = 9,
+    target: int | None = None,
+    reference: Any = None,
+) -> Generator[Step, None, Invariance]:
+    """Steps of :func:`invariance` (one per transformation, ``image`` the transformed batch);
+    returns the :class:`Invariance`."""
+    names = default_layers(handle) if layers is None else list(dict.fromkeys(layers))
+    for n in names:
+        handle.layer(n)
+    steps = limits.check_int(steps, "steps", minimum=2, maximum=64)
+    rng = {**DEFAULT_RANGES, **(ranges or {})}
+    kinds = list(dict.fromkeys(transforms))
+    for k in kinds:
+        if k not in TRANSFORMS:
+            raise ValueError(f"transformation must be one of {TRANSFORMS}, got {k!r}")
+    if not kinds:
+        raise ValueError("no transformations to apply")
+    grids = {k: _values(k, rng[k], steps) for k in kinds}
+    h, w = handle.input_size
+    limits.check_batch(steps + 1, h, w, name="steps")
+    x0 = _pixels(handle, image)
+    others = None if reference is None else _references(handle, reference, x0)
+    curves: dict[str, Curve] = {}
+    with torch.no_grad(), capture(handle, names) as acts:
+        logits = forward_to(handle, handle.normalize(x0), acts, needs_logits=True)
+        ref = {n: acts[n].flatten(1).float() for n in names}
+        p0 = torch.softmax(logits.float(), -1)[0]
+        scale = {n: ref[n].norm().clamp(min=1e-12) for n in names}
+        if others is not None:
+            forward_to(handle, handle.normalize(others), acts, needs_logits=True)
+            for n in names:
+                d = (acts[n].flatten(1).float() - ref[n]).norm(dim=1).mean()
+                scale[n] = d.clamp(min=1e-12)
+        cls = int(p0.argmax()) if target is None else target
+        handle.check_class(cls)
+        for i, kind in enumerate(kinds):
+            values = grids[kind]
+            batch = transform_batch(x0, kind, values)
+            out = forward_to(handle, handle.normalize(batch), acts, needs_logits=True)
+            dist = {}
+            for n in names:
+                f = acts[n].flatten(1).float()
+                dist[n] = ((f - ref[n]).norm(dim=1) / scale[n]).tolist()
+            prob = torch.softmax(out.float(), -1)[:, cls].tolist()
+            curves[kind] = Curve(kind, values, dist, prob, batch.detach().cpu())
+            yield Step(i, None, batch, {"transform": kind}, len(kinds))
+    normalized = "feature length" if others is None else f"{len(others)} other images"
+    return Invariance(names, cls, handle.class_name(cls), float(p0[cls]), curves, normalized)
 
 
 def invariance(
@@ -263,47 +338,18 @@ def invariance(
     -------
     Invariance
     """
-    names = default_layers(handle) if layers is None else list(dict.fromkeys(layers))
-    for n in names:
-        handle.layer(n)
-    steps = limits.check_int(steps, "steps", minimum=2, maximum=64)
-    rng = {**DEFAULT_RANGES, **(ranges or {})}
-    kinds = list(dict.fromkeys(transforms))
-    for k in kinds:
-        if k not in TRANSFORMS:
-            raise ValueError(f"transformation must be one of {TRANSFORMS}, got {k!r}")
-    if not kinds:
-        raise ValueError("no transformations to apply")
-    h, w = handle.input_size
-    limits.check_batch(steps + 1, h, w, name="steps")
-    x0 = _pixels(handle, image)
-    others = None if reference is None else _references(handle, reference, x0)
-    curves: dict[str, Curve] = {}
-    with torch.no_grad(), capture(handle, names) as acts:
-        logits = forward_to(handle, handle.normalize(x0), acts, needs_logits=True)
-        ref = {n: acts[n].flatten(1).float() for n in names}
-        p0 = torch.softmax(logits.float(), -1)[0]
-        scale = {n: ref[n].norm().clamp(min=1e-12) for n in names}
-        if others is not None:
-            forward_to(handle, handle.normalize(others), acts, needs_logits=True)
-            for n in names:
-                d = (acts[n].flatten(1).float() - ref[n]).norm(dim=1).mean()
-                scale[n] = d.clamp(min=1e-12)
-        cls = int(p0.argmax()) if target is None else target
-        handle.check_class(cls)
-        for kind in kinds:
-            lo, hi = (float(v) for v in rng[kind])
-            values = [lo + (hi - lo) * i / (steps - 1) for i in range(steps)]
-            batch = transform_batch(x0, kind, values)
-            out = forward_to(handle, handle.normalize(batch), acts, needs_logits=True)
-            dist = {}
-            for n in names:
-                f = acts[n].flatten(1).float()
-                dist[n] = ((f - ref[n]).norm(dim=1) / scale[n]).tolist()
-            prob = torch.softmax(out.float(), -1)[:, cls].tolist()
-            curves[kind] = Curve(kind, values, dist, prob, batch.detach().cpu())
-    normalized = "feature length" if others is None else f"{len(others)} other images"
-    return Invariance(names, cls, handle.class_name(cls), float(p0[cls]), curves, normalized)
+    return finish(
+        invariance_steps(
+            handle,
+            image,
+            layers,
+            transforms=transforms,
+            ranges=ranges,
+            steps=steps,
+            target=target,
+            reference=reference,
+        )
+    )
 
 
 def _references(handle: ModelHandle, reference: Any, x0: torch.Tensor) -> torch.Tensor:

@@ -37,11 +37,10 @@ def test_distances_are_zero_at_the_identity_and_the_model_is_untouched():
     image = torch.rand(1, 3, 32, 32)
     res = inv.invariance(h, image, ["relu1", "relu2"], steps=3, ranges={"translate": (-0.2, 0.2)})
     for kind, curve in res.curves.items():
-        mid = {"translate": 1, "rotate": 1}.get(kind)  # the identity (scale: 0.6, 1.2, 1.8)
-        if mid is not None:
-            assert curve.values[mid] == 0.0
-            assert curve.distances["relu1"][mid] == pytest.approx(0.0, abs=1e-6)
-            assert curve.probability[mid] == pytest.approx(res.probability, abs=1e-6)
+        mid = 0 if kind == "scale" else 1  # the identity: scale 1 first, no shift, 0 degrees
+        assert curve.values[mid] == pytest.approx(1.0 if kind == "scale" else 0.0)
+        assert curve.distances["relu1"][mid] == pytest.approx(0.0, abs=1e-5)
+        assert curve.probability[mid] == pytest.approx(res.probability, abs=1e-5)
         assert curve.images.shape == (3, 3, 32, 32)
         assert max(curve.distances["relu1"]) > 0
     assert res.normalized == "feature length"
@@ -51,6 +50,8 @@ def test_distances_are_zero_at_the_identity_and_the_model_is_untouched():
     assert net.training and active_hook_count(h) == 0
     with pytest.raises(ValueError, match="steps"):
         inv.invariance(h, image, ["relu1"], steps=1)
+    with pytest.raises(ValueError, match="within"):
+        inv.invariance(h, image, ["relu1"], steps=2, ranges={"rotate": (0, 720)})
     with pytest.raises(ValueError, match="differs"):
         inv.invariance(h, image, ["relu1"], steps=2, reference=image)
 

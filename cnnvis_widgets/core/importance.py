@@ -364,6 +364,45 @@ def _shared_probs(
     return torch.softmax(logits.float(), -1).view(1 + masks.shape[0], b, -1)
 
 
+def _shared_batch(
+    handle: ModelHandle,
+    layer: str,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    fill: torch.Tensor,
+    per_image: int,
+    checked: set[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(intact (B, K), removed (G, B, K))`` probabilities for one batch by expanded passes.
+
+    The batch is cut into sub-batches small enough that every removal fits one pass within
+    :data:`MAX_EXPANDED_VALUES` (the layers below then run once per image); only when one image's
+    copies do not fit are the removals cut into chunks. The first pass at each sub-batch size is
+    checked against plain passes (``_NotShareable`` when they differ).
+    """
+    g = masks.shape[0]
+    sub = max(1, min(x.shape[0], MAX_EXPANDED_VALUES // ((g + 1) * per_image)))
+    per_pass = max(1, MAX_EXPANDED_VALUES // (sub * per_image) - 1)
+    bases, removed = [], []
+    for s0 in range(0, x.shape[0], sub):
+        xs = x[s0 : s0 + sub]
+        parts = []
+        for start in range(0, g, per_pass):
+            out = _shared_probs(handle, layer, xs, masks[start : start + per_pass], fill)
+            if xs.shape[0] not in checked:  # check the expansion once per size
+                base = _plain_probs(handle, layer, xs, None, fill)
+                one = _plain_probs(handle, layer, xs, masks[start], fill)
+                ok = torch.allclose(out[0], base, atol=1e-5, rtol=1e-4)
+                if not (ok and torch.allclose(out[1], one, atol=1e-5, rtol=1e-4)):
+                    raise _NotShareable("copies of the expanded batch interact")
+                checked.add(xs.shape[0])
+            if start == 0:
+                bases.append(out[0])
+            parts.append(out[1:])
+        removed.append(torch.cat(parts, 0))
+    return torch.cat(bases, 0), torch.cat(removed, 1)
+
+
 def ablate_steps(
     handle: ModelHandle,
     layer: str,
@@ -396,33 +435,22 @@ def ablate_steps(
     n, labels_from = 0, "dataset"
     path = "shared" if share else "plain"
     checked: set[int] = set()  # batch sizes the shared path was checked at
-    # per expanded pass: as many removals as fit MAX_EXPANDED_VALUES (at least 1)
     per_image = info.channels * (info.height or 1) * (info.width or 1)
-    per_pass = max(1, MAX_EXPANDED_VALUES // (batch * per_image) - 1)
     with torch.no_grad(), handle.pinned():
         for i, (x, y) in enumerate(dataset_batches(handle, dataset, batch)):
-            base = _plain_probs(handle, layer, x, None, fill)
+            got = None
+            if path == "shared":
+                try:
+                    got = _shared_batch(handle, layer, x, masks, fill, per_image, checked)
+                except (_NotShareable, RuntimeError):
+                    path = "plain"
+            if got is None:
+                base = _plain_probs(handle, layer, x, None, fill)
+                probs = torch.stack([_plain_probs(handle, layer, x, m, fill) for m in masks])
+            else:
+                base, probs = got
             if base.shape[-1] != K:
                 raise ValueError(f"the network gave {base.shape[-1]} outputs, expected {K}")
-            probs = torch.empty(len(groups), *base.shape, device=base.device)
-            for start in range(0, len(groups), per_pass):
-                stop = min(len(groups), start + per_pass)
-                if path == "shared":
-                    try:
-                        out = _shared_probs(handle, layer, x, masks[start:stop], fill)
-                        if x.shape[0] not in checked:  # check the expansion once per size
-                            ok = torch.allclose(out[0], base, atol=1e-5, rtol=1e-4)
-                            one = _plain_probs(handle, layer, x, masks[start], fill)
-                            ok = ok and torch.allclose(out[1], one, atol=1e-5, rtol=1e-4)
-                            if not ok:
-                                raise _NotShareable("copies of the expanded batch interact")
-                            checked.add(x.shape[0])
-                        probs[start:stop] = out[1:]
-                        continue
-                    except (_NotShareable, RuntimeError):
-                        path = "plain"
-                for g in range(start, stop):
-                    probs[g] = _plain_probs(handle, layer, x, masks[g], fill)
             if y is None:
                 y, labels_from = base.argmax(-1), "model"
             y = y.to(base.device)

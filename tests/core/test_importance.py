@@ -53,6 +53,18 @@ def test_shared_and_plain_paths_give_the_same_numbers(handle, data, how, layer):
     assert shared.prob_change.abs().sum() > 0  # removing units changed something
 
 
+@pytest.mark.parametrize("copies", [40, 10, 4])  # sub-batches of 4, of 1, removals in chunks
+def test_sub_batches_and_chunks_of_removals_give_the_same_numbers(
+    handle, data, copies, monkeypatch
+):
+    plain = importance.ablate(handle, "relu1", "all", data, "mean", batch=8, share=False)
+    monkeypatch.setattr(importance, "MAX_EXPANDED_VALUES", copies * 8 * 32 * 32)  # relu1: 8x32x32
+    shared = importance.ablate(handle, "relu1", "all", data, "mean", batch=8)
+    assert shared.path == "shared"
+    torch.testing.assert_close(shared.accuracy, plain.accuracy)
+    torch.testing.assert_close(shared.class_prob, plain.class_prob, atol=1e-5, rtol=1e-4)
+
+
 def test_skip_connection_from_below_falls_back_to_plain_passes(data):
     torch.manual_seed(0)
     h = load_model(Residual(), device="cpu", input_size=32)

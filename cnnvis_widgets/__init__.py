@@ -24,6 +24,7 @@ _WIDGETS = {
     "Dissection": "dissection",
     "Adversarial": "adversarial",
     "Atlas": "atlas",
+    "Invariance": "invariance",
 }
 #: sub-modules imported on first attribute access (``cw.core``, ``cw.data``...), so that
 #: ``import cnnvis_widgets`` stays cheap and the core works without the widget packages

@@ -25,6 +25,7 @@ _WIDGETS = {
     "Adversarial": "adversarial",
     "Atlas": "atlas",
     "Invariance": "invariance",
+    "Training": "training",
 }
 #: sub-modules imported on first attribute access (``cw.core``, ``cw.data``...), so that
 #: ``import cnnvis_widgets`` stays cheap and the core works without the widget packages

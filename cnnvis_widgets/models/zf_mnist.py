@@ -132,7 +132,11 @@ def build(seed: int = 0, channels: tuple[int, int] = (16, 32)) -> ZFNet:
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return (x - INPUT_SPEC["mean"][0]) / INPUT_SPEC["std"][0]
+    """``(x - mean) / std``, the very arithmetic of :meth:`ModelHandle.normalize` (so a run of
+    :func:`cnnvis_widgets.core.training.train_steps` on a handle repeats these bytes)."""
+    mean = torch.tensor(INPUT_SPEC["mean"], dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(INPUT_SPEC["std"], dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def _split(t: ZFTraining):

@@ -17,6 +17,7 @@ from cnnvis_widgets.widgets.deconvnet import DeconvNet
 from cnnvis_widgets.widgets.dissection import Dissection
 from cnnvis_widgets.widgets.invariance import Invariance
 from cnnvis_widgets.widgets.inversion import Inversion
+from cnnvis_widgets.widgets.training import Training
 
 MAKERS = {
     "ActivationMaximization": lambda h: ActivationMaximization(h, layer="conv2", size=32),
@@ -27,6 +28,7 @@ MAKERS = {
     "Adversarial": lambda h: Adversarial(h),
     "Atlas": lambda h: Atlas(h),
     "Invariance": lambda h: Invariance(h, steps=3),
+    "Training": lambda h: Training(h),
 }
 
 
@@ -98,6 +100,7 @@ ADVANCED = {
     "Dissection": {"Probe set"},
     "Adversarial": {"Inside the network"},
     "Atlas": {"Settings"},
+    "Training": {"Label randomization"},
 }
 
 

@@ -155,10 +155,10 @@ def dead_units(
     """Per layer, each unit's peak output and how often it is above zero over ``dataset``.
 
     ``layers`` defaults to every activation layer (``kind == "act"``) with one output per
-    channel; ``dataset`` is anything :func:`cnnvis_widgets.core.importance.dataset_batches`
+    channel; ``dataset`` is anything :func:`cnnvis_widgets.core.labelled.dataset_batches`
     reads. One forward pass per batch, stopped after the deepest layer.
     """
-    from .importance import dataset_batches
+    from .labelled import dataset_batches
 
     names = (
         [li.name for li in handle.layers.values() if li.kind == "act"]

@@ -379,7 +379,7 @@ def ablate_steps(
     true_base, true = torch.zeros(K, dtype=f64), torch.zeros(len(groups), K, dtype=f64)
     change = torch.zeros(len(groups), K, dtype=f64)
     n, labels_from = 0, "dataset"
-    path = "shared" if share else "plain"
+    path = "shared" if share and len(groups) > 1 else "plain"  # one removal: nothing to share
     checked: set[int] = set()  # batch sizes the shared path was checked at
     per_image = info.channels * (info.height or 1) * (info.width or 1)
     with torch.no_grad(), handle.pinned():

@@ -117,16 +117,21 @@ def transform_batch(
 
 
 def default_layers(handle: ModelHandle, count: int = 4) -> list[str]:
-    """``count`` layers spread from the first to the last conv-like layer (activations, pools
-    and whole blocks, not the layers inside a block), plus the last non-spatial layer before the
-    output (the fully connected features) when there is one."""
+    """``count`` layers spread from the first to the last conv-like layer (activations and pools;
+    in a network of blocks the whole blocks, not the layers inside them), plus the last
+    non-spatial layer before the output (the fully connected features) when there is one."""
     convs = handle.conv_layers()
-    blocks = [li.name + "." for li in convs if li.kind == "block"]
-    spatial = [
-        li
-        for li in convs
-        if li.kind in ("act", "block", "pool") and not li.name.startswith(tuple(blocks))
-    ]  # whole blocks, not the layers inside them
+    blocks = [li for li in convs if li.kind == "block"]
+    leaves = [b for b in blocks if not any(o.name.startswith(b.name + ".") for o in blocks)]
+    if len(leaves) >= count:  # a network of blocks (EfficientNet's): whole blocks, not inside
+        inside = tuple(b.name + "." for b in blocks)
+        spatial = [
+            li
+            for li in convs
+            if (li in leaves or li.kind in ("act", "pool")) and not li.name.startswith(inside)
+        ]
+    else:  # a plain stack (a Sequential of conv-ReLU-pool): its activations and pools
+        spatial = [li for li in convs if li.kind in ("act", "pool")]
     spatial = spatial or convs
     if not spatial:
         raise ValueError(f"{handle.name} has no conv-like layers: pass layers=[...]")

@@ -28,7 +28,7 @@ from ..core import atlas as A
 from ..core.blocks.optimize import Step
 from ..core.imaging import encode
 from ..models import ModelHandle
-from ._atlas_panels import atlas_panels
+from ._atlas_panels import RemovalTraits, atlas_panels
 from ._base import BoundedInt, ModelArg, setting
 from ._spatial_unit import SpatialUnitWidget, spatial_layer
 from ._unit_links import MethodLinks
@@ -38,7 +38,7 @@ __all__ = ["Atlas"]
 _OPEN_HINT = "\nopen a method on this unit: atlas.open_unit('am' | 'deconvnet' | 'dissection')"
 
 
-class Atlas(MethodLinks, SpatialUnitWidget):
+class Atlas(RemovalTraits, MethodLinks, SpatialUnitWidget):
     """A unit atlas of a network that links the methods to one another.
 
     Parameters

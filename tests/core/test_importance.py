@@ -75,7 +75,8 @@ def test_skip_connection_from_below_falls_back_to_plain_passes(data):
     assert res.path == "plain"
     torch.testing.assert_close(res.class_prob, ref.class_prob)
     # and the shared path where it is allowed (below the skip) still works
-    assert importance.ablate(h, "act", [0], (pixels, labels), batch=8).path == "shared"
+    assert importance.ablate(h, "act", [0, 1], (pixels, labels), batch=8).path == "shared"
+    assert importance.ablate(h, "act", [0], (pixels, labels), batch=8).path == "plain"  # alone
 
 
 def test_the_numbers_match_a_hand_computed_removal(handle, data):

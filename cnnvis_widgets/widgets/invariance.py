@@ -116,7 +116,7 @@ class Invariance(SamplePhoto, SampleUploadMixin, CnnvisWidget):
     def _ready(self) -> None:
         self.observe(self._on_upload, names=UPLOAD_TRAITS)
         self.observe(lambda change: self._show_original(), names=["sample"])
-        chart: dict[str, Any] = {"kind": "chart"}
+        chart: dict[str, Any] = {"kind": "chart", "y_range": [0, 1]}  # widened past 1
         self.panels = [
             {"kind": "image", "trait": "original", "label": "Photo"},
             {**chart, "trait": "translate_chart", "label": "Vertical shift: distance, p(class)"},

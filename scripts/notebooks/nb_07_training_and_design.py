@@ -79,7 +79,7 @@ for step in range(1, n_steps + 1):
     loss.backward()
     opt.step()
     if step % (n_steps // 8) == 0:
-        tl.snapshot(net, step, loss=float(loss))
+        tl.snapshot(net, step, loss=loss.item())
 print(len(tl), "snapshots; last loss", round(tl[-1].metrics["loss"], 3))
 first, last = (first_layer_filters(tl.module_at(i, net)) for i in (0, -1))
 big = lambda f: f.repeat_interleave(6, 2).repeat_interleave(6, 3).expand(-1, 3, -1, -1)

@@ -154,6 +154,8 @@ def project_unit(
     images: torch.Tensor,
     entries: Sequence[Entry],
     method: str = "deconvnet",
+    *,
+    switches: bool = True,
 ) -> torch.Tensor:
     """Project the unit's activation at each entry's position back to the input pixels.
 
@@ -174,6 +176,9 @@ def project_unit(
         One per image: the positions ``(y, x)``.
     method : str
         ``"deconvnet"`` (default) or ``"guided_backprop"``.
+    switches : bool
+        ``False``: unpool without the forward switches (see
+        :func:`~cnnvis_widgets.core.attribution.deconvnet`); moot without max pooling.
 
     Returns
     -------
@@ -189,7 +194,8 @@ def project_unit(
     if len(images) != len(entries):
         raise ValueError(f"{len(images)} images for {len(entries)} entries: give one per entry")
     target = A.unit_at(layer, int(unit), [e.y for e in entries], [e.x for e in entries])
-    return fn(handle, handle.normalize(images.to(handle.device)), target).detach().cpu()
+    x = handle.normalize(images.to(handle.device))
+    return fn(handle, x, target, switches=switches).detach().cpu()
 
 
 def unit_projections(

@@ -47,8 +47,9 @@ class Training(V.CheckpointPictures, V.CompareJob, CnnvisWidget):
     data : TrainData, optional
         Default :func:`cnnvis_widgets.core.training.digits_data` (4,000 + 1,000 MNIST digits).
     timeline : Timeline, optional
-        Snapshots your own loop feeds (``timeline.snapshot(model, step, loss=...)``); the
-        widget shows them as they come (and adds its own runs' snapshots to it).
+        Snapshots your own loop feeds (``timeline.snapshot(model, step, test_accuracy=...)``,
+        and ``timeline.record(step, loss=..., accuracy=...)`` for the chart's per-step lines);
+        the widget shows them as they come (and adds its own runs' snapshots to it).
     device : str, optional
     **traits
         Initial values of any trait below (``epochs=``, ``layer=``, ``unit=``...).

@@ -1,7 +1,8 @@
 """Write ``notebooks/03_deconvnet.ipynb`` (run after editing; commit the .ipynb).
 
 The notebook: the idea with the papers cited, the two live widgets (DeconvNet, Attribution), the
-same results from code with the core API, the evidence for a heat map (occlusion, integrated
+same results from code with the core API, DeconvNet's switches on ``zf_mnist`` (with and without
+them, and why they differ), the evidence for a heat map (occlusion, integrated
 gradients, the sanity check, deletion and insertion curves), exercises, what to look for.
 ``CNNVIS_NOTEBOOK_STEPS`` shortens the loops (here: the number of dataset images; the test suite
 sets it to 32).
@@ -96,6 +97,57 @@ for method in (attribution.deconvnet, attribution.guided_backprop):
         top_, left, bottom, right = e.box
         rows.append(letterbox(p[:, top_:bottom, left:right], 96))
 to_pil(make_grid(torch.stack(rows), ncol=9))  # top row: DeconvNet, bottom row: guided backprop"""
+
+SWITCHES_MD = """## Switches: a network with real max-pooling
+
+EfficientNet-Lite0 has no max-pooling, so DeconvNet has no **switches** there. `zf_mnist` is a small
+network in the style of Zeiler & Fergus (convolution, ReLU, 2x2 max-pooling, twice, then a linear
+layer) that this library trains on 4,000 MNIST digits the first time you load it (about 15 s on one
+CPU core; then it is cached). Below, one unit of `features.conv2`: its top-9 digit patches, their
+DeconvNet projections *with* the switches, and *without* them (each pooling window's signal goes
+back to all four of its positions instead of only to the one that held the maximum).
+
+**Why they differ.** Look at what DeconvNet's backward pass reads from the forward pass. Its
+rectifier passes `relu` of the signal coming back from above, whatever the forward input was;
+convolutions are linear and apply the same transposed filters to every image. The *only* place the
+image enters a DeconvNet projection is the switches: where each maximum was. Without them, the
+projection of a unit at a given position is one fixed pattern, the same for every digit (the
+numbers below check it); with them the signal returns only through the positions that won the
+pooling, so the projection traces the strokes of *this* digit. That is also why, on Lite0, the
+DeconvNet projections look alike for all nine patches and the widget shows guided backprop by
+default: guided backprop masks by the forward sign at each ReLU as well, so it sees the image."""
+
+SWITCHES = """from cnnvis_widgets.core import projections
+from cnnvis_widgets.core.training import digits_data
+
+mnist = cw.load_model("zf_mnist")  # trained on first use, then read from the cache
+print(mnist.weights)
+digits = digits_data().x_test[: max(100, 4 * N_IMAGES)]  # held-out digits, pixels in [0, 1]
+unit = 5
+top_m = topk.top_k_patches(mnist, "features.conv2", digits, k=9, units=[unit])
+entries, whole = top_m.entries(unit), top_m.images_for(unit, digits, mnist)
+
+
+def rgb(p):
+    return p.expand(3, -1, -1)
+
+
+rows = [letterbox(rgb(p), 96) for p in top_m.patches(unit, digits, mnist)]
+for switches in (True, False):
+    proj = projections.project_unit(mnist, "features.conv2", unit, whole, entries,
+                                    switches=switches)
+    for p, e in zip(signed_to_pixels(proj), entries):
+        top_, left, bottom, right = e.box
+        rows.append(letterbox(rgb(p[:, top_:bottom, left:right]), 96))
+to_pil(make_grid(torch.stack(rows), ncol=9))  # rows: patches, with switches, without switches"""
+
+SWITCHES_CHECK = """same_place = attribution.unit_at("features.conv2", unit, [7] * 9, [7] * 9)
+xm = mnist.normalize(whole)
+for switches in (True, False):
+    p = attribution.deconvnet(mnist, xm, same_place, switches=switches)
+    spread = float((p - p[0]).abs().max() / p[0].abs().max())
+    print(f"switches={switches!s:5}: nine digits, largest difference from the first digit's "
+          f"projection {100 * spread:5.1f} % of its peak")"""
 
 ATTR_MD = """## Attribution maps for a prediction
 
@@ -224,7 +276,8 @@ EXERCISES = """## Exercises
 2. Toggle between DeconvNet and guided backprop for the same unit. EfficientNet-Lite0 has **no max
    pooling**: explain why its DeconvNet projections look almost the same for all nine patches,
    while guided backprop shows each image's own edges. (Hint: which part of the DeconvNet rule
-   depends on the input image? Try `cw.load_model("torchvision:vgg11")`, which has max pooling.)
+   depends on the input image? The `zf_mnist` section above answers it on a network with max
+   pooling: which row of its pictures looks like Lite0's projections, and why?)
 3. In the Attribution widget, choose the cat and the classes *tiger cat*, *Egyptian cat* and
    *window screen*. Which maps change with the class, and which hardly do? Adebayo et al. (2018,
    *Sanity checks for saliency maps*) turned this into a test: try it.

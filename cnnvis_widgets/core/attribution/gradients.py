@@ -200,6 +200,7 @@ def _backward(
     cam_layer: str | None = None,
     strict: bool = True,
     guided_input: bool = False,
+    switches: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """One forward pass and the backward pass(es) under ``rule``.
 
@@ -212,7 +213,11 @@ def _backward(
     layers = list(obj.hidden_layers) + ([cam_layer] if cam_layer else [])
     # plain gradients need no rule (and then cost exactly autograd's backward)
     plain = rule == "gradient" and not guided_input
-    rules = contextlib.nullcontext() if plain else relu_rule(handle, rule, strict=strict)
+    rules = (
+        contextlib.nullcontext()
+        if plain
+        else relu_rule(handle, rule, strict=strict, switches=switches)
+    )
     with rules as state:
         x = x0.clone().requires_grad_(True)
         with capture(handle, layers, stop_early=not obj.needs_logits) as acts:
@@ -240,8 +245,10 @@ def _backward(
         return gx, act.detach(), ga.detach()
 
 
-def _input_gradient(handle: ModelHandle, images: torch.Tensor, target: Any, rule: str):
-    g, _, _ = _backward(handle, images, target, rule)
+def _input_gradient(
+    handle: ModelHandle, images: torch.Tensor, target: Any, rule: str, switches: bool = True
+):
+    g, _, _ = _backward(handle, images, target, rule, switches=switches)
     assert g is not None
     return g
 
@@ -272,30 +279,37 @@ def saliency(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Te
     return _input_gradient(handle, images, target, "gradient")
 
 
-def deconvnet(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Tensor:
+def deconvnet(
+    handle: ModelHandle, images: torch.Tensor, target: Any, *, switches: bool = True
+) -> torch.Tensor:
     """DeconvNet projection of the target back to the input (Zeiler & Fergus 2014).
 
     Rectifiers pass ``relu`` of the signal coming from above, max-pooling unpools through the
     forward switches, convolutions apply transposed filters. Same arguments and output as
     :func:`saliency`; raises :class:`UnsupportedActivationError` for models with activations
-    other than ReLU/ReLU6.
+    other than ReLU/ReLU6. ``switches=False`` unpools without the switches (each pooling
+    window's signal goes to all of its positions): the projection then loses the image's own
+    structure (Zeiler & Fergus, section 2.1). Moot for a model without max pooling.
 
     Examples
     --------
     >>> deconvnet(handle, x, objectives.channel("_blocks.4", 7))        # doctest: +SKIP
     """
-    return _input_gradient(handle, images, target, "deconvnet")
+    return _input_gradient(handle, images, target, "deconvnet", switches)
 
 
-def guided_backprop(handle: ModelHandle, images: torch.Tensor, target: Any) -> torch.Tensor:
+def guided_backprop(
+    handle: ModelHandle, images: torch.Tensor, target: Any, *, switches: bool = True
+) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): DeconvNet's rule masked by the
-    forward sign of each rectifier. Same arguments and output as :func:`saliency`.
+    forward sign of each rectifier. Same arguments and output as :func:`saliency`
+    (``switches`` as for :func:`deconvnet`).
 
     Examples
     --------
     >>> guided_backprop(handle, x, 281)                                # doctest: +SKIP
     """
-    return _input_gradient(handle, images, target, "guided")
+    return _input_gradient(handle, images, target, "guided", switches)
 
 
 def check_cam_layer(handle: ModelHandle, layer: str | None, target: Objective | None = None) -> str:

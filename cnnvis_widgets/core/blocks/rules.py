@@ -68,14 +68,19 @@ class RuleState:
         Raise :class:`UnsupportedActivationError` for activations the rule cannot cover.
     rectifiers : int
         Number of rectifier calls the rule was attached to in this block (forward passes).
+    switches : bool
+        Max pooling unpools through the forward switches (True, Zeiler & Fergus) or, under the
+        ``"deconvnet"`` / ``"guided"`` rules, spreads the signal over the whole pooling window
+        (False: "DeconvNet without switches", the comparison of their section 2.1).
     """
 
-    def __init__(self, model: nn.Module, rule: str, strict: bool) -> None:
+    def __init__(self, model: nn.Module, rule: str, strict: bool, switches: bool = True) -> None:
         self.model = model
         self._rule = ""
         self.rule = rule
         self.strict = strict
         self.rectifiers = 0
+        self.switches = bool(switches)
 
     @property
     def rule(self) -> str:
@@ -292,12 +297,40 @@ def _wrap_uncovered(orig: Callable, what: str) -> Callable:
     return activation
 
 
+class _UnpoolWithoutSwitches(torch.autograd.Function):
+    """Max pooling forward; backward places each window's signal on *every* position of the
+    window (nearest-neighbour unpooling; summed where windows overlap), not only where the
+    maximum was: what DeconvNet does without the switches."""
+
+    @staticmethod
+    def forward(ctx, x, orig, kernel_size, stride, padding, ceil_mode):  # type: ignore[override]
+        ctx.shape = x.shape
+        ctx.pool = (kernel_size, stride, padding, ceil_mode)
+        return orig(x, kernel_size, stride, padding, 1, ceil_mode=ceil_mode)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        k, stride, padding, ceil_mode = ctx.pool
+        kh, kw = (k, k) if isinstance(k, int) else k
+        with torch.enable_grad():
+            z = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
+            y = F.avg_pool2d(z, k, stride, padding, ceil_mode=ceil_mode, count_include_pad=True)
+            (gx,) = torch.autograd.grad(y, z, grad)
+        return gx * (kh * kw), None, None, None, None, None
+
+
 def _wrap_max_pool(orig: Callable, adaptive: bool = False) -> Callable:
     """Under the internal "structural" rule, max pooling becomes average pooling (every input of
-    a window counts); otherwise the ordinary max pooling (its backward is max-unpooling)."""
+    a window counts); with ``switches=False`` under the DeconvNet / guided rules it unpools
+    without the switches (:class:`_UnpoolWithoutSwitches`); otherwise the ordinary max pooling
+    (its backward is max-unpooling through the switches)."""
 
     def max_pool(input, *args, **kwargs):
         state = _active()
+        if state is not None and not state.switches and state.rule in ("deconvnet", "guided"):
+            if _needs(input):
+                return _without_switches(orig, adaptive, input, args, kwargs)
+            return orig(input, *args, **kwargs)
         if state is None or state.rule != "structural":
             return orig(input, *args, **kwargs)
         if adaptive:
@@ -324,6 +357,22 @@ def _wrap_max_pool(orig: Callable, adaptive: bool = False) -> Callable:
         )
 
     return max_pool
+
+
+def _without_switches(orig: Callable, adaptive: bool, input: Any, args: tuple, kwargs: dict):
+    if adaptive:
+        raise NotImplementedError("DeconvNet without switches through adaptive max pooling")
+    names = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
+    p = dict(zip(names, args))
+    p.update(kwargs)
+    if p.get("dilation", 1) not in (1, (1, 1), [1, 1]) or p.get("return_indices", False):
+        raise NotImplementedError(
+            "DeconvNet without switches through dilated max pooling or return_indices=True"
+        )
+    k = p["kernel_size"]
+    return _UnpoolWithoutSwitches.apply(
+        input, orig, k, p.get("stride") or k, p.get("padding", 0), bool(p.get("ceil_mode", False))
+    )
 
 
 _UNCOVERED_F = (
@@ -423,7 +472,7 @@ def patches_installed() -> bool:
 
 @contextlib.contextmanager
 def relu_rule(
-    model: ModelHandle | nn.Module, rule: str, *, strict: bool = True
+    model: ModelHandle | nn.Module, rule: str, *, strict: bool = True, switches: bool = True
 ) -> Iterator[RuleState]:
     """Forward passes inside the block record rectifiers whose backward follows ``rule``.
 
@@ -439,6 +488,10 @@ def relu_rule(
         ELU, LeakyReLU, PReLU, Hardswish, sigmoid, tanh, hardtanh not starting at 0...) raises
         :class:`UnsupportedActivationError` naming the module. ``False`` lets plain gradients
         through them instead.
+    switches : bool
+        ``False``: under ``"deconvnet"`` / ``"guided"``, max pooling unpools without the forward
+        switches (each window's signal goes to all of its positions); the forward pass is
+        unchanged. Moot for a model without max pooling.
 
     Covered: ``nn.ReLU`` / ``nn.ReLU6`` / ``nn.Threshold`` modules (also ``inplace=True``;
     ``Threshold(t, v)`` is a rectifier whose forward mask is ``x > t``), and ``F.relu``,
@@ -460,7 +513,7 @@ def relu_rule(
     torch.Size([1, 1, 4, 4])
     """
     net = model.net if isinstance(model, ModelHandle) else model
-    state = RuleState(net, rule, strict)
+    state = RuleState(net, rule, strict, switches)
     stack = getattr(_TLS, "stack", None)
     if stack is None:
         stack = _TLS.stack = []

@@ -24,6 +24,7 @@ _WIDGETS = {
     "Dissection": "dissection",
     "Adversarial": "adversarial",
     "Atlas": "atlas",
+    "Invariance": "invariance",
     "Training": "training",
 }
 #: sub-modules imported on first attribute access (``cw.core``, ``cw.data``...), so that

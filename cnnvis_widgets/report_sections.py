@@ -417,6 +417,12 @@ def dissection_section(ctx: Context, report: Any) -> None:
     )
 
 
+def _design_section(ctx: Context, report: Any) -> None:
+    from .report_design import design_section
+
+    design_section(ctx, report)
+
+
 SECTIONS: list[tuple[str, Callable[[Context, Any], None]]] = [
     ("The model", model_section),
     ("Activation maximization", activation_max_section),
@@ -426,4 +432,5 @@ SECTIONS: list[tuple[str, Callable[[Context, Any], None]]] = [
     ("Attribution evidence", attribution_evidence_section),
     ("Network dissection", dissection_section),
     ("Adversarial examples", adversarial_section),
+    ("Design by looking: filters, unit importance, invariance", _design_section),
 ]

@@ -18,7 +18,7 @@ import cnnvis_widgets
 PACKAGE = Path(cnnvis_widgets.__file__).resolve().parent
 ROOT = "cnnvis_widgets"
 
-_UPPER = ("widgets", "report", "report_sections", "site", "cli")
+_UPPER = ("widgets", "report", "report_sections", "report_design", "site", "cli")
 
 #: (modules the rule applies to, packages/modules they must not import, why).
 RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
@@ -39,7 +39,11 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     ),
     (("core",), ("figures", *_UPPER), "core/ imports no widget, figure, report or CLI module"),
     (("figures",), _UPPER, "figures.py sits below the widgets and the report"),
-    (("report", "report_sections"), ("widgets", "cli"), "the report imports no widget module"),
+    (
+        ("report", "report_sections", "report_design"),
+        ("widgets", "cli"),
+        "the report imports no widget module",
+    ),
     (("site",), ("widgets", "cli"), "the static atlas (site/) imports no widget or CLI module"),
 ]
 

@@ -214,3 +214,43 @@ def test_attribution_evidence_section_has_the_curves_the_auc_table_and_the_verdi
     assert all(row["verdict"].startswith(("passes", "fails")) for row in rows)
     html = r.to_html()
     assert "deletion AUC" in html and "Plotly" in html and "passes: " in html
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_design_section_has_filters_dead_units_ranking_and_invariance(channels) -> None:
+    """Issue 16's section: the first-layer filter grid, a dead-unit row per activation layer, the
+    ranking of units by accuracy drop (sorted), and one invariance panel per transformation with
+    a line per layer and the class probability; a grey 28-pixel network is measured on digits."""
+    from cnnvis_widgets import load_model, report_sections
+    from cnnvis_widgets.report_design import design_section
+    from tests.conftest import make_tiny
+
+    titles = [title for title, _ in report_sections.SECTIONS]
+    assert any(t.startswith("Design by looking") for t in titles)
+    if channels == 3:
+        h = load_model(make_tiny(), device="cpu", input_size=32)
+    else:
+        h = load_model(
+            make_tiny(in_channels=1, classes=10), device="cpu", input_size=28, mean=(0.1,),
+            std=(0.3,),
+        )  # fmt: skip
+    r = Report("design")
+    ctx = report_sections.Context(handle=h, steps=3, quick=True)
+    design_section(ctx, r)
+    kinds = [i.kind for i in r.items]
+    assert kinds.count("image") == 1 and kinds.count("figure") == 1
+    tables = {i.caption.split(" ")[0]: i.payload for i in r.items if i.kind == "table"}
+    cols, rows = tables["Dead"]
+    assert [row["layer"] for row in rows] == ["relu1", "relu2"]
+    cols, rows = tables["Units"]
+    drops = [float(row["accuracy drop"]) for row in rows]
+    assert drops == sorted(drops, reverse=True)
+    assert sorted(row["unit"] for row in rows) == list(range(h.layer(ctx.middle_layer()).channels))
+    text = " ".join(i.payload for i in r.items if i.kind == "text")
+    assert ("their labels" in text) == (channels == 1)  # digits have labels; photos do not
+    fig = next(i.payload for i in r.items if i.kind == "figure")
+    names = [t.name for t in fig.data]
+    assert all(names.count(n) == 3 for n in names)  # a line per panel: translate, scale, rotate
+    dashed = {t.name for t in fig.data if t.line.dash == "dash"}
+    assert len(dashed) == 1 and next(iter(dashed)).startswith("p(")
+    assert len(set(names)) >= 3  # at least two layers and the probability

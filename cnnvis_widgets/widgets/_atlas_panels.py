@@ -3,15 +3,18 @@
 * network: the table of layers (a row click sets ``pick_layer``) and the thumbnail strips, one
   grid row per layer;
 * layer: the AM grid of every unit (one grid cell per unit) and the batch being optimized;
-* unit: the unit card (AM image and variants, top-9 patches and projections, probe images,
-  text, the classes it feeds most).
+* unit: the unit card: what the unit responds to (AM image and variants, top-9 patches and
+  projections, probe images, text, the classes it feeds most) beside what removing it does
+  (the accuracy drop and the classes it hurts most).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["atlas_panels"]
+import traitlets as t
+
+__all__ = ["atlas_panels", "RemovalTraits"]
 
 _NUMBER = {"numeric": True, "digits": 3}
 _NETWORK_PANELS = [
@@ -35,8 +38,10 @@ _UNIT_PANELS = [
     {"kind": "image", "trait": "card_projections", "label": "DeconvNet projections",
      "grid": [3, 3]},
     {"kind": "image", "trait": "card_probe", "label": "Top probe images", "width": 400},
-    {"kind": "text", "trait": "card_text", "label": "Unit"},
+    {"kind": "text", "trait": "card_text", "label": "Unit: what it responds to"},
     {"kind": "bars", "trait": "card_classes", "label": "Classes it feeds most"},
+    {"kind": "text", "trait": "card_removal_text", "label": "What removing this unit does"},
+    {"kind": "bars", "trait": "card_removal", "label": "Classes it hurts most (probability lost)"},
 ]  # fmt: skip
 
 
@@ -61,3 +66,14 @@ def atlas_panels(view: str, layers: int, grid_shape: Sequence[int]) -> list[dict
     else:
         panels = [dict(p) for p in _UNIT_PANELS]
     return panels + [{"kind": "progress"}]
+
+
+class RemovalTraits(t.HasTraits):
+    """The unit card's "what removing this unit does" traits (set from ``card_view``)."""
+
+    card_removal_text = t.Unicode("", help="What removing the unit does (read-only).").tag(
+        sync=True
+    )
+    card_removal = t.List(help="Rows [class, probability lost] of the unit card (read-only).").tag(
+        sync=True
+    )

@@ -29,7 +29,7 @@ from ..core.blocks.optimize import Step
 from ..core.imaging import encode
 from ..models import ModelHandle
 from ._atlas_built import BuiltAtlasMixin
-from ._atlas_panels import atlas_panels
+from ._atlas_panels import RemovalTraits, atlas_panels
 from ._base import BoundedInt, ModelArg, setting
 from ._spatial_unit import SpatialUnitWidget, spatial_layer
 from ._unit_links import MethodLinks
@@ -39,7 +39,7 @@ __all__ = ["Atlas"]
 _OPEN_HINT = "\nopen a method on this unit: atlas.open_unit('am' | 'deconvnet' | 'dissection')"
 
 
-class Atlas(BuiltAtlasMixin, MethodLinks, SpatialUnitWidget):
+class Atlas(BuiltAtlasMixin, RemovalTraits, MethodLinks, SpatialUnitWidget):
     """A unit atlas of a network that links the methods to one another.
 
     Parameters

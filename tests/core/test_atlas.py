@@ -163,8 +163,17 @@ def test_unit_card_and_amortized_cache(tiny_handle, cache_dir):
     counter = ForwardCounter(tiny_handle.model)
     A.unit_card(tiny_handle, "relu2", 3, n_images=16, variants=3, **kw)
     counter.remove()
-    # cached: variants and the top-9 pass; left: one DeconvNet pass + one for the classes
-    assert counter.n <= 3
+    # cached: variants and the top-9 pass; left: one DeconvNet pass + one for the classes, and
+    # the removal of the unit (the intact network and the one without it, one batch)
+    assert counter.n <= 5
+    assert card.removal is not None and card.removal.units == (3,)
+    assert "16 images, agreement with the intact network" in card.removal_text()
+    from cnnvis_widgets.core import importance
+    from cnnvis_widgets.data.datasets import augmented_samples
+
+    ref = importance.ablate(tiny_handle, "relu2", [3], augmented_samples(n=16, size=32, seed=0))
+    assert card.removal.accuracy_drop == float(ref.accuracy_drop[0])
+    assert card.removal.hurts == ref.hurts_most(0)
     assert active_hook_count(tiny_handle.model) == 0
 
 
@@ -276,7 +285,10 @@ def test_card_view_is_the_card_as_png_text_and_rows() -> None:
         classes=[(4, "cat", 0.123456), (1, "dog", -0.5)],
     )  # fmt: skip
     view = A.card_view(card, cell=16)
-    assert set(view) == {"am", "patches", "projections", "probe", "text", "classes"}
+    assert set(view) == {
+        "am", "patches", "projections", "probe", "text", "classes", "removal_text", "removal"
+    }  # fmt: skip
+    assert view["removal"] == [] and view["removal_text"] == "removal: not measured"
     assert view["am"][:4] == b"\x89PNG" and view["patches"][:4] == b"\x89PNG"
     assert view["probe"] == b""  # not dissected
     assert view["text"] == card.text() and view["classes"] == [["cat", 0.1235], ["dog", -0.5]]

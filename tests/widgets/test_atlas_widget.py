@@ -68,6 +68,10 @@ def test_click_through_network_layer_unit(atlas):
     for b in (atlas.card_am, atlas.card_patches, atlas.card_projections, atlas.card_probe):
         assert b[:4] == b"\x89PNG"
     assert len(atlas.card_classes) == 5
+    # beside it, what removing the unit does (issue 16)
+    assert atlas.card_removal_text.startswith("removing it (set to zero): accuracy")
+    assert atlas.card_removal == [[n, round(-d, 4)] for n, d in atlas.card.removal.hurts]
+    assert any(p.get("trait") == "card_removal" for p in atlas.panels)
     # back to the network view by the toggle; a strip click opens relu1
     atlas.view = "network"
     atlas._on_front_msg(atlas, {"type": "click", "trait": "strips", "row": 0, "col": 0}, [])

@@ -15,6 +15,7 @@ from cnnvis_widgets.widgets.atlas import Atlas
 from cnnvis_widgets.widgets.attribution import Attribution
 from cnnvis_widgets.widgets.deconvnet import DeconvNet
 from cnnvis_widgets.widgets.dissection import Dissection
+from cnnvis_widgets.widgets.invariance import Invariance
 from cnnvis_widgets.widgets.inversion import Inversion
 from cnnvis_widgets.widgets.training import Training
 
@@ -26,6 +27,7 @@ MAKERS = {
     "Dissection": lambda h: Dissection(h, layers=["relu2"], n_images=16, image_size=32),
     "Adversarial": lambda h: Adversarial(h),
     "Atlas": lambda h: Atlas(h),
+    "Invariance": lambda h: Invariance(h, steps=3),
     "Training": lambda h: Training(h),
 }
 

@@ -3,7 +3,9 @@
 Its AM image and diversity variants, its top-9 dataset patches and their DeconvNet projections
 (the top-k pass shared with the DeconvNet widget's cache), its dissection label, IoU and top
 probe images, and the classes whose logits it feeds most
-(:func:`~cnnvis_widgets.core.contributions.class_contributions`).
+(:func:`~cnnvis_widgets.core.contributions.class_contributions`): what it *responds to*. Beside
+it, what *removing* it does (:func:`~cnnvis_widgets.core.importance.ablate`: the accuracy drop
+and the classes whose probability falls most when the unit is set to zero).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class UnitCard:
     classes : list of (int, str, float)
         The classes its activation feeds most (:func:`class_contributions` over the top-9
         images), largest first.
+    removal : UnitWorth or None
+        What removing it does over ``removal_count`` images (accuracy drop, classes hurt most).
+    removal_note : str
+        How the removal was measured (labels or agreement, images), or why it was not.
     """
 
     layer: str
@@ -70,6 +76,20 @@ class UnitCard:
     dissection: dict[str, Any] | None = None
     probe_examples: torch.Tensor | None = None
     classes: list[tuple[int, str, float]] = field(default_factory=list)
+    removal: Any = None
+    removal_note: str = ""
+
+    def removal_text(self) -> str:
+        """What removing the unit does, in words."""
+        w = self.removal
+        if w is None:
+            return self.removal_note or "removal: not measured"
+        hurt = ", ".join(f"{n} ({d:+.3f})" for n, d in w.hurts) or "none"
+        return (
+            f"removing it (set to zero): accuracy {w.accuracy:.1%}, a drop of "
+            f"{w.accuracy_drop:+.1%}; {self.removal_note}\nclasses hurt most (probability "
+            f"change on their own images): {hurt}"
+        )
 
     def text(self) -> str:
         """A plain-text description."""
@@ -119,6 +139,8 @@ def unit_card_steps(
     dissection: Any = None,
     probe: Any = None,
     top_classes: int = 5,
+    removal: bool = True,
+    removal_dataset: Any = None,
     use_cache: bool = True,
     stop_event: threading.Event | None = None,
 ) -> Generator[Step, None, UnitCard | None]:
@@ -129,7 +151,10 @@ def unit_card_steps(
     ``dataset``: the top-9 dataset (default ``augmented_samples(n_images)``, the DeconvNet
     widget's default); its pass is shared through the results cache. ``dissection``: a
     :class:`~cnnvis_widgets.core.dissection.Dissection` covering ``layer`` (and ``probe``, its
-    probe set, for the top probe images), or None.
+    probe set, for the top probe images), or None. ``removal``: also measure what removing the
+    unit does, over ``removal_dataset`` (default the top-9 dataset; labelled data such as
+    :class:`~cnnvis_widgets.data.digits.Digits` gives accuracy, unlabelled agreement with the
+    intact network).
     """
     from ...data.datasets import as_dataset, augmented_samples
     from .. import dissection as nd
@@ -230,6 +255,27 @@ def unit_card_steps(
         k = min(int(top_classes), contrib.numel())
         vals, idx = contrib.topk(k)
         classes = [(int(i), handle.class_name(int(i)), float(v)) for v, i in zip(vals, idx)]
+    # 5. what removing it does (forward only, the intact network in the same pass)
+    worth, rnote = None, ""
+    if removal:
+        from .. import importance
+
+        rdata = removal_dataset
+        if rdata is None:
+            rdata = (
+                ds if info.spatial else augmented_samples(n=n_images, size=max(handle.input_size))
+            )
+        run_r = Run(importance.ablate_steps(handle, layer, [u], rdata))
+        for _ in run_r:
+            if stop_event is not None and stop_event.is_set():
+                return None
+            yield Step(index, None, None, {"stage": "removal"}, 0)
+            index += 1
+        res = run_r.result
+        assert res is not None
+        worth = res.worth(3)[0]
+        measured = "labels" if res.labels_from == "dataset" else "agreement with the intact network"
+        rnote = f"{res.count} images, {measured} (intact {res.baseline_accuracy:.1%})"
     card = UnitCard(
         layer,
         u,
@@ -242,6 +288,8 @@ def unit_card_steps(
         dinfo,
         examples,
         classes,
+        worth,
+        rnote,
     )
     yield Step(index, None, None, {"stage": "done"}, index + 1)
     return card
@@ -280,9 +328,13 @@ _PICTURES = ("am", "patches", "projections", "probe")
 def card_view(card: UnitCard, cell: int = 64) -> dict[str, Any]:
     """What a view of the card shows: PNG bytes of :func:`card_images` (``am``, ``patches``,
     ``projections``, ``probe``: empty without a dissection), the ``text`` and the ``classes``
-    rows ``[class name, contribution]``."""
+    rows ``[class name, contribution]``; beside them what removing the unit does:
+    ``removal_text`` and ``removal`` rows ``[class name, probability lost]``."""
     pics = card_images(card, cell)
     view: dict[str, Any] = {k: encode(pics[k], "png") if k in pics else b"" for k in _PICTURES}
     view["text"] = card.text()
     view["classes"] = [[n, round(v, 4)] for _, n, v in card.classes]
+    view["removal_text"] = card.removal_text()
+    hurts = card.removal.hurts if card.removal is not None else []
+    view["removal"] = [[n, round(-d, 4)] for n, d in hurts]
     return view

@@ -83,8 +83,9 @@ class AMResult:
     objective : str
     settings : AMSettings
     metrics : list of dict
-        Per step: ``"activation"`` (mean over the batch), and ``"feature_distance"`` when the run
-        accentuated a photo.
+        Per step: ``"activation"`` (mean over the batch), and ``"feature_distance"`` when the
+        run accentuated a photo. (Each ``Step.metrics`` also holds ``"alpha"``, the run's
+        :class:`~.activation_max_accent.AlphaMap` so far, for a caller that stops early.)
     alpha : torch.Tensor or None
         MaCo's importance map ``(B, 1, H, W)`` in ``[0, 1]``: the absolute input gradients
         accumulated over the run (:class:`~.activation_max_accent.AlphaMap`).
@@ -311,7 +312,7 @@ def maximize_steps(
             loss = loss + s.tv_weight * R.total_variation(img).mean()
         if s.l2_weight:
             loss = loss + s.l2_weight * R.l2_penalty(img, neutral).mean()
-        metrics = {"activation": score.detach()}
+        metrics: dict[str, Any] = {"activation": score.detach(), "alpha": alpha}
         if accent is not None and ref is not None:
             dist = R.feature_distance(acts[accent.layer], ref)
             loss = loss + s.accentuation * (accent.weights * dist).mean()

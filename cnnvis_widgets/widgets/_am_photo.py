@@ -108,11 +108,22 @@ class AMPhoto(SamplePhoto, SampleUploadMixin):
         ncol = 2 if self.has_photo else None  # a row per unit: accentuated, plain
         return make_grid(img.clamp(0, 1), ncol=ncol)
 
-    def _show_alpha_map(self, result: am.AMResult | None) -> None:
-        """``alpha_image`` from the run's result (empty when there is none)."""
-        if result is None or result.alpha is None:
+    def _on_step(self, step: Step) -> None:
+        self._alpha_so_far = step.metrics.get("alpha")  # an AlphaMap: read when stopped
+
+    def _show_alpha_map(self, result: am.AMResult | None, last: Step | None = None) -> None:
+        """``alpha_image`` from the run's result, else (stopped) from its last step's image and
+        the gradients accumulated until then; empty when there is neither."""
+        acc = getattr(self, "_alpha_so_far", None)
+        if result is not None:
+            image, alpha = result.image, result.alpha
+        elif last is not None and last.image is not None and acc is not None:
+            image, alpha = last.image.detach().clamp(0, 1).cpu(), acc.map()
+        else:
+            image, alpha = None, None
+        if image is None or alpha is None:
             self.alpha_image = b""
             return
-        shown = alpha_picture(result.image, result.alpha)
+        shown = alpha_picture(image, alpha)
         ncol = 2 if self.has_photo else None
         self.alpha_image = encode(shown[0] if shown.shape[0] == 1 else make_grid(shown, ncol=ncol))

@@ -257,6 +257,7 @@ class ActivationMaximization(opt.PresetSliders, AMPhoto, CnnvisWidget):
         settings = am.preset_settings(self.preset, **{k: getattr(self, k) for k in _SETTING_TRAITS})
         self._live, self._result = settings, None
         self._objective = self.make_objective()
+        self._alpha_so_far = None
         self._show_alpha_map(None)
         start = self._start_kwargs(self.grid)
         self._accented = (
@@ -297,7 +298,7 @@ class ActivationMaximization(opt.PresetSliders, AMPhoto, CnnvisWidget):
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         rec: dict[str, Any] = {"objective": self._objective.name if step else None}
-        self._show_alpha_map(self._result)
+        self._show_alpha_map(self._result, step)
         if self._accented is not None:
             rec["photo"], rec["accent_layer"] = self.sample, self._accented
         if step is not None:

@@ -81,6 +81,8 @@ def test_accentuation_weight_is_live_and_the_layer_is_checked(widget) -> None:
     widget.stop()
     assert widget.wait(timeout=60)
     assert seen == 7.5 and widget._last_record["accent_layer"] == "conv1"
+    # stopped: the alpha map of the steps made so far, for the pair shown side by side
+    assert Image.open(io.BytesIO(widget.alpha_image)).size == (2 * 32 + 3 * 2, 32 + 2 * 2)
 
 
 def test_an_uploaded_or_given_photo_is_a_start(tiny_handle) -> None:

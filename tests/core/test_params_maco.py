@@ -61,3 +61,12 @@ def test_natural_magnitude_falls_with_frequency_and_follows_the_photos(tmp_path)
         natural_magnitude(32, [])
     with pytest.raises(ValueError, match="shape"):
         maco_image((1, 3, 32, 32), magnitude=torch.ones(3, 32, 32))
+
+
+def test_maco_builder_works_with_any_preset(tiny_handle) -> None:
+    # param= takes the builder like fft_image; the lucid preset's sd 0.01 still gives a random
+    # phase (a small sd must not start from a zero-phase blob)
+    r = am.maximize(tiny_handle, "conv2:5", param=maco_image, steps=3, size=32)
+    p = maco_image((1, 3, 32, 32), sd=0.01, generator=torch.Generator().manual_seed(0))
+    assert float(p.phase.detach().abs().mean()) > 1.0  # uniform in [-pi, pi): mean |phase| ~ pi/2
+    assert r.image.shape == (1, 3, 32, 32) and float(r.image.std()) > 0.05

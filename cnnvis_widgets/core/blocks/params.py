@@ -285,6 +285,7 @@ class MacoParam(ImageParam):
     :func:`natural_magnitude` of the packaged photos; :meth:`spectrum` is what ``irfft2`` gets,
     and whatever the steps do, its magnitude stays ``magnitude`` (only :attr:`phase` is in
     :meth:`parameters`). :meth:`set_image` keeps the magnitude and takes the phase of the pixels.
+    The phase starts uniform in ``[-pi, pi)`` (``sd`` only says whether: 0 is zero phase).
 
     Examples
     --------
@@ -323,9 +324,11 @@ class MacoParam(ImageParam):
         if tuple(magnitude.shape) != want:
             raise ValueError(f"magnitude must have shape {want}, got {tuple(magnitude.shape)}")
         self.magnitude = magnitude.float().to(self.device)
-        # the phase: uniform noise (sd = 1 spans +-pi); sd 0 starts from a zero-phase spectrum
+        # the phase starts uniform in [-pi, pi) (any sd > 0: the builders' small sd of the other
+        # parameterizations must not make a zero-phase blob); sd 0: zero phase
         u = torch.rand(b, c, h, w // 2 + 1, generator=generator) * 2 - 1
-        self.phase = (u * torch.pi * float(sd)).to(self.device).requires_grad_(True)
+        scale = torch.pi if sd > 0 else 0.0
+        self.phase = (u * scale).to(self.device).requires_grad_(True)
         self.tensor = self.phase
 
     def parameters(self) -> list[torch.Tensor]:

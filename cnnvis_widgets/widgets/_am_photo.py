@@ -81,7 +81,7 @@ class AMPhoto(SamplePhoto, SampleUploadMixin):
             {"kind": "image", "label": label},
             *(
                 [{"kind": "image", "trait": "alpha_image", "label": "Importance (alpha) map"}]
-                if self.show_alpha
+                if w.show_alpha
                 else []
             ),
             {"kind": "chart", "label": "Loss", "trait": "history"},

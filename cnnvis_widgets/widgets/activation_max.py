@@ -139,6 +139,7 @@ class ActivationMaximization(opt.PresetSliders, AMPhoto, CnnvisWidget):
     def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._result: am.AMResult | None = None
         self._accented: str | None = None  # the layer kept close to the photo in the last run
+        self._alpha_so_far = None  # the running AlphaMap (metrics of the last step)
         photo = self._photo_traits(self._image_arg)
         layer = kwargs.pop("layer", None) or default_layer(h)
         h.layer(layer)  # KeyError listing the nearest names

@@ -78,6 +78,8 @@ def test_accentuation_weight_is_live_and_the_layer_is_checked(widget) -> None:
         threading.Event().wait(0.01)
     widget.accentuation = 7.5
     seen = widget._live.accentuation
+    while widget._alpha_so_far is None and not widget.error:  # a step made: a map to show
+        threading.Event().wait(0.01)
     widget.stop()
     assert widget.wait(timeout=60)
     assert seen == 7.5 and widget._last_record["accent_layer"] == "conv1"

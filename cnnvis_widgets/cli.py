@@ -327,6 +327,9 @@ _BUILD_FIELDS = (
 
 
 def cmd_atlas_export(args: argparse.Namespace) -> int:
+    atlas_dir = Path(args.dir)
+    if not (atlas_dir / "atlas.json").is_file():
+        raise CliError(f"{str(atlas_dir)!r} is not a built atlas (no atlas.json)")
     try:
         from .site import export_site
     except ImportError as exc:
@@ -334,9 +337,6 @@ def cmd_atlas_export(args: argparse.Namespace) -> int:
             "the static-site exporter (cnnvis_widgets.site) is not part of this installation: "
             f"{exc}"
         ) from exc
-    atlas_dir = Path(args.dir)
-    if not (atlas_dir / "atlas.json").is_file():
-        raise CliError(f"{str(atlas_dir)!r} is not a built atlas (no atlas.json)")
     try:
         out = export_site(atlas_dir, Path(args.out))
     except (FileNotFoundError, ValueError) as exc:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,49 @@ def test_progress_bar_shows_count_rate_and_eta(capsys):
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+(it/s|s/it)\]", err), err  # elapsed<ETA, rate
     assert list(cli.progress(iter(["a", "b"]), None, "sections")) == ["a", "b"]
     assert "2it" in capsys.readouterr().err.replace(" ", "")
+
+
+def test_atlas_build_then_export_through_the_site_package(tmp_path, monkeypatch, capsys):
+    import types
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "core"))  # atlas_tiny:tiny
+    monkeypatch.setenv("CNNVIS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "atlas"
+    args = ["atlas", "build", "--model", "atlas_tiny:tiny", "--input-size", "32", "--device",
+            "cpu", "--steps", "2", "--size", "16", "--n-images", "4", "--probe-images", "0",
+            "--inversion-steps", "0", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "atlas" in captured.err  # the progress bar
+    manifest = json.loads((out / "atlas.json").read_text())
+    assert manifest["format"] == "cnnvis-atlas/1" and manifest["settings"]["steps"] == 2
+    assert [e["name"] for e in manifest["layers"]] == ["1", "4"]
+    # a second run resumes: every piece is reused
+    assert main(args) == 0
+    assert "computed {}" in capsys.readouterr().out
+    # export hands the folder to cnnvis_widgets.site.export_site
+    calls = []
+    site = types.ModuleType("cnnvis_widgets.site")
+    site.export_site = lambda atlas_dir, dest: calls.append((atlas_dir, dest)) or dest
+    monkeypatch.setitem(sys.modules, "cnnvis_widgets.site", site)
+    assert main(["atlas", "export", str(out), "--out", str(tmp_path / "site")]) == 0
+    assert calls == [(out, tmp_path / "site")]
+
+
+def test_atlas_commands_fail_clearly(tmp_path, monkeypatch, capsys):
+    assert main(["atlas", "export", str(tmp_path / "none"), "--out", str(tmp_path / "s")]) == 1
+    assert "not a built atlas" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "cnnvis_widgets.site", None)  # an installation without it
+    (tmp_path / "atlas.json").write_text("{}")
+    assert main(["atlas", "export", str(tmp_path), "--out", str(tmp_path / "site")]) == 1
+    assert "static-site exporter" in capsys.readouterr().err
+    assert main(["atlas", "build", "--model", "no_such_module:f", "--out", str(tmp_path)]) == 1
+    assert "cannot import the model factory" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "core"))
+    code = main(["atlas", "build", "--model", "atlas_tiny:tiny", "--input-size", "32",
+                 "--device", "cpu", "--out", str(busy)])  # fmt: skip
+    assert code == 1 and "holds no atlas" in capsys.readouterr().err
+    assert (busy / "notes.txt").read_text() == "mine"

@@ -77,8 +77,14 @@ def test_the_built_directory_follows_the_format(one_go):
     scores = [t["score"] for t in u["top"]]
     assert scores == sorted(scores, reverse=True)
     assert all((out / "layers/001-4" / t["image"]).is_file() for t in u["top"])
-    assert len(u["classes"]) == 5 and u["dissection"]["label"]
-    assert 0.0 <= rec["interpretable"] <= 1.0
+    assert len(u["classes"]) == 5 and u["best_concept"]["label"]
+    # a dissection label only where the IoU reaches the threshold; the share is theirs
+    thr = rec["iou_threshold"]
+    for r in rec["units"]:
+        assert (r["dissection"] is not None) == (r["best_concept"]["iou"] >= thr)
+        assert r["dissection"] in (None, r["best_concept"])
+    share = sum(r["dissection"] is not None for r in rec["units"]) / 12
+    assert rec["interpretable"] == pytest.approx(share)
     grid = atlas.grid("4")
     assert grid.complete and grid.images.shape == (12, 3, 32, 32)
     assert set(atlas.labels("4")) == set(range(12))

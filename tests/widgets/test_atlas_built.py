@@ -66,7 +66,7 @@ def test_a_built_atlas_opens_without_computing(built, tiny_handle, tmp_path, mon
         _run(w)
         rec = json.loads((built / "layers/001-relu2/layer.json").read_text())["units"][3]
         assert rec["top"][0]["source"] in w.card_text and w.card_patches[:4] == b"\x89PNG"
-        assert rec["dissection"]["label"] in w.card_text
+        assert rec["best_concept"]["label"] in w.card_text
         assert [c[0] for c in w.card_classes] == [c[0] for c in rec["classes"]]
         assert counter.n == 0  # nothing was computed: every view came from the atlas
     finally:

@@ -420,11 +420,11 @@ def _write_output(
         if dissection is not None and n in dissection.layers:
             threshold = float(dissection.iou_threshold)
             recs = dissection.units(n)
-            for r in recs:
-                units[r["unit"]]["dissection"] = {
-                    "label": r["concept"], "category": r["category"], "iou": S.finite(r["iou"]),
-                    "interpretable": bool(r["interpretable"]),
-                }  # fmt: skip
+            for r in recs:  # a label only where the IoU reaches the threshold
+                best = {"label": r["concept"], "category": r["category"],
+                        "iou": S.finite(r["iou"])}  # fmt: skip
+                units[r["unit"]]["best_concept"] = best
+                units[r["unit"]]["dissection"] = best if r["interpretable"] else None
             interpretable = sum(r["interpretable"] for r in recs) / max(1, len(recs))
         inversion = None
         for it in first:

@@ -103,6 +103,10 @@ def setup(device: str | None = None) -> Group:
         if not dist.is_available():  # pragma: no cover
             raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
         cuda = device is not None and str(device).startswith("cuda")
+        if cuda:
+            import torch
+
+            torch.cuda.set_device(world_from_env()[2])  # one GPU per local rank
         dist.init_process_group("nccl" if cuda else "gloo")
         owned = True
     world = dist.get_world_size()

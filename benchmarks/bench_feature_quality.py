@@ -88,28 +88,34 @@ def main() -> None:
         f"{'preset':<10}{'set':<7}{'made->judged':<14}{'self top1':>10}{'self p':>8}"
         f"{'xfer top1':>10}{'xfer p':>8}{'plaus':>7}{'s/step':>8}{'vs lucid':>9}"
     )
+    # lucid first, so that every other preset's row can print its time ratio at once
+    order = sorted(presets, key=lambda p: p != "lucid")
+    print(head)
+    print("-" * len(head), flush=True)
     rows: list[tuple] = []
-    for preset in presets:
+    lucid: dict[tuple[str, str], float] = {}
+    for preset in order:
         for set_name, classes in sets.items():
             for maker, judge in (("lite0", "lite2"), ("lite2", "lite0")):
                 made, per_step = make_timed(nets[maker], classes, preset, steps, args.seed)
                 own = fq.transferability(made, nets[maker])
                 other = fq.transferability(made, nets[judge])
                 plaus = fq.plausibility(nets[judge], made.images, made.classes, refs[judge])
-                rows.append((preset, set_name, f"{maker}->{judge}", own, other, plaus, per_step))
-    lucid = {(r[1], r[2]): r[6] for r in rows if r[0] == "lucid"}
-    print(head)
-    print("-" * len(head))
-    for preset, set_name, pair, own, other, plaus, per_step in rows:
-        ref = lucid.get((set_name, pair))
-        ratio = f"{per_step / ref:8.2f}x" if ref else f"{'':>9}"
-        print(
-            f"{preset:<10}{set_name:<7}{pair:<14}{own.accuracy:>10.2f}{own.mean_target_prob:>8.3f}"
-            f"{other.accuracy:>10.2f}{other.mean_target_prob:>8.3f}{plaus.mean_distance:>7.3f}"
-            f"{per_step:>8.3f}{ratio}"
-        )
+                pair = f"{maker}->{judge}"
+                rows.append((preset, set_name, pair, own, other, plaus, per_step))
+                if preset == "lucid":
+                    lucid[(set_name, pair)] = per_step
+                ref = lucid.get((set_name, pair))
+                ratio = f"{per_step / ref:8.2f}x" if ref else f"{'':>9}"
+                print(
+                    f"{preset:<10}{set_name:<7}{pair:<14}{own.accuracy:>10.2f}"
+                    f"{own.mean_target_prob:>8.3f}{other.accuracy:>10.2f}"
+                    f"{other.mean_target_prob:>8.3f}{plaus.mean_distance:>7.3f}"
+                    f"{per_step:>8.3f}{ratio}",
+                    flush=True,
+                )
     print("\nper preset, over sets and both directions (transfer top-1, transfer p, plaus):")
-    for preset in presets:
+    for preset in order:
         mine = [r for r in rows if r[0] == preset]
         acc = sum(r[4].accuracy for r in mine) / len(mine)
         prob = sum(r[4].mean_target_prob for r in mine) / len(mine)

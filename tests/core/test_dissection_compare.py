@@ -44,6 +44,9 @@ def test_layers_per_model_keeps_names_for_one_architecture(lite0, lite2_arch) ->
     twin = load_model(lite0, weights=None)
     per = layers_per_model([lite0, twin, lite2_arch], ["_blocks.6"])
     assert per == [["_blocks.6"], ["_blocks.6"], ["_blocks.9"]]
+    # the other way round, two neighbours of the deeper network meet in one of the shallower
+    with pytest.raises(ValueError, match="_blocks.8 -> _blocks.6, _blocks.9 -> _blocks.6"):
+        layers_per_model([lite2_arch, lite0], ["_blocks.8", "_blocks.9"])
 
 
 def test_compare_models_pairs_matching_layers(lite0, lite2_arch) -> None:

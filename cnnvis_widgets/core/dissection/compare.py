@@ -137,18 +137,42 @@ def _architecture(handle: ModelHandle) -> tuple[tuple[str, int], ...]:
     return tuple((li.name, li.channels) for li in handle.layers.values())
 
 
+def _kin(a: ModelHandle, b: ModelHandle) -> bool:
+    """True when two networks are built of top-level blocks in as many stages (EfficientNet-Lite0
+    and Lite2, ResNet-18 and -50): their layers correspond by stage."""
+
+    def blocky(h: ModelHandle) -> bool:
+        return sum(li.kind == "block" and li.name.count(".") <= 1 for li in h.conv_layers()) >= 2
+
+    return blocky(a) and blocky(b) and len(stages(a)) == len(stages(b))
+
+
 def layers_per_model(
     handles: Sequence[ModelHandle], layers: str | Sequence[str]
 ) -> list[list[str]]:
-    """The layers to dissect in each model for ``layers`` of the first: the same names for a
-    model of the same architecture (its random twin, a checkpoint), :func:`matching_layers`
-    for another architecture."""
+    """The layers to dissect in each model for ``layers`` of the first: :func:`matching_layers`
+    for another architecture of the same kind (top-level blocks in as many :func:`stages`:
+    EfficientNet-Lite0 and Lite2), else the same names (the random twin, a checkpoint, or
+    networks that do not correspond stage by stage, whose layers must then exist by name).
+
+    Raises
+    ------
+    ValueError
+        Two layers of the first model match one layer of another (a shallower network).
+    """
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     first = handles[0]
     out = [names]
     for h in handles[1:]:
         same = h is first or _architecture(h) == _architecture(first)
-        out.append(list(names) if same else matching_layers(first, h, names))
+        mapped = list(names) if same or not _kin(first, h) else matching_layers(first, h, names)
+        if len(set(mapped)) < len(mapped):
+            pairs = ", ".join(f"{a} -> {b}" for a, b in zip(names, mapped))
+            raise ValueError(
+                f"two of these layers of {first.name!r} match one layer of {h.name!r} "
+                f"({pairs}): dissect fewer or farther apart layers"
+            )
+        out.append(mapped)
     return out
 
 

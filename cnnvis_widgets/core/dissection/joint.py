@@ -11,6 +11,7 @@ from ...data.concepts import Probe
 from ...models.handle import ModelHandle
 from ..blocks.optimize import Step
 from ..blocks.runs import Run
+from .compare import layers_per_model
 from .results import Dissection
 from .run import Dissector, check_layers
 from .views import progress_text, shown_traits, summary_bars, table_rows
@@ -18,7 +19,8 @@ from .views import progress_text, shown_traits, summary_bars, table_rows
 
 def check_layers_of(handles: Sequence[ModelHandle], layers: str | Sequence[str]) -> list[str]:
     """:func:`~.run.check_layers` of ``layers`` for every model of a job (the second one called
-    the comparison model in the messages); the names, repeats dropped.
+    the comparison model in the messages), each at its own layers (another architecture at
+    :func:`~.compare.matching_layers`); the first model's names, repeats dropped.
 
     Examples
     --------
@@ -26,8 +28,8 @@ def check_layers_of(handles: Sequence[ModelHandle], layers: str | Sequence[str])
     ['_blocks.4']
     """
     names = check_layers(handles[0], layers)
-    for h in handles[1:]:
-        check_layers(h, names, which="comparison model")
+    for h, mapped in zip(handles[1:], layers_per_model(handles, names)[1:]):
+        check_layers(h, mapped, which="comparison model")
     return names
 
 
@@ -66,8 +68,13 @@ class DissectionJob:
         self.probe = probe
         self.names = list(names) if names is not None else [h.name for h in self.handles]
         self.settings = dict(settings)
-        self.dissectors = [Dissector(h, layers, probe, **settings) for h in self.handles]
+        # another architecture is dissected at its matching layers (compare.layers_per_model)
+        per_model = layers_per_model(self.handles, layers) if self.handles else []
+        self.dissectors = [
+            Dissector(h, ls, probe, **settings) for h, ls in zip(self.handles, per_model)
+        ]
         self.layers = self.dissectors[0].layers if self.dissectors else []
+        self.layers_of = [d.layers for d in self.dissectors]
         self.results: list[Dissection | None] = [None] * len(self.dissectors)
 
     @classmethod
@@ -109,6 +116,13 @@ class DissectionJob:
             and probe.describe() == self.probe.describe()
             and tallied(settings) == tallied(self.settings)
         )
+
+    def layer_in(self, model: int, layer: str) -> str:
+        """The layer of model ``model`` paired with the first model's ``layer`` (the same name
+        for one architecture)."""
+        if 0 <= model < len(self.layers_of) and layer in self.layers:
+            return self.layers_of[model][self.layers.index(layer)]
+        return layer
 
     @property
     def total_steps(self) -> int:
@@ -164,7 +178,8 @@ class DissectionJob:
         }
         partial = self.result(which, iou_threshold, partial=True) if which == shown else None
         if partial is not None:
-            out |= {"rows": table_rows(partial, layer), "summary_bars": summary_bars(partial)}
+            rows = table_rows(partial, self.layer_in(which, layer))
+            out |= {"rows": rows, "summary_bars": summary_bars(partial)}
         return out
 
     def shown(
@@ -173,7 +188,7 @@ class DissectionJob:
         """:func:`~.views.shown_traits` of model ``model``'s result judged with
         ``iou_threshold`` (``options``: ``top_k``, ``table``, ``bars``)."""
         results = [self.result(i, iou_threshold) for i in range(len(self.dissectors))]
-        args = (self.handles, self.names, self.probe, model, layer, unit)
+        args = (self.handles, self.names, self.probe, model, self.layer_in(model, layer), unit)
         return shown_traits(results, *args, **options)
 
     def steps(

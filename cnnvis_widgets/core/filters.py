@@ -39,6 +39,7 @@ from .blocks.hooks import capture, forward_to
 __all__ = [
     "first_conv",
     "first_layer_filters",
+    "normalize_kernels",
     "filter_grid",
     "Liveness",
     "dead_units",
@@ -73,6 +74,13 @@ def first_layer_filters(
     w = weight.detach().float().cpu()
     if w.shape[1] != 3:
         w = w.mean(1, keepdim=True)
+    return normalize_kernels(w, symmetric=symmetric)
+
+
+def normalize_kernels(w: torch.Tensor, *, symmetric: bool = False) -> torch.Tensor:
+    """Conv kernels ``(O, C, kh, kw)`` as pictures in ``[0, 1]``, each filter on its own:
+    ``(w - min) / (max - min)`` (a constant filter is 0.5), or with ``symmetric``
+    ``0.5 + w / (2 max|w|)``."""
     flat = w.flatten(1)
     if symmetric:
         scale = flat.abs().amax(1).view(-1, 1, 1, 1)

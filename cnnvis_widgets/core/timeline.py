@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..models import ModelHandle
+from .filters import normalize_kernels
 
 __all__ = [
     "Snapshot",
@@ -238,12 +239,7 @@ def first_layer_filters(model: nn.Module | ModelHandle) -> torch.Tensor:
     conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
         raise ValueError("the model has no nn.Conv2d: there are no first-layer filters to show")
-    w = conv.weight.detach().float().cpu()
-    flat = w.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values
-    span = (hi - lo).view(-1, 1, 1, 1)
-    out = (w - lo.view(-1, 1, 1, 1)) / span.clamp_min(1e-12)
-    return torch.where(span > 0, out, torch.full_like(out, 0.5))
+    return normalize_kernels(conv.weight.detach().float().cpu())
 
 
 #: activation-maximization settings for small inputs (28 px digits): Lucid's recipe with

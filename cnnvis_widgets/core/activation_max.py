@@ -32,6 +32,7 @@ from .blocks.hooks import capture, forward_to
 from .blocks.objectives import LOGITS, Objective, as_objective, diversity
 from .blocks.optimize import Step, optimize_steps
 from .blocks.params import ImageParam, fft_image, pixel_image
+from .blocks.readback import LossLog
 from .blocks.runs import finish
 from .blocks.settings import Settings, from_preset, knob, pick_preset
 from .blocks.transforms import Transform, compose, random_affine
@@ -498,7 +499,7 @@ def maximize_steps(
                 x = x.clamp(0, 1)
             prm.set_image(x)
 
-    history: list[float] = []
+    losses = LossLog()  # the loss per step, kept on the device and read in batches
     means: list[torch.Tensor] = []  # the activation per step, read once at the end
     last: Step | None = None
     with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
@@ -509,12 +510,13 @@ def maximize_steps(
             optimizer=p.optimizer if optimizer is None else optimizer,
             post_step=post_step,
             stop_event=stop_event,
+            losses=losses,
         ):
-            history.append(float(last.loss or 0.0))
             means.append(last.metrics["activation"].float().mean())
             yield last
     if last is None or last.image is None:
         return None
+    history = losses.floats()
     image = last.image.clone().clamp(0, 1)
     activation = evaluate(handle, objective, image, fed_size=settings.fed_size)
     metrics = [{"activation": v} for v in torch.stack(means).cpu().tolist()]

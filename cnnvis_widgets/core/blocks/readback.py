@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import torch
 
@@ -84,6 +85,7 @@ class LossLog:
         self.values: list[float] = []
         self.first_bad: int | None = None
         self._pending: list[torch.Tensor] = []
+        self._lock = threading.Lock()  # a consumer may read a loss from another thread
 
     def __len__(self) -> int:
         return len(self.values) + len(self._pending)
@@ -95,8 +97,10 @@ class LossLog:
 
     def add(self, loss: torch.Tensor) -> LazyLoss:
         """Keep a scalar loss (detached; no sync) and return its lazy handle."""
-        self._pending.append(loss.detach().reshape(()))
-        return LazyLoss(self, len(self) - 1)
+        t = loss.detach().reshape(())
+        with self._lock:
+            self._pending.append(t)
+            return LazyLoss(self, len(self) - 1)
 
     def due(self) -> bool:
         """Whether ``every`` losses wait (time to :meth:`read`)."""
@@ -104,19 +108,20 @@ class LossLog:
 
     def read(self) -> None:
         """Read every pending loss back in one transfer and note the first non-finite one."""
-        if not self._pending:
-            return
-        first = len(self.values)
-        dev = self._pending[0].device
-        both = [t.to(device=dev, dtype=torch.float64) for t in self._pending]
-        self._pending = []
-        got = host_read(torch.stack(both))
-        self.values.extend(got)
-        if self.first_bad is None:
-            for j, v in enumerate(got):
-                if not math.isfinite(v):
-                    self.first_bad = first + j
-                    break
+        with self._lock:
+            if not self._pending:
+                return
+            first = len(self.values)
+            dev = self._pending[0].device
+            both = [t.to(device=dev, dtype=torch.float64) for t in self._pending]
+            got = host_read(torch.stack(both))
+            self._pending = []
+            self.values.extend(got)
+            if self.first_bad is None:
+                for j, v in enumerate(got):
+                    if not math.isfinite(v):
+                        self.first_bad = first + j
+                        break
 
     def value(self, index: int) -> float:
         """The loss at ``index`` (reads the pending ones first when it is one of them)."""

@@ -35,8 +35,11 @@ test-js:
 	cd js && npm test
 
 # CNNVIS_FULL_FINDINGS=1: the AM finding also at the lucid preset's own 512 steps (about 7 min)
+# TEST_WORKERS: pytest-xdist processes, one file each at a time (the tests use one torch thread,
+# so a 2-core machine runs two files side by side); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test-py:
-	CNNVIS_FULL_FINDINGS=1 $(PY) -m pytest -p no:cacheprovider -ra
+	CNNVIS_FULL_FINDINGS=1 $(PY) -m pytest -p no:cacheprovider -ra -n $(TEST_WORKERS) --dist loadfile
 
 ## Every test: lint, JS unit tests, Python unit tests, executed notebooks, real-browser tests.
 test: setup lint test-js test-py

@@ -15,6 +15,14 @@ to 224, and ``fixed_image_size`` sets the fed size otherwise.
 
     python benchmarks/bench_activation_max.py                # CPU, the default model
     python benchmarks/bench_activation_max.py --device cuda --batch 64 --sizes 224
+    python benchmarks/bench_activation_max.py --device cuda --batch 64 --sizes 224 --read-every 1
+    python benchmarks/bench_activation_max.py --device cuda --batch 64 --sizes 224 --compile default
+
+The table also gives throughputs (images per second: batch / step time) and ``thr ours/floor``,
+the batched AM step's throughput over the bare batched forward+backward's (issue 18's target:
+at least 0.9). ``--read-every 1`` reads the loss back at every step (the loop before the lazy
+losses: one host-device sync per step), ``--compile MODE`` runs the loss through
+``torch.compile`` (``CNNVIS_COMPILE``), to compare with the defaults in another run.
 
 Never asserts: speed lives here, not in tests.
 """
@@ -22,6 +30,7 @@ Never asserts: speed lives here, not in tests.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -84,7 +93,13 @@ def main() -> None:
         default="auto",
         help="auto: process CPU time on the CPU (robust to other load), wall time on CUDA",
     )
+    ap.add_argument("--read-every", type=int, default=None, help="CNNVIS_READ_EVERY for the run")
+    ap.add_argument("--compile", default=None, help="CNNVIS_COMPILE for the run (a mode or 1)")
     args = ap.parse_args()
+    if args.read_every is not None:
+        os.environ["CNNVIS_READ_EVERY"] = str(args.read_every)
+    if args.compile is not None:
+        os.environ["CNNVIS_COMPILE"] = args.compile
     if args.device == "cpu":
         torch.set_num_threads(1)
     use_cpu_clock = args.clock == "cpu" or (args.clock == "auto" and args.device == "cpu")
@@ -93,7 +108,9 @@ def main() -> None:
     dev = h.device
     print(
         f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"batch {args.batch}, layer {args.layer}, clock {_CLOCK['fn'].__name__}"
+        f"batch {args.batch}, layer {args.layer}, clock {_CLOCK['fn'].__name__}, "
+        f"read every {os.environ.get('CNNVIS_READ_EVERY', 'default')}, "
+        f"compile {os.environ.get('CNNVIS_COMPILE', 'off')}"
     )
     rows = []
     model_side = int(h.input_size[0])
@@ -142,12 +159,14 @@ def main() -> None:
     print()
     print(
         f"{'nominal':>7} {'fed':>4}  {'configuration':40s} {'ours ms':>8} {'floor ms':>9} "
-        f"{'full ms':>8} {'ours/floor':>10} {'ours/full':>9}"
+        f"{'full ms':>8} {'ours/floor':>10} {'ours/full':>9} {'ours img/s':>10} "
+        f"{'floor img/s':>11} {'thr ours/floor':>14}"
     )
     for size, fed, label, o, f, fu, of, ou in rows:
         print(
             f"{size:>7} {fed:>4}  {label:40s} {o * 1e3:8.2f} {f * 1e3:9.2f} {fu * 1e3:8.2f} "
-            f"{of:10.3f} {ou:9.3f}"
+            f"{of:10.3f} {ou:9.3f} {args.batch / o:10.1f} {args.batch / f:11.1f} "
+            f"{1.0 / of:14.3f}"
         )
     if args.batch == 1:
         print("\nwith the widget streaming frames (fake view acknowledging each frame):")

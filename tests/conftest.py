@@ -10,8 +10,12 @@ import torch
 from torch import nn
 
 os.environ.setdefault("CNNVIS_NUM_THREADS", "1")
-# results caches of the whole run go to a fresh folder, never the user's ~/.cache
-os.environ.setdefault("CNNVIS_CACHE_DIR", tempfile.mkdtemp(prefix="cnnvis-test-cache-"))
+# results caches of the whole run go to a fresh folder, never the user's ~/.cache; with
+# pytest-xdist (`make test` runs two workers) each worker has its own (the workers inherit the
+# controller's environment, and a test that counts cache entries must not see the other's)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_CACHE = os.environ.get("CNNVIS_CACHE_DIR") or tempfile.mkdtemp(prefix="cnnvis-test-cache-")
+os.environ["CNNVIS_CACHE_DIR"] = os.path.join(_CACHE, _WORKER) if _WORKER else _CACHE
 torch.set_num_threads(1)
 
 

@@ -46,6 +46,7 @@ from .blocks.hooks import capture, forward_to
 from .blocks.objectives import LOGITS, Objective, as_objective, diversity
 from .blocks.optimize import Step, optimize_steps
 from .blocks.params import ImageParam
+from .blocks.readback import LossLog
 from .blocks.runs import finish
 from .blocks.settings import pick_preset
 from .blocks.transforms import Transform, compose
@@ -342,7 +343,7 @@ def maximize_steps(
                 x = x.clamp(0, 1)
             prm.set_image(x)
 
-    history: list[float] = []
+    losses = LossLog()  # the loss per step, kept on the device and read in batches
     means: list[torch.Tensor] = []  # the activation per step, read once at the end
     dists: list[torch.Tensor] = []
     last: Step | None = None
@@ -354,14 +355,15 @@ def maximize_steps(
             optimizer=p.optimizer if optimizer is None else optimizer,
             post_step=post_step,
             stop_event=stop_event,
+            losses=losses,
         ):
-            history.append(float(last.loss or 0.0))
             means.append(last.metrics["activation"].float().mean())
             if "feature_distance" in last.metrics:
                 dists.append(last.metrics["feature_distance"].float().mean())
             yield last
     if last is None or last.image is None:
         return None
+    history = losses.floats()
     image = last.image.clone().clamp(0, 1)
     activation = evaluate(handle, objective, image, fed_size=settings.fed_size)
     metrics = [{"activation": v} for v in torch.stack(means).cpu().tolist()]

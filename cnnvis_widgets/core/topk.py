@@ -383,11 +383,7 @@ def top_k_steps(
         if a.shape[-2:] != field_.output_size:
             raise RuntimeError(f"layer {layer!r} output {tuple(a.shape)} != field size")
         a = a.index_select(1, unit_idx).flatten(2)  # (B, U, h*w)
-        if not torch.isfinite(a).all():
-            raise FloatingPointError(
-                f"the activations of {layer!r} are NaN or infinite on image(s) "
-                f"{seen}..{seen + len(batch_pix) - 1}; check the model's weights and the images"
-            )
+        finite = torch.isfinite(a).all()  # read with the kept images: one transfer per batch
         vals, pos = a.max(dim=2)  # each image once per unit, at its argmax
         b = vals.shape[0]
         idx = torch.arange(seen, seen + b, device=dev).expand(nu, b)
@@ -397,7 +393,13 @@ def top_k_steps(
         best_v, order = cand_v.topk(k, dim=1)
         best_i = cand_i.gather(1, order)
         best_p = cand_p.gather(1, order)
-        kept = set(best_i.flatten().tolist())
+        got = torch.cat([finite.view(1).long(), best_i.flatten()]).tolist()
+        if not got[0]:
+            raise FloatingPointError(
+                f"the activations of {layer!r} are NaN or infinite on image(s) "
+                f"{seen}..{seen + len(batch_pix) - 1}; check the model's weights and the images"
+            )
+        kept = set(got[1:])
         for j, name in enumerate(batch_names):
             if seen + j in kept:
                 names[seen + j] = name

@@ -58,6 +58,10 @@ def test_receptive_fields_of_a_conv_pool_chain_match_the_formula() -> None:
     assert all(p.requires_grad for p in h.model.parameters())
 
 
+class _AllCaptured(Exception):
+    """Raised by the last hook of :func:`brute_force_check`: every layer's output is in."""
+
+
 def brute_force_check(handle, layers: list[str], pixels: list[tuple[int, int]]) -> None:
     """Perturb one input pixel at a time (float64 copy of the real model, all channels +1) and
     compare the set of output positions that change with the computed receptive fields."""
@@ -69,13 +73,20 @@ def brute_force_check(handle, layers: list[str], pixels: list[tuple[int, int]]) 
         xs[i + 1, :, py, px] += 1.0
     acts: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
+
+    def keep(name: str, out: torch.Tensor) -> None:
+        acts.setdefault(name, out)
+        if len(acts) == len(layers):
+            raise _AllCaptured  # the rest of the network is not needed
+
     hooks = [
-        modules[name].register_forward_hook(lambda m, i, o, n=name: acts.setdefault(n, o))
-        for name in layers
+        modules[name].register_forward_hook(lambda m, i, o, n=name: keep(n, o)) for name in layers
     ]
     try:
         with torch.no_grad():
             model(xs)
+    except _AllCaptured:
+        pass
     finally:
         for hk in hooks:
             hk.remove()

@@ -88,7 +88,12 @@ WAIT_CELLS = [
     "import cnnvis_widgets as cw\n"
     "w = cw.ActivationMaximization(layer='_blocks.8', size=64, steps=400)\n"
     "w",
-    "time.sleep(20)  # a slow cell after the widget: the kernel is busy",
+    # a slow cell after the widget: the kernel stays busy until the test releases it (no fixed
+    # wait; five minutes at most)
+    "import pathlib\n"
+    "t0 = time.monotonic()\n"
+    "while not pathlib.Path('release').exists() and time.monotonic() - t0 < 300:\n"
+    "    time.sleep(0.05)",
     "print('cells done')",
 ]
 
@@ -105,6 +110,7 @@ def test_a_view_says_it_waits_for_the_kernel_during_run_all(
     assert root.get_attribute("data-waiting") == "true"
     assert waiting.is_visible() and "waiting for the kernel" in (waiting.text_content() or "")
     assert "waiting for the kernel" in (root.locator(".cv-empty").first.text_content() or "")
+    (tmp_path / "release").touch()  # the slow cell ends
     # Once the cells are done, the kernel starts the run: the note goes, frames arrive.
     nb.locator(".jp-OutputArea-output", has_text="cells done").wait_for(timeout=180_000)
     wait_until(

@@ -142,14 +142,21 @@ class StreamingQuantile:
             return
         bmin = v.amin(dim=(0, 2)).double()
         bmax = v.amax(dim=(0, 2)).double()
-        if not (bool(torch.isfinite(bmin).all()) and bool(torch.isfinite(bmax).all())):
+        lo, hi = torch.minimum(self.vmin, bmin), torch.maximum(self.vmax, bmax)
+        # one transfer per batch for both questions: finite? a wider range?
+        finite, wider = torch.stack(
+            [
+                torch.isfinite(bmin).all() & torch.isfinite(bmax).all(),
+                (lo < self.vmin).any() | (hi > self.vmax).any(),
+            ]
+        ).tolist()
+        if not finite:
             raise NonFiniteActivationError("activations contain NaN or infinite values")
         if self._fine is not None:
             self._update_fine(v)
             self.count += n
             return
-        lo, hi = torch.minimum(self.vmin, bmin), torch.maximum(self.vmax, bmax)
-        if self.count == 0 or bool((lo < self.vmin).any()) or bool((hi > self.vmax).any()):
+        if self.count == 0 or wider:
             self._set_range(lo, hi)
         scale = _pow2(-self.exp).float().view(1, -1, 1)
         idx = torch.floor(v * scale).to(torch.int64) - self.offset.view(1, -1, 1)

@@ -27,6 +27,7 @@ from ...models.handle import ModelHandle
 from .. import regularizers as R
 from ..blocks.optimize import Step, optimize_steps
 from ..blocks.params import ImageParam
+from ..blocks.readback import LossLog
 from ..blocks.runs import finish
 from ..blocks.settings import field_names
 from ..blocks.transforms import compose, jitter, pad
@@ -173,8 +174,8 @@ def _run(
     def schedule(i: int, total: int, base: float) -> float:
         return _cosine(i, total, base, float(settings.lr_end))
 
-    history: list[float] = []
-    feature_history: list[list[float]] = []
+    losses = LossLog()  # recorded before the consumer sees the step (a widget may rewrite it)
+    feature_errors: list[torch.Tensor] = []  # on the device, read once at the end
     last: torch.Tensor | None = None
     with handle.pinned(ttl=1.0):  # the twin checked once per second of the run, not per step
         for step in optimize_steps(
@@ -185,17 +186,18 @@ def _run(
             lr_schedule=schedule,
             post_step=post_step if not fft else None,
             stop_event=stop_event,
+            losses=losses,
         ):
             if not groups.identity and step.image is not None:
                 step.image = step.image[groups.inverse]
                 step.metrics["feature_error"] = step.metrics["feature_error"][groups.inverse]
-            # recorded before the consumer sees the step (a widget may rewrite its loss)
-            history.append(float(step.loss or 0.0))
-            feature_history.append([float(v) for v in step.metrics["feature_error"]])
+            feature_errors.append(step.metrics["feature_error"])
             last = step.image
             yield step
     if last is None:
         return None
+    history = losses.floats()
+    feature_history: list[list[float]] = torch.stack(feature_errors).tolist()
     image = last.detach().clone().clamp(0, 1)
     return InversionResult(
         image=image.cpu(),

@@ -8,7 +8,6 @@ precision on CUDA (``torch.autocast``). :func:`train_decoder_steps` yields a ``S
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Generator
@@ -23,7 +22,8 @@ from PIL import Image
 from ... import cache, limits
 from ...models.handle import ModelHandle
 from ..blocks.hooks import capture, forward_to
-from ..blocks.optimize import NonFiniteLossError, Step
+from ..blocks.optimize import NonFiniteLossError, Step, read_losses
+from ..blocks.readback import LossLog
 from ..blocks.runs import Run
 from ..blocks.settings import Settings
 from ..inversion import target_pixels
@@ -92,7 +92,8 @@ def train_decoder_steps(
 
     Each ``Step`` has ``loss`` (the training loss of the batch), ``image`` (a pixel-space pair
     ``(2, C, S, S)``: the sample image and its reconstruction, refreshed every ``sample_every``
-    steps) and ``metrics`` (``"images_per_s"``, ``"pixel_loss"``, ``"checkpoint"``: the path
+    steps) and ``metrics`` (``"images_per_s"``, ``"pixel_loss"`` (a scalar tensor on the
+    device), ``"checkpoint"``: the path
     when a checkpoint was written at this step, ``"decoder"``: the decoder itself). The network
     stays frozen; only the decoder learns. Checkpoints go to :func:`decoder_path` (or ``path``)
     every ``checkpoint_every`` steps and when the run ends or is stopped, so a new call with
@@ -199,10 +200,21 @@ def train_decoder_steps(
     failed = False
     t_last = time.perf_counter()
     rate = 0.0
+    log = LossLog()  # the losses stay on the device, read (and checked) every `log.every` steps
+    lrs: list[float] = []
+
+    def check() -> None:
+        if log.pending == 0 and log.first_bad is not None:
+            raise NonFiniteLossError(
+                f"the decoder's loss became {log.values[log.first_bad]} at step "
+                f"{start + log.first_bad}; lower the learning rate ({lrs[log.first_bad]:g})"
+            )
+
     decoder.train()
     try:
         with handle.pinned(ttl=1.0):  # the twin checked once per second, not per step
             while step < int(settings.steps):
+                check()  # a consumer may have read the losses
                 if stop_event is not None and stop_event.is_set():
                     return decoder
                 for group in opt.param_groups:
@@ -221,13 +233,8 @@ def train_decoder_steps(
                 if fw > 0:
                     with autocast(dev):
                         loss = loss + fw * _feature_loss(handle, layer, out, phi)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    failed = True
-                    raise NonFiniteLossError(
-                        f"the decoder's loss became {value} at step {step}; lower the learning "
-                        f"rate ({float(settings.lr):g})"
-                    )
+                value = log.add(loss)
+                lrs.append(float(settings.lr))
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -242,7 +249,7 @@ def train_decoder_steps(
                 t_last = now
                 metrics: dict[str, Any] = {
                     "images_per_s": rate,
-                    "pixel_loss": float(pixel_loss.detach()),
+                    "pixel_loss": pixel_loss.detach(),  # on the device: float() reads it
                     "checkpoint": None,
                     "decoder": decoder,
                 }
@@ -250,11 +257,17 @@ def train_decoder_steps(
                     rec = decoder.decode(sample_phi, size=sample_px.shape[-2:])
                     preview = torch.cat([sample_px, rec])
                 step += 1
-                if save and checkpoint_every > 0 and step % checkpoint_every == 0:
+                writes = save and checkpoint_every > 0 and step % checkpoint_every == 0
+                if writes or log.due():
+                    log.read()  # a checkpoint is written only of checked steps
+                    check()
+                if writes:
                     if checkpoint(step):
                         metrics["checkpoint"] = str(path)
                     saved = step
                 yield Step(step - 1, value, preview, metrics, int(settings.steps))
+            log.read()
+            check()
     except GeneratorExit:  # closed by the consumer (a stop): keep what was learned
         raise
     except BaseException:
@@ -265,7 +278,9 @@ def train_decoder_steps(
         decoder.trained_steps = step
         decoder.meta = meta
         if save and not failed and step > saved:
-            checkpoint(step)
+            log.read()
+            if log.first_bad is None:  # closed before the check: still never a NaN checkpoint
+                checkpoint(step)
     return decoder
 
 
@@ -279,7 +294,8 @@ def train_decoder(
     >>> dec, losses = train_decoder(h, "_blocks.3", steps=300)   # doctest: +SKIP
     """
     run = Run(train_decoder_steps(handle, layer, dataset, **kwargs))
-    losses = [float(s.loss or 0.0) for s in run]
+    refs = [s.loss_ref for s in run]  # unread: one transfer every few steps, not per step
+    losses = [float(v or 0.0) for v in read_losses(refs)]
     dec: UpconvDecoder | None = run.result
     if not losses:  # already trained up to `steps`: the checkpoint is the result
         dec = load_decoder(

@@ -8,18 +8,20 @@ The ``image`` (PNG) and ``history`` traits follow at a low rate (late views, exp
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..core.blocks.optimize import Step
+from ..core.blocks.readback import LazyLoss
 from ..core.imaging import encode, make_grid
 
 __all__ = ["ACK_TIMEOUT", "FRAME_INTERVAL", "MAX_IN_FLIGHT", "SENDER_IDLE", "TRAIT_INTERVAL"]
-__all__ += ["FrameStreaming", "Pace"]
+__all__ += ["FrameStreaming", "LossHistory", "Pace"]
 
 
 FRAME_INTERVAL = 0.05  # seconds between frames (about 20 per second at most)
@@ -38,6 +40,39 @@ class Pace:
     last_frame: float = 0.0
     last_traits: float = 0.0
     cursor: int = 0  # history[:cursor] was already sent in frames
+
+
+@dataclass
+class LossHistory:
+    """The finite losses of a run, read from the device only when they are shown (at the frame
+    rate and at the end), never once per step: on CUDA a read waits for the queued steps.
+
+    :meth:`add` keeps a step's loss as stored (:attr:`Step.loss_ref`); :meth:`read` turns the
+    pending ones into floats in one transfer per device and returns every finite loss so far.
+    A non-finite loss from the loop's check raises there (the loop's NonFiniteLossError)."""
+
+    values: list[float] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)
+
+    def add(self, step: Step) -> None:
+        self.pending.append(step.loss_ref)
+
+    def read(self) -> list[float]:
+        if self.pending:
+            pending, self.pending = self.pending, []
+            out: list[float | None] = [None] * len(pending)
+            tensors = [(i, v) for i, v in enumerate(pending) if isinstance(v, torch.Tensor)]
+            if tensors:
+                stacked = torch.stack([v.detach().reshape(()).float().cpu() for _, v in tensors])
+                for (i, _), f in zip(tensors, stacked.tolist()):
+                    out[i] = f
+            for i, v in enumerate(pending):
+                if isinstance(v, LazyLoss):
+                    out[i] = v.value()
+                elif isinstance(v, (int, float)):
+                    out[i] = float(v)
+            self.values.extend(v for v in out if v is not None and math.isfinite(v))
+        return self.values
 
 
 class FrameStreaming:
@@ -60,11 +95,13 @@ class FrameStreaming:
             return None
         return img[0] if img.shape[0] == 1 else make_grid(img.clamp(0, 1))
 
-    def _stream_step(self, pace: Pace, step: Step, history: list[float]) -> None:
-        """After a step: a frame to the views and the progress traits, when they are due."""
+    def _stream_step(self, pace: Pace, step: Step, losses: LossHistory) -> None:
+        """After a step: a frame to the views and the progress traits, when they are due (the
+        losses are read from the device only then)."""
         now = time.monotonic()
         if self._views and now - pace.last_frame >= FRAME_INTERVAL and self._can_send(now):
             pace.last_frame = now
+            history = losses.read()
             losses = [[i, v] for i, v in enumerate(history[pace.cursor :], start=pace.cursor)]
             pace.cursor = len(history)
             traits_due = now - pace.last_traits >= TRAIT_INTERVAL
@@ -75,7 +112,7 @@ class FrameStreaming:
         elif now - pace.last_traits >= TRAIT_INTERVAL:
             pace.last_traits = now
             self._queue_frame(step, pace.run_id, None, png=True)
-            self._sync_progress(step, history)
+            self._sync_progress(step, losses.read())
 
     def _ensure_sender(self) -> None:
         """Start the sender unless one is on duty (call with ``self._cond`` held)."""

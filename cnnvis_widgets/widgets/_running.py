@@ -9,14 +9,13 @@ A fault shows in ``error`` and the widget stays usable.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from typing import Any
 
 from ..core.blocks.optimize import Step
 from ..core.imaging import encode
-from ._frames import Pace
+from ._frames import LossHistory, Pace
 
 __all__ = ["Running"]
 
@@ -141,6 +140,7 @@ class Running:
 
     def _execute(self, stop_event: threading.Event) -> None:
         history: list[float] = []
+        losses = LossHistory()
         started = time.monotonic()
         n_steps = 0
         step: Step | None = None
@@ -159,17 +159,21 @@ class Running:
             gen = self._steps(stop_event)
             for step in gen:
                 n_steps += 1
-                if step.loss is not None and math.isfinite(step.loss):
-                    history.append(step.loss)
+                losses.add(step)
                 self._on_step(step)
-                self._stream_step(pace, step, history)
+                self._stream_step(pace, step, losses)
                 if stop_event.is_set():
                     break
+            history = losses.read()
         except BaseException as exc:  # noqa: BLE001 - shown in the widget, the worker lives on
             error = f"{type(exc).__name__}: {exc}"
         finally:
             if gen is not None:
                 gen.close()  # runs the core's finally blocks: hooks removed, grads restored
+        if error:  # the losses up to the error (a pending NaN raises again: keep those read)
+            with contextlib.suppress(Exception):
+                losses.read()
+            history = losses.values
         elapsed = time.monotonic() - started
         png = None
         try:

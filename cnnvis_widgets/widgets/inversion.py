@@ -267,8 +267,8 @@ class Inversion(
         )
         for step in gen:
             fe = step.metrics["feature_error"]
-            step.metrics["loss"] = step.loss
-            step.loss = float(fe.float().mean())  # the chart shows the feature error
+            step.metrics["loss"] = step.loss_ref  # read only if asked for (no sync per step)
+            step.loss = fe.detach().float().mean()  # the chart shows the feature error
             yield step
 
     def _frame_pixels(self, step: Step) -> torch.Tensor | None:

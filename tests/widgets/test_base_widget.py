@@ -258,3 +258,26 @@ def test_a_fault_after_the_steps_is_shown_and_the_next_run_still_starts(widget) 
     widget.run()
     assert widget.wait(timeout=120) and widget.error == "" and "done" in widget.status
     assert until_no_threads() == []
+
+
+# ------------------------------------------------------------------ losses read at display time
+def test_a_widget_run_reads_the_losses_in_batches_not_once_per_step(tiny_handle, monkeypatch):
+    """The widget keeps each step's loss as the loop stores it and reads it only to show it:
+    with no frame or trait update due mid-run, a 48-step run makes the loop's own reads (every
+    16 steps) and no more, and the history still has every loss."""
+    from cnnvis_widgets.core.blocks import readback
+    from cnnvis_widgets.widgets import _frames
+
+    reads: list[int] = []
+    real = readback.host_read
+    monkeypatch.setattr(readback, "host_read", lambda t: reads.append(t.numel()) or real(t))
+    monkeypatch.setattr(_frames, "TRAIT_INTERVAL", 1e9)
+    monkeypatch.setattr(_frames, "FRAME_INTERVAL", 1e9)
+    w = ActivationMaximization(tiny_handle, layer="conv2", steps=48, size=32, auto_run=False)
+    try:
+        w.run()
+        assert w.wait(timeout=120) and not w.error
+        assert len(w.history) == 48 and all(isinstance(v, float) for v in w.history)
+        assert sum(reads) == 48 and len(reads) <= 4, reads
+    finally:
+        w.close()

@@ -28,7 +28,7 @@ def test_steps_compute_every_map_the_chosen_first_and_return_the_maps(tiny_handl
     assert sorted(s.metrics["method"] for s in steps) == sorted(A.METHODS)
     assert all(s.total == len(A.METHODS) and s.image is None for s in steps)
     assert len(maps.cache) == 2 * len(A.METHODS)  # a map and its summary per method
-    assert maps.summary("saliency") == "Saliency (gradient): 1 passes"
+    assert maps.summary("saliency") == "Saliency (gradient): 1 pass"
     for method in A.METHODS:  # the core functions' maps, on the CPU
         want = A.attribute(tiny_handle, x, 1, method, layer="relu2")[0].cpu()
         assert torch.allclose(maps.map(method), want)

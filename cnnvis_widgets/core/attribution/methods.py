@@ -190,7 +190,8 @@ class Explanation:
         completeness check per image (the gap within 5% means enough steps)."""
         label = ALL_METHODS[self.method]
         how = self.options.describe(self.method)
-        lines = [f"{label}" + (f" ({how})" if how else "") + f": {self.passes} passes"]
+        passes = f"{self.passes} pass" + ("es" if self.passes != 1 else "")
+        lines = [f"{label}" + (f" ({how})" if how else "") + f": {passes}"]
         if self.units is not None:
             lines.append(f"feature map followed in {self.layer}: {', '.join(map(str, self.units))}")
         if self.completeness is not None:

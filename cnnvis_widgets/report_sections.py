@@ -149,22 +149,21 @@ def attribution_section(ctx: Context, report: Any) -> None:
 def _evidence_maps(
     ctx: Context, x: torch.Tensor, cls: int
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The maps the evidence section judges (saliency, guided backprop, occlusion) and the notes
-    of the methods the model does not support."""
+    """The maps the evidence section judges (every method of ``A.ALL_METHODS``: the gradient
+    ones, occlusion with a quarter-side patch, integrated gradients) and the notes of the
+    methods the model does not support."""
     from .core import attribution as A
-    from .core.attribution.occlusion import occlusion
 
     h, side = ctx.handle, min(x.shape[-2:])
     patch = max(1, side // 4)
-    makers: list[tuple[str, Callable[[], torch.Tensor]]] = [
-        ("saliency", lambda: A.saliency(h, x, cls)),
-        ("guided_backprop", lambda: A.guided_backprop(h, x, cls)),
-        ("occlusion", lambda: occlusion(h, x, cls, patch=patch, stride=max(1, patch // 2)).score),
-    ]
+    options: dict[str, dict] = {
+        "occlusion": {"patch": patch, "stride": max(1, patch // 2)},
+        "integrated_gradients": {"steps": 8 if ctx.quick else 32},
+    }
     maps, notes = {}, []
-    for name, make in makers:
+    for name in ctx.progress(list(A.ALL_METHODS), len(A.ALL_METHODS), "maps"):
         try:
-            maps[name] = make().detach().cpu()
+            maps[name] = A.attribute(h, x, cls, name, **options.get(name, {})).detach().cpu()
         except A.UnsupportedActivationError as exc:
             notes.append(f"{name}: {exc}")
     return maps, notes

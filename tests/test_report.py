@@ -182,6 +182,7 @@ def test_attribution_evidence_section_has_the_curves_the_auc_table_and_the_verdi
     """The faithfulness chart (deletion and insertion, one line per map and baseline order, the
     AUC in the legend), the AUC table that matches the curves, and a sanity verdict per method."""
     from cnnvis_widgets import report_sections
+    from cnnvis_widgets.core import attribution as A
     from cnnvis_widgets.core.attribution.faithfulness import auc
 
     assert ("Attribution evidence", report_sections.attribution_evidence_section) in (
@@ -194,11 +195,13 @@ def test_attribution_evidence_section_has_the_curves_the_auc_table_and_the_verdi
     tables = {i.caption.split(" ")[0]: i.payload for i in r.items if i.kind == "table"}
     assert len(figures) == 1
     fig = figures[0]
-    orders = ["saliency", "guided_backprop", "occlusion", "random", "centre"]
+    orders = [*A.ALL_METHODS, "random", "centre"]  # every method, then the baselines
     names = [t.name for t in fig.data]
     assert len(names) == 2 * len(orders)
     assert [n.split(" ")[0] for n in names] == orders * 2
     assert {t.legendgroup for t in fig.data} == {"deletion", "insertion"}
+    dashed = [t.name.split(" ")[0] for t in fig.data if t.line.dash]
+    assert dashed == ["random", "centre"] * 2  # the baselines, beside every map
     first = fig.data[0]  # saliency's deletion curve: starts at the photo's probability
     assert len(first.x) == 9 and first.x[0] == 0.0 and first.x[-1] == 1.0
     cols, rows = tables["Area"]

@@ -9,12 +9,13 @@ that computes them (:mod:`cnnvis_widgets.core.attribution.evidence_run`):
   blocks for saliency and guided backprop, streamed stage by stage: a strip of maps per method
   (``sanity_strip``), ``spearman_abs`` against depth per method (``sanity_saliency``,
   ``sanity_guided_backprop``, chart panels) and a verdict per method (``sanity_verdicts``).
-* ``faithfulness``: deletion and insertion curves (Petsiuk et al. 2018) of the shown method's map
-  (``deletion_curve``, ``insertion_curve``) and the AUC table beside the random and centre-first
-  orders (``faithfulness_rows``).
+* ``faithfulness``: deletion and insertion curves (Petsiuk et al. 2018) of the maps of
+  ``curve_methods`` (the shown one first) and of the random and centre-first orders (dashed), in
+  one chart per kind (``deletion_curve``, ``insertion_curve``: several series) that grows as the
+  batches finish, and the AUC table of them all (``faithfulness_rows``).
 
-Complete results are kept (a few, by photo, class and settings), so switching the method back
-or re-running does not repeat them.
+Complete results are kept (a few, by photo, class, map and settings), so switching the method
+or re-running does not repeat them: the curves of each map and of the baselines are kept apart.
 """
 
 from __future__ import annotations
@@ -28,23 +29,29 @@ import torch
 import traitlets as t
 
 from .. import imaging as I
+from ..core.attribution import ALL_METHODS, METHODS
 from ..core.attribution import evidence_run as E
 from ..core.attribution.photo_maps import PhotoMaps
 from ..core.blocks.optimize import Step
-from ..core.blocks.runs import Run
 from ..models import ModelHandle
 from ._base import BoundedInt, setting
 
 __all__ = ["AttributionEvidence", "evidence_settings"]
 
-KEEP = 8  # complete sanity checks and curve sets kept per widget
+KEEP = 48  # complete sanity checks and curves (one map's, or the baselines') kept per widget
+#: curve_methods: which maps get curves (the shown one always, first)
+CURVE_CHOICES = {
+    "gradients": "the gradient maps",
+    "shown": "the shown map only",
+    "computed": "every map computed",
+}
 _SANITY_ON = {"trait": "sanity_check", "in": [True]}
 _CURVES_ON = {"trait": "faithfulness", "in": [True]}
 
 
 def evidence_settings() -> tuple[t.TraitType, ...]:
-    """``sanity_check``, ``sanity_blocks``, ``faithfulness``, ``curve_steps``: the settings, in
-    the order of their controls (group "Evidence")."""
+    """``sanity_check``, ``sanity_blocks``, ``faithfulness``, ``curve_steps``,
+    ``curve_methods``: the settings, in the order of their controls (group "Evidence")."""
     return (
         setting(t.Bool(False, help="Cascading randomization of saliency and guided backprop."),
                 "checkbox", "Sanity check", "Evidence", restart=True,
@@ -56,6 +63,10 @@ def evidence_settings() -> tuple[t.TraitType, ...]:
                 help="remove or reveal pixels in the map's order"),
         setting(BoundedInt(50, 1, 1000, help="Points along each deletion/insertion curve."),
                 "int", "Curve steps", "Evidence", restart=True, visible_when=_CURVES_ON),
+        setting(t.Enum(list(CURVE_CHOICES), "gradients", help="Maps with curves: the shown one "
+                       "and " + "; ".join(f"{k}: {v}" for k, v in CURVE_CHOICES.items()) + "."),
+                "select", "Curves of", "Evidence", restart=True, visible_when=_CURVES_ON,
+                options=[[v, k] for k, v in CURVE_CHOICES.items()]),
     )  # fmt: skip
 
 
@@ -71,9 +82,9 @@ class AttributionEvidence(t.HasTraits):
     sanity_saliency = _shown(t.List(), "[stage, spearman_abs] of saliency (read-only).")
     sanity_guided_backprop = _shown(t.List(), "[stage, spearman_abs] of guided backprop.")
     sanity_verdicts = _shown(t.Unicode(""), "The sanity check's verdict per method (read-only).")
-    deletion_curve = _shown(t.List(), "[fraction deleted, probability] of the shown map.")
-    insertion_curve = _shown(t.List(), "[fraction revealed, probability] of the shown map.")
-    faithfulness_rows = _shown(t.List(), "AUC per order: the map, random, centre (read-only).")
+    deletion_curve = _shown(t.Dict(), "{series: [...]}: probability vs fraction deleted.")
+    insertion_curve = _shown(t.Dict(), "{series: [...]}: probability vs fraction revealed.")
+    faithfulness_rows = _shown(t.List(), "AUC per order: the maps, random, centre (read-only).")
 
     handle: ModelHandle
     _evidence: OrderedDict[tuple, Any]
@@ -100,8 +111,10 @@ class AttributionEvidence(t.HasTraits):
             ]  # fmt: skip
         if self.faithfulness:  # type: ignore[attr-defined]
             extra += [
-                {"kind": "chart", "trait": "deletion_curve", "label": "Deletion: probability"},
-                {"kind": "chart", "trait": "insertion_curve", "label": "Insertion: probability"},
+                {"kind": "chart", "trait": "deletion_curve", "y_range": [0, 1],
+                 "label": "Deletion: probability vs pixels removed (dashed: baselines)"},
+                {"kind": "chart", "trait": "insertion_curve", "y_range": [0, 1],
+                 "label": "Insertion: probability vs pixels revealed (dashed: baselines)"},
                 {"kind": "table", "trait": "faithfulness_rows", "label": "Area under the curves",
                  "columns": [{"key": "order", "label": "Order"},
                              {"key": "deletion", "label": "Deletion AUC (low: faithful)",
@@ -112,9 +125,9 @@ class AttributionEvidence(t.HasTraits):
         self.panels = [*self._plain_panels[:-1], *extra, self._plain_panels[-1]]  # progress last
 
     def _evidence_method(self, change: dict) -> None:
-        """Another method: its curves (the sanity check's methods are fixed)."""
+        """Another method: its curves first (the sanity check's methods are fixed)."""
         if self.faithfulness and getattr(self, "_shown", None) is not None:  # type: ignore[attr-defined]
-            self.run()  # type: ignore[attr-defined]  # the maps and the sanity check are kept
+            self.run()  # type: ignore[attr-defined]  # the maps and the kept curves are reused
 
     def _keep(self, key: tuple, value: Any) -> None:
         self._evidence[key] = value
@@ -133,7 +146,7 @@ class AttributionEvidence(t.HasTraits):
                 self.sanity_strip, self.sanity_verdicts = b"", ""
                 self.sanity_saliency, self.sanity_guided_backprop = [], []
             if not self.faithfulness:  # type: ignore[attr-defined]
-                self.deletion_curve, self.insertion_curve, self.faithfulness_rows = [], [], []
+                self.deletion_curve, self.insertion_curve, self.faithfulness_rows = {}, {}, []
 
         def numbered(step: Step) -> Step:
             return dataclasses.replace(
@@ -154,22 +167,46 @@ class AttributionEvidence(t.HasTraits):
                 first += len(strip.stages)
             self._show_sanity(strip)
             self._evidence_record["sanity"] = {m: strip.scores[m] for m in strip.methods}
-        attr = shown.map(method)
-        if self.faithfulness and attr is not None:  # type: ignore[attr-defined]
-            n = int(self.curve_steps)  # type: ignore[attr-defined]
-            key = ("curves", *shown.map_key(method), n)
-            curves = self._evidence.get(key)
-            if curves is None:
-                run = Run(E.curve_steps(h, x, shown.target, method, attr, steps=n))
-                for step in run:
-                    yield numbered(step)
-                curves = run.result
-                self._keep(key, curves)
-            with self.hold_sync():
-                self.deletion_curve = E.curve_series(curves, "deletion", method)
-                self.insertion_curve = E.curve_series(curves, "insertion", method)
-                self.faithfulness_rows = E.auc_rows(curves)
-            self._evidence_record["faithfulness"] = self.faithfulness_rows
+        if self.faithfulness and shown.map(method) is not None:  # type: ignore[attr-defined]
+            yield from map(numbered, self._curve_steps(x, shown, method))
+
+    def _curve_maps(self, shown: PhotoMaps, method: str) -> dict[str, torch.Tensor]:
+        """The maps of ``curve_methods``, the shown one first (those computed)."""
+        choice = self.curve_methods  # type: ignore[attr-defined]
+        names = {"shown": [], "gradients": list(METHODS), "computed": list(ALL_METHODS)}[choice]
+        maps = {}
+        for m in [method, *names]:
+            attr = shown.map(m)
+            if attr is not None:
+                maps[m] = attr
+        return maps
+
+    def _curve_steps(self, x: torch.Tensor, shown: PhotoMaps, method: str) -> Iterator[Step]:
+        n = int(self.curve_steps)  # type: ignore[attr-defined]
+        maps = self._curve_maps(shown, method)
+        keys = {m: ("curves", *shown.map_key(m), n) for m in maps}
+        keys["baselines"] = ("baselines", shown.key, shown.target, n)
+        board = E.CurveBoard(list(maps), n, x.shape[-2] * x.shape[-1])
+        kept: dict[tuple, Any] = {
+            k: self._evidence[k] for k in keys.values() if k in self._evidence
+        }
+        self._show_curves(board)
+        for step in E.curves_steps(self.handle, x, shown.target, maps, board, kept, keys):
+            self._show_curves(board)
+            for k in keys.values():  # what is complete is kept, even if the run stops now
+                if k in kept and k not in self._evidence:
+                    self._keep(k, kept[k])
+            yield step
+        for k in keys.values():
+            self._keep(k, kept[k])
+        self._show_curves(board)
+        self._evidence_record["faithfulness"] = self.faithfulness_rows
+
+    def _show_curves(self, board: E.CurveBoard) -> None:
+        with self.hold_sync():
+            self.deletion_curve = board.chart("deletion")
+            self.insertion_curve = board.chart("insertion")
+            self.faithfulness_rows = board.rows()
 
     def _show_sanity(self, strip: E.SanityStrip) -> None:
         pixels = strip.picture()

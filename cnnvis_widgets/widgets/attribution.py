@@ -1,11 +1,10 @@
-"""The Attribution widget: which pixels drive a prediction, by five classic methods side by side.
+"""The Attribution widget: which pixels drive a prediction, by seven methods side by side.
 
-Pick a photo (a packaged one, or upload yours), a target class (the model's top-5 predictions
-first) and a method: saliency (Simonyan et al. 2013), DeconvNet (Zeiler & Fergus 2014), guided
-backprop (Springenberg et al. 2015), Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017). Every
-method's map is computed once per (image, class, Grad-CAM layer); switching the method or moving
-the opacity slider only re-composites pictures. The Evidence settings add a live sanity check
-(cascading randomization) and deletion/insertion curves (see :mod:`._attribution_evidence`).
+Pick a photo (a packaged one, or upload yours), a target class (the model's top-5 first) and a
+method: saliency, DeconvNet, guided backprop, Grad-CAM, guided Grad-CAM (computed together, once
+per image, class, layer and options), occlusion or integrated gradients (when chosen). Switching
+the method or the opacity only re-composites pictures. The method options are in
+:mod:`._attribution_options`, the evidence (sanity check, curves) in :mod:`._attribution_evidence`.
 """
 
 from __future__ import annotations
@@ -29,13 +28,14 @@ from ..data import load_image, sample_image, sample_images
 from ..models import ModelHandle
 from ..models.layers import spatial_layers
 from ._attribution_evidence import AttributionEvidence, evidence_settings
+from ._attribution_options import AttributionOptions, method_settings
 from ._base import BoundedFloat, CnnvisWidget, ModelArg, setting
 from ._photos import UPLOAD, UPLOAD_TRAITS, decode_upload, upload_data, upload_setting
 
 __all__ = ["Attribution"]
 
 
-class Attribution(AttributionEvidence, CnnvisWidget):
+class Attribution(AttributionOptions, AttributionEvidence, CnnvisWidget):
     """Saliency, DeconvNet, guided backprop, Grad-CAM and guided Grad-CAM for one photo.
 
     Parameters
@@ -58,12 +58,8 @@ class Attribution(AttributionEvidence, CnnvisWidget):
     """
 
     model_name = t.Unicode("", help="Name of the model (read-only).").tag(sync=True)
-    image_options = t.List(help="[label, name] of the choosable pictures (read-only).").tag(
-        sync=True
-    )
-    class_options = t.List(help="[label, index]: the top-5 predictions first (read-only).").tag(
-        sync=True
-    )
+    image_options = t.List(help="[label, name] of the choosable pictures.").tag(sync=True)
+    class_options = t.List(help="[label, index]: the top-5 predictions first.").tag(sync=True)
     predictions = t.List(help="[class label, probability] of the top-5 (read-only).").tag(sync=True)
     cam_layer_options = t.List(help="[label, name] of the layers Grad-CAM can use.").tag(sync=True)
 
@@ -91,16 +87,18 @@ class Attribution(AttributionEvidence, CnnvisWidget):
         options=[[v[0], key] for key, v in [*A.METHODS.items(), *AR.SLOW_METHODS.items()]],
     )  # fmt: skip
     cam_layer = setting(
-        t.Unicode("", help="Layer of Grad-CAM and guided Grad-CAM."),
+        t.Unicode("", help="Layer of Grad-CAM, guided Grad-CAM and the feature occlusion."),
         "select", "Grad-CAM layer", "Method", restart=True, options_trait="cam_layer_options",
-        visible_when={"trait": "method", "in": ["grad_cam", "guided_grad_cam"]},
+        visible_when={"trait": "method", "in": ["grad_cam", "guided_grad_cam", "occlusion"]},
     )  # fmt: skip
+    (occlusion_patch, occlusion_stride, occlusion_score, ig_steps, ig_baseline, smoothgrad,
+     smoothgrad_samples, smoothgrad_noise) = method_settings()  # fmt: skip
     # ---------------------------------------------------------------------- Display
     opacity = setting(
         BoundedFloat(0.5, 0.0, 1.0, help="Opacity of the map over the photo (0: photo only)."),
         "slider", "Overlay opacity", "Display", step=0.05,
     )  # fmt: skip
-    sanity_check, sanity_blocks, faithfulness, curve_steps = evidence_settings()  # Evidence
+    sanity_check, sanity_blocks, faithfulness, curve_steps, curve_methods = evidence_settings()
     original = t.Bytes(b"", help="PNG: the photo as the model sees it (read-only).").tag(sync=True)
     heatmap = t.Bytes(b"", help="PNG: the chosen method's map (read-only).").tag(sync=True)
     overlay = t.Bytes(b"", help="PNG: the map over the photo (read-only).").tag(sync=True)
@@ -147,6 +145,7 @@ class Attribution(AttributionEvidence, CnnvisWidget):
             {"kind": "image", "trait": "overlay", "label": "Map over the photo"},
             {"kind": "bars", "trait": "predictions", "label": "Top-5 predictions", "max": 1.0,
              "digits": 3},
+            {"kind": "text", "trait": "method_notes", "label": "About this map"},
             {"kind": "image", "trait": "all_maps", "label": "All methods"},
             {"kind": "progress"},
         ])  # fmt: skip
@@ -284,7 +283,9 @@ class Attribution(AttributionEvidence, CnnvisWidget):
             self.predictions = P.prediction_rows(h, top, probs)
             self.class_options = P.class_options(h, top, probs)
         target = top[0] if self.target == -1 else self.target
-        shown = AR.PhotoMaps(self._maps, key, target, self.cam_layer, AR.display_pixels(h, x))
+        pixels = AR.display_pixels(h, x)
+        shown = AR.PhotoMaps(self._maps, key, target, self.cam_layer, pixels,
+                             options=self._method_options())  # fmt: skip
         self.original = I.encode(shown.pixels, "png")
         if stop_event.is_set():
             return
@@ -301,6 +302,7 @@ class Attribution(AttributionEvidence, CnnvisWidget):
         if pics is None:
             return None
         with self.hold_sync():
+            self.method_notes = shown.summary(self.method)  # type: ignore[union-attr]
             self.heatmap = I.encode(pics["map"], "png")
             self.overlay = I.encode(pics["overlay"], "png")
             self.all_maps = I.encode(pics["strip"], "png")
@@ -308,6 +310,8 @@ class Attribution(AttributionEvidence, CnnvisWidget):
 
     def _on_display(self, change: dict) -> None:
         """Method or opacity changed: re-composite from the cached maps (no new pass)."""
+        if self._shown is not None and not self.running:  # the maps of the options as they are
+            self._shown = dataclasses.replace(self._shown, options=self._method_options())
         picture = self._compose()
         if picture is None:
             if change["name"] == "method" and self._shown is not None:
@@ -328,6 +332,8 @@ class Attribution(AttributionEvidence, CnnvisWidget):
             "method": self.method,
             "cam_layer": shown.layer,
             "unsupported": dict(shown.unsupported),
+            "notes": shown.summary(self.method),
+            "completeness": shown.completeness(self.method),
             **self._evidence_record,
         }  # fmt: skip
 

@@ -27,7 +27,8 @@ def test_steps_compute_every_map_the_chosen_first_and_return_the_maps(tiny_handl
     assert [s.metrics["method"] for s in steps][0] == "grad_cam"
     assert sorted(s.metrics["method"] for s in steps) == sorted(A.METHODS)
     assert all(s.total == len(A.METHODS) and s.image is None for s in steps)
-    assert len(maps.cache) == len(A.METHODS)
+    assert len(maps.cache) == 2 * len(A.METHODS)  # a map and its summary per method
+    assert maps.summary("saliency") == "Saliency (gradient): 1 pass"
     for method in A.METHODS:  # the core functions' maps, on the CPU
         want = A.attribute(tiny_handle, x, 1, method, layer="relu2")[0].cpu()
         assert torch.allclose(maps.map(method), want)
@@ -36,12 +37,38 @@ def test_steps_compute_every_map_the_chosen_first_and_return_the_maps(tiny_handl
 def test_cached_maps_are_not_computed_again(tiny_handle, monkeypatch) -> None:
     x, maps = _maps(tiny_handle)
     finish(AR.attribution_steps(tiny_handle, x, maps, "saliency"))
-    monkeypatch.setattr(A, "attribute", lambda *a, **k: 1 / 0)
+    from cnnvis_widgets.core.attribution import photo_maps
+
+    monkeypatch.setattr(photo_maps, "explain", lambda *a, **k: 1 / 0)
     steps = list(AR.attribution_steps(tiny_handle, x, maps, "deconvnet"))
     assert len(steps) == len(A.METHODS)
     # another Grad-CAM layer: only the two Grad-CAM maps are new
     x, other = _maps(tiny_handle, maps.cache, layer="relu1")
     assert other.map("saliency") is not None and other.map("grad_cam") is None
+
+
+def test_the_options_are_part_of_the_key_and_integrated_gradients_keep_their_check(
+    tiny_handle,
+) -> None:
+    x, maps = _maps(tiny_handle)
+    maps.options.update(steps=4, patch=8)
+    finish(AR.attribution_steps(tiny_handle, x, maps, "integrated_gradients"))
+    c = maps.completeness("integrated_gradients")
+    want = A.explain(tiny_handle, x, 1, "integrated_gradients", steps=4).completeness
+    assert c is not None and want is not None
+    assert c["total"] == pytest.approx(float(want.total[0])) and c["delta"] == pytest.approx(
+        float(want.delta[0])
+    )
+    assert "completeness: the attributions sum to" in maps.summary("integrated_gradients")
+    assert maps.completeness("saliency") is None
+    finish(AR.attribution_steps(tiny_handle, x, maps, "occlusion"))
+    first = maps.map("occlusion")
+    maps.options.update(stride=4)  # another map, kept beside the first
+    assert maps.map("occlusion") is None
+    finish(AR.attribution_steps(tiny_handle, x, maps, "occlusion"))
+    assert not torch.equal(maps.map("occlusion"), first)
+    maps.options.update(smoothgrad=True, samples=2)
+    assert maps.map("saliency") is None and maps.map("occlusion") is not None
 
 
 def test_an_unsupported_method_is_left_out_unless_it_is_the_one_asked_for() -> None:

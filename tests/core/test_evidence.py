@@ -125,3 +125,82 @@ def test_guided_backprop_survives_randomization_where_gradients_do_not(lite0) ->
         "fails"
     )
     assert all(torch.equal(v, before[k]) for k, v in lite0.model.state_dict().items())
+
+
+def test_deletion_only_skips_the_blur_and_the_steps_carry_each_batch(monkeypatch) -> None:
+    h = load_model(TopLeft(), device="cpu", input_size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    truth = torch.rand(16, 16, generator=torch.Generator().manual_seed(5))
+
+    def no_blur(*args, **kwargs):
+        raise AssertionError("the insertion substrate was blurred for deletion only")
+
+    monkeypatch.setattr(FA, "gaussian_blur", no_blur)
+    run = Run(FA.faithfulness_steps(h, x, 0, {"m": truth}, steps=10, kinds=("deletion",),
+                                    batch_size=4))  # fmt: skip
+    got: dict[str, list[float]] = {}
+    for step in run:
+        row = got.setdefault(step.metrics["order"], [])
+        assert step.metrics["start"] == len(row)
+        row.extend(step.metrics["values"].tolist())
+    assert run.result is not None and list(run.result.curves) == ["deletion"]
+    for name, values in run.result.curves["deletion"].items():
+        assert values.tolist() == got[name]
+
+
+def test_the_curve_board_streams_every_map_and_the_baselines() -> None:
+    from cnnvis_widgets.core.attribution import evidence_run as E
+
+    h = load_model(TopLeft(), device="cpu", input_size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    truth = torch.zeros(16, 16)
+    truth[:8, :8] = 1.0
+    maps = {"truth": truth, "reversed": 1.0 - truth}
+    keys = {"truth": ("t",), "reversed": ("r",), "baselines": ("b",)}
+    board = E.CurveBoard(list(maps), 6, 16 * 16)
+    kept: dict = {}
+    charts = []
+    for _ in E.curves_steps(h, x, 0, maps, board, kept, keys):
+        charts.append([s["name"] for s in board.chart("deletion")["series"]])
+    assert charts[0] == ["truth"] and charts[-1] == ["truth", "reversed", "random", "centre"]
+    want = FA.faithfulness(h, x, 0, maps, steps=6)
+    chart = board.chart("insertion")
+    for s in chart["series"]:
+        assert s["dashed"] == (s["name"] in FA.BASELINE_ORDERS)
+        assert [p[1] for p in s["points"]] == pytest.approx(
+            want.curves["insertion"][s["name"]].tolist(), abs=1e-4
+        )
+    assert [r["order"] for r in board.rows()] == ["truth", "reversed", "random", "centre"]
+    assert board.rows()[0]["deletion"] == pytest.approx(want.auc("deletion")["truth"], abs=1e-4)
+    again = E.CurveBoard(["reversed"], 6, 16 * 16)  # kept curves are not computed again
+    steps = list(E.curves_steps(h, x, 0, {"reversed": maps["reversed"]}, again, kept, keys))
+    assert steps == [] and again.rows() == [r for r in board.rows() if r["order"] != "truth"]
+
+
+def test_sanity_badges_are_provisional_until_the_judged_stage_then_the_verdict() -> None:
+    from cnnvis_widgets.core.attribution import evidence_run as E
+
+    strip = E.SanityStrip(["saliency", "guided_backprop"], planned=8)  # judged after 2 blocks
+    stages = [("trained", 1.0, 1.0), ("fc", 0.6, 0.95), ("b7", 0.3, 0.9), ("b6", 0.1, 0.9)]
+    lines = []
+    for stage, sal, gb in stages:
+        strip.add({"stage": stage, "maps": {"saliency": torch.zeros(1, 3, 2, 2),
+                   "guided_backprop": torch.zeros(1, 3, 2, 2)},
+                   "scores": {"saliency": {"spearman_abs": sal},
+                              "guided_backprop": {"spearman_abs": gb}}})  # fmt: skip
+        lines.append(strip.verdicts().splitlines())
+    assert "randomizing the top blocks" in lines[0][0]
+    assert lines[1][0].endswith("so far, judged after 2 blocks") and "fails" in lines[1][0]
+    assert (
+        "map changes with the weights (passes): rank corr. 0.30 after randomizing 2 blocks"
+        in (lines[2][0])
+    )
+    assert lines[3][0].endswith("; 0.10 after 3 blocks")
+    assert (
+        "still looks the same after randomizing 2 blocks (down to b7), rank corr. 0.90"
+        in (lines[3][1])
+    )
+    assert "not about the model" in lines[3][1]
+    result = S.SanityResult(stages=["trained", "fc", "b7", "b6", *"abcde"], independent=False)
+    result.scores = {"saliency": {"spearman_abs": [1.0, 0.6, 0.3, 0.1]}}
+    assert result.verdict("saliency").startswith("passes")  # judged at the same stage

@@ -125,3 +125,24 @@ def test_occlusion_and_integrated_gradients_agree_with_captum(lite0) -> None:
         x, baselines=black, target=281, n_steps=32, method="riemann_middle", internal_batch_size=16
     )
     assert _cos(ig.attributions, theirs_ig) >= 0.99
+
+
+def test_integrated_gradients_flush_denormals_only_while_they_run(tiny) -> None:
+    from cnnvis_widgets.core.attribution.scoring import _flushing
+
+    x = _x(5)
+    assert not _flushing()
+    fast = IG.integrated_gradients(tiny, x, 1, steps=4)
+    assert not _flushing()  # this thread's setting is restored
+    torch.set_flush_denormal(True)
+    try:
+        IG.integrated_gradients(tiny, x, 1, steps=4)
+        assert _flushing()  # the caller's own choice is kept too
+    finally:
+        torch.set_flush_denormal(False)
+    obj = A.as_target(tiny, 1, 1)
+    alphas = (torch.arange(4) + 0.5) / 4
+    black = IG.baseline(tiny, x, "black")
+    path = black + alphas.view(-1, 1, 1, 1) * (x - black)
+    slow = A.gradients._input_gradient(tiny, path, obj, "gradient").sum(0, keepdim=True)
+    torch.testing.assert_close(fast.attributions, (x - black) * slow / 4, atol=1e-7, rtol=1e-5)

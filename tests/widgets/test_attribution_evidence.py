@@ -47,10 +47,14 @@ def test_sanity_check_streams_the_strip_chart_and_verdicts(tiny_handle) -> None:
                 "sanity_verdicts"} <= set(panel_traits(w))  # fmt: skip
         assert panel_traits(w)[-1] is None  # the progress panel stays last
         seen: list[int] = []
+        badges: list[str] = []
         w.observe(lambda c: seen.append(len(c["new"])), names=["sanity_saliency"])
+        w.observe(lambda c: badges.append(c["new"]), names=["sanity_verdicts"])
         w.run()
         assert w.wait(timeout=120) and w.error == "", w.error
         assert seen[-3:] == [1, 2, 3]  # a point per stage, as the stages complete
+        # a verdict per method at every stage, not only at the end
+        assert len(badges) >= 3 and "randomizing the top blocks..." in badges[-3]
         x = tiny_handle.preprocess(sample_image("cat"))
         core = finish(
             cascading_randomization(tiny_handle, x, top1(tiny_handle, x),
@@ -63,7 +67,13 @@ def test_sanity_check_streams_the_strip_chart_and_verdicts(tiny_handle) -> None:
         verdicts = w.sanity_verdicts.splitlines()
         assert len(verdicts) == 2
         for line, m in zip(verdicts, E.SANITY_METHODS, strict=True):
-            assert line == f"{A.METHODS[m][0]}: {core.verdict(m, 'spearman_abs')}"
+            passes = core.verdict(m, "spearman_abs").startswith("passes")  # the same judgement
+            words = "map changes with the weights (passes)" if passes else "not about the model"
+            rho = core.scores[m]["spearman_abs"]
+            assert line.startswith(f"{A.METHODS[m][0]}: ") and words in line, line
+            assert f"rank corr. {rho[1]:.2f} after randomizing 1 block (down to fc)" in line
+            assert line.endswith(f"{rho[2]:.2f} after 2 blocks")
+            assert badges[-2].splitlines()[verdicts.index(line)].startswith(line.split(";")[0])
         strip = png(w.sanity_strip)
         assert strip.shape[1] == 4 + 3 * (96 + 4)  # a tile per stage
         assert strip.shape[0] == 2 * (18 + 96 + 30 + 4)  # a row per method
@@ -74,33 +84,53 @@ def test_sanity_check_streams_the_strip_chart_and_verdicts(tiny_handle) -> None:
         w.close()
 
 
-def test_faithfulness_curves_and_table_follow_the_shown_method(tiny_handle) -> None:
+def _series(chart: dict) -> dict[str, list]:
+    return {s["name"]: s for s in chart["series"]}
+
+
+def test_faithfulness_curves_of_every_method_and_the_baselines_in_one_chart(tiny_handle) -> None:
     w = Attribution(tiny_handle, image="cat", faithfulness=True, curve_steps=8, auto_run=False)
     try:
         assert {"deletion_curve", "insertion_curve", "faithfulness_rows"} <= set(panel_traits(w))
         assert "sanity_strip" not in panel_traits(w)
+        grown: list[int] = []
+        w.observe(lambda c: grown.append(sum(len(s["points"]) for s in c["new"].get("series", []))),
+                  names=["deletion_curve"])  # fmt: skip
         w.run()
         assert w.wait(timeout=120) and w.error == "", w.error
         x = tiny_handle.preprocess(sample_image("cat"))
         c = top1(tiny_handle, x)
-        maps = {"guided_backprop": A.guided_backprop(tiny_handle, x, c)}
+        maps = {m: A.attribute(tiny_handle, x, c, m) for m in A.METHODS}
         core = faithfulness(tiny_handle, x, c, maps, steps=8)
-        assert [p[0] for p in w.deletion_curve] == pytest.approx(core.fractions.tolist(), abs=1e-4)
-        assert [p[1] for p in w.deletion_curve] == pytest.approx(
-            core.curves["deletion"]["guided_backprop"].tolist(), abs=1e-4
-        )
-        assert len(w.insertion_curve) == 9
-        assert [r["order"] for r in w.faithfulness_rows] == ["guided_backprop", "random", "centre"]
-        assert w.faithfulness_rows[0]["deletion"] == pytest.approx(
-            core.auc("deletion")["guided_backprop"], abs=1e-4
-        )
-        w.method = "saliency"  # the curves are of the shown map: a new (short) run
+        order = ["guided_backprop", "saliency", "deconvnet", "grad_cam", "guided_grad_cam"]
+        for kind, trait in [("deletion", "deletion_curve"), ("insertion", "insertion_curve")]:
+            chart = getattr(w, trait)
+            assert chart["y_range"] == [0, 1]
+            assert [s["name"] for s in chart["series"]] == [*order, "random", "centre"]
+            for name, series in _series(chart).items():
+                assert series["dashed"] == (name in ("random", "centre"))
+                assert [p[0] for p in series["points"]] == pytest.approx(core.fractions.tolist(),
+                                                                         abs=1e-4)  # fmt: skip
+                assert [p[1] for p in series["points"]] == pytest.approx(
+                    core.curves[kind][name].tolist(), abs=1e-4
+                ), (kind, name)
+        assert grown == sorted(grown) and len(set(grown)) > 3  # the chart grows batch by batch
+        assert [r["order"] for r in w.faithfulness_rows] == [*order, "random", "centre"]
+        for row in w.faithfulness_rows:
+            assert row["deletion"] == pytest.approx(core.auc("deletion")[row["order"]], abs=1e-4)
+            assert row["insertion"] == pytest.approx(core.auc("insertion")[row["order"]], abs=1e-4)
+        w.curve_methods = "shown"
         assert w.wait(timeout=120) and w.error == "", w.error
-        assert w.faithfulness_rows[0]["order"] == "saliency"
+        w.method = "saliency"  # the kept curves are reused: saliency's and the baselines'
+        assert w.wait(timeout=120) and w.error == "", w.error
+        assert [r["order"] for r in w.faithfulness_rows] == ["saliency", "random", "centre"]
+        assert w.faithfulness_rows[0]["deletion"] == pytest.approx(
+            core.auc("deletion")["saliency"], abs=1e-4
+        )
         w.faithfulness = False
         w.run()
         assert w.wait(timeout=120)
-        assert w.deletion_curve == [] and w.faithfulness_rows == []
+        assert w.deletion_curve == {} and w.faithfulness_rows == []
         assert "deletion_curve" not in panel_traits(w)
     finally:
         w.close()

@@ -237,7 +237,7 @@ def test_a_second_upload_with_the_same_name_gets_its_own_maps(widget, tiny_handl
 def test_the_map_cache_is_bounded_by_count_and_bytes(widget, monkeypatch) -> None:
     """Every class x photo adds one map per method: the cache keeps the most recent ones only
     (it grew without bound: 305 maps, +194 MB after 60 classes)."""
-    per_run = len(A.METHODS)
+    per_run = 2 * len(A.METHODS)  # a map and its summary per method
     widget._maps.max_items = 2 * per_run
     sizes = []
     for image in ("cat", "camera", "cat"):
@@ -249,7 +249,9 @@ def test_the_map_cache_is_bounded_by_count_and_bytes(widget, monkeypatch) -> Non
             sizes.append(len(widget._maps))
     assert max(sizes) <= 2 * per_run and len(widget._maps) == 2 * per_run
     kept = widget._maps._items.values()
-    assert widget._maps.nbytes == sum(m.nelement() * m.element_size() for m in kept)
+    assert widget._maps.nbytes == sum(
+        len(m.encode()) if isinstance(m, str) else m.nelement() * m.element_size() for m in kept
+    )
     widget.method = next(
         m for m in A.METHODS if m != widget.method
     )  # the last run's maps are still there: no new pass

@@ -49,7 +49,7 @@ def test_attribution_widget_options_traits_and_records_use_the_canonical_names(t
         values = {v for _, v in _method_control(w)["options"]}
         assert values == CANONICAL | set(SLOW_METHODS) and CANONICAL == set(A.METHODS)
         shown = next(c for c in w.controls if c.get("trait") == "cam_layer")["visible_when"]
-        assert set(shown["in"]) == {"grad_cam", "guided_grad_cam"}
+        assert set(shown["in"]) == {"grad_cam", "guided_grad_cam", "occlusion"}  # Fig. 7 too
         w.method = "grad_cam"
         w.run()
         assert w.wait(timeout=120) and w.error == ""

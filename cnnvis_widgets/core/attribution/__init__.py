@@ -1,10 +1,12 @@
 """Attribution: which input pixels a score depends on, and the evidence that a map is right.
 
 * ``gradients``: backward passes that differ by one rule at the rectifiers: saliency (the plain
-  gradient), DeconvNet, guided backprop, Grad-CAM and guided Grad-CAM; :func:`attribute`
-  dispatches by name (:data:`METHODS`).
+  gradient), DeconvNet, guided backprop, Grad-CAM and guided Grad-CAM (:data:`METHODS`).
 * ``occlusion``: occlusion sensitivity (Zeiler & Fergus 2014), also of one feature map.
 * ``integrated_gradients``: integrated gradients (with the completeness check) and SmoothGrad.
+* ``methods``: :func:`attribute` and :func:`explain` reach every method above by name, with its
+  options (:class:`MethodOptions`: occlusion's patch, stride and score, integrated gradients'
+  steps and baseline, SmoothGrad over any gradient method).
 * ``contributions``: class contributions of a layer's units (activation x gradient).
 * ``faithfulness``: deletion and insertion curves (Petsiuk et al. 2018): do the pixels matter?
 * ``sanity``: cascading randomization (Adebayo et al. 2018): is the map about the model?
@@ -12,20 +14,70 @@
   run behind the Attribution widget (every method for one photo, cached).
 * ``scoring``: a target's score and probability of many images in bounded batches.
 
-Everything of ``gradients`` is importable from here (``from cnnvis_widgets.core import
-attribution as A; A.saliency(...)``), as before this became a package.
+The names of ``gradients`` and ``methods`` are importable from here (``from cnnvis_widgets.core
+import attribution as A; A.saliency(...)``), as before this became a package; the other modules
+by their names (``A.occlusion.occlusion(...)``, ``A.faithfulness.faithfulness(...)``).
 """
 
 from __future__ import annotations
 
 from . import gradients  # noqa: F401  (the module, for readers and tests)
-from .gradients import *  # noqa: F403
-from .gradients import __all__ as _gradients_all
-from .gradients import _as_input, _backward, _check_finite  # noqa: F401  (used by the family)
-
-__all__ = list(_gradients_all)
-# every other public name the module had before it became ``gradients`` (e.g. patches_installed)
-globals().update(
-    {k: v for k, v in vars(gradients).items() if not k.startswith("_") and k not in globals()}
+from .gradients import (
+    DEPRECATED_METHODS,
+    METHODS,
+    RULES,
+    RuleState,
+    UnsupportedActivationError,
+    as_target,
+    canonical_method,
+    check_cam_layer,
+    deconvnet,
+    default_cam_layer,
+    grad_cam,
+    guided_backprop,
+    guided_grad_cam,
+    patches_installed,
+    relu_rule,
+    saliency,
+    unit_at,
 )
-del _gradients_all
+from .methods import (
+    ALL_METHODS,
+    IG_BASELINES,
+    OCCLUSION_SCORES,
+    PERTURBATION_METHODS,
+    Explanation,
+    MethodOptions,
+    attribute,
+    explain,
+)
+
+__all__ = [
+    # gradients: the names of the module before it became a package
+    "RULES",
+    "METHODS",
+    "DEPRECATED_METHODS",
+    "canonical_method",
+    "RuleState",
+    "UnsupportedActivationError",
+    "relu_rule",
+    "unit_at",
+    "saliency",
+    "deconvnet",
+    "guided_backprop",
+    "grad_cam",
+    "guided_grad_cam",
+    "attribute",
+    "default_cam_layer",
+    "check_cam_layer",
+    "as_target",
+    "patches_installed",
+    # methods: every method by name
+    "ALL_METHODS",
+    "PERTURBATION_METHODS",
+    "OCCLUSION_SCORES",
+    "IG_BASELINES",
+    "MethodOptions",
+    "Explanation",
+    "explain",
+]

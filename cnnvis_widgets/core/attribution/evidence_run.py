@@ -4,12 +4,16 @@
 few gradient methods (the top ``n`` blocks, from the logits down, by default) and keeps what a
 view shows in a :class:`SanityStrip` as the stages complete: a strip of maps per method and
 stage (:meth:`SanityStrip.picture`), the rank correlation of the absolute maps against depth per
-method (:meth:`SanityStrip.series`) and a verdict in words per method once the run is complete
-(:meth:`SanityStrip.verdicts`, from :meth:`~.sanity.SanityResult.verdict`).
+method (:meth:`SanityStrip.series`) and a verdict in words per method updated at every stage
+(:meth:`SanityStrip.badge`: provisional until the stage it is judged at, then the same as
+:meth:`~.sanity.SanityResult.verdict`).
 
-:func:`curve_steps` computes the deletion and insertion curves of one map beside the random and
-centre-first orders (:func:`~.faithfulness.faithfulness_steps`); :func:`curve_series` and
-:func:`auc_rows` turn them into chart series and table rows.
+:func:`curves_steps` computes the deletion and insertion curves of several maps and of the
+random and centre-first orders (:func:`~.faithfulness.faithfulness_steps`), each once (complete
+curves are kept by the caller), into a :class:`CurveBoard` batch by batch: one chart value of
+several series per kind (:meth:`CurveBoard.chart`, the baselines dashed) and the AUC table
+(:meth:`CurveBoard.rows`). :func:`curve_series` and :func:`auc_rows` turn one
+:class:`~.faithfulness.Curves` into a chart's points and table rows.
 
 Examples
 --------
@@ -21,7 +25,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,17 +35,19 @@ from ... import imaging as I
 from ...models import ModelHandle
 from ..blocks.optimize import Step
 from ..blocks.runs import Run
-from .faithfulness import Curves, faithfulness_steps
+from .faithfulness import BASELINE_ORDERS, KINDS, Curves, auc, faithfulness_steps
 from .gradients import METHODS, canonical_method
 from .pictures import map_picture
 from .sanity import SanityResult, cascading_randomization, weight_blocks
+from .scoring import batch_size_for
 
 __all__ = [
     "SANITY_METHODS",
     "SanityStrip",
     "top_blocks",
     "sanity_steps",
-    "curve_steps",
+    "CurveBoard",
+    "curves_steps",
     "curve_series",
     "auc_rows",
 ]
@@ -49,6 +55,7 @@ __all__ = [
 #: the methods the widget's sanity check randomizes (the paper's pair: one falls apart, one not)
 SANITY_METHODS = ("saliency", "guided_backprop")
 MEASURE = "spearman_abs"  # the measure charted and judged (Adebayo et al.'s main one)
+THRESHOLD = 0.5  # at or above: the map "still looks the same" (SanityResult.verdict's default)
 
 
 def top_blocks(handle: ModelHandle, n: int) -> list[str]:
@@ -78,6 +85,9 @@ class SanityStrip:
         Method -> :data:`MEASURE` against the trained model's map at each completed stage.
     result : SanityResult or None
         The complete run's result (None while it runs or after a stop).
+    planned : int
+        Blocks the run randomizes (set by :func:`sanity_steps`; 0: unknown, judged at the last
+        stage seen).
     """
 
     methods: list[str]
@@ -85,6 +95,7 @@ class SanityStrip:
     maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     scores: dict[str, list[float]] = field(default_factory=dict)
     result: SanityResult | None = None
+    planned: int = 0
 
     def add(self, metrics: dict[str, Any]) -> None:
         """Keep one stage of :func:`~.sanity.cascading_randomization` (its Step's metrics)."""
@@ -113,17 +124,39 @@ class SanityStrip:
             rows.append(I.labelled_row(tiles, captions, tile, title=title))
         return I.pil_to_tensor(I.stack_rows(rows))[0]
 
+    def judged_stage(self) -> int:
+        """The stage the verdict is judged at: the top quarter of the planned blocks randomized
+        (at least one), as :meth:`~.sanity.SanityResult.verdict`."""
+        return max(1, (self.planned or max(1, len(self.stages) - 1)) // 4)
+
+    def badge(self, method: str) -> str:
+        """``method``'s verdict in words as the run stands: provisional until the judged stage
+        (:meth:`judged_stage`) is done, then fixed (the same as the complete run's
+        :meth:`~.sanity.SanityResult.verdict`), with the latest correlation after it."""
+        label = METHODS[method][0]
+        scores = self.scores.get(method, [])
+        done = len(scores) - 1  # blocks randomized so far
+        if done < 1:
+            return f"{label}: the trained model's map; randomizing the top blocks..."
+        at = self.judged_stage()
+        k = min(at, done)
+        value = scores[k]
+        blocks = f"{k} block{'s' if k != 1 else ''} (down to {self.stages[k]})"
+        if value < THRESHOLD:
+            text = (f"{label}: map changes with the weights (passes): rank corr. {value:.2f} "
+                    f"after randomizing {blocks}")  # fmt: skip
+        else:
+            text = (f"{label}: still looks the same after randomizing {blocks}, rank corr. "
+                    f"{value:.2f}: not about the model (fails)")  # fmt: skip
+        if done < at:
+            return text + f"; so far, judged after {at} blocks"
+        if done > k:
+            text += f"; {scores[done]:.2f} after {done} blocks"
+        return text
+
     def verdicts(self) -> str:
-        """A line per method: its verdict (:meth:`~.sanity.SanityResult.verdict`) once the run
-        is complete, how far it got until then."""
-        lines = []
-        for m in self.methods:
-            label = METHODS[m][0]
-            if self.result is not None:
-                lines.append(f"{label}: {self.result.verdict(m, MEASURE)}")
-            else:
-                lines.append(f"{label}: running, {max(0, len(self.stages) - 1)} blocks randomized")
-        return "\n".join(lines)
+        """A line per method: its :meth:`badge`, updated at every stage."""
+        return "\n".join(self.badge(m) for m in self.methods)
 
 
 def sanity_steps(
@@ -164,6 +197,7 @@ def sanity_steps(
         ``strip``, with :attr:`SanityStrip.result` set.
     """
     strip.methods = [canonical_method(m) for m in strip.methods]
+    strip.planned = len(blocks)
     run = Run(cascading_randomization(handle, x, target, strip.methods, layer=layer,
                                       blocks=list(blocks)))  # fmt: skip
     for step in run:
@@ -174,22 +208,136 @@ def sanity_steps(
     return strip
 
 
-def curve_steps(
-    handle: ModelHandle, x: torch.Tensor, target: int, method: str, attr: torch.Tensor,
-    steps: int = 50,
-) -> Generator[Step, None, Curves]:  # fmt: skip
-    """Deletion and insertion curves of ``method``'s map ``attr`` of the photo ``x``, beside the
-    random and centre-first orders (:func:`~.faithfulness.faithfulness_steps`).
+@dataclass
+class CurveBoard:
+    """The deletion and insertion curves a view shows, filled batch by batch by
+    :func:`curves_steps`: every map's curve and the baseline orders', as chart values.
 
-    Yields a Step per batch of modified copies (``metrics``: ``kind``, ``order``,
-    ``evidence="faithfulness"``); returns the :class:`~.faithfulness.Curves`.
+    Attributes
+    ----------
+    names : list of str
+        The maps' methods, in the order of the legend (the baselines follow).
+    steps : int
+        Points along each curve minus one.
+    pixels : int
+        Pixels of the image (``H * W``): the fractions changed at each point.
+    values : dict
+        Kind -> order -> the probabilities so far (NaN where a point is not computed yet).
+    complete : dict
+        Order -> its complete :class:`~.faithfulness.Curves` (for the AUC table).
     """
-    run = Run(faithfulness_steps(handle, x, target, {method: attr}, steps=steps))
-    for step in run:
-        metrics = {"kind": step.metrics["kind"], "order": step.metrics["order"]}
-        yield Step(step.index, None, None, {**metrics, "evidence": "faithfulness"}, step.total)
-    assert run.result is not None
-    return run.result
+
+    names: list[str]
+    steps: int
+    pixels: int
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    complete: dict[str, Curves] = field(default_factory=dict)
+
+    def fractions(self) -> list[float]:
+        """The share of pixels changed at each point (as in :func:`~.faithfulness_steps`)."""
+        counts = torch.linspace(0, self.pixels, self.steps + 1).round()
+        return [round(float(c) / self.pixels, 4) for c in counts]
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        """Keep one batch of :func:`~.faithfulness.faithfulness_steps` (its Step's metrics)."""
+        row = self._row(metrics["kind"], metrics["order"])
+        start = int(metrics["start"])
+        for i, v in enumerate(metrics["values"].tolist()):
+            row[start + i] = float(v)
+
+    def put(self, curves: Curves) -> None:
+        """Keep complete curves (every kind and order of ``curves``)."""
+        for kind, per in curves.curves.items():
+            for name, v in per.items():
+                self._row(kind, name)[:] = [float(p) for p in v]
+                self.complete[name] = curves
+
+    def _row(self, kind: str, name: str) -> list[float]:
+        per = self.values.setdefault(kind, {})
+        return per.setdefault(name, [float("nan")] * (self.steps + 1))
+
+    def orders(self) -> list[str]:
+        """The maps' names, then the baselines (those seen so far)."""
+        seen = {n for per in self.values.values() for n in per}
+        return [n for n in [*self.names, *BASELINE_ORDERS] if n in seen]
+
+    def chart(self, kind: str) -> dict[str, Any]:
+        """The chart value of ``kind``: ``{"series": [...], "y_range": [0, 1]}``, a series per
+        map, then the random and centre-first orders dashed; points not computed are left out."""
+        fr = self.fractions()
+        series = []
+        for name in self.orders():
+            vals = self.values.get(kind, {}).get(name)
+            if vals is None:
+                continue
+            pts = [[f, round(v, 4)] for f, v in zip(fr, vals, strict=True) if v == v]
+            series.append({"name": name, "points": pts, "dashed": name in BASELINE_ORDERS})
+        return {"series": series, "y_range": [0, 1]}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The AUC table of the complete curves: a row per map, then the baselines."""
+        out = []
+        for name in self.orders():
+            c = self.complete.get(name)
+            if c is not None:
+                row: dict[str, Any] = {"order": name}
+                row.update({k: round(auc(c.curves[k][name]), 4) for k in KINDS if
+                            name in c.curves.get(k, {})})  # fmt: skip
+                out.append(row)
+        return out
+
+
+def curves_steps(
+    handle: ModelHandle,
+    x: torch.Tensor,
+    target: int,
+    maps: Mapping[str, torch.Tensor],
+    board: CurveBoard,
+    kept: MutableMapping[tuple, Curves],
+    keys: Mapping[str, tuple],
+) -> Generator[Step, None, CurveBoard]:
+    """Deletion and insertion curves of every map of ``maps`` and of the baseline orders (random,
+    centre-first) into ``board``, each computed once: complete curves are taken from ``kept``
+    and put there under ``keys[name]`` (``keys["baselines"]`` for the baselines).
+
+    The first map comes first, then the baselines, then the other maps; ``board`` is filled as
+    each batch of modified copies finishes.
+
+    Yields
+    ------
+    Step
+        One per batch (``metrics``: ``kind``, ``order``, ``evidence="faithfulness"``); ``total``
+        counts the batches still to compute.
+
+    Returns
+    -------
+    CurveBoard
+        ``board``, complete.
+    """
+    _, _, h, w = x.shape
+    names = list(maps)
+    todo = [*names[:1], "baselines", *names[1:]]
+    missing = [n for n in todo if keys[n] not in kept]
+    per_order = 2 * ((board.steps + batch_size_for(None, h, w)) // batch_size_for(None, h, w))
+    total = sum(per_order * (len(BASELINE_ORDERS) if n == "baselines" else 1) for n in missing)
+    done = 0
+    for name in todo:
+        curves = kept.get(keys[name])
+        if curves is None:
+            own = {} if name == "baselines" else {name: maps[name]}
+            orders = BASELINE_ORDERS if name == "baselines" else ()
+            run = Run(faithfulness_steps(handle, x, target, own, steps=board.steps,
+                                         baselines=orders))  # fmt: skip
+            for step in run:
+                board.add(step.metrics)
+                metrics = {"kind": step.metrics["kind"], "order": step.metrics["order"],
+                           "evidence": "faithfulness"}  # fmt: skip
+                yield Step(done, None, None, metrics, max(total, done + 1))
+                done += 1
+            assert run.result is not None
+            curves = kept[keys[name]] = run.result
+        board.put(curves)
+    return board
 
 
 def curve_series(curves: Curves, kind: str, name: str) -> list[list[float]]:

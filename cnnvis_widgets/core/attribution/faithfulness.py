@@ -130,8 +130,9 @@ def faithfulness_steps(
     blur_sigma : float
         The insertion substrate's blur (RISE: a Gaussian of sigma 5).
 
-    Yields a :class:`Step` after each batch (``metrics``: ``kind``, ``order``, ``done``); returns
-    the :class:`Curves`.
+    Yields a :class:`Step` after each batch (``metrics``: ``kind``, ``order``, ``done``, and the
+    batch's probabilities ``values`` from point ``start`` on, so a view can draw the curve as it
+    grows); returns the :class:`Curves`.
     """
     x = _as_input(handle, image)
     if x.shape[0] != 1:
@@ -153,7 +154,9 @@ def faithfulness_steps(
         orders[name] = pixel_order(m)
     for b in baselines:
         orders[b] = _baseline_order(b, h, w, seed)
-    substrate = {"deletion": torch.zeros_like(x), "insertion": gaussian_blur(x, blur_sigma)}
+    # the insertion's blurred copy only when insertion is asked for
+    substrate = {k: torch.zeros_like(x) if k == "deletion" else gaussian_blur(x, blur_sigma)
+                 for k in kinds}  # fmt: skip
     counts = torch.linspace(0, h * w, n + 1).round().long()
     bs = batch_size_for(batch_size, h, w)
     result = Curves(fractions=counts.float() / (h * w), target=int(cls))
@@ -178,7 +181,9 @@ def faithfulness_steps(
                 assert p is not None
                 values.append(p)
                 done += 1
-                yield Step(done - 1, None, None, {"kind": kind, "order": name, "done": done}, total)
+                metrics = {"kind": kind, "order": name, "done": done, "start": sl.start,
+                           "values": p}  # fmt: skip
+                yield Step(done - 1, None, None, metrics, total)
             result.curves[kind][name] = torch.cat(values)
     return result
 

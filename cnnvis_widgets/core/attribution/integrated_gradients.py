@@ -31,7 +31,7 @@ from ... import limits
 from ...models import ModelHandle
 from ..blocks.regularizers import gaussian_blur
 from .gradients import METHODS, _as_input, _backward, canonical_method
-from .scoring import batch_size_for, chunks, per_image_targets, scores
+from .scoring import batch_size_for, chunks, flush_denormals, per_image_targets, scores
 
 __all__ = ["IGResult", "integrated_gradients", "baseline", "smoothgrad", "BASELINES"]
 
@@ -51,7 +51,8 @@ class IGResult:
     total : torch.Tensor
         ``(B,)``: the sum of the attributions.
     passes : int
-        Forward+backward passes of single images (steps x images).
+        Forward+backward passes of single images (steps x images); the completeness check
+        adds two forward passes per image (the image and the baseline).
     """
 
     attributions: torch.Tensor
@@ -119,20 +120,21 @@ def integrated_gradients(
     bs = batch_size_for(batch_size, x.shape[-2], x.shape[-1])
     alphas = (torch.arange(m, dtype=torch.float32, device=x.device) + 0.5) / m
     out, deltas, totals = [], [], []
-    for i, (obj, _) in enumerate(targets):
-        xi, bi = x[i : i + 1], b[i : i + 1]
-        acc = torch.zeros_like(xi)
-        for sl in chunks(m, bs):
-            a = alphas[sl].view(-1, 1, 1, 1)
-            path = bi + a * (xi - bi)
-            g, _, _ = _backward(handle, path, obj, "gradient")
-            assert g is not None
-            acc += g.sum(0, keepdim=True)
-        attr = (xi - bi) * acc / m
-        ends, _ = scores(handle, torch.cat([xi, bi]), obj, batch_size=2)
-        out.append(attr)
-        deltas.append(float(ends[0] - ends[1]))
-        totals.append(float(attr.sum()))
+    with flush_denormals(x.device):  # tiny values near the baseline: no slow denormal maths
+        for i, (obj, _) in enumerate(targets):
+            xi, bi = x[i : i + 1], b[i : i + 1]
+            diff = xi - bi
+            acc = torch.zeros_like(xi)
+            for sl in chunks(m, bs):
+                path = torch.addcmul(bi, alphas[sl].view(-1, 1, 1, 1), diff)  # bi + a * diff
+                g, _, _ = _backward(handle, path, obj, "gradient")
+                assert g is not None
+                acc += g.sum(0, keepdim=True)
+            attr = diff * acc / m
+            ends, _ = scores(handle, torch.cat([xi, bi]), obj, batch_size=2)
+            out.append(attr)
+            deltas.append(float(ends[0] - ends[1]))
+            totals.append(float(attr.sum()))
     return IGResult(torch.cat(out), torch.tensor(deltas), torch.tensor(totals), m * x.shape[0])
 
 

@@ -95,6 +95,13 @@ def _check(patch: Any, stride: Any, h: int, w: int) -> tuple[int, int]:
     return p, s
 
 
+def _windows(size: int, patch: int, stride: int) -> torch.Tensor:
+    """``(n, size)`` float64: row ``i`` is 1 over the ``i``-th window along one side."""
+    starts = torch.tensor(positions(size, patch, stride)).view(-1, 1)
+    idx = torch.arange(size).view(1, -1)
+    return ((idx >= starts) & (idx < starts + patch)).double()
+
+
 def _occlude_one(
     handle: ModelHandle,
     x: torch.Tensor,
@@ -106,40 +113,45 @@ def _occlude_one(
     batch_size: int | None,
     extra: Callable[[dict[str, Any]], torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float, float, int]:
-    """Maps of one image ``x (1, C, H, W)``."""
+    """Maps of one image ``x (1, C, H, W)``.
+
+    The windows are separable: window ``(i, j)`` covers rows ``R[i]`` and columns ``Q[j]``, so
+    a map summing a value per window over the pixels it covers is ``R.T @ V @ Q`` (``V`` the
+    values on the grid of corners), in float64, and every occluded copy of a batch is made in
+    one ``torch.where``.
+    """
     _, c, h, w = x.shape
-    corners = [(r, q) for r in positions(h, patch, stride) for q in positions(w, patch, stride)]
+    rows, cols = _windows(h, patch, stride), _windows(w, patch, stride)
+    nr, nq = rows.shape[0], cols.shape[0]
     classes = None if cls is None else torch.tensor([cls])
     s0, p0 = scores(handle, x, obj, classes=classes, batch_size=1, extra=extra)
     bs = batch_size_for(batch_size, h, w)
-    drop = torch.zeros(h, w)
-    pdrop = torch.zeros(h, w) if cls is not None else None
-    pocc = torch.zeros(h, w) if cls is not None else None
-    count = torch.zeros(h, w)
-    for sl in chunks(len(corners), bs):
-        part = corners[sl]
-        xs = x.expand(len(part), c, h, w).clone()
-        for i, (r, q) in enumerate(part):
-            xs[i, :, r : r + patch, q : q + patch] = value
-        cb = None if cls is None else torch.full((len(part),), cls, dtype=torch.long)
+    rows_d, cols_d = rows.bool().to(x.device), cols.bool().to(x.device)
+    fill = torch.tensor(value, dtype=x.dtype, device=x.device)
+    all_s, all_p = [], []
+    for sl in chunks(nr * nq, bs):
+        k = torch.arange(sl.start, sl.stop, device=x.device)
+        hidden = rows_d[k // nq].unsqueeze(2) & cols_d[k % nq].unsqueeze(1)  # (n, H, W)
+        xs = torch.where(hidden.unsqueeze(1), fill, x)
+        cb = None if cls is None else torch.full((len(k),), cls, dtype=torch.long)
         s, p = scores(handle, xs, obj, classes=cb, batch_size=bs, extra=extra)
-        for i, (r, q) in enumerate(part):
-            win = (slice(r, r + patch), slice(q, q + patch))
-            drop[win] += s0[0] - s[i]
-            count[win] += 1
-            if p is not None and p0 is not None:
-                pdrop[win] += p0[0] - p[i]  # type: ignore[index]
-                pocc[win] += p[i]  # type: ignore[index]
-    count.clamp_min_(1)
+        all_s.append(s)
+        if p is not None:
+            all_p.append(p)
+
+    def spread(v: torch.Tensor) -> torch.Tensor:  # per-window values -> (H, W) sums
+        return (rows.T @ v.double().view(nr, nq) @ cols).float()
+
+    count = (rows.T @ torch.ones(nr, nq, dtype=torch.float64) @ cols).clamp_min(1)
+    s = torch.cat(all_s)
+    drop = spread(s0[0].double() - s.double()) / count.float()
+    pdrop = pocc = None
+    if cls is not None and p0 is not None:
+        p = torch.cat(all_p)
+        pdrop = spread(p0[0].double() - p.double()) / count.float()
+        pocc = spread(p) / count.float()
     base_p = float(p0[0]) if p0 is not None else float("nan")
-    return (
-        drop / count,
-        None if pdrop is None else pdrop / count,
-        None if pocc is None else pocc / count,
-        float(s0[0]),
-        base_p,
-        len(corners) + 1,
-    )
+    return drop, pdrop, pocc, float(s0[0]), base_p, nr * nq + 1
 
 
 def _run(

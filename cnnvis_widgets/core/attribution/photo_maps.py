@@ -33,8 +33,7 @@ import torch
 from ...models.handle import ModelHandle
 from .. import attribution as A
 from ..blocks.optimize import Step
-from .integrated_gradients import integrated_gradients
-from .occlusion import occlusion
+from .methods import PERTURBATION_METHODS, Explanation, MethodOptions, explain
 from .pictures import attribution_pictures
 
 __all__ = [
@@ -51,26 +50,22 @@ MAX_MAPS = 96  # attribution maps kept per cache (a run makes one per method) ..
 MAX_MAP_BYTES = 64 * 2**20  # ... and at most this many bytes of them
 
 
-def _occlusion_map(handle: ModelHandle, x: torch.Tensor, target: int) -> torch.Tensor:
-    return occlusion(handle, x, target).score  # the logit's drop, 32 px patch, 8 px stride
+#: Methods computed only when asked for (many passes each): name -> (label,), their options in
+#: :class:`~.methods.MethodOptions` (the papers' defaults: a 32 px patch moved by 8 px, 32 steps
+#: from black).
+SLOW_METHODS: dict[str, tuple[str]] = {k: (v,) for k, v in PERTURBATION_METHODS.items()}
 
 
-def _ig_map(handle: ModelHandle, x: torch.Tensor, target: int) -> torch.Tensor:
-    return integrated_gradients(handle, x, target).attributions  # 32 steps from black
-
-
-#: Methods computed only when asked for (many passes each): name -> (label, map of
-#: ``(handle, x, class)`` ``(1, C, H, W)``), with their papers' defaults.
-SLOW_METHODS: dict[str, tuple[str, Any]] = {
-    "occlusion": ("Occlusion (Zeiler & Fergus 2014)", _occlusion_map),
-    "integrated_gradients": ("Integrated gradients (Sundararajan et al. 2017)", _ig_map),
-}
+def _nbytes(value: torch.Tensor | str) -> int:
+    if isinstance(value, str):
+        return len(value.encode())
+    return value.nelement() * value.element_size()
 
 
 class MapCache:
-    """Least-recently-used maps, bounded by count and by bytes (dict-like: ``get``, ``in``,
-    ``[]=``, ``len``); the newest entry is always kept. Safe to use from several threads (a
-    run writes while the display reads).
+    """Least-recently-used maps (and their notes, strings), bounded by count and by bytes
+    (dict-like: ``get``, ``in``, ``[]=``, ``len``); the newest entry is always kept. Safe to use
+    from several threads (a run writes while the display reads).
 
     Examples
     --------
@@ -83,7 +78,7 @@ class MapCache:
 
     def __init__(self, max_items: int = MAX_MAPS, max_bytes: int = MAX_MAP_BYTES) -> None:
         self.max_items, self.max_bytes = max_items, max_bytes
-        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._items: OrderedDict[tuple, torch.Tensor | str] = OrderedDict()
         self._lock = threading.Lock()
         self.nbytes = 0
 
@@ -100,18 +95,18 @@ class MapCache:
                 self._items.move_to_end(key)
             return value
 
-    def __setitem__(self, key: tuple, value: torch.Tensor) -> None:
+    def __setitem__(self, key: tuple, value: torch.Tensor | str) -> None:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self.nbytes -= old.nelement() * old.element_size()
+                self.nbytes -= _nbytes(old)
             self._items[key] = value
-            self.nbytes += value.nelement() * value.element_size()
+            self.nbytes += _nbytes(value)
             while len(self._items) > 1 and (
                 len(self._items) > self.max_items or self.nbytes > self.max_bytes
             ):
                 _, dropped = self._items.popitem(last=False)
-                self.nbytes -= dropped.nelement() * dropped.element_size()
+                self.nbytes -= _nbytes(dropped)
 
 
 @dataclass(eq=False)
@@ -132,6 +127,8 @@ class PhotoMaps:
         The photo as the model sees it, ``(3, H, W)`` in ``[0, 1]`` (:func:`display_pixels`).
     unsupported : dict
         Method -> why the model's activations cannot run it (filled by :func:`attribution_steps`).
+    options : MethodOptions
+        Occlusion's, integrated gradients' and SmoothGrad's options (part of each map's key).
     """
 
     cache: MapCache
@@ -140,11 +137,40 @@ class PhotoMaps:
     layer: str
     pixels: torch.Tensor
     unsupported: dict[str, str] = field(default_factory=dict)
+    options: MethodOptions = field(default_factory=MethodOptions)
 
     def map_key(self, method: str) -> tuple:
-        """The cache key of ``method``'s map (the layer counts for the Grad-CAM methods only)."""
-        cam = method in A.METHODS and A.METHODS[method][2]
-        return (self.key, self.target, method, self.layer if cam else "")
+        """The cache key of ``method``'s map: the photo, the class, the method, the layer where
+        the map depends on it (Grad-CAM, feature occlusion) and the options it depends on."""
+        cam = (method in A.METHODS and A.METHODS[method][2]) or (
+            method == "occlusion" and self.options.score == "feature"
+        )
+        return (self.key, self.target, method, self.layer if cam else "",
+                *self.options.key(method))  # fmt: skip
+
+    def summary(self, method: str) -> str:
+        """What ``method``'s run took in words (:meth:`~.methods.Explanation.summary`, with
+        integrated gradients' completeness check), or '' when it is not computed."""
+        return str(self.cache.get((*self.map_key(method), "summary"), ""))
+
+    def completeness(self, method: str) -> dict[str, float] | None:
+        """Integrated gradients' check of ``method``'s map: ``{"total", "delta", "gap"}``
+        (the attributions' sum, ``f(x) - f(baseline)``, the relative gap), else None."""
+        c = self.cache.get((*self.map_key(method), "completeness"))
+        if c is None:
+            return None
+        total, delta = float(c[0]), float(c[1])
+        return {"total": total, "delta": delta, "gap": abs(total - delta) / max(abs(delta), 1e-12)}
+
+    def keep(self, method: str, e: Explanation) -> None:
+        """Put ``e``'s map (of the first image), its summary and its completeness in the cache."""
+        key = self.map_key(method)
+        self.cache[key] = e.attributions[0].detach().cpu()
+        self.cache[(*key, "summary")] = e.summary()
+        if e.completeness is not None:
+            c = e.completeness
+            check = torch.tensor([float(c.total[0]), float(c.delta[0])], dtype=torch.float64)
+            self.cache[(*key, "completeness")] = check
 
     def map(self, method: str) -> torch.Tensor | None:
         """``method``'s map ``(C, H, W)`` on the CPU, or None when it is not computed (yet)."""
@@ -211,15 +237,12 @@ def attribution_steps(
         key = maps.map_key(m)
         if key not in maps.cache:
             try:
-                if m in SLOW_METHODS:
-                    attr = SLOW_METHODS[m][1](handle, x, maps.target)
-                else:
-                    attr = A.attribute(handle, x, maps.target, m, layer=maps.layer or None)
+                e = explain(handle, x, maps.target, m, maps.layer or None, options=maps.options)
             except A.UnsupportedActivationError as exc:
                 if m == method:
                     raise  # the map asked for cannot be made: say why
                 maps.unsupported[m] = str(exc)
                 continue  # the other maps still can
-            maps.cache[key] = attr[0].detach().cpu()
+            maps.keep(m, e)
         yield Step(i, None, None, {"method": m}, len(order))
     return maps

@@ -8,6 +8,7 @@ gradients, SmoothGrad) push many variants of one image through the network; they
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from ...models import ModelHandle
 from ..blocks.hooks import capture, forward_to
 from ..blocks.objectives import LOGITS, Objective, class_logit
 
-__all__ = ["batch_size_for", "chunks", "scores", "per_image_targets"]
+__all__ = ["batch_size_for", "chunks", "scores", "per_image_targets", "flush_denormals"]
 
 
 def batch_size_for(batch_size: int | None, height: int, width: int) -> int:
@@ -37,6 +38,30 @@ def chunks(n: int, size: int) -> Iterator[slice]:
     """
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
+
+
+def _flushing() -> bool:
+    """Whether this thread reads and writes denormal floats as zero now."""
+    return float(torch.tensor([1e-39], dtype=torch.float32).mul(1.0)) == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals(device: torch.device) -> Iterator[None]:
+    """On the CPU, denormal floats are read and written as zero inside the block (this thread's
+    setting, restored on exit); elsewhere nothing changes.
+
+    Integrated gradients' path points near the baseline make tiny activations and gradients,
+    and arithmetic on denormal floats is many times slower on x86 CPUs: without this, the same
+    forward+backward pass took up to 18% longer on the path than on the photo (a difference of
+    below 1e-38 in any value).
+    """
+    if device.type != "cpu" or _flushing() or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def per_image_targets(

@@ -382,7 +382,7 @@ export class ChartPanel {
   }
 
   newLine(i) {
-    return svg("polyline", { class: `cv-chart-line cv-series-${i % 6}`, "data-cv": "chart-line", points: "", fill: "none" });
+    return svg("polyline", { class: `cv-chart-line cv-series-${i % 7}`, "data-cv": "chart-line", points: "", fill: "none" });
   }
 
   /** Draw [[x, y], ...] (sorted by x) or a `{"series": [...]}` value; non-finite points are skipped. */
@@ -404,7 +404,7 @@ export class ChartPanel {
     this.legend.replaceChildren(
       ...(named
         ? series.map((s, i) =>
-            h("span", { class: "cv-chart-key", "data-series": s.name }, h("span", { class: `cv-chart-swatch cv-series-${i % 6}${s.dashed ? " cv-dashed" : ""}` }), s.name),
+            h("span", { class: "cv-chart-key", "data-series": s.name }, h("span", { class: `cv-chart-swatch cv-series-${i % 7}${s.dashed ? " cv-dashed" : ""}` }), s.name),
           )
         : []),
     );

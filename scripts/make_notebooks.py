@@ -215,7 +215,7 @@ def activation_maximization() -> nbformat.NotebookNode:
             ),
             new_markdown_cell(
                 "**Feature accentuation** (Hamblin et al. 2023, *Feature accentuation: revealing "
-                "\"what\" features respond to in natural images*) starts from a real photo instead "
+                '"what" features respond to in natural images*) starts from a real photo instead '
                 "of noise and adds a term that keeps an earlier layer's features close to the "
                 "photo's (weight `accentuation`, 30 by default; `accent_layer` picks the layer, "
                 "halfway to the unit's by default). The result answers *what in this photo makes "

@@ -223,6 +223,17 @@ print(f"completeness gap               {100 * float(ig.relative_gap()[0]):6.1f} 
       "(Sundararajan et al.: within 5% means enough steps)")
 to_pil(make_grid(torch.stack([photo[0], heatmap(ig.attributions)[0].cpu()]), ncol=2))"""
 
+TRUST_ONE_CALL = """# Every method is one call away: attribute(...) returns the map, explain(...) also says what
+# the run took (integrated gradients: the completeness check; occlusion: its passes)
+e = attribution.explain(handle, x, CAT, "integrated_gradients", steps=16, baseline="blur")
+print(e.summary())
+fig7 = attribution.explain(handle, x, CAT, "occlusion", "_blocks.15", patch=56, stride=28,
+                           score="feature")  # Zeiler & Fergus Fig. 7 (b): the strongest map
+print(fig7.summary())
+smooth = attribution.attribute(handle, x, CAT, "guided_backprop", smoothgrad=dict(samples=8))
+to_pil(make_grid(torch.stack([heatmap(fig7.attributions)[0].cpu(), signed_to_pixels(smooth)[0].cpu()]),
+                 ncol=2))  # the feature-map occlusion, SmoothGrad over guided backprop"""
+
 TRUST_SANITY = """top_blocks = ["_fc", "_bn1", "_conv_head", "_blocks.15"]  # the top, logits first
 methods = ["saliency", "guided_backprop"]
 check = finish(sanity.cascading_randomization(handle, x, CAT, methods, blocks=top_blocks))
@@ -265,7 +276,11 @@ TRUST_EXERCISES = """### Exercises: which map would you trust?
 4. Run integrated gradients with `baseline_kind="black"` and the same 32 steps: the completeness
    gap is far larger. Compute the logit along the path (`handle.logits(b + a * (x - b))` for
    `a` from 0 to 1, with `b = integrated_gradients.baseline(handle, x, "black")`): where does it
-   change, and why are 32 evenly spaced points not enough there?"""
+   change, and why are 32 evenly spaced points not enough there?
+5. In the Attribution widget (`cw.Attribution(image="cat", faithfulness=True, sanity_check=True)`)
+   watch the verdicts while the blocks are randomized, then compare each map's deletion area
+   with the dashed random and centre-first curves, with *SmoothGrad* off and on. Does smoothing
+   change which map you would trust?"""
 
 
 EXERCISES = """## Exercises

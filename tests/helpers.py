@@ -6,6 +6,7 @@
 - ``assert_refused(widget, trait, {value: message})``: each value is refused with that message.
 - ``check_nan_then_recovery(...)``: a run that meets NaN ends with an error; the next one works.
 - ``cnnvis_threads()`` / ``until_no_threads()``: the widgets' worker and sender threads alive.
+- ``ForwardCounter(model)``: counts the model's forward passes (``.n``; ``.remove()`` the hook).
 """
 
 from __future__ import annotations
@@ -135,3 +136,17 @@ def assert_refused(widget: Any, trait: str, refusals: dict[Any, str]) -> None:
         with pytest.raises(traitlets.TraitError, match=message):
             setattr(widget, trait, value)
         assert getattr(widget, trait) == before, f"{trait} changed to a refused {value!r}"
+
+
+class ForwardCounter:
+    """Counts forward passes of a model (a pre-hook on the root module)."""
+
+    def __init__(self, model: Any) -> None:
+        self.n = 0
+        self._h = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: Any, inputs: Any) -> None:
+        self.n += 1
+
+    def remove(self) -> None:
+        self._h.remove()

@@ -28,11 +28,12 @@ from PIL import Image
 
 from .. import limits
 from ..models.handle import ModelHandle
+from . import activation_max_presets as _presets
 from . import regularizers as R
 from .activation_max_accent import AlphaMap, accent_weights, default_accent_layer, start_pixels
 from .activation_max_presets import (
-    FED_SIZES,
-    PARAMS,
+    FED_SIZES,  # noqa: F401 (re-exported: __all__)
+    PARAMS,  # noqa: F401
     PRESETS,
     AMSettings,
     ParamBuilder,
@@ -52,14 +53,7 @@ from .blocks.settings import pick_preset
 from .blocks.transforms import Transform, compose
 
 __all__ = [
-    "AMSettings",
-    "FED_SIZES",
-    "Preset",
-    "PRESETS",
-    "PARAMS",
-    "ParamBuilder",
-    "preset_settings",
-    "settings_transform",
+    *_presets.__all__,  # the settings and presets, re-exported
     "maximize_steps",
     "maximize",
     "evaluate",

@@ -261,6 +261,18 @@ class CnnvisWidget(DeclaredSettings, Running, FrameStreaming, FrontEnd, anywidge
         except KeyError as exc:
             raise t.TraitError(exc.args[0]) from None
 
+    def _layer_list(self, names: list[str], trait: str, most: int, where: str) -> str:
+        """``names`` (parsed from trait ``trait``) as ``"a, b"`` for a validator: a
+        ``TraitError`` when there are none, more than ``most`` (``where``: "a chart") or one
+        that is no layer (:meth:`_layer_info`)."""
+        if not names:
+            raise t.TraitError(f"{trait} is empty: give comma-separated layer names")
+        if len(names) > most:
+            raise t.TraitError(f"at most {most} layers in {where}, got {len(names)}")
+        for n in names:
+            self._layer_info(n)
+        return ", ".join(names)
+
     def _unit_in_range(self, unit: int, layer: str) -> int:
         """``unit`` when it is a channel of ``layer``, else a ``TraitError`` naming the range."""
         n = self.handle.layer(layer).channels if layer else 1

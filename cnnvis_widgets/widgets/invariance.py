@@ -132,13 +132,7 @@ class Invariance(SamplePhoto, SampleUploadMixin, CnnvisWidget):
     @t.validate("layers")
     def _valid_layers(self, proposal: dict) -> str:
         names = [p.strip() for p in str(proposal["value"]).split(",") if p.strip()]
-        if not names:
-            raise t.TraitError("layers is empty: give comma-separated layer names")
-        if len(names) > 8:
-            raise t.TraitError(f"at most 8 layers in a chart, got {len(names)}")
-        for n in names:
-            self._layer_info(n)
-        return ", ".join(names)
+        return self._layer_list(names, "layers", 8, "a chart")
 
     def _describe(self) -> str:
         return f"{self.sample}: {self.steps} shifts, scales and rotations"

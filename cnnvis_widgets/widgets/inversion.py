@@ -188,14 +188,9 @@ class Inversion(
 
     @t.validate("strip_layers")
     def _valid_strip_layers(self, proposal: dict) -> str:
-        names = self._parse_layers(proposal["value"])
-        if not names:
-            raise t.TraitError("strip_layers is empty: give comma-separated layer names")
-        if len(names) > 12:
-            raise t.TraitError(f"at most 12 layers in a strip, got {len(names)}")
-        for n in names:
-            self._layer_info(n)
-        return ", ".join(names)
+        return self._layer_list(
+            self._parse_layers(proposal["value"]), "strip_layers", 12, "a strip"
+        )
 
     @staticmethod
     def _parse_layers(text: str) -> list[str]:

@@ -9,20 +9,7 @@ import torch
 
 from cnnvis_widgets.core import atlas as A
 from cnnvis_widgets.core.hooks import active_hook_count, capture
-
-
-class ForwardCounter:
-    """Counts forward passes of a model (a pre-hook on the root module)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.n = 0
-        self._h = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, inputs) -> None:
-        self.n += 1
-
-    def remove(self) -> None:
-        self._h.remove()
+from tests.helpers import ForwardCounter
 
 
 @pytest.fixture

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -119,3 +123,22 @@ def image_stats(img) -> dict[str, float]:
     """``{width, height, range, colors}`` of a decoded ``<img>``: luminance range 0-255 and
     the number of distinct colours (capped at 4096)."""
     return img.evaluate(IMAGE_STATS_JS)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no access log on stderr
+        pass
+
+
+@contextlib.contextmanager
+def static_server(directory: Path) -> Iterator[str]:
+    """A static HTTP server over ``directory`` on 127.0.0.1 (a free port, no access log) while
+    the ``with`` lasts; yields its base URL ``http://127.0.0.1:PORT/``."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,13 +4,11 @@ as text, and not one request that leaves the machine (every request is recorded)
 
 from __future__ import annotations
 
-import functools
-import http.server
 import re
-import threading
 from pathlib import Path
 
 import pytest
+from e2e_helpers import static_server
 
 from cnnvis_widgets.site import export_site
 from tests.site_helpers import write_tiny_atlas
@@ -21,11 +19,6 @@ pytestmark = pytest.mark.e2e
 LABEL = "<img src=x onerror=alert(1)> stripes"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # no access log on stderr
-        pass
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("atlas-site")
@@ -34,15 +27,8 @@ def site(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def http_base(site: Path):
-    handler = functools.partial(_Quiet, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with static_server(site) as base:
+        yield base
 
 
 def _browse(browser, base: str, artifacts_dir: Path, tag: str) -> list[str]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-
 import nbformat
 import pytest
-from e2e_helpers import image_stats, wait_until
+from e2e_helpers import image_stats, static_server, wait_until
 from nbformat.v4 import new_code_cell, new_notebook
 
 from cnnvis_widgets.export import export_notebook
@@ -36,15 +32,8 @@ def served(tmp_path):
     src = tmp_path / "exported.ipynb"
     nbformat.write(nb, src)
     html = export_notebook(src, tmp_path / "out")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html.parent))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/{html.name}"
-    finally:
-        server.shutdown()
+    with static_server(html.parent) as base:
+        yield base + html.name
 
 
 def test_exported_widget_renders_with_no_network(served, page, blocked_requests, artifacts_dir):

@@ -12,23 +12,10 @@ from cnnvis_widgets import load_model
 from cnnvis_widgets.core.atlas.build import BuildSettings, build_atlas
 from cnnvis_widgets.widgets.atlas import Atlas
 from tests.conftest import make_tiny
+from tests.helpers import ForwardCounter
 
 RECIPE = dict(steps=4, size=32, batch=8, n_images=10, shard=5, probe_images=8,
               inversion_steps=3, inversion_size=32)  # fmt: skip
-
-
-class ForwardCounter:
-    """Counts forward passes of a model (a pre-hook on the root module)."""
-
-    def __init__(self, model) -> None:
-        self.n = 0
-        self._h = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, inputs) -> None:
-        self.n += 1
-
-    def remove(self) -> None:
-        self._h.remove()
 
 
 @pytest.fixture(scope="module")

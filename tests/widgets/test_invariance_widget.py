@@ -22,6 +22,7 @@ def test_a_run_fills_a_chart_and_a_strip_per_transformation(tiny_handle):
     try:
         assert w.original and w.sample == "cat"
         assert_refused(w, "layers", {"relu1, conv7": "nearest valid names", " , ": "empty"})
+        assert_refused(w, "layers", {", ".join(["relu1"] * 9): "at most 8 layers in a chart"})
         w.run()
         w.wait(120)
         assert w.error == ""

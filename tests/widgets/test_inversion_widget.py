@@ -48,6 +48,8 @@ def test_validation_and_unknown_arguments(widget, tiny_handle) -> None:
     assert widget.strip_layers == "conv1, conv2" == ", ".join(default_layers(tiny_handle))
     assert_refused(widget, "layer", {"conv3": "nearest valid names"})
     assert_refused(widget, "strip_layers", {"conv1, conv7": "nearest valid names"})
+    assert_refused(widget, "strip_layers", {" ; ": "strip_layers is empty"})
+    assert_refused(widget, "strip_layers", {"; ".join(["conv1"] * 13): "at most 12 layers"})
     assert_refused(widget, "tv_weight", {-1.0: "between 0 and"})
     assert_refused(widget, "alpha_weight", {float("nan"): "between 0 and"})
     assert_refused(widget, "sample", {"dog": "unknown photo"})

@@ -21,63 +21,15 @@ by their names (``A.occlusion.occlusion(...)``, ``A.faithfulness.faithfulness(..
 
 from __future__ import annotations
 
-from . import gradients  # noqa: F401  (the module, for readers and tests)
-from .gradients import (
-    DEPRECATED_METHODS,
-    METHODS,
-    RULES,
-    RuleState,
-    UnsupportedActivationError,
-    as_target,
-    canonical_method,
-    check_cam_layer,
-    deconvnet,
-    default_cam_layer,
-    grad_cam,
-    guided_backprop,
-    guided_grad_cam,
-    patches_installed,
-    relu_rule,
-    saliency,
-    unit_at,
-)
-from .methods import (
-    ALL_METHODS,
-    IG_BASELINES,
-    OCCLUSION_SCORES,
-    PERTURBATION_METHODS,
-    Explanation,
-    MethodOptions,
-    attribute,
-    explain,
-)
+from . import gradients, methods  # noqa: F401  (the modules, for readers and tests)
+from .gradients import *  # noqa: F403
+from .gradients import patches_installed  # noqa: F401
+from .methods import *  # noqa: F403  (after gradients: its attribute reaches every method)
 
 __all__ = [
     # gradients: the names of the module before it became a package
-    "RULES",
-    "METHODS",
-    "DEPRECATED_METHODS",
-    "canonical_method",
-    "RuleState",
-    "UnsupportedActivationError",
-    "relu_rule",
-    "unit_at",
-    "saliency",
-    "deconvnet",
-    "guided_backprop",
-    "grad_cam",
-    "guided_grad_cam",
-    "attribute",
-    "default_cam_layer",
-    "check_cam_layer",
-    "as_target",
+    *gradients.__all__,
     "patches_installed",
     # methods: every method by name
-    "ALL_METHODS",
-    "PERTURBATION_METHODS",
-    "OCCLUSION_SCORES",
-    "IG_BASELINES",
-    "MethodOptions",
-    "Explanation",
-    "explain",
+    *(name for name in methods.__all__ if name not in gradients.__all__),
 ]

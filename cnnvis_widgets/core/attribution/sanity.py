@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...models import ModelHandle, load_model
+from ...models import ModelHandle
 from ..blocks.optimize import Step
+from ..training import handle_of
 from .gradients import METHODS, _as_input, attribute, canonical_method
 
 __all__ = [
@@ -225,14 +226,7 @@ def cascading_randomization(
     names = [canonical_method(m) for m in methods]
     x = _as_input(handle, images)
     module = copy.deepcopy(handle.model)  # the user's module is only read
-    twin = load_model(
-        module,
-        device=handle.device,
-        input_size=handle.input_size,
-        mean=handle.mean,
-        std=handle.std,
-        class_names=handle.class_names,
-    )
+    twin = handle_of(handle, module, "randomized")  # handle's input spec, the copy's weights
     order = list(blocks) if blocks is not None else list(reversed(weight_blocks(module)))
     for b in order:
         module.get_submodule(b)  # AttributeError naming a block that does not exist

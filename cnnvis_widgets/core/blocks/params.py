@@ -107,10 +107,7 @@ class ImageParam:
         self.decorrelate = decorrelate and c == 3
         self.sigmoid = sigmoid
         self.device = torch.device(device)
-        cm = IMAGENET_COLOR_CORRELATION if color_matrix is None else color_matrix.float()
-        cm = cm / cm.norm(dim=0).max()
-        self._cm = cm.to(self.device)
-        self._cm_inv = torch.linalg.inv(cm).to(self.device)
+        self._cm, self._cm_inv = _color_matrices(color_matrix, self.device)
         self._mean = torch.tensor(
             mean if mean is not None else (0.5,) * c, dtype=torch.float32, device=self.device
         ).view(1, c, 1, 1)
@@ -189,6 +186,14 @@ def _unit_color_matrix(color_matrix: torch.Tensor | None) -> torch.Tensor:
     """The colour matrix as :class:`ImageParam` uses it (columns scaled to norm <= 1)."""
     cm = IMAGENET_COLOR_CORRELATION if color_matrix is None else color_matrix.float()
     return cm / cm.norm(dim=0).max()
+
+
+def _color_matrices(
+    color_matrix: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_unit_color_matrix` and its inverse on ``device`` (decorrelated colour <-> RGB)."""
+    cm = _unit_color_matrix(color_matrix)
+    return cm.to(device), torch.linalg.inv(cm).to(device)
 
 
 def _square(img: Image.Image, side: int) -> torch.Tensor:
@@ -312,9 +317,7 @@ class MacoParam(ImageParam):
         self.shape = (b, c, h, w)
         self.fft, self.decorrelate, self.sigmoid = True, True, True
         self.device = torch.device(device)
-        cm = _unit_color_matrix(color_matrix)
-        self._cm = cm.to(self.device)
-        self._cm_inv = torch.linalg.inv(cm).to(self.device)
+        self._cm, self._cm_inv = _color_matrices(color_matrix, self.device)
         m = torch.tensor(mean if mean is not None else (0.5,) * c, dtype=torch.float32)
         m = m.clamp(0.05, 0.95).view(1, c, 1, 1).to(self.device)
         self._mean, self._slope = m, 1.0 / (m * (1 - m))

@@ -110,6 +110,27 @@ def test_the_built_directory_follows_the_format(one_go):
     assert (out.parent / "other" / "notes.txt").read_text() == "mine"
 
 
+def test_an_opened_atlas_card_shows_the_stored_removal(one_go):
+    from cnnvis_widgets.core.atlas.build import _dataset
+    from cnnvis_widgets.core.atlas.card import card_view
+    from cnnvis_widgets.core.atlas.opened import atlas_card
+    from cnnvis_widgets.core.importance import ablate
+
+    out, _ = one_go
+    h = tiny_handle()
+    res = ablate(h, "4", "all", _dataset(None, h, BuildSettings(**SMALL))[0], how="zero")
+    row = max(range(12), key=lambda g: (bool(res.hurts_most(g)), float(res.accuracy_drop[g])))
+    card = atlas_card(h, S.open_atlas(out), "4", row)
+    live = res.worth(3)[res.ranking().index(row)]  # what the computed card would show
+    assert live.units == (row,) and card.removal is not None
+    assert card.removal.accuracy_drop == pytest.approx(live.accuracy_drop)
+    assert card.removal.accuracy == pytest.approx(live.accuracy)
+    assert [n for n, _ in card.removal.hurts] == [n for n, _ in live.hurts]
+    assert [d for _, d in card.removal.hurts] == pytest.approx([d for _, d in live.hurts])
+    text = card_view(card)["removal_text"]
+    assert "10 images, agreement with the intact network (intact 100.0%)" in text
+
+
 def test_interrupted_build_resumes_to_the_same_atlas(one_go, tmp_path):
     ref, full = one_go
     out = tmp_path / "resumed"

@@ -322,7 +322,7 @@ def _drive(steps: Any, show: bool) -> Any:
 #: the BuildSettings fields the command line sets (same names as the options)
 _BUILD_FIELDS = (
     "preset", "steps", "size", "seed", "batch", "k", "n_images", "shard", "probe_images",
-    "inversion_steps", "inversion_size", "top_classes", "max_units",
+    "inversion_steps", "inversion_size", "top_classes", "max_units", "ablation",
 )  # fmt: skip
 
 
@@ -367,6 +367,8 @@ def _add_atlas(sub: Any) -> None:
         ("top-classes", "classes per unit"), ("max-units", "only the first units of each layer"),
     ):  # fmt: skip
         b.add_argument(f"--{name}", type=int, default=None, help=what)
+    b.add_argument("--no-ablation", dest="ablation", action="store_const", const=False,
+                   default=None, help="do not measure what removing each unit does")  # fmt: skip
     b.set_defaults(func=cmd_atlas_build)
     e = asub.add_parser("export", help="write a static site of a built atlas (no server needed)")
     e.add_argument("dir", help="the built atlas folder")

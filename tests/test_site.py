@@ -357,7 +357,7 @@ def test_cnnvis_atlas_export_of_a_real_build(real_build, tmp_path, capsys) -> No
     assert main(["atlas", "export", str(real_build), "--out", str(site)]) == 0
     assert f"wrote {site / 'index.html'}" in capsys.readouterr().out
     manifest = json.loads((real_build / "atlas.json").read_text())
-    pages = 0
+    pages = ablated = 0
     for i, entry in enumerate(manifest["layers"]):
         layer = json.loads((real_build / entry["dir"] / "layer.json").read_text())
         folder = site / f"layers/{i:03d}-{entry['name']}"
@@ -366,14 +366,21 @@ def test_cnnvis_atlas_export_of_a_real_build(real_build, tmp_path, capsys) -> No
             pages += 1
             assert f"<h1>Unit {u['unit']} of layer {entry['name']}</h1>" in card
             assert card.count('class="pair"') == len(u["top"]) == 9
-            d = u["dissection"]
-            if d is not None and d["interpretable"]:
+            a = u["ablation"]  # the build measured what removing the unit does
+            assert a is not None and "<h2>What ablating it does</h2>" in card
+            assert f"<dt>Accuracy drop</dt><dd>{a['accuracy_drop']:.3g}</dd>" in card
+            ablated += bool(a["classes"])
+            for c, v in a["classes"]:
+                assert f'>{c}</a></td><td class="num">{v:.3g}</td>' in card
+            # the build writes a label only at IoU >= the threshold (null below it)
+            if u["dissection"] is not None:
                 assert "<dt>Concept</dt>" in card
-            elif d is not None:
-                assert "The best match was" in card and "<dt>Concept</dt>" not in card
+            else:
+                assert "No concept label" in card and "<dt>Concept</dt>" not in card
         for img in ("inversion.png", "am/0.png", "top/0_8.png", "proj/0_8.png"):
             assert (folder / img).read_bytes() == (real_build / entry["dir"] / img).read_bytes()
     assert pages == 8 + 12 == len(_index(site)["units"])
+    assert ablated > 0  # some unit's card lists the classes it hurts
     for page in site.rglob("*.html"):
         for url in _parse(page).urls:
             path = unquote(urlsplit(url).path)

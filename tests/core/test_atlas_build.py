@@ -85,6 +85,21 @@ def test_the_built_directory_follows_the_format(one_go):
         assert r["dissection"] in (None, r["best_concept"])
     share = sum(r["dissection"] is not None for r in rec["units"]) / 12
     assert rec["interpretable"] == pytest.approx(share)
+    # what removing each unit does: ablate's own numbers, the network's top-1 as the labels
+    from cnnvis_widgets.core.atlas.build import _dataset
+    from cnnvis_widgets.core.importance import ablate
+
+    h = tiny_handle()
+    res = ablate(h, "4", "all", _dataset(None, h, BuildSettings(**SMALL))[0], how="zero")
+    assert res.labels_from == "model" and res.baseline_accuracy == 1.0 and res.count == 10
+    for g, r in enumerate(rec["units"]):
+        a = r["ablation"]
+        assert a["accuracy_drop"] == float(res.accuracy_drop[g]) and a["images"] == 10
+        assert a["classes"] == [[n, -d] for n, d in res.hurts_most(g, 5)]
+        assert all(d > 0 for _, d in a["classes"]) and a["labels"] == "model"
+    drops = [r["ablation"]["accuracy_drop"] for r in rec["units"]]
+    assert max(drops) > 0  # some unit of the tiny net changes some image's top-1
+    assert report.computed["ablation"] == 2
     grid = atlas.grid("4")
     assert grid.complete and grid.images.shape == (12, 3, 32, 32)
     assert set(atlas.labels("4")) == set(range(12))
@@ -93,6 +108,27 @@ def test_the_built_directory_follows_the_format(one_go):
         (out.parent / "other" / "notes.txt").write_text("mine")
         build_atlas(tiny_handle(), LAYERS, None, out.parent / "other", BuildSettings(**SMALL))
     assert (out.parent / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_an_opened_atlas_card_shows_the_stored_removal(one_go):
+    from cnnvis_widgets.core.atlas.build import _dataset
+    from cnnvis_widgets.core.atlas.card import card_view
+    from cnnvis_widgets.core.atlas.opened import atlas_card
+    from cnnvis_widgets.core.importance import ablate
+
+    out, _ = one_go
+    h = tiny_handle()
+    res = ablate(h, "4", "all", _dataset(None, h, BuildSettings(**SMALL))[0], how="zero")
+    row = max(range(12), key=lambda g: (bool(res.hurts_most(g)), float(res.accuracy_drop[g])))
+    card = atlas_card(h, S.open_atlas(out), "4", row)
+    live = res.worth(3)[res.ranking().index(row)]  # what the computed card would show
+    assert live.units == (row,) and card.removal is not None
+    assert card.removal.accuracy_drop == pytest.approx(live.accuracy_drop)
+    assert card.removal.accuracy == pytest.approx(live.accuracy)
+    assert [n for n, _ in card.removal.hurts] == [n for n, _ in live.hurts]
+    assert [d for _, d in card.removal.hurts] == pytest.approx([d for _, d in live.hurts])
+    text = card_view(card)["removal_text"]
+    assert "10 images, agreement with the intact network (intact 100.0%)" in text
 
 
 def test_interrupted_build_resumes_to_the_same_atlas(one_go, tmp_path):
@@ -120,8 +156,11 @@ def test_interrupted_build_resumes_to_the_same_atlas(one_go, tmp_path):
 def test_changed_settings_or_model_are_not_served_stale_results(one_go, tmp_path):
     ref, full = one_go
     out = tmp_path / "changed"
-    quick = dict(SMALL, inversion_steps=0)
+    quick = dict(SMALL, inversion_steps=0, ablation=False)
     build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**quick))
+    m = json.loads((out / "atlas.json").read_text())
+    assert not m["layers"][1]["complete"]["ablation"] and m["layers"][1]["complete"]["am"]
+    assert all(u["ablation"] is None for u in S.open_atlas(out).layer("4")["units"])
     steps = build_atlas(tiny_handle(), LAYERS, None, out, BuildSettings(**dict(quick, steps=4)))
     assert steps.computed["am"] == full.computed["am"]  # new AM recipe: every batch again
     assert "top" not in steps.computed and "dissection" not in steps.computed
@@ -129,6 +168,14 @@ def test_changed_settings_or_model_are_not_served_stale_results(one_go, tmp_path
     other = build_atlas(tiny_handle(1), LAYERS, None, out, BuildSettings(**quick))
     assert other.reused == {}  # other weights: nothing of the first model is reused
     assert snapshot(out)["layers/001-4/layer.json"] != snapshot(ref)["layers/001-4/layer.json"]
+
+
+def test_no_ablation_on_the_command_line():
+    from cnnvis_widgets.cli import build_parser
+
+    args = ["atlas", "build", "--out", "x"]
+    assert build_parser().parse_args(args).ablation is None  # the setting's default: measured
+    assert build_parser().parse_args([*args, "--no-ablation"]).ablation is False
 
 
 def _free_port() -> int:

@@ -4,14 +4,15 @@
 :func:`~.grid.layer_grid_steps`), the top-k dataset patches over the dataset (in shards, by
 :func:`~cnnvis_widgets.core.topk.top_k_steps`) with their DeconvNet projections, one Network
 Dissection of all layers (:class:`~cnnvis_widgets.core.dissection.Dissector`), the regularized
-inversion of a reference photo and the classes each unit feeds, and writes the directory format
-of :mod:`.store` (``cnnvis-atlas/1``).
+inversion of a reference photo, the classes each unit feeds and what removing each unit does
+(:func:`~cnnvis_widgets.core.importance.ablate`, set to zero, over the same dataset), and
+writes the directory format of :mod:`.store` (``cnnvis-atlas/1``).
 
-* **Resumable.** Each piece (a batch of units, a dataset shard, a layer's inversion, a chunk of
-  unit cards, the dissection) is kept in ``DIR/parts/`` under a key of its content (model
-  fingerprint, dataset fingerprint, settings, units): after an interruption the next build reads
-  the finished pieces and computes only the others; a changed model, dataset or setting has other
-  keys, so nothing stale is reused.
+* **Resumable.** Each piece (a batch of units, a dataset shard, a layer's inversion, a layer's
+  ablation, a chunk of unit cards, the dissection) is kept in ``DIR/parts/`` under a key of its
+  content (model fingerprint, dataset fingerprint, settings, units): after an interruption the
+  next build reads the finished pieces and computes only the others; a changed model, dataset
+  or setting has other keys, so nothing stale is reused.
 * **Distributed.** Under ``torchrun --nproc-per-node N`` (one or several nodes) the pieces are
   dealt to the ranks round by round (:mod:`.distributed`: gloo on CPU, nccl on CUDA); the
   dissection shards its probe set itself and all-reduces its integer tallies. Top-k shards are
@@ -79,6 +80,10 @@ class BuildSettings(Settings):
         DeconvNet projections of the top patches.
     card_chunk : int
         Units per piece of unit cards.
+    ablation : bool
+        Measure what removing each unit does (each unit set to zero alone, over the dataset;
+        an unlabelled dataset is labelled by the intact network's own top-1, so the accuracy
+        drop is the share of images whose top-1 changes). One piece per layer.
     max_units : int or None
         Only the first units of each layer (None: all).
     """
@@ -99,6 +104,7 @@ class BuildSettings(Settings):
     top_classes: int = 5
     projections: bool = True
     card_chunk: int = 16
+    ablation: bool = True
     max_units: int | None = None
 
 
@@ -232,6 +238,15 @@ def build_atlas_steps(
             first.append(
                 _Item("inversion", n, ik, partial(P.inversion_part, handle, n, target,
                                                   s.inversion_steps, stop_event))
+            )  # fmt: skip
+        if s.ablation:
+            every_unit = len(units) == handle.layer(n).channels
+            which: list[int] | str = "all" if every_unit else units
+            ak = key("ablation", layer=n, units=which, dataset=ds.key, how="zero",
+                     classes=s.top_classes, size=list(handle.input_size))  # fmt: skip
+            first.append(
+                _Item("ablation", n, ak, partial(P.ablation_part, handle, n, which, ds,
+                                                 s.top_classes, stop_event))
             )  # fmt: skip
     merged: dict[str, Any] = {}
 
@@ -432,6 +447,19 @@ def _write_output(
                 part = _load(out, "inversion", it.key)
                 S.write_png(folder / "inversion.png", part["image"])
                 inversion = {"image": "inversion.png", "error": S.finite(part["error"])}
+        ablated = False
+        for it in first:
+            if it.layer == n and it.kind == "ablation":
+                part = _load(out, "ablation", it.key)
+                for r in part["units"]:
+                    units[r["unit"]]["ablation"] = {
+                        "accuracy_drop": S.finite(r["accuracy_drop"]),
+                        "classes": [[name, S.finite(d)] for name, d in r["classes"]],
+                        "accuracy": S.finite(r["accuracy"]),
+                        "baseline_accuracy": S.finite(part["baseline_accuracy"]),
+                        "images": part["images"], "labels": part["labels"],
+                    }  # fmt: skip
+                ablated = True
         folder.mkdir(parents=True, exist_ok=True)
         S.write_json(
             folder / "layer.json",
@@ -445,7 +473,7 @@ def _write_output(
              "shape": [li.channels, li.height, li.width],
              "complete": {"am": every, "top": every, "classes": every,
                           "dissection": dissection is not None and n in dissection.layers,
-                          "inversion": inversion is not None}}
+                          "inversion": inversion is not None, "ablation": every and ablated}}
         )  # fmt: skip
     S.write_json(
         out / "atlas.json",

@@ -3,8 +3,9 @@ is computed by the usual functions.
 
 * :func:`completed_grid_steps`: a layer's AM grid from the atlas; only the units it has no
   image of are optimized (:func:`~.grid.layer_grid_steps`, same recipe as the build);
-* :func:`atlas_card`: the :class:`~.card.UnitCard` of a unit from the atlas (None when the
-  atlas lacks its images: the card is then computed as usual);
+* :func:`atlas_card`: the :class:`~.card.UnitCard` of a unit from the atlas, with what
+  removing it does when the build measured it (None when the atlas lacks its images: the card
+  is then computed as usual);
 * :func:`atlas_strips`: one thumbnail strip per layer (its inversion, else grey) for the
   network view.
 """
@@ -89,9 +90,31 @@ def atlas_card(handle: ModelHandle, atlas: BuiltAtlas, layer: str, unit: int) ->
     names = list(getattr(handle, "class_names", None) or [])
     for name, w in rec.get("classes", []):
         classes.append((names.index(name) if name in names else -1, str(name), float(w or 0.0)))
+    worth, note = _removal(rec.get("ablation"), int(unit))
     return UnitCard(
-        layer, int(unit), main, var, entries, patches, projections, "", dinfo, None, classes
-    )
+        layer, int(unit), main, var, entries, patches, projections, "", dinfo, None, classes,
+        worth, note,
+    )  # fmt: skip
+
+
+def _removal(a: dict[str, Any] | None, unit: int) -> tuple[Any, str]:
+    """The card's ``removal`` (:class:`~cnnvis_widgets.core.importance.UnitWorth`, the three
+    classes hurt most, as a card computes it) and note from a unit's stored ``ablation``."""
+    from ..importance import UnitWorth
+
+    if not a or a.get("accuracy_drop") is None:
+        return None, ""
+    drop = float(a["accuracy_drop"])
+    base = a.get("baseline_accuracy")
+    acc = a.get("accuracy")
+    if acc is None:
+        acc = (1.0 if base is None else float(base)) - drop
+    hurts = [(str(n), -float(d or 0.0)) for n, d in (a.get("classes") or [])[:3]]
+    worth = UnitWorth(units=(unit,), accuracy_drop=drop, accuracy=float(acc), hurts=hurts)
+    measured = "labels" if a.get("labels") == "dataset" else "agreement with the intact network"
+    count = f"{a['images']} images, " if a.get("images") is not None else ""
+    intact = f" (intact {float(base):.1%})" if base is not None else ""
+    return worth, f"{count}{measured}{intact}, from the built atlas"
 
 
 def atlas_strips(atlas: BuiltAtlas, thumb: int = 48) -> torch.Tensor:

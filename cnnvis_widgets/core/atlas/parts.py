@@ -10,7 +10,9 @@ between ranks and be kept in ``DIR/parts/`` (:func:`save_part` / :func:`load_par
 * :func:`inversion_part`: the regularized inversion of the reference photo at one layer;
 * :func:`cards_part`: for a chunk of units, their top-k patches, DeconvNet projections
   (:func:`~cnnvis_widgets.core.projections.unit_projections`) and the classes they feed
-  (:func:`~cnnvis_widgets.core.contributions.class_contributions`).
+  (:func:`~cnnvis_widgets.core.contributions.class_contributions`);
+* :func:`ablation_part`: what removing each unit of a layer does over the dataset
+  (:func:`~cnnvis_widgets.core.importance.ablate`, ``how="zero"``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "as_topk",
     "inversion_part",
     "cards_part",
+    "ablation_part",
     "shard",
 ]
 
@@ -244,3 +247,48 @@ def cards_part(
             }
         )
     return out
+
+
+def ablation_part(
+    handle: ModelHandle,
+    layer: str,
+    units: Sequence[int] | str,
+    ds: ImageDataset,
+    top_classes: int = 5,
+    stop_event: threading.Event | None = None,
+) -> dict[str, Any] | None:
+    """Each of ``units`` (``"all"``: every unit) of ``layer`` set to zero alone over ``ds``
+    (:func:`~cnnvis_widgets.core.importance.ablate`), one record per unit: ``accuracy_drop``
+    and the ``top_classes`` classes whose probability on their own images falls most, as
+    ``[name, drop]`` (drops > 0), with the ``accuracy``, the intact ``baseline_accuracy``, the
+    ``images`` measured and where the ``labels`` came from (``"model"`` for an unlabelled
+    dataset: the intact network's own top-1, so the drop is the share of images whose top-1
+    changes). None when stopped."""
+    from ..blocks.runs import Run
+    from ..importance import ablate_steps
+
+    run = Run(ablate_steps(handle, layer, units, ds, how="zero"))
+    for _ in run:
+        if stop_event is not None and stop_event.is_set():
+            run.close()
+            return None
+    res = run.result
+    assert res is not None
+    drop, acc = res.accuracy_drop.tolist(), res.accuracy.tolist()
+    records = []
+    for g, group in enumerate(res.groups):
+        hurts = res.hurts_most(g, int(top_classes)) if top_classes > 0 else []
+        records.append(
+            {
+                "unit": int(group[0]),
+                "accuracy_drop": float(drop[g]),
+                "accuracy": float(acc[g]),
+                "classes": [[name, -float(d)] for name, d in hurts],
+            }
+        )
+    return {
+        "units": records,
+        "baseline_accuracy": float(res.baseline_accuracy),
+        "images": int(res.count),
+        "labels": res.labels_from,
+    }

@@ -23,7 +23,7 @@ This format is the contract between ``cnnvis atlas build`` (:mod:`.build`), the 
      "dataset": {"name": str, "images": int, "fingerprint": str} | null,
      "layers": [{"name": str, "dir": "layers/000-_blocks.0", "channels": int,
                  "shape": [C, H, W], "complete": {"am": bool, "top": bool, "dissection": bool,
-                 "classes": bool, "inversion": bool}}],
+                 "classes": bool, "inversion": bool, "ablation": bool}}],
      "created": ISO-8601 str, "version": cnnvis_widgets version str}
 
 ``layer.json``::
@@ -40,11 +40,22 @@ This format is the contract between ``cnnvis atlas build`` (:mod:`.build`), the 
                 "ablation": {"accuracy_drop": float, "classes": [[name, drop], ...]} | null},
                ...]}
 
+A unit's ``ablation`` is what setting it to zero alone does over the build's dataset
+(:func:`~cnnvis_widgets.core.importance.ablate`, ``how="zero"``): ``accuracy_drop`` is the
+intact accuracy minus the accuracy without it, and ``classes`` the classes whose mean
+probability on their own images falls most, ``[name, drop]`` with drop > 0, largest first. An
+unlabelled dataset (the default) is labelled by the intact network's own top-1, so
+``accuracy_drop`` is then the share of the dataset's images whose top-1 changes. Null when not
+measured (``--no-ablation``).
+
 All paths in ``layer.json`` are relative to the layer's folder; all floats are finite (null
 otherwise). Additions to the contract, backward-compatible (readers may ignore them):
 a unit's ``"best_concept"`` (``{"label", "category", "iou"}``: its best concept even below the
 IoU threshold, where ``dissection`` is null; absent when the layer was not dissected),
-``layer.json``'s ``"iou_threshold"`` and the manifest's ``layers[].kind`` (block, conv...).
+``layer.json``'s ``"iou_threshold"``, the manifest's ``layers[].kind`` (block, conv...) and
+the ablation's ``"accuracy"`` (without the unit), ``"baseline_accuracy"`` (intact),
+``"images"`` (measured) and ``"labels"`` (``"model"``: the intact network's top-1, or
+``"dataset"``).
 
 :func:`write_json` / :func:`write_png` write atomically; :class:`BuiltAtlas` (:func:`open_atlas`)
 reads a directory back: the manifest, each layer's record, a layer's AM images as a
@@ -78,7 +89,7 @@ __all__ = [
 ]
 
 FORMAT = "cnnvis-atlas/1"
-PARTS = ("am", "top", "dissection", "classes", "inversion")
+PARTS = ("am", "top", "dissection", "classes", "inversion", "ablation")
 
 
 def safe_name(name: str) -> str:

@@ -377,6 +377,8 @@ def test_cnnvis_atlas_export_of_a_real_build(real_build, tmp_path, capsys) -> No
                 assert "<dt>Concept</dt>" in card
             else:
                 assert "No concept label" in card and "<dt>Concept</dt>" not in card
+                best = u.get("best_concept")  # the best match below the threshold, named as such
+                assert best is None or "The best match was <a " in card and best["label"] in card
         for img in ("inversion.png", "am/0.png", "top/0_8.png", "proj/0_8.png"):
             assert (folder / img).read_bytes() == (real_build / entry["dir"] / img).read_bytes()
     assert pages == 8 + 12 == len(_index(site)["units"])

@@ -210,8 +210,13 @@ def _unit(raw: Any, folder: Path, where: _Where) -> SiteUnit:
             )
         )
     dissection = u.get("dissection")
+    key = "dissection"
+    if dissection is None and u.get("best_concept") is not None:
+        # the writer's best concept below the IoU threshold: shown as a match, never as the label
+        key, dissection = "best_concept", {**_dict(u["best_concept"], where.at("best_concept"))}
+        dissection["interpretable"] = False
     if dissection is not None:
-        w = where.at("dissection")
+        w = where.at(key)
         d = _dict(dissection, w)
         flag = d.get("interpretable", True)  # a later addition: absent = the label counts
         if not isinstance(flag, bool):

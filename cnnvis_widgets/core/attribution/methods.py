@@ -100,7 +100,14 @@ class MethodOptions(Settings):
     patch: int = knob(32, 1, 512, "Side of the grey occluding square (pixels).", "Patch (px)", 1)
     stride: int = knob(8, 1, 512, "Step of the occluding square (pixels).", "Stride (px)", 1)
     score: str = "logit"
-    steps: int = knob(32, 1, 1024, "Points on the integrated-gradients path.", "IG steps", 1)
+    steps: int = knob(
+        32,
+        1,
+        1024,
+        "Points between the baseline and the image (integrated gradients).",
+        "IG steps",
+        1,
+    )
     baseline: str = "black"
     smoothgrad: bool = False
     samples: int = knob(16, 1, 256, "Noisy copies averaged by SmoothGrad.", "Samples", 1)

@@ -197,7 +197,7 @@ def unit_card_steps(
             stop_event=stop_event,
         ):
             last = st
-            yield Step(index, st.loss, st.image, {"stage": "variants"}, 0)
+            yield Step(index, st.loss_ref, st.image, {"stage": "variants"}, 0)
             index += 1
         if stop_event is not None and stop_event.is_set():
             return None

@@ -266,7 +266,7 @@ def layer_grid_steps(
                 last = st
                 yield Step(
                     index,
-                    st.loss,
+                    st.loss_ref,
                     st.image,
                     {"units": chunk, "filled": int(grid.done.sum()), "partial": grid, **st.metrics},
                     total,

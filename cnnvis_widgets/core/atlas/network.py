@@ -242,7 +242,7 @@ def network_summary_steps(
                 stop_event=stop_event,
             ):
                 last = st
-                yield Step(index, st.loss, None, {"stage": "inversion"}, total)
+                yield Step(index, st.loss_ref, None, {"stage": "inversion"}, total)
                 index += 1
             if stop_event is not None and stop_event.is_set():
                 return None
